@@ -1,0 +1,41 @@
+"""The ``device`` x ``precision`` partitions, generated from the target catalog."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from adas_assets.catalog import TargetCatalog, default_catalog
+
+DEVICE = "device"
+PRECISION = "precision"
+
+
+def target_partitions(catalog: TargetCatalog) -> dg.MultiPartitionsDefinition:
+    """Every device x precision cell; unsupported cells exist so the grid shows them, marked."""
+    return dg.MultiPartitionsDefinition(
+        {
+            DEVICE: dg.StaticPartitionsDefinition(catalog.devices),
+            PRECISION: dg.StaticPartitionsDefinition(list(catalog.precisions)),
+        }
+    )
+
+
+def partition_key(device: str, precision: str) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({DEVICE: device, PRECISION: precision})
+
+
+def supported_partition_keys(catalog: TargetCatalog) -> list[str]:
+    return [partition_key(d, p) for d, p in catalog.supported_pairs()]
+
+
+def device_and_precision(key: str | dg.MultiPartitionKey) -> tuple[str, str]:
+    """Split a partition key into (device, precision), whatever form Dagster hands it in."""
+    if isinstance(key, dg.MultiPartitionKey):
+        dims = key.keys_by_dimension
+        return dims[DEVICE], dims[PRECISION]
+    # Dagster joins dimension values in alphabetical order of dimension name: device|precision.
+    device, precision = str(key).split("|")
+    return device, precision
+
+
+TARGET_PARTITIONS = target_partitions(default_catalog())

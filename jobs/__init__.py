@@ -1,0 +1,3 @@
+from jobs.intake import candidate_intake_job
+
+__all__ = ["candidate_intake_job"]

@@ -1,0 +1,90 @@
+"""An IO manager that keeps small asset values as hashed JSON in the artifact store.
+
+Assets pass *descriptors* between each other (a candidate's URIs and hashes, a dataset's
+manifest keys), never large binaries: those live in the artifact store and are verified
+when read. Values are pydantic models; the stored record names the model class so the
+downstream asset gets the same typed object back, from exactly the upstream materialization.
+"""
+
+import importlib
+import json
+import typing
+from typing import Any
+
+import dagster as dg
+from pydantic import BaseModel
+
+from resources.artifact_store import ArtifactStore
+
+
+def _partition_path(partition_key: str, partitions_def: dg.PartitionsDefinition | None) -> str:
+    if isinstance(partitions_def, dg.MultiPartitionsDefinition) and not isinstance(
+        partition_key, dg.MultiPartitionKey
+    ):
+        partition_key = partitions_def.get_partition_key_from_str(partition_key)
+    if isinstance(partition_key, dg.MultiPartitionKey):
+        return "/".join(f"{dim}={value}" for dim, value in sorted(partition_key.keys_by_dimension.items()))
+    return f"partition={partition_key}"
+
+
+def _encode(obj: Any) -> bytes:
+    if isinstance(obj, BaseModel):
+        cls = type(obj)
+        record = {"model": f"{cls.__module__}:{cls.__qualname__}", "value": obj.model_dump(mode="json")}
+    else:
+        record = {"model": None, "value": obj}
+    return json.dumps(record, indent=2, sort_keys=True).encode()
+
+
+def _decode(data: bytes) -> Any:
+    record = json.loads(data)
+    if record["model"] is None:
+        return record["value"]
+    module, _, name = record["model"].partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    return cls.model_validate(record["value"])
+
+
+class ArtifactJsonIOManager(dg.ConfigurableIOManager):
+    store: ArtifactStore
+
+    def _key(
+        self,
+        asset_key: dg.AssetKey,
+        partition_key: str | None,
+        partitions_def: dg.PartitionsDefinition | None,
+    ) -> str:
+        base = "asset-values/" + "/".join(asset_key.path)
+        if partition_key is None:
+            return f"{base}/value.json"
+        return f"{base}/{_partition_path(partition_key, partitions_def)}.json"
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        if obj is None:
+            return
+        partition = context.partition_key if context.has_asset_partitions else None
+        key = self._key(context.asset_key, partition, context.asset_partitions_def if partition else None)
+        stored = self.store.put_bytes(key, _encode(obj))
+        context.add_output_metadata({"value_uri": stored.uri, "value_sha256": stored.sha256})
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        key = context.asset_key
+        if not context.has_asset_partitions:
+            return _decode(self.store.get_bytes(self._key(key, None, None)))
+        partitions_def = context.asset_partitions_def
+        partition_keys = context.asset_partition_keys
+        # An input annotated dict[str, T] fans in across partitions (e.g. every precision of a
+        # device); anything else must map to exactly one upstream partition.
+        if typing.get_origin(context.dagster_type.typing_type) is not dict:
+            if len(partition_keys) != 1:
+                raise dg.DagsterInvariantViolationError(
+                    f"input {context.name!r} maps to {len(partition_keys)} partitions of {key.to_user_string()}; "
+                    "annotate it as dict[str, ...] to receive them all"
+                )
+            return _decode(self.store.get_bytes(self._key(key, partition_keys[0], partitions_def)))
+        values = {}
+        for pk in partition_keys:
+            storage_key = self._key(key, pk, partitions_def)
+            if self.store.exists(storage_key):
+                values[str(pk)] = _decode(self.store.get_bytes(storage_key))
+        return values
