@@ -1,5 +1,7 @@
 """The Dagster code location: every asset, check, job, sensor and schedule, wired to resources."""
 
+from typing import Any
+
 import dagster as dg
 
 from adas_assets.intake import assets as intake_assets
@@ -7,9 +9,15 @@ from jobs import candidate_intake_job
 from resources import build_resources
 from sensors import candidate_inbox_sensor, per_target_automation_sensor
 
-defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([intake_assets]),
-    jobs=[candidate_intake_job],
-    sensors=[candidate_inbox_sensor, per_target_automation_sensor],
-    resources=build_resources(),
-)
+
+def make_definitions(resources: dict[str, Any]) -> dg.Definitions:
+    """The whole code location against the given resources (tests pass temporary ones)."""
+    return dg.Definitions(
+        assets=dg.load_assets_from_modules([intake_assets]),
+        jobs=[candidate_intake_job],
+        sensors=[candidate_inbox_sensor, per_target_automation_sensor],
+        resources=resources,
+    )
+
+
+defs = make_definitions(build_resources())

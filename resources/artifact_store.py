@@ -349,7 +349,10 @@ class S3ArtifactStore(ArtifactStore):
             return False
 
     def list_keys(self, prefix: str = "") -> list[str]:
-        base = self._object_key(prefix) if prefix else self.prefix.strip("/")
+        if ".." in prefix.split("/"):
+            raise ValueError(f"invalid artifact prefix {prefix!r}")
+        root = self.prefix.strip("/")
+        base = f"{root}/{prefix}" if root else prefix
         strip = len(self.prefix.strip("/")) + 1 if self.prefix.strip("/") else 0
         keys = []
         for page in self._c().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base):

@@ -1,0 +1,126 @@
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from adas_assets.catalog import (
+    ConfigError,
+    UnsupportedTargetError,
+    default_catalog,
+    load_catalog,
+    require_supported,
+)
+from adas_assets.partitions import (
+    TARGET_PARTITIONS,
+    device_and_precision,
+    partition_key,
+    supported_partition_keys,
+)
+
+TARGETS = Path(__file__).resolve().parents[2] / "config" / "targets.yaml"
+
+
+def _write(tmp_path: Path, data: object) -> Path:
+    p = tmp_path / "targets.yaml"
+    p.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return p
+
+
+def _base() -> dict:
+    return yaml.safe_load(TARGETS.read_text())
+
+
+def test_shipped_catalog_has_required_targets() -> None:
+    cat = default_catalog()
+    assert {"x86-cpu", "t4", "a10g", "a100", "h100", "orin"} <= set(cat.devices)
+    assert cat.target("x86-cpu").runtime == "onnxruntime"
+    assert all(cat.target(d).runtime == "tensorrt" for d in ("t4", "a10g", "a100", "h100", "orin"))
+    assert all(cat.target(d).kubernetes.gpu_count >= 1 for d in ("t4", "a10g", "a100", "h100", "orin"))
+    # FP16 on ONNX Runtime CPU would silently run FP32: it must be marked unsupported.
+    assert not cat.supports("x86-cpu", "fp16")
+
+
+def test_partition_keys_match_catalog() -> None:
+    cat = default_catalog()
+    keys = set(TARGET_PARTITIONS.get_partition_keys())
+    assert len(keys) == len(cat.devices) * len(cat.precisions)
+    assert "x86-cpu|fp32" in keys and "orin|int8" in keys
+    supported = set(supported_partition_keys(cat))
+    assert supported == {f"{d}|{p}" for d, p in cat.supported_pairs()}
+    assert "x86-cpu|fp16" not in supported and "orin|fp32" not in supported
+    assert device_and_precision(partition_key("t4", "int8")) == ("t4", "int8")
+    assert device_and_precision("orin|fp16") == ("orin", "fp16")
+
+
+def test_require_supported_names_the_catalog() -> None:
+    with pytest.raises(
+        UnsupportedTargetError, match=r"x86-cpu/fp16 is not a supported combination.*targets.yaml"
+    ):
+        require_supported(default_catalog(), "x86-cpu", "fp16")
+    with pytest.raises(KeyError, match="unknown device 'v100'"):
+        require_supported(default_catalog(), "v100", "fp32")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["targets"]["t4"].pop("runtime"), r"targets\.t4\.runtime: Field required"),
+        (lambda d: d["targets"]["t4"].update(precisions=["fp64"]), r"targets\.t4\.precisions\.0"),
+        (lambda d: d["targets"]["t4"]["latency_budget_ms"].update(p95=-1), r"latency_budget_ms\.p95"),
+        (lambda d: d["targets"]["t4"]["kubernetes"].update(gpu_count=0), r"targets\.t4: .*gpu_count >= 1"),
+        (lambda d: d["targets"].update({"Bad|Name": d["targets"]["t4"]}), r"device name 'Bad\|Name'"),
+        (lambda d: d["targets"]["t4"].update(colour="red"), r"targets\.t4\.colour: Extra inputs"),
+        (
+            lambda d: d.update(precisions=["fp32"]),
+            r"targets\.[a-z0-9]+\.precisions uses \['fp16', 'int8'\], not listed",
+        ),
+    ],
+)
+def test_invalid_catalog_errors_name_file_and_field(tmp_path: Path, mutate, message: str) -> None:
+    data = _base()
+    mutate(data)
+    path = _write(tmp_path, data)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_catalog(path)
+    assert str(path) in str(info.value)
+
+
+def test_unparsable_and_missing_catalog(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_catalog(_write(tmp_path, "targets: [unclosed"))
+    with pytest.raises(ConfigError, match="file not found"):
+        load_catalog(tmp_path / "nope.yaml")
+
+
+def test_support_matrix_marks_unsupported_cells() -> None:
+    md = default_catalog().support_matrix_markdown()
+    row = next(line for line in md.splitlines() if line.startswith("| orin "))
+    assert "**unsupported**" in row.split("|")[3]  # the fp32 column
+
+
+def _requested_after_upstream_update(condition: dg.AutomationCondition) -> set[str]:
+    @dg.asset
+    def upstream() -> None: ...
+
+    @dg.asset(deps=[upstream], partitions_def=TARGET_PARTITIONS, automation_condition=condition)
+    def per_target() -> None: ...
+
+    instance = dg.DagsterInstance.ephemeral()
+    first = dg.evaluate_automation_conditions(defs=[upstream, per_target], instance=instance)
+    dg.materialize([upstream], instance=instance)
+    result = dg.evaluate_automation_conditions(
+        defs=[upstream, per_target], instance=instance, cursor=first.cursor
+    )
+    return set(result.get_requested_partitions(per_target.key))
+
+
+def test_automation_never_requests_unsupported_cells() -> None:
+    from adas_assets.automation import eager_on_supported_targets
+
+    # Plain eager would ask for every cell of the grid, unsupported ones included...
+    assert "orin|fp32" in _requested_after_upstream_update(dg.AutomationCondition.eager())
+    # ...the catalog-aware condition asks for exactly the supported ones.
+    requested = _requested_after_upstream_update(eager_on_supported_targets())
+    assert requested == set(supported_partition_keys(default_catalog()))
+    assert "x86-cpu|fp16" not in requested and "orin|fp32" not in requested

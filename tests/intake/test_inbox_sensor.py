@@ -1,0 +1,171 @@
+"""The inbox sensor on a temporary instance: good bundles taken in exactly once, bad ones set aside."""
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import pytest
+from dagster_aws.s3 import S3Resource
+
+from adas_assets.definitions import make_definitions
+from adas_assets.intake.refs import CandidateRef
+from adas_assets.settings import AdasHome
+from resources import build_resources
+from resources.artifact_store import LocalArtifactStore, S3ArtifactStore
+from resources.inbox import REASON_FILE, LocalInbox, S3Inbox
+from resources.io_manager import ArtifactJsonIOManager
+from sensors.candidate_inbox import candidate_inbox_sensor
+
+CANDIDATE = dg.AssetKey("candidate_checkpoint")
+
+
+def _tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None):  # type: ignore[no-untyped-def]
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor, definitions=defs, resources=defs.resources
+    ) as ctx:
+        result = candidate_inbox_sensor(ctx)
+        return result, ctx.cursor if not isinstance(result, dg.SensorResult) else result.cursor
+
+
+def _run(
+    defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunRequest
+) -> dg.ExecuteInProcessResult:
+    job = defs.resolve_job_def("candidate_intake")
+    return job.execute_in_process(
+        run_config=request.run_config, instance=instance, tags=request.tags, raise_on_error=False
+    )
+
+
+@pytest.fixture
+def local_defs(adas_home: Path) -> dg.Definitions:
+    resources = build_resources("local", AdasHome(adas_home))
+    resources["inbox"] = LocalInbox(path=str(adas_home / "inbox"), settle_seconds=0)
+    return make_definitions(resources)
+
+
+def test_good_bundle_is_materialized_exactly_once(adas_home: Path, local_defs, make_bundle) -> None:  # type: ignore[no-untyped-def]
+    inbox = adas_home / "inbox"
+    make_bundle(inbox, "detector-0.1.0")
+    with dg.instance_for_test() as instance:
+        result, cursor = _tick(local_defs, instance, None)
+        assert isinstance(result, dg.SensorResult) and len(result.run_requests) == 1
+        request = result.run_requests[0]
+        sha = request.run_key
+        # The same bundle, still waiting for its run, is not requested twice.
+        again, cursor = _tick(local_defs, instance, cursor)
+        assert isinstance(again, dg.SkipReason) and "waiting for its intake run" in again.skip_message
+
+        run = _run(local_defs, instance, request)
+        assert run.success
+        event = instance.get_latest_materialization_event(CANDIDATE)
+        assert event is not None
+        mat = event.asset_materialization
+        assert mat.tags["dagster/data_version"] == sha
+        assert mat.metadata["version"].value == "0.1.0"
+        assert mat.metadata["git_sha"].value == "abcdef0"
+        assert not (inbox / "detector-0.1.0").exists()
+        assert [p.name.startswith("0.1.0-") for p in (inbox / "accepted").iterdir()] == [True]
+
+        # The stored value downstream assets receive: every file hashed and verifiable.
+        ref = ArtifactJsonIOManager(store=LocalArtifactStore(root=str(adas_home / "artifacts")))
+        stored = _load_candidate(ref)
+        assert stored.bundle_sha256 == sha
+        store = LocalArtifactStore(root=str(adas_home / "artifacts"))
+        for f in stored.files.values():
+            assert store.recorded_sha256(f.key) == f.sha256
+
+        # Nothing new: the tick says so. The same bundle dropped again: no second run.
+        idle, cursor = _tick(local_defs, instance, cursor)
+        assert isinstance(idle, dg.SkipReason) and "no new bundles" in idle.skip_message
+        make_bundle(inbox, "same-bundle-renamed")
+        dup, cursor = _tick(local_defs, instance, cursor)
+        assert isinstance(dup, dg.SkipReason) and "already taken in" in dup.skip_message
+        assert len(instance.fetch_materializations(CANDIDATE, limit=10).records) == 1
+        assert any(p.name.startswith("duplicate-0.1.0-") for p in (inbox / "accepted").iterdir())
+
+
+def _load_candidate(io: ArtifactJsonIOManager) -> CandidateRef:
+    from resources.io_manager import _decode
+
+    return _decode(io.store.get_bytes("asset-values/candidate_checkpoint/value.json"))
+
+
+def test_bad_bundle_moves_to_rejected_with_reason_and_nothing_lost(
+    adas_home: Path, local_defs, make_bundle
+) -> None:  # type: ignore[no-untyped-def]
+    inbox = adas_home / "inbox"
+    bad = make_bundle(inbox, "broken")
+    (bad / "contract.yaml").write_text(
+        (bad / "contract.yaml").read_text().replace("version: 0.1.0", "version: one")
+    )
+    files_before = sorted(p.name for p in bad.iterdir())
+    with dg.instance_for_test() as instance:
+        result, _ = _tick(local_defs, instance, None)
+    assert isinstance(result, dg.SkipReason)
+    assert "rejected broken: contract.yaml: version" in result.skip_message
+    (moved,) = list((inbox / "rejected").iterdir())
+    assert sorted(p.name for p in moved.iterdir()) == sorted([*files_before, REASON_FILE])
+    reason = (moved / REASON_FILE).read_text()
+    assert "field: contract.yaml: version" in reason and "'one' is not a semantic version" in reason
+
+
+def test_a_different_bundle_cannot_reuse_a_version(adas_home: Path, local_defs, make_bundle) -> None:  # type: ignore[no-untyped-def]
+    inbox = adas_home / "inbox"
+    make_bundle(inbox, "first")
+    with dg.instance_for_test() as instance:
+        result, cursor = _tick(local_defs, instance, None)
+        assert _run(local_defs, instance, result.run_requests[0]).success
+        second = make_bundle(inbox, "second")
+        (second / "lineage.json").write_text(
+            (second / "lineage.json").read_text().replace("test-run", "other-run")
+        )
+        result, _ = _tick(local_defs, instance, cursor)
+    assert isinstance(result, dg.SkipReason)
+    assert "0.1.0 is already taken by bundle" in result.skip_message
+    assert (inbox / "rejected").iterdir().__next__().name.startswith("second-")
+
+
+def test_bundle_still_being_copied_is_left_alone(adas_home: Path, make_bundle) -> None:  # type: ignore[no-untyped-def]
+    inbox = LocalInbox(path=str(adas_home / "inbox"), settle_seconds=60)
+    make_bundle(adas_home / "inbox", "fresh")
+    make_bundle(adas_home / "inbox", ".hidden-in-progress")
+    assert inbox.pending() == []
+    old = time.time() - 120
+    for p in [adas_home / "inbox" / "fresh", *(adas_home / "inbox" / "fresh").iterdir()]:
+        os.utime(p, (old, old))
+    assert [i.name for i in inbox.pending()] == ["fresh"]
+
+
+def test_s3_inbox_and_store_take_in_and_reject(s3_env: str, tmp_path: Path, make_bundle) -> None:  # type: ignore[no-untyped-def]
+    bucket = f"adas-{os.urandom(4).hex()}"
+    client = boto3.client("s3", endpoint_url=s3_env, region_name="us-east-1")
+    client.create_bucket(Bucket=bucket)
+    s3 = S3Resource(endpoint_url=s3_env, region_name="us-east-1")
+    store = S3ArtifactStore(s3=s3, bucket=bucket, prefix="gold", cache_dir=str(tmp_path / "cache"))
+    defs = make_definitions(
+        {
+            "artifact_store": store,
+            "inbox": S3Inbox(s3=s3, bucket=bucket, prefix="inbox", settle_seconds=0),
+            "io_manager": ArtifactJsonIOManager(store=store),
+        }
+    )
+    good, bad = make_bundle(name="good"), make_bundle(name="bad")
+    (bad / "lineage.json").unlink()
+    for folder in (good, bad):
+        for f in folder.iterdir():
+            client.upload_file(str(f), bucket, f"inbox/{folder.name}/{f.name}")
+    shutil.rmtree(good)
+    with dg.instance_for_test() as instance:
+        result, _ = _tick(defs, instance, None)
+        assert isinstance(result, dg.SensorResult) and len(result.run_requests) == 1
+        assert _run(defs, instance, result.run_requests[0]).success
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert any(
+        k.startswith("gold/candidates/vehicle-detection-2d/0.1.0/") and k.endswith("model.pt2") for k in keys
+    )
+    assert any(k.startswith("inbox/rejected/bad-") and k.endswith(REASON_FILE) for k in keys)
+    assert any(k.startswith("inbox/accepted/0.1.0-") and k.endswith("model.pt2") for k in keys)
+    assert not any(k.startswith(("inbox/good/", "inbox/bad/")) for k in keys)
