@@ -1,19 +1,36 @@
 """Intake assets: the target catalog and candidate checkpoints dropped into the inbox."""
 
 import hashlib
+import json
+import tempfile
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
 from adas_assets.catalog import TARGETS_FILE, default_catalog
+from adas_assets.datasets.generator import dataset_tag, generate_dataset, load_datagen_config
+from adas_assets.datasets.slices import DEFAULT_SLICES_PATH as SLICES_FILE
+from adas_assets.datasets.slices import load_slices
 from adas_assets.intake.bundle import BundleRejected, validate_bundle
+from adas_assets.intake.calibration import balanced_shard
 from adas_assets.intake.candidates import check_version_free, store_bundle
-from adas_assets.intake.refs import CandidateRef
+from adas_assets.intake.refs import (
+    CalibrationShardRef,
+    CandidateRef,
+    DatasetRef,
+    ReplayBundleRef,
+    SliceCatalogRef,
+    StoredFile,
+)
 from resources.artifact_store import ArtifactStore
 from resources.inbox import Inbox, InboxItem, cleanup_local_copy
 
 INTAKE = "intake"
 CATALOG_SHA256 = hashlib.sha256(TARGETS_FILE.read_bytes()).hexdigest()
+SLICES_SHA256 = hashlib.sha256(SLICES_FILE.read_bytes()).hexdigest()
+# A slice thinner than this on the test split gives AP estimates too noisy to gate on.
+MIN_TEST_IMAGES_PER_SLICE = 30
 
 
 @dg.asset(
@@ -162,5 +179,230 @@ def candidate_checkpoint(
                 ),
             ),
             "inbox_archive": dg.MetadataValue.path(archived),
+        },
+    )
+
+
+# --- Golden data: simulated drive scenes, slices, calibration shard, replay logs -------------
+
+MANIFESTS = (
+    "dataset.json",
+    "golden_train.json",
+    "golden_val.json",
+    "golden_test.json",
+    "replay_sequences.json",
+)
+SPLITS = ("golden_train", "golden_val", "golden_test")
+
+
+class GoldenDatasetConfig(dg.Config):
+    size: str = Field(default="demo", description="A size defined in config/datagen.yaml (demo, tiny)")
+    workers: int = Field(default=2, ge=1, le=64, description="Simulator processes")
+
+
+def _stored(store: ArtifactStore, key: str) -> StoredFile:
+    data = store.get_bytes(key)
+    return StoredFile(key=key, uri=store.uri(key), sha256=store.recorded_sha256(key), size=len(data))
+
+
+def _read_json(store: ArtifactStore, f: StoredFile) -> dict:
+    return json.loads(store.get_bytes(f.key, expected_sha256=f.sha256))
+
+
+def _table(rows: list[dict], types: dict[str, str]) -> dg.TableMetadataValue:
+    return dg.MetadataValue.table(
+        [dg.TableRecord(r) for r in rows],
+        schema=dg.TableSchema(columns=[dg.TableColumn(name, t) for name, t in types.items()]),
+    )
+
+
+@dg.asset(group_name=INTAKE, kinds={"python"}, code_version="datagen-v1")
+def golden_dataset(
+    context: dg.AssetExecutionContext, config: GoldenDatasetConfig, artifact_store: ArtifactStore
+) -> dg.MaterializeResult:
+    """Drive scenes from the highway-env simulator: top-down frames with ground-truth boxes.
+
+    COCO manifests `golden_train/val/test` (no scene shared across splits; the roundabout
+    scenario held out of training), replay sequences with track ids, and per-frame tags
+    (scenario, density, weather, lighting) that slices select on. Deterministic from the seed
+    in `config/datagen.yaml`; the dataset tag hashes that config, so a regenerated identical
+    dataset is reused rather than rewritten.
+    """
+    datagen = load_datagen_config()
+    tag = dataset_tag(datagen, config.size)
+    prefix = f"datasets/{tag}"
+    reused = artifact_store.exists(f"{prefix}/dataset.json")
+    seconds = 0.0
+    if reused:
+        context.log.info(f"dataset {tag} already in the store; reusing it")
+    else:
+        with tempfile.TemporaryDirectory(prefix=f"{tag}-") as tmp:
+            summary = generate_dataset(
+                Path(tmp), datagen, size=config.size, workers=config.workers, progress=context.log.info
+            )
+            seconds = summary.seconds
+            context.log.info(f"storing {tag} under {artifact_store.uri(prefix)}")
+            artifact_store.put_tree(prefix, Path(tmp))
+    manifests = {
+        name.removesuffix(".json"): _stored(artifact_store, f"{prefix}/{name}") for name in MANIFESTS
+    }
+    meta = _read_json(artifact_store, manifests["dataset"])
+    ref = DatasetRef(
+        tag=tag,
+        prefix=prefix,
+        size=config.size,
+        config_hash=meta["config_hash"],
+        frame_size=list(meta["frame_size"]),
+        counts=dict(meta["counts"]),
+        manifests=manifests,
+        file_count=len(artifact_store.list_keys(prefix + "/")),
+    )
+    return dg.MaterializeResult(
+        value=ref,
+        data_version=dg.DataVersion(tag),
+        metadata={
+            "dataset_tag": tag,
+            "frames": _table(
+                [{"split": k, "images": v} for k, v in ref.counts.items()],
+                {"split": "string", "images": "int"},
+            ),
+            "frame_size_hw": dg.MetadataValue.text(f"{ref.frame_size[0]} x {ref.frame_size[1]}"),
+            "files": ref.file_count,
+            "generation_seconds": round(seconds, 1),
+            "reused": reused,
+            "location": dg.MetadataValue.url(artifact_store.uri(prefix)),
+        },
+    )
+
+
+@dg.asset(group_name=INTAKE, kinds={"yaml"}, code_version=SLICES_SHA256[:16])
+def slice_catalog(golden_dataset: DatasetRef, artifact_store: ArtifactStore) -> dg.MaterializeResult:
+    """Evaluation slices from `config/slices.yaml` (weather, lighting, scenario, density), counted per split.
+
+    Critical slices are the ones promotion gates must not regress on.
+    """
+    catalog = load_slices(SLICES_FILE)
+    stored = artifact_store.put_file(f"config-snapshots/slices/{SLICES_SHA256[:16]}.yaml", SLICES_FILE)
+    counts = {
+        split: catalog.counts(_read_json(artifact_store, golden_dataset.manifests[split])) for split in SPLITS
+    }
+    rows = [
+        {"slice": s.name, "critical": s.critical, **{split: counts[split][s.name] for split in SPLITS}}
+        for s in catalog.slices
+    ]
+    thin = [r["slice"] for r in rows if r["golden_test"] < MIN_TEST_IMAGES_PER_SLICE]
+    return dg.MaterializeResult(
+        value=SliceCatalogRef(
+            dataset_tag=golden_dataset.tag,
+            slices_file=StoredFile(key=stored.key, uri=stored.uri, sha256=stored.sha256, size=stored.size),
+            critical=catalog.critical,
+            counts=counts,
+        ),
+        data_version=dg.DataVersion(f"{SLICES_SHA256[:16]}-{golden_dataset.tag}"),
+        metadata={
+            "slices": _table(
+                rows,
+                {"slice": "string", "critical": "bool", **dict.fromkeys(SPLITS, "int")},
+            ),
+            "critical": dg.MetadataValue.text(", ".join(catalog.critical)),
+            "thin_test_slices": dg.MetadataValue.text(
+                ", ".join(thin)
+                if thin
+                else f"none (every slice has >= {MIN_TEST_IMAGES_PER_SLICE} test images)"
+            ),
+        },
+    )
+
+
+class CalibrationShardConfig(dg.Config):
+    split: str = "golden_val"
+    size: int = Field(default=128, ge=8, le=4096)
+    strata: list[str] = Field(
+        default=["clear_day", "night", "fog", "rain", "snow", "glare", "density_dense"],
+        description="Slices sampled round-robin so every condition is in the INT8 calibration set",
+    )
+    seed: int = 0
+
+
+@dg.asset(group_name=INTAKE, kinds={"json"})
+def calibration_shard(
+    config: CalibrationShardConfig,
+    golden_dataset: DatasetRef,
+    slice_catalog: SliceCatalogRef,
+    artifact_store: ArtifactStore,
+) -> dg.MaterializeResult:
+    """Frames for INT8 calibration, balanced by slice (night, rain, fog ... all represented).
+
+    Drawn from the validation split, never test, so calibration cannot leak into evaluation.
+    """
+    if config.split == "golden_test":
+        raise dg.Failure(
+            "calibration_shard.split must not be golden_test: calibration would leak into evaluation"
+        )
+    coco = _read_json(artifact_store, golden_dataset.manifests[config.split])
+    catalog = load_slices(SLICES_FILE)
+    ids, per_stratum = balanced_shard(coco, catalog, config.size, config.strata, config.seed)
+    by_id = {img["id"]: img for img in coco["images"]}
+    body = {
+        "dataset_tag": golden_dataset.tag,
+        "split": config.split,
+        "image_ids": ids,
+        "file_names": [by_id[i]["file_name"] for i in ids],
+        "per_stratum": per_stratum,
+    }
+    key = f"{golden_dataset.prefix}/calibration/{config.split}-{config.size}-s{config.seed}.json"
+    stored = artifact_store.put_bytes(key, json.dumps(body, indent=2).encode())
+    return dg.MaterializeResult(
+        value=CalibrationShardRef(
+            dataset_tag=golden_dataset.tag,
+            split=config.split,
+            shard=StoredFile(key=stored.key, uri=stored.uri, sha256=stored.sha256, size=stored.size),
+            image_ids=ids,
+            per_stratum=per_stratum,
+        ),
+        data_version=dg.DataVersion(stored.sha256),
+        metadata={
+            "frames": len(ids),
+            "per_stratum": _table(
+                [{"stratum": k, "frames": v} for k, v in per_stratum.items()],
+                {"stratum": "string", "frames": "int"},
+            ),
+            "shard": dg.MetadataValue.url(stored.uri),
+        },
+    )
+
+
+@dg.asset(group_name=INTAKE, kinds={"json"})
+def replay_log_bundles(golden_dataset: DatasetRef, artifact_store: ArtifactStore) -> dg.MaterializeResult:
+    """Recorded drive sequences (consecutive frames, ground truth with track ids) for open-loop replay."""
+    manifest = golden_dataset.manifests["replay_sequences"]
+    replay = _read_json(artifact_store, manifest)
+    sequences = [
+        {
+            "sequence_id": s["sequence_id"],
+            "scenario": s["scenario"],
+            "weather": s["weather"],
+            "lighting": s["lighting"],
+            "frames": len(s["image_ids"]),
+            "fps": float(s["fps"]),
+        }
+        for s in replay["sequences"]
+    ]
+    return dg.MaterializeResult(
+        value=ReplayBundleRef(dataset_tag=golden_dataset.tag, manifest=manifest, sequences=sequences),
+        data_version=dg.DataVersion(manifest.sha256),
+        metadata={
+            "sequences": _table(
+                sequences,
+                {
+                    "sequence_id": "string",
+                    "scenario": "string",
+                    "weather": "string",
+                    "lighting": "string",
+                    "frames": "int",
+                    "fps": "float",
+                },
+            ),
+            "annotated_boxes": len(replay["annotations"]),
         },
     )

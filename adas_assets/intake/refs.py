@@ -41,3 +41,45 @@ class CandidateRef(BaseModel):
     @property
     def model(self) -> StoredFile:
         return self.files[self.contract.model_file]
+
+
+class DatasetRef(BaseModel):
+    """A generated drive dataset in the artifact store (frames + COCO manifests)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tag: str
+    prefix: str
+    size: str
+    config_hash: str
+    frame_size: list[int]
+    counts: dict[str, int]
+    manifests: dict[str, StoredFile]
+    file_count: int
+
+
+class SliceCatalogRef(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    dataset_tag: str
+    slices_file: StoredFile
+    critical: list[str]
+    counts: dict[str, dict[str, int]]
+
+
+class CalibrationShardRef(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    dataset_tag: str
+    split: str
+    shard: StoredFile
+    image_ids: list[int]
+    per_stratum: dict[str, int]
+
+
+class ReplayBundleRef(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    dataset_tag: str
+    manifest: StoredFile
+    sequences: list[dict[str, str | int | float]]
