@@ -9,3 +9,9 @@ candidate_intake_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(candidate_checkpoint),
     description="Validate and store one candidate bundle from the inbox (launched by the inbox sensor).",
 )
+
+golden_data_job = dg.define_asset_job(
+    "golden_data",
+    selection=dg.AssetSelection.groups("intake") - dg.AssetSelection.assets(candidate_checkpoint),
+    description="Target catalog, simulated golden dataset, slices, calibration shard and replay logs.",
+)

@@ -168,7 +168,7 @@ def check_finite_weights(module: Any, model_file: str) -> int:
     return total
 
 
-def _named_outputs(result: Any, contract: Contract) -> dict[str, Any]:
+def named_outputs(result: Any, contract: Contract) -> dict[str, Any]:
     names = [o.name for o in contract.outputs]
     if isinstance(result, dict):
         missing = [n for n in names if n not in result]
@@ -204,7 +204,7 @@ def smoke_forward(
                 f"{CONTRACT_FILE}: input.shape",
                 f"the model rejected an input of shape {list(x.shape)}: {type(exc).__name__}: {str(exc)[:300]}",
             ) from exc
-        outputs = _named_outputs(result, contract)
+        outputs = named_outputs(result, contract)
         for i, spec in enumerate(contract.outputs):
             actual = list(outputs[spec.name].shape)
             declared = [batch if d == -1 else d for d in spec.shape]

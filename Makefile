@@ -1,0 +1,40 @@
+# Entry points. `make demo` and `make test` each set up everything from nothing.
+PYTHON ?= python3
+VENV ?= .venv
+ADAS_HOME ?= $(CURDIR)/.adas
+export ADAS_HOME
+export SDL_VIDEODRIVER = offscreen
+export WANDB_MODE ?= offline
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast ui lint clean-state
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup  ## run the main job end to end on embedded defaults
+	$(BIN)/python scripts/run_demo.py
+
+test: setup  ## the whole test suite (what CI runs)
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+ui: setup  ## the Dagster UI on the same instance `make demo` used
+	$(BIN)/python -c 'from adas_assets.settings import AdasHome; from resources.instance import prepare_local_instance; prepare_local_instance(AdasHome.from_env())'
+	DAGSTER_HOME=$(ADAS_HOME)/dagster $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean-state:  ## forget every local run, artifact and inbox item
+	rm -rf $(ADAS_HOME)

@@ -1,0 +1,20 @@
+"""Prepare the local Dagster instance directory under ADAS_HOME."""
+
+import os
+import shutil
+from pathlib import Path
+
+from adas_assets.settings import REPO_ROOT, AdasHome
+
+LOCAL_INSTANCE_YAML = REPO_ROOT / "deploy" / "local" / "dagster.yaml"
+
+
+def prepare_local_instance(home: AdasHome) -> Path:
+    """Create ``$ADAS_HOME/dagster`` with the local dagster.yaml and point DAGSTER_HOME at it."""
+    home.ensure()
+    target = home.dagster_home / "dagster.yaml"
+    if not target.exists():
+        shutil.copyfile(LOCAL_INSTANCE_YAML, target)
+    os.environ["DAGSTER_HOME"] = str(home.dagster_home)
+    os.environ["ADAS_HOME"] = str(home.root)
+    return home.dagster_home
