@@ -5,6 +5,7 @@ from typing import Any
 import dagster as dg
 
 from adas_assets.intake import assets as intake_assets
+from adas_assets.packaging import assets as packaging_assets
 from jobs import candidate_intake_job, golden_data_job
 from resources import build_resources
 from sensors import candidate_inbox_sensor, per_target_automation_sensor
@@ -13,7 +14,7 @@ from sensors import candidate_inbox_sensor, per_target_automation_sensor
 def make_definitions(resources: dict[str, Any]) -> dg.Definitions:
     """The whole code location against the given resources (tests pass temporary ones)."""
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([intake_assets]),
+        assets=dg.load_assets_from_modules([intake_assets, packaging_assets]),
         jobs=[candidate_intake_job, golden_data_job],
         sensors=[candidate_inbox_sensor, per_target_automation_sensor],
         resources=resources,

@@ -39,3 +39,12 @@ def device_and_precision(key: str | dg.MultiPartitionKey) -> tuple[str, str]:
 
 
 TARGET_PARTITIONS = target_partitions(default_catalog())
+
+
+def per_target_description(summary: str) -> str:
+    """An asset description that ends with the catalog's support matrix (shown in the UI)."""
+    return (
+        f"{summary.strip()}\n\nPartitioned by `device` x `precision` from `config/targets.yaml`; "
+        "cells marked unsupported are never built or requested by automation:\n\n"
+        + default_catalog().support_matrix_markdown()
+    )

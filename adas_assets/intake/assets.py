@@ -23,6 +23,7 @@ from adas_assets.intake.refs import (
     SliceCatalogRef,
     StoredFile,
 )
+from adas_assets.settings import DEMO_BUNDLES_DIR
 from resources.artifact_store import ArtifactStore
 from resources.inbox import Inbox, InboxItem, cleanup_local_copy
 
@@ -404,5 +405,39 @@ def replay_log_bundles(golden_dataset: DatasetRef, artifact_store: ArtifactStore
                 },
             ),
             "annotated_boxes": len(replay["annotations"]),
+        },
+    )
+
+
+class ProductionCheckpointConfig(dg.Config):
+    bundle_dir: str = Field(
+        default=str(DEMO_BUNDLES_DIR / "production"),
+        description="Bundle of the model currently in production (until the registry names it)",
+    )
+
+
+@dg.asset(group_name=INTAKE, kinds={"pytorch"}, automation_condition=dg.AutomationCondition.eager())
+def production_checkpoint(
+    config: ProductionCheckpointConfig, artifact_store: ArtifactStore
+) -> dg.MaterializeResult:
+    """The model serving production today: the baseline every candidate is compared against.
+
+    Validated and stored exactly like a candidate. Until the registry holds a production
+    entry it is the bundled `demo/bundles/production` (a weaker, earlier model).
+    """
+    try:
+        bundle = validate_bundle(Path(config.bundle_dir))
+    except BundleRejected as exc:
+        raise dg.Failure(description=f"production bundle {config.bundle_dir} is invalid: {exc}") from exc
+    check_version_free(artifact_store, bundle)
+    ref = store_bundle(artifact_store, bundle, source=config.bundle_dir)
+    return dg.MaterializeResult(
+        value=ref,
+        data_version=dg.DataVersion(ref.bundle_sha256),
+        metadata={
+            "summary": dg.MetadataValue.md(_candidate_summary(ref)),
+            "version": ref.contract.version,
+            "bundle_sha256": ref.bundle_sha256,
+            "source": dg.MetadataValue.path(config.bundle_dir),
         },
     )

@@ -145,7 +145,13 @@ def load_model(path: Path, contract: Contract) -> Any:
         )
     try:
         if contract.model_format == "torch_export":
-            return torch.export.load(str(file)).module()
+            module = torch.export.load(str(file)).module()
+            # ExportedProgram.module() installs train()/eval() that raise; exporters call them.
+            # The traced graph has no mode-dependent ops, so plain nn.Module flags are right.
+            for name in ("train", "eval"):
+                if name in vars(module):
+                    delattr(module, name)
+            return module.eval()
         return torch.jit.load(str(file), map_location="cpu").eval()
     except Exception as exc:
         raise BundleRejected(
