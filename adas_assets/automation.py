@@ -28,7 +28,10 @@ class SupportedTargetCondition(dg.AutomationCondition):
 
 
 def eager_on_supported_targets() -> dg.AutomationCondition:
-    """Eager automation restricted to catalog-supported cells of a device x precision asset."""
-    return (dg.AutomationCondition.eager() & SupportedTargetCondition()).with_label(
-        "eager, supported targets only"
-    )
+    """Eager automation restricted to catalog-supported cells of a device x precision asset,
+    held back while an upstream blocking check (equivalence, contract smoke, gates) is red."""
+    return (
+        dg.AutomationCondition.eager()
+        & SupportedTargetCondition()
+        & dg.AutomationCondition.all_deps_blocking_checks_passed()
+    ).with_label("eager, supported targets only, upstream blocking checks green")

@@ -47,6 +47,15 @@ class AdasHome:
         return self.root / "work" / "datasets"
 
     @property
+    def keys(self) -> Path:
+        """Local signing key (production names one through ADAS_SIGNING_KEY)."""
+        return self.root / "keys"
+
+    @property
+    def wandb(self) -> Path:
+        return self.root / "wandb"
+
+    @property
     def registry_db(self) -> Path:
         return self.root / "registry.db"
 

@@ -1,10 +1,12 @@
 """Packaging assets (specification step 15): staging, export, engines per device x precision."""
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from adas_assets.automation import eager_on_supported_targets
 from adas_assets.catalog import TargetCatalog, UnsupportedTargetError
@@ -17,13 +19,23 @@ from adas_assets.packaging.build import (
     read_json,
     stored_file,
 )
-from adas_assets.packaging.config import default_packaging_config
-from adas_assets.packaging.refs import EngineRef, ExportRef, StagedRef, model_prefix
+from adas_assets.packaging.config import PackagingConfig, default_packaging_config, load_packaging_config
+from adas_assets.packaging.quality import engine_quality
+from adas_assets.packaging.refs import EngineRef, ExportRef, StagedRef, TritonRepositoryRef, model_prefix
 from adas_assets.packaging.staging import stage_checkpoint
 from adas_assets.partitions import TARGET_PARTITIONS, device_and_precision, per_target_description
 from resources.artifact_store import ArtifactStore
 
 PACKAGING = "packaging"
+# A different packaging.yaml for this process (e.g. lighter checks in tests); default config/packaging.yaml.
+PACKAGING_CONFIG_ENV = "ADAS_PACKAGING_CONFIG"
+
+
+def packaging_config() -> PackagingConfig:
+    path = os.environ.get(PACKAGING_CONFIG_ENV)
+    return load_packaging_config(path) if path else default_packaging_config()
+
+
 EAGER = dg.AutomationCondition.eager()
 
 
@@ -79,7 +91,7 @@ def staged_checkpoint(
 def exported_graph(staged_checkpoint: StagedRef, artifact_store: ArtifactStore) -> dg.MaterializeResult:
     """ONNX graph (opset 17, dynamic batch axis) beside the bundle's `torch.export` program,
     with an operator coverage report per runtime (ONNX Runtime CPU, TensorRT)."""
-    config = default_packaging_config()
+    config = packaging_config()
     with tempfile.TemporaryDirectory(prefix="export-") as tmp:
         outcome = export_graph(artifact_store, staged_checkpoint.candidate, config, Path(tmp))
     d = outcome.details
@@ -153,9 +165,15 @@ def _build_cell(
     shard: CalibrationShardRef,
     dataset: DatasetRef,
     store: ArtifactStore,
+    with_checks: bool,
 ) -> dg.MaterializeResult:
+    # Imported here: both modules pull in onnx, which the code location must not load at import.
+    from adas_assets.packaging.operators import UnsupportedOperatorError
+    from adas_assets.packaging.tensorrt_engines import TensorRTUnavailable
+
     device, precision = device_and_precision(context.partition_key)
     frames = _calibration_frames(store, shard, dataset) if precision == "int8" else None
+    config = packaging_config()
     try:
         with tempfile.TemporaryDirectory(prefix=f"engine-{device}-{precision}-") as tmp:
             outcome = build_engine(
@@ -164,13 +182,66 @@ def _build_cell(
                 device,
                 precision,
                 catalog=catalog,
-                config=default_packaging_config(),
+                config=config,
                 calibration_frames=frames,
                 workdir=Path(tmp),
             )
-    except UnsupportedTargetError as exc:
+    except (UnsupportedTargetError, TensorRTUnavailable, UnsupportedOperatorError) as exc:
         raise dg.Failure(description=str(exc)) from exc
-    return _engine_result(context, outcome.ref, outcome.details)
+    if not with_checks:
+        return _engine_result(context, outcome.ref, outcome.details)
+    context.log.info(f"{device}/{precision}: numerical equivalence and latency")
+    qa = engine_quality(store, outcome.ref, dataset, catalog, config)
+    ref = outcome.ref.model_copy(
+        update={
+            "build": {
+                **outcome.ref.build,
+                "latency": qa.latency_summary,
+                "equivalence_passed": qa.equivalence.passed,
+            }
+        }
+    )
+    result = _engine_result(context, ref, outcome.details)
+    return dg.MaterializeResult(
+        value=ref,
+        data_version=result.data_version,
+        metadata={
+            **(result.metadata or {}),
+            "equivalence_report": dg.MetadataValue.url(qa.equivalence_file.uri),
+            "latency_report": dg.MetadataValue.url(qa.latency_file.uri),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="numerical_equivalence",
+                passed=qa.equivalence.passed and not qa.map_failure,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description="; ".join(
+                    [*qa.equivalence.failures, *([qa.map_failure] if qa.map_failure else [])]
+                )
+                or "every head, the decoded boxes and the task metric within tolerance",
+                metadata={
+                    "report": dg.MetadataValue.md(qa.equivalence.markdown()),
+                    "random_inputs": qa.equivalence.random_inputs,
+                    "real_frames": qa.equivalence.real_frames,
+                    **({"map_drop_points": qa.map_drop} if qa.map_drop is not None else {}),
+                },
+            ),
+            dg.AssetCheckResult(
+                check_name="latency_within_budget",
+                passed=qa.within_budget,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=f"p95 at batch 1: {qa.p95_ms:.2f} ms, budget {qa.budget_ms:g} ms ({device})",
+                metadata={
+                    "latency": dg.MetadataValue.md(qa.latency.markdown()),
+                    "p50_ms": qa.latency.batch(1).p50_ms,
+                    "p95_ms": qa.p95_ms,
+                    "best_batch": qa.latency.best_batch,
+                    "best_throughput_fps": qa.latency.best_throughput_fps,
+                    "peak_rss_mib": qa.latency.peak_rss_mib,
+                },
+            ),
+        ],
+    )
 
 
 @dg.asset(
@@ -179,6 +250,22 @@ def _build_cell(
     partitions_def=TARGET_PARTITIONS,
     automation_condition=eager_on_supported_targets(),
     pool="cpu-heavy",
+    # With check specs, a `-> MaterializeResult` annotation makes Dagster type the output
+    # Nothing and drop the value; dagster_type says it carries one.
+    dagster_type=dg.Any,
+    check_specs=[
+        dg.AssetCheckSpec(
+            "numerical_equivalence",
+            asset="engine",
+            blocking=True,
+            description="Engine vs FP32 PyTorch: per-head errors, decoded boxes, INT8 mAP drop",
+        ),
+        dg.AssetCheckSpec(
+            "latency_within_budget",
+            asset="engine",
+            description="p95 latency at batch 1 within the target's budget (targets.yaml)",
+        ),
+    ],
     description=per_target_description(
         "Inference engine of the candidate for one target cell: ONNX Runtime FP32 / INT8 (static Q/DQ "
         "calibrated on the slice-balanced shard, per-layer FP32 fallback, `calibration.cache`) on "
@@ -194,7 +281,13 @@ def engine(
     artifact_store: ArtifactStore,
 ) -> dg.MaterializeResult:
     return _build_cell(
-        context, exported_graph, target_catalog, calibration_shard, golden_dataset, artifact_store
+        context,
+        exported_graph,
+        target_catalog,
+        calibration_shard,
+        golden_dataset,
+        artifact_store,
+        with_checks=True,
     )
 
 
@@ -218,7 +311,131 @@ def production_engine(
     artifact_store: ArtifactStore,
 ) -> dg.MaterializeResult:
     with tempfile.TemporaryDirectory(prefix="prod-export-") as tmp:
-        export = export_graph(
-            artifact_store, production_checkpoint, default_packaging_config(), Path(tmp)
-        ).ref
-    return _build_cell(context, export, target_catalog, calibration_shard, golden_dataset, artifact_store)
+        export = export_graph(artifact_store, production_checkpoint, packaging_config(), Path(tmp)).ref
+    return _build_cell(
+        context, export, target_catalog, calibration_shard, golden_dataset, artifact_store, with_checks=False
+    )
+
+
+# --- Serving: Triton repository with a real-server contract test, then the signed pack ---------
+
+
+class TritonRepositoryConfig(dg.Config):
+    cpu_serving: str = Field(
+        default="python-onnxruntime",
+        description="How CPU engines are served: 'python-onnxruntime' (runs on the bundled local server) "
+        "or 'onnxruntime' (Triton's onnxruntime backend, production images)",
+    )
+    smoke_frames: int = Field(default=4, ge=1, le=64)
+
+
+@dg.asset(
+    group_name=PACKAGING,
+    kinds={"triton"},
+    partitions_def=TARGET_PARTITIONS,
+    automation_condition=eager_on_supported_targets(),
+    pool="cpu-heavy",
+    dagster_type=dg.Any,
+    check_specs=[
+        dg.AssetCheckSpec(
+            "triton_contract_smoke",
+            asset="triton_model_repository",
+            blocking=True,
+            description="A real Triton server answers raw frames with the engine's own detections (HTTP and gRPC)",
+        )
+    ],
+    description=per_target_description(
+        "Triton model repository: ensemble preprocess -> engine -> postprocess (decode + NMS), so "
+        "clients send raw frames and get boxes, plus `inference_config.json`."
+    ),
+)
+def triton_model_repository(
+    context: dg.AssetExecutionContext,
+    config: TritonRepositoryConfig,
+    engine: EngineRef,
+    golden_dataset: DatasetRef,
+    artifact_store: ArtifactStore,
+) -> dg.MaterializeResult:
+    from adas_assets.packaging.serving import build_repository, smoke_test_repository
+
+    with tempfile.TemporaryDirectory(prefix="triton-") as tmp:
+        built = build_repository(artifact_store, engine, Path(tmp), config.cpu_serving)
+        context.log.info(
+            f"repository written ({len(built.ref.files)} files); starting Triton for the contract test"
+        )
+        smoke = smoke_test_repository(
+            artifact_store, engine, golden_dataset, built.local_root, config.smoke_frames
+        )
+    return dg.MaterializeResult(
+        value=built.ref,
+        data_version=dg.DataVersion(built.ref.digest),
+        metadata={
+            "models": dg.MetadataValue.md("\n".join(f"- `{m}`" for m in built.model_names)),
+            "serving": built.serving,
+            "repository": dg.MetadataValue.url(artifact_store.uri(built.ref.prefix)),
+            "inference_config": dg.MetadataValue.url(built.ref.inference_config.uri),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="triton_contract_smoke",
+                passed=smoke.passed,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description="; ".join(smoke.failures)
+                or "metadata, value ranges and detections match over HTTP and gRPC",
+                metadata={
+                    "report": dg.MetadataValue.md(smoke.to_markdown()),
+                    "server_start_s": round(smoke.startup_seconds or 0.0, 2),
+                },
+            )
+        ],
+    )
+
+
+@dg.asset(
+    group_name=PACKAGING,
+    kinds={"triton", "docker"},
+    partitions_def=TARGET_PARTITIONS,
+    automation_condition=eager_on_supported_targets(),
+    description=per_target_description(
+        "The signed model pack of one target cell, under `models/<task>/<version>/<device>/<precision>/`: "
+        "engine, torch program, `inference_config.json`, `calibration.cache` (INT8), Triton repository, "
+        "CycloneDX SBOM, license and vulnerability reports, serving container build context, "
+        "`export_report.json`, ECDSA P-256 signatures (cosign verify-blob), and `pack_manifest.json` written last."
+    ),
+)
+def model_pack(
+    context: dg.AssetExecutionContext,
+    engine: EngineRef,
+    triton_model_repository: TritonRepositoryRef,
+    exported_graph: ExportRef,
+    staged_checkpoint: StagedRef,
+    artifact_store: ArtifactStore,
+) -> dg.MaterializeResult:
+    from adas_assets.packaging.serving import assemble_pack
+
+    with tempfile.TemporaryDirectory(prefix="pack-") as tmp:
+        outcome = assemble_pack(
+            artifact_store,
+            engine,
+            triton_model_repository,
+            exported_graph,
+            staged_checkpoint,
+            Path(tmp),
+            log=context.log.info,
+        )
+    ref = outcome.ref
+    return dg.MaterializeResult(
+        value=ref,
+        data_version=dg.DataVersion(ref.manifest.sha256),
+        metadata={
+            "summary": dg.MetadataValue.md(outcome.summary_markdown),
+            "container_tag": ref.container_tag,
+            "pack": dg.MetadataValue.url(artifact_store.uri(ref.prefix)),
+            "manifest": dg.MetadataValue.url(ref.manifest.uri),
+            "files": len(ref.files),
+            "signed_files": outcome.signed,
+            "license_report": dg.MetadataValue.md(outcome.license_markdown),
+            "vulnerability_scan": dg.MetadataValue.md(outcome.vuln_markdown),
+            "wandb_artifact": outcome.wandb_artifact,
+        },
+    )

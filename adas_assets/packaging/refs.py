@@ -62,6 +62,19 @@ class EngineRef(BaseModel):
         return pack_prefix(self.contract.task, self.contract.version, self.device, self.precision)
 
 
+class TritonRepositoryRef(BaseModel):
+    """A Triton model repository stored under ``<pack prefix>/triton/``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prefix: str
+    serving: str
+    ensemble: str
+    files: dict[str, StoredFile]
+    inference_config: StoredFile
+    digest: str
+
+
 class PackRef(BaseModel):
     """A complete, signed model pack; ``manifest`` lists every file with its sha256."""
 

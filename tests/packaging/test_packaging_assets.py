@@ -1,5 +1,6 @@
 """The packaging graph through Dagster: CPU cells build real engines; other cells fail clearly."""
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -9,7 +10,7 @@ from adas_assets.definitions import make_definitions
 from adas_assets.packaging.refs import EngineRef
 from adas_assets.settings import AdasHome
 from resources import build_resources
-from resources.artifact_store import LocalArtifactStore
+from resources.artifact_store import ArtifactIntegrityError, LocalArtifactStore
 from resources.io_manager import _decode
 
 pytestmark = pytest.mark.slow
@@ -17,7 +18,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def packaged(tmp_path_factory: pytest.TempPathFactory, bundle_template: Path):  # type: ignore[no-untyped-def]
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ADAS_PACKAGING_CONFIG", str(Path(__file__).with_name("fast_packaging.yaml")))
     home = AdasHome(tmp_path_factory.mktemp("adas-home")).ensure()
+    mp.setenv("ADAS_HOME", str(home.root))
     resources = build_resources("local", home)
     defs = make_definitions(resources)
     assets = list(defs.assets or [])
@@ -63,7 +67,16 @@ def packaged(tmp_path_factory: pytest.TempPathFactory, bundle_template: Path):  
             )
             for key in ("x86-cpu|fp32", "x86-cpu|int8", "x86-cpu|fp16", "t4|fp16")
         }
+        results["pack"] = dg.materialize(
+            assets,
+            selection=["triton_model_repository", "model_pack"],
+            partition_key="x86-cpu|fp32",
+            resources=resources,
+            instance=instance,
+            raise_on_error=False,
+        )
         yield home, results
+    mp.undo()
 
 
 def _engine_ref(home: AdasHome, device: str, precision: str) -> EngineRef:
@@ -104,3 +117,60 @@ def test_gpu_cell_off_a_gpu_node_says_what_it_needs(packaged) -> None:  # type: 
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "needs a t4 node with TensorRT" in str(failure.event_specific_data.error)
     assert not list((home.artifacts / "models").rglob("t4/fp16/*"))
+
+
+def test_engine_checks_ran_with_the_build(packaged) -> None:  # type: ignore[no-untyped-def]
+    _, results = packaged
+    checks = {c.check_name: c for c in results["x86-cpu|fp32"].get_asset_check_evaluations()}
+    assert checks["numerical_equivalence"].passed, checks["numerical_equivalence"].description
+    assert "latency_within_budget" in checks
+    assert checks["latency_within_budget"].metadata["p95_ms"].value > 0
+
+
+def test_signed_pack_with_real_triton_contract_smoke(packaged, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from adas_assets.packaging.refs import PackRef
+    from adas_assets.packaging.serving import verify_stored_pack
+    from adas_assets.packaging.signing import SignatureError
+
+    home, results = packaged
+    result = results["pack"]
+    assert result.success
+    smoke = {c.check_name: c for c in result.get_asset_check_evaluations()}["triton_contract_smoke"]
+    assert smoke.passed, smoke.description
+    store = LocalArtifactStore(root=str(home.artifacts))
+    pack: PackRef = _decode(store.get_bytes("asset-values/model_pack/device=x86-cpu/precision=fp32.json"))
+    names = set(pack.files)
+    for required in (
+        "model.onnx",
+        "model.pt2",
+        "inference_config.json",
+        "sbom.cdx.json",
+        "license_report.json",
+        "vulnerability_scan.json",
+        "export_report.json",
+        "container/Dockerfile",
+        "cosign.pub",
+        "model.onnx.sig",
+        "export_report.json.sig",
+    ):
+        assert required in names, required
+    assert any(n.startswith("triton/") and n.endswith("config.pbtxt") for n in names)
+    assert pack.container_tag == "adas-detector:0.1.0-abcdef0"
+    public_key = (home.keys / "cosign.pub").read_bytes()
+    assert "model.onnx" in verify_stored_pack(store, pack, public_key, tmp_path / "ok")
+    # Tampering behind the store's back is caught by the recorded hash...
+    target = home.artifacts / pack.prefix / "inference_config.json"
+    original = target.read_text()
+    target.write_text(original.replace("0.3", "0.01"))
+    with pytest.raises(ArtifactIntegrityError, match=r"inference_config\.json: sha256 mismatch"):
+        verify_stored_pack(store, pack, public_key, tmp_path / "bad")
+    # ...and by the signature even when the attacker also rewrites every hash record and the manifest.
+    forged = store.put_bytes(f"{pack.prefix}/inference_config.json", target.read_bytes())
+    manifest = json.loads(store.get_bytes(pack.manifest.key))
+    manifest["files"]["inference_config.json"] = forged.sha256
+    new_manifest = store.put_bytes(pack.manifest.key, json.dumps(manifest).encode())
+    forged_pack = pack.model_copy(
+        update={"manifest": pack.manifest.model_copy(update={"sha256": new_manifest.sha256})}
+    )
+    with pytest.raises(SignatureError, match=r"inference_config\.json"):
+        verify_stored_pack(store, forged_pack, public_key, tmp_path / "forged")

@@ -1,0 +1,404 @@
+"""Sweeps of closed-loop runs: planning, sharding, checkpointing, local processes.
+
+* ``plan_runs``: a category's parameter axes (config/simulation.yaml) sampled with balanced
+  marginals into concrete ``EpisodeSpec`` runs, each with its own seed derived from the sweep
+  seed: the same config gives the same runs, for candidate and production alike.
+* A shard is a pure function of (engine file, ``ShardSpec``): ``run_shard`` needs nothing else,
+  so the same call runs in a local process or in a Kubernetes pod (dagster-k8s) that mounts the
+  engine; the shard key is the sha256 of the spec (which names the engine's sha256), so equal
+  work has an equal key, whoever asks for it.
+* ``run_sweep`` checkpoints each finished shard into the artifact store
+  (``sim-cache/shards/<key>/result.json`` after its clips), so a crashed or cancelled sweep
+  resumes where it stopped, and production's shards are reused across candidates.
+* Results are reproducible bit for bit: every random draw is seeded by the run, ONNX Runtime
+  runs single-threaded per process, records come back in plan order whatever the scheduling.
+
+Domain code: no dagster import; the store is duck-typed (``exists``, ``get_bytes``, ``put_bytes``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from adas_assets.datasets.generator import DatagenConfig
+from adas_assets.simulation.clips import make_gif
+from adas_assets.simulation.closed_loop import EpisodeSpec, run_episode
+from adas_assets.simulation.config import (
+    CATEGORIES,
+    ClipConfig,
+    ControllerConfig,
+    MetricsConfig,
+    SimulationConfig,
+)
+from adas_assets.simulation.metrics import RunRecord, episode_metrics
+from adas_assets.simulation.perception import PerceptionSpec, build_perception
+
+logger = logging.getLogger(__name__)
+
+# Bump when a change alters what an episode computes (invalidates every cached shard).
+SIM_CODE_VERSION: Final[str] = "1"
+CHECKPOINT_PREFIX: Final[str] = "sim-cache/shards"
+
+
+class CheckpointStore(Protocol):
+    def exists(self, key: str) -> bool: ...
+
+    def get_bytes(self, key: str, expected_sha256: str | None = None) -> bytes: ...
+
+    def put_bytes(self, key: str, data: bytes) -> Any: ...
+
+
+# ==================================================================================================
+# Planning
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+def _balanced(values: Sequence[Any], n: int, rng: np.random.Generator) -> list[Any]:
+    """``n`` draws where every value appears floor/ceil(n / len) times, in a seeded order."""
+    out: list[Any] = []
+    while len(out) < n:
+        out.extend(values[i] for i in rng.permutation(len(values)))
+    return out[:n]
+
+
+def plan_category(cfg: SimulationConfig, category: str, n: int) -> list[EpisodeSpec]:
+    cc = cfg.categories[category]  # type: ignore[index]
+    cat_index = CATEGORIES.index(category)
+    rng = np.random.default_rng([cfg.seed, cat_index, 17])
+    axes = {
+        "density": _balanced(cc.densities, n, rng),
+        "ego_speed_mps": _balanced(cc.ego_speed_mps, n, rng),
+        "gap_time_s": _balanced(cc.gap_time_s, n, rng),
+        "actor_type": _balanced(cc.actor_types, n, rng),
+        "actor_speed_delta_mps": _balanced(cc.actor_speed_delta_mps, n, rng),
+        "condition": _balanced(cc.conditions, n, rng),
+    }
+    scripted = category in ("cut_in", "stopped_lead")
+    runs = []
+    for i in range(n):
+        cond = axes["condition"][i]
+        runs.append(
+            EpisodeSpec(
+                run_id=f"{category}-{i:03d}",
+                category=category,  # type: ignore[arg-type]
+                scenario=cc.scenario,
+                density=axes["density"][i],
+                weather=cond.weather,
+                lighting=cond.lighting,
+                severity=cond.severity,
+                seed=_seed(cfg.seed, cat_index, i),
+                duration_s=cc.duration_s,
+                ego_speed_mps=float(axes["ego_speed_mps"][i]),
+                gap_time_s=float(axes["gap_time_s"][i]) if category == "cut_in" else None,
+                actor_type=axes["actor_type"][i] if scripted else None,
+                actor_speed_delta_mps=float(axes["actor_speed_delta_mps"][i])
+                if category == "cut_in"
+                else None,
+            )
+        )
+    return runs
+
+
+def plan_runs(cfg: SimulationConfig, size: str, library: Sequence[EpisodeSpec] = ()) -> list[EpisodeSpec]:
+    """Every run of a named sweep size: per-category sweeps, then up to ``library_runs`` library runs."""
+    if size not in cfg.sweeps:
+        raise ValueError(
+            f"unknown sweep size {size!r}; config/simulation.yaml defines: {', '.join(cfg.sweeps)}"
+        )
+    sweep = cfg.sweeps[size]
+    runs: list[EpisodeSpec] = []
+    for cat in CATEGORIES:
+        n = sweep.runs.get(cat, 0)  # type: ignore[call-overload]
+        if n and cat in cfg.categories:
+            runs.extend(plan_category(cfg, cat, n))
+    runs.extend(list(library)[: sweep.library_runs])
+    if sweep.duration_s is not None:
+        runs = [r.model_copy(update={"duration_s": sweep.duration_s}) for r in runs]
+    ids = [r.run_id for r in runs]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"duplicate run ids in sweep {size!r}")
+    return runs
+
+
+# ==================================================================================================
+# Shards
+
+
+class EpisodeSettings(BaseModel):
+    """Everything besides the run and the perception that decides what an episode computes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code_version: str = SIM_CODE_VERSION
+    policy_frequency_hz: int
+    controller: ControllerConfig
+    metrics: MetricsConfig
+    clips: ClipConfig
+    datagen: DatagenConfig
+
+    @classmethod
+    def from_configs(cls, cfg: SimulationConfig, datagen: DatagenConfig) -> EpisodeSettings:
+        return cls(
+            policy_frequency_hz=cfg.policy_frequency_hz,
+            controller=cfg.controller,
+            metrics=cfg.metrics,
+            clips=cfg.clips,
+            datagen=datagen,
+        )
+
+
+class ShardSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shard_index: int
+    perception: PerceptionSpec
+    runs: list[EpisodeSpec] = Field(min_length=1)
+    settings: EpisodeSettings
+
+    @property
+    def key(self) -> str:
+        canonical = json.dumps(
+            self.model_dump(mode="json", exclude={"shard_index"}), sort_keys=True, separators=(",", ":")
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ShardResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    records: list[RunRecord]
+    clips: dict[str, bytes] = Field(default_factory=dict, exclude=True)
+    wall_s: float
+
+
+def make_shards(
+    runs: Sequence[EpisodeSpec], perception: PerceptionSpec, settings: EpisodeSettings, n_shards: int
+) -> list[ShardSpec]:
+    """Round-robin over the plan (categories spread evenly); empty shards are dropped."""
+    n = max(1, min(n_shards, len(runs)))
+    groups = [list(runs[i::n]) for i in range(n)]
+    return [
+        ShardSpec(shard_index=i, perception=perception, runs=g, settings=settings)
+        for i, g in enumerate(groups)
+        if g
+    ]
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+_PERCEPTION_CACHE: dict[tuple[str, str | None], Any] = {}
+
+
+def run_shard(engine_path: str | None, spec: ShardSpec, threads: int = 1) -> ShardResult:
+    """Run every episode of a shard: a pure function of (engine file, shard spec)."""
+    t0 = time.perf_counter()
+    p = spec.perception
+    if p.kind == "engine":
+        if engine_path is None:
+            raise ValueError(f"shard {spec.shard_index}: perception {p.label!r} needs an engine file")
+        actual = _sha256_file(Path(engine_path))
+        if p.engine_sha256 is not None and actual != p.engine_sha256:
+            raise ValueError(
+                f"shard {spec.shard_index}: {engine_path} has sha256 {actual}, the shard spec names {p.engine_sha256}"
+            )
+    cache_key = (p.model_dump_json(), engine_path)
+    perception = _PERCEPTION_CACHE.get(cache_key)
+    if perception is None:
+        perception = build_perception(p, engine_path, threads=threads)
+        _PERCEPTION_CACHE.clear()  # one engine per process at a time
+        _PERCEPTION_CACHE[cache_key] = perception
+    st = spec.settings
+    records: list[RunRecord] = []
+    clips: dict[str, bytes] = {}
+    for run in spec.runs:
+        out = run_episode(
+            run,
+            perception,
+            st.datagen,
+            st.controller,
+            policy_hz=st.policy_frequency_hz,
+            clip_seconds=st.clips.seconds,
+        )
+        m = episode_metrics(run, out.trace, st.metrics)
+        clip_key = None
+        if m.failed and out.clip:
+            clip_key = f"clips/{run.run_id}.gif"
+            what = "collision" if m.collisions else ("off road" if m.off_road_events else "blocked")
+            clips[clip_key] = make_gif(
+                out.clip,
+                scale=st.clips.scale,
+                fps=st.clips.fps,
+                title=f"{p.label} {run.run_id} {what}",
+                frame_step=st.clips.frame_step,
+                colors=st.clips.colors,
+            )
+        records.append(
+            RunRecord(model=p.label, spec=run, metrics=m, wall_s=round(out.wall_s, 3), clip_key=clip_key)
+        )
+    return ShardResult(key=spec.key, records=records, clips=clips, wall_s=round(time.perf_counter() - t0, 3))
+
+
+def _init_worker() -> None:
+    os.environ["SDL_VIDEODRIVER"] = "offscreen"
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+# ==================================================================================================
+# Checkpoints and the sweep
+
+
+def checkpoint_prefix(key: str) -> str:
+    return f"{CHECKPOINT_PREFIX}/{key}"
+
+
+def save_checkpoint(store: CheckpointStore, result: ShardResult) -> str:
+    """Clips first, then result.json: the JSON's presence means the shard is complete."""
+    prefix = checkpoint_prefix(result.key)
+    for rel, data in sorted(result.clips.items()):
+        store.put_bytes(f"{prefix}/{rel}", data)
+    body = result.model_dump_json(indent=1).encode()
+    store.put_bytes(f"{prefix}/result.json", body)
+    return f"{prefix}/result.json"
+
+
+def load_checkpoint(store: CheckpointStore, key: str) -> ShardResult | None:
+    path = f"{checkpoint_prefix(key)}/result.json"
+    if not store.exists(path):
+        return None
+    result = ShardResult.model_validate_json(store.get_bytes(path))
+    if result.key != key:
+        raise ValueError(f"checkpoint {path} holds shard {result.key}, expected {key}")
+    return result
+
+
+class SweepError(RuntimeError):
+    """Some shards failed; the ones that finished are checkpointed and will be reused."""
+
+
+@dataclass
+class SweepResult:
+    perception: str
+    records: list[RunRecord]
+    clip_keys: dict[str, str]  # run_id -> store key of the clip
+    shards_total: int
+    shards_computed: list[int] = field(default_factory=list)
+    shards_reused: list[int] = field(default_factory=list)
+    wall_s: float = 0.0
+    episodes_computed: int = 0
+    compute_s: float = 0.0
+
+
+ShardRunner = Callable[[str | None, ShardSpec], ShardResult]
+
+
+def run_sweep(
+    store: CheckpointStore,
+    runs: Sequence[EpisodeSpec],
+    perception: PerceptionSpec,
+    settings: EpisodeSettings,
+    *,
+    engine_path: str | Path | None = None,
+    shards: int = 4,
+    processes: int = 2,
+    progress: Callable[[str], None] | None = None,
+    runner: ShardRunner | None = None,
+) -> SweepResult:
+    """Run (or resume) a sweep: checkpointed shards are loaded, the rest computed and checkpointed.
+
+    ``processes <= 1`` (or a custom ``runner``) computes in this process.
+    """
+    t0 = time.perf_counter()
+    engine = str(engine_path) if engine_path is not None else None
+    specs = make_shards(runs, perception, settings, shards)
+    results: dict[int, ShardResult] = {}
+    out = SweepResult(perception=perception.label, records=[], clip_keys={}, shards_total=len(specs))
+
+    def report(msg: str) -> None:
+        logger.info(msg)
+        if progress is not None:
+            progress(msg)
+
+    todo: list[ShardSpec] = []
+    for spec in specs:
+        done = load_checkpoint(store, spec.key)
+        if done is not None:
+            results[spec.shard_index] = done
+            out.shards_reused.append(spec.shard_index)
+        else:
+            todo.append(spec)
+    report(
+        f"{perception.label}: {len(runs)} runs in {len(specs)} shards; {len(out.shards_reused)} checkpointed, "
+        f"{len(todo)} to run on {processes if runner is None else 1} process(es)"
+    )
+    errors: list[str] = []
+
+    def finished(spec: ShardSpec, res: ShardResult) -> None:
+        save_checkpoint(store, res)
+        results[spec.shard_index] = res
+        out.shards_computed.append(spec.shard_index)
+        out.episodes_computed += len(res.records)
+        out.compute_s += res.wall_s
+        collided = sum(r.metrics.collisions for r in res.records)
+        report(
+            f"{perception.label}: shard {spec.shard_index} done ({len(res.records)} runs, {collided} collisions, "
+            f"{res.wall_s:.1f} s); {len(results)}/{len(specs)} shards"
+        )
+
+    if runner is not None or processes <= 1:
+        run = runner or run_shard
+        for spec in todo:
+            try:
+                finished(spec, run(engine, spec))
+            except Exception as exc:
+                errors.append(f"shard {spec.shard_index}: {type(exc).__name__}: {exc}")
+                break  # a crash stops the sweep; finished shards stay checkpointed
+    elif todo:
+        ctx = mp.get_context("spawn")  # fork would copy pygame/SDL and ORT thread state
+        with cf.ProcessPoolExecutor(max_workers=processes, mp_context=ctx, initializer=_init_worker) as pool:
+            futures = {pool.submit(run_shard, engine, spec): spec for spec in todo}
+            for fut in cf.as_completed(futures):
+                spec = futures[fut]
+                try:
+                    finished(spec, fut.result())
+                except Exception as exc:
+                    errors.append(f"shard {spec.shard_index}: {type(exc).__name__}: {exc}")
+    if errors:
+        raise SweepError(
+            f"{perception.label}: {len(errors)} shard(s) failed ({'; '.join(errors)}); "
+            f"{len(results)} of {len(specs)} are checkpointed and will be reused on the next run"
+        )
+    order = {r.run_id: i for i, r in enumerate(runs)}
+    for idx in sorted(results):
+        res = results[idx]
+        for rec in res.records:
+            out.records.append(rec)
+            if rec.clip_key:
+                out.clip_keys[rec.spec.run_id] = f"{checkpoint_prefix(res.key)}/{rec.clip_key}"
+    out.records.sort(key=lambda r: order[r.spec.run_id])
+    out.shards_computed.sort()
+    out.wall_s = round(time.perf_counter() - t0, 3)
+    return out

@@ -1,0 +1,253 @@
+"""Benchmark the CPU packaging path: PyTorch eager FP32 vs ONNX Runtime FP32 vs ONNX Runtime INT8.
+
+    python scripts/benchmark_packaging.py [--bundle demo/bundles/candidate] [--data .adas/datasets/demo]
+        [--rounds 3] [--calibration-frames 128] [--equivalence] [--write]
+
+Prints batch-1 p50/p95 of each runtime (each measured in its own subprocess, rounds
+interleaved so drift on a shared machine hits all three alike; the median over rounds is
+reported), the speedups vs eager, the INT8 (and FP32) COCO mAP@[.5:.95] drop on the
+validation split, and the wall time of building the CPU engines (export + FP32 + INT8 with
+calibration and per-layer fallback). Targets: ORT INT8 >= 3x eager with a drop <= 1.0 point,
+ORT FP32 >= 1.5x eager.
+
+Without ``--bundle`` it uses ``demo/bundles/candidate`` when present, else an untrained
+detector in a temporary directory (latency only means something then). Without ``--data``
+it uses ``.adas/datasets/demo`` when present; without a dataset there is no mAP and the INT8
+engine is calibrated on random frames. ``--write`` appends a "Packaging (CPU)" section to
+BENCHMARKS.md (append only: other benchmarks share the file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+# Before torch loads OpenMP: the parent's own torch threads must not spin while children measure.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+
+from adas_assets.packaging.config import default_packaging_config  # noqa: E402
+from adas_assets.packaging.latency import (  # noqa: E402
+    LatencyReport,
+    machine_info,
+    measure_latency,
+    measure_torch_eager_latency,
+)
+
+DEFAULT_BUNDLE = REPO_ROOT / "demo" / "bundles" / "candidate"
+DEFAULT_DATA = REPO_ROOT / ".adas" / "datasets" / "demo"
+# COCO AP needs the low-score tail; config/evaluation.yaml evaluates at the same threshold.
+MAP_SCORE_THRESHOLD = 0.05
+CALIBRATION_STRATA = ["clear_day", "night", "fog", "rain", "snow", "glare", "density_dense"]
+
+
+def _untrained_bundle(tmp: Path) -> Path:
+    import torch
+
+    from adas_assets.detector.bundle import write_bundle
+    from adas_assets.detector.model import CenterNet
+    from adas_assets.intake.contract import Lineage, Normalization
+
+    torch.manual_seed(0)
+    return write_bundle(
+        CenterNet().eval(),
+        tmp / "untrained",
+        version="0.0.1",
+        model_name="untrained-detector",
+        task="vehicle-detection-2d",
+        lineage=Lineage(training_run_id="benchmark", dataset_tag="none", git_sha="0000000"),
+        normalization=Normalization(scale=1 / 255, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
+    )
+
+
+def _calibration_frames(data: Path | None, n: int, shape: tuple[int, int]) -> tuple[np.ndarray, str]:
+    """A slice-balanced shard of the validation split (as the calibration_shard asset draws it)."""
+    if data is None:
+        rng = np.random.default_rng(0)
+        return rng.integers(0, 256, (n, *shape, 3), dtype=np.uint8), f"{n} random frames (no dataset)"
+    from adas_assets.datasets.slices import load_slices
+    from adas_assets.detector.data import CocoFrames, load_manifest
+    from adas_assets.intake.calibration import balanced_shard
+
+    coco = load_manifest(data / "golden_val.json")
+    catalog = load_slices()
+    strata = [s for s in CALIBRATION_STRATA if catalog.image_ids(coco, s)]
+    ids, _ = balanced_shard(coco, catalog, n, strata, seed=0)
+    keep = set(ids)
+    frames = CocoFrames.load(data / "golden_val.json")
+    sel = [i for i, im in enumerate(frames.image_ids) if im in keep]
+    return frames.frames[sel], f"{len(sel)} golden_val frames balanced over {', '.join(strata)}"
+
+
+def _p(reports: list[LatencyReport], field: str) -> float:
+    return statistics.median(getattr(r.batch(1), field) for r in reports)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", type=Path, default=None)
+    ap.add_argument("--data", type=Path, default=None)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--calibration-frames", type=int, default=128)
+    ap.add_argument("--map-frames", type=int, default=0, help="validation frames for mAP (0: all)")
+    ap.add_argument("--equivalence", action="store_true", help="also run the FP32/INT8 equivalence checks")
+    ap.add_argument("--fp32-mode", choices=["optimized", "plain"], default="optimized")
+    ap.add_argument("--write", action="store_true", help="append the results to BENCHMARKS.md")
+    args = ap.parse_args(argv)
+
+    from adas_assets.detector.bundle import load_bundle_model, read_contract
+    from adas_assets.packaging.export import export_onnx
+    from adas_assets.packaging.ort_engines import OrtEngine, build_fp32_engine, build_int8_engine
+
+    cfg = default_packaging_config()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-packaging-"))
+    bundle = args.bundle or (DEFAULT_BUNDLE if (DEFAULT_BUNDLE / "contract.yaml").exists() else None)
+    trained = bundle is not None
+    bundle = bundle or _untrained_bundle(tmp)
+    data = args.data or (DEFAULT_DATA if (DEFAULT_DATA / "golden_val.json").exists() else None)
+    contract = read_contract(bundle)
+    module = load_bundle_model(bundle)
+    _, _, h, w = contract.input.shape
+    print(f"bundle: {bundle} ({contract.model_name} {contract.version}{'' if trained else ', UNTRAINED'})")
+    print(f"data:   {data or '-'}")
+
+    calib, calib_desc = _calibration_frames(data, args.calibration_frames, (h, w))
+    t0 = time.perf_counter()
+    export = export_onnx(module, contract, tmp / "model.onnx", opset=cfg.onnx.opset)
+    fp32 = build_fp32_engine(export.path, tmp / "fp32" / "model.onnx", mode=args.fp32_mode)
+    int8 = build_int8_engine(export.path, calib, contract, tmp / "int8", cfg.int8, runtime="onnxruntime")
+    build_s = time.perf_counter() - t0
+    print(f"built CPU engines in {build_s:.1f} s (INT8 fallback analysis {int8.fallback_seconds:.1f} s)")
+    print(f"INT8: {calib_desc}; {int8.quantized_nodes} nodes INT8, excluded: {int8.excluded_nodes}")
+
+    latency: dict[str, list[LatencyReport]] = {"eager": [], "ort_fp32": [], "ort_int8": []}
+    runs = {
+        "eager": lambda: measure_torch_eager_latency(bundle, (1,), cfg),
+        "ort_fp32": lambda: measure_latency(fp32.path, contract, (1,), cfg),
+        "ort_int8": lambda: measure_latency(int8.path, contract, (1,), cfg),
+    }
+    order = list(runs)
+    for r in range(args.rounds):
+        for name in order[r % 3 :] + order[: r % 3]:  # rotate who goes first
+            latency[name].append(runs[name]())
+        print(
+            f"round {r + 1}: "
+            + ", ".join(f"{k} p50 {v[-1].batch(1).p50_ms:.2f} ms" for k, v in latency.items())
+        )
+    p50 = {k: _p(v, "p50_ms") for k, v in latency.items()}
+    p95 = {k: _p(v, "p95_ms") for k, v in latency.items()}
+    speedup = {k: p50["eager"] / p50[k] for k in p50}
+
+    maps: dict[str, tuple[float, float, float]] = {}
+    map_desc = "-"
+    if data is not None:
+        from adas_assets.detector.data import CocoFrames
+        from adas_assets.packaging.equivalence import task_map_drop
+
+        val = CocoFrames.load(data / "golden_val.json", limit=args.map_frames or None)
+        map_desc = f"golden_val, {len(val.image_ids)} frames, score threshold {MAP_SCORE_THRESHOLD}"
+        for name, path in (("ort_fp32", fp32.path), ("ort_int8", int8.path)):
+            maps[name] = task_map_drop(
+                module,
+                OrtEngine(path, contract=contract),
+                contract,
+                val.coco,
+                val.image_ids,
+                val.frames,
+                score_threshold=MAP_SCORE_THRESHOLD,
+            )
+
+    equivalence: dict[str, Any] = {}
+    if args.equivalence:
+        from adas_assets.detector.data import CocoFrames
+        from adas_assets.packaging.equivalence import check_equivalence
+
+        frames = CocoFrames.load(data / "golden_val.json", limit=200).frames if data else None
+        for name, path, prec in (("ort_fp32", fp32.path, "fp32"), ("ort_int8", int8.path, "int8")):
+            rep = check_equivalence(
+                module, OrtEngine(path, contract=contract), contract, cfg, prec, frames, 0
+            )
+            equivalence[name] = rep
+            print(
+                f"equivalence {name}: {'PASS' if rep.passed else 'FAIL'} in {rep.seconds:.1f} s {rep.failures}"
+            )
+
+    rows = [
+        "| runtime | batch-1 p50 ms | batch-1 p95 ms | speedup vs eager (p50) | mAP@[.5:.95] | drop (points) |",
+        "|---|---|---|---|---|---|",
+    ]
+    labels = {
+        "eager": "PyTorch eager FP32",
+        "ort_fp32": "ONNX Runtime FP32",
+        "ort_int8": "ONNX Runtime INT8 (QDQ)",
+    }
+    ap_ref = next(iter(maps.values()))[0] if maps else None
+    for k, label in labels.items():
+        ap_s = (
+            f"{ap_ref:.2f}"
+            if k == "eager" and ap_ref is not None
+            else (f"{maps[k][1]:.2f}" if k in maps else "-")
+        )
+        drop_s = f"{maps[k][2]:.2f}" if k in maps else "-"
+        rows.append(f"| {label} | {p50[k]:.2f} | {p95[k]:.2f} | {speedup[k]:.2f}x | {ap_s} | {drop_s} |")
+    table = "\n".join(rows)
+    verdicts = [
+        f"ORT FP32 >= 1.5x eager: {'yes' if speedup['ort_fp32'] >= 1.5 else 'NO'} ({speedup['ort_fp32']:.2f}x)",
+        f"ORT INT8 >= 3x eager: {'yes' if speedup['ort_int8'] >= 3.0 else 'NO'} ({speedup['ort_int8']:.2f}x)",
+    ]
+    if "ort_int8" in maps:
+        drop = maps["ort_int8"][2]
+        verdicts.append(f"INT8 mAP drop <= 1.0 point: {'yes' if drop <= 1.0 else 'NO'} ({drop:.2f})")
+    print()
+    print(table)
+    print()
+    print("\n".join(verdicts))
+
+    if args.write:
+        info = machine_info()
+        lines = [
+            "",
+            "## Packaging (CPU)",
+            "",
+            f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+            f"- machine: {info.get('cpu_model', '?')}, {info.get('cpus', '?')} CPUs (lscpu); "
+            f"{cfg.latency.intra_op_threads} intra-op threads, OMP_WAIT_POLICY=PASSIVE, ORT spinning off",
+            f"- bundle: {contract.model_name} {contract.version}{'' if trained else ' (untrained)'}; "
+            f"data: {data.name if data else '-'}",
+            f"- protocol: each runtime in its own subprocess, {args.rounds} interleaved rounds (median), "
+            f"warm-up {cfg.latency.warmup_runs}, windows of {cfg.latency.window_size} until the last "
+            f"{cfg.latency.stable_windows} p50s agree within {cfg.latency.stability_tolerance:.0%}",
+            f"- INT8: ORT static QDQ, {cfg.int8.calibration_method}, per-channel, {calib_desc}; "
+            f"{int8.quantized_nodes} nodes INT8, {len(int8.excluded_nodes)} kept FP32 "
+            f"({', '.join(sorted(int8.excluded_nodes)) or 'none'})",
+            f"- mAP: {map_desc}",
+            f"- build of all CPU engines (export + FP32 + INT8 incl. calibration and fallback): {build_s:.1f} s",
+            "",
+            table,
+            "",
+            *[f"- {v}" for v in verdicts],
+        ]
+        if equivalence:
+            lines += [
+                f"- equivalence {k}: {'pass' if r.passed else 'FAIL'} ({r.random_inputs} random + "
+                f"{r.real_frames} real frames, {r.seconds:.1f} s)"
+                for k, r in equivalence.items()
+            ]
+        with open(REPO_ROOT / "BENCHMARKS.md", "a") as f:  # append only: shared with other benchmarks
+            f.write("\n".join(lines) + "\n")
+        print(f"appended to {REPO_ROOT / 'BENCHMARKS.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

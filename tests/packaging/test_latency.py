@@ -1,0 +1,123 @@
+"""Latency protocol: subprocess measurement, stability windows, report fields."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from adas_assets.config_errors import ConfigError
+from adas_assets.intake.contract import Contract, Lineage, Normalization
+from adas_assets.packaging.config import LatencyConfig, load_packaging_config
+from adas_assets.packaging.latency import (
+    LatencyMeasurementError,
+    LatencyReport,
+    measure_callable,
+    measure_latency,
+    measure_torch_eager_latency,
+)
+
+# Short protocol: the fields are what is tested here, not the numbers.
+QUICK = LatencyConfig(
+    warmup_runs=2, window_size=8, min_windows=2, max_windows=3, stable_windows=2, stability_tolerance=0.5
+)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from adas_assets.detector.bundle import write_bundle
+    from adas_assets.detector.model import CenterNet
+
+    torch.manual_seed(0)
+    return write_bundle(
+        CenterNet().eval(),
+        tmp_path_factory.mktemp("latency") / "bundle",
+        version="0.1.0",
+        model_name="test-detector",
+        task="vehicle-detection-2d",
+        lineage=Lineage(training_run_id="test-run", dataset_tag="sim-test", git_sha="abcdef0"),
+        normalization=Normalization(scale=1 / 255, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
+    )
+
+
+@pytest.fixture(scope="module")
+def contract(bundle: Path) -> Contract:
+    from adas_assets.detector.bundle import read_contract
+
+    return read_contract(bundle)
+
+
+@pytest.fixture(scope="module")
+def onnx_path(bundle: Path, contract: Contract, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from adas_assets.detector.bundle import load_bundle_model
+    from adas_assets.packaging.export import export_onnx
+
+    return export_onnx(
+        load_bundle_model(bundle), contract, tmp_path_factory.mktemp("onnx") / "model.onnx"
+    ).path
+
+
+def _sane(report: LatencyReport, sizes: tuple[int, ...]) -> None:
+    assert sorted(report.per_batch) == sorted(sizes)
+    for b in report.per_batch.values():
+        assert 0 < b.min_ms <= b.p50_ms <= b.p95_ms <= b.p99_ms
+        assert b.throughput_fps > 0
+        assert QUICK.min_windows <= b.windows <= QUICK.max_windows
+        assert b.timed_runs == b.windows * QUICK.window_size
+    assert report.best_batch in sizes
+    assert report.best_throughput_fps == max(b.throughput_fps for b in report.per_batch.values())
+    assert report.peak_rss_mib > 10
+    assert report.threads == QUICK.intra_op_threads
+    assert report.machine["cpus"] >= 1
+    assert report.protocol["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "| batch | p50 ms |" in report.markdown()
+    assert set(report.to_metadata()["per_batch"]) == {str(s) for s in sizes}
+
+
+def test_ort_latency_report_is_sane(onnx_path: Path, contract: Contract) -> None:
+    report = measure_latency(onnx_path, contract, (1, 2), QUICK)
+    _sane(report, (1, 2))
+    assert report.runtime == "onnxruntime"
+    assert report.model_size_bytes == onnx_path.stat().st_size
+    assert "onnxruntime" in report.versions
+
+
+def test_torch_eager_latency_report_is_sane(bundle: Path, contract: Contract) -> None:
+    report = measure_torch_eager_latency(bundle, (1,), QUICK)
+    _sane(report, (1,))
+    assert report.runtime == "torch-eager"
+    assert report.model_size_bytes == (bundle / contract.model_file).stat().st_size
+    assert "torch" in report.versions
+
+
+def test_windows_stop_once_stable() -> None:
+    cfg = QUICK.model_copy(update={"max_windows": 10, "stability_tolerance": 0.5})
+    b = measure_callable(lambda: time.sleep(0.001), 4, cfg)
+    assert b.stable and b.windows == 2
+    assert b.p50_ms >= 1.0 and b.throughput_fps == pytest.approx(4000 / b.mean_ms)
+    # An impossible tolerance runs to max_windows and says it never stabilized.
+    strict = QUICK.model_copy(update={"stability_tolerance": 1e-12, "max_windows": 3})
+    calls = iter(range(10_000))
+    b = measure_callable(lambda: time.sleep(0.0002 * (next(calls) % 7)), 1, strict)
+    assert not b.stable and b.windows == 3
+
+
+def test_child_failure_is_reported(contract: Contract, tmp_path: Path) -> None:
+    missing = tmp_path / "nope.onnx"
+    with pytest.raises(LatencyMeasurementError, match="latency subprocess failed"):
+        measure_latency(missing, contract, (1,), QUICK)
+
+
+def test_latency_config_is_validated(tmp_path: Path) -> None:
+    from adas_assets.packaging.config import PACKAGING_FILE
+
+    bad = tmp_path / "packaging.yaml"
+    bad.write_text(
+        PACKAGING_FILE.read_text().replace("batch_sizes: [1, 2, 4, 8, 16]", "batch_sizes: [1, 1, 0]")
+    )
+    with pytest.raises(ConfigError, match=r"latency\.batch_sizes: .*unique and >= 1"):
+        load_packaging_config(bad)
+    with pytest.raises(ValueError, match="max_windows"):
+        LatencyConfig(max_windows=2, stable_windows=3)

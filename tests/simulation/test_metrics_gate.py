@@ -1,0 +1,166 @@
+"""Safety/comfort metrics from ground-truth traces, the driving score, and the per-category gate."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from adas_assets.simulation.closed_loop import EpisodeSpec, EpisodeTrace
+from adas_assets.simulation.config import CategoryCriteria, GateConfig, MetricsConfig
+from adas_assets.simulation.gate import evaluate_gate
+from adas_assets.simulation.metrics import RunRecord, episode_metrics, summarize
+
+DT = 0.2
+
+
+def _spec(run_id: str = "cut_in-000", category: str = "cut_in", actor: str | None = "truck") -> EpisodeSpec:
+    return EpisodeSpec(
+        run_id=run_id,
+        category=category,  # type: ignore[arg-type]
+        scenario="highway",
+        density="sparse",
+        weather="fog",
+        lighting="day",
+        severity=3,
+        seed=1,
+        duration_s=30.0,
+        ego_speed_mps=25.0,
+        actor_type=actor,  # type: ignore[arg-type]
+    )
+
+
+def _trace(speed: list[float], gap: list[float], ttc: list[float], lead: str = "car", collision: dict | None = None) -> EpisodeTrace:
+    n = len(speed)
+    tr = EpisodeTrace(dt=DT)
+    tr.t = [round(k * DT, 3) for k in range(n)]
+    tr.x = [sum(speed[:k]) * DT for k in range(n)]
+    tr.speed = speed
+    tr.accel_cmd = [0.0] * n
+    tr.gap, tr.ttc = gap, ttc
+    tr.lead_class = [lead] * n
+    tr.on_road = [True] * n
+    tr.n_detections = [3] * n
+    tr.n_tracks = [2] * n
+    tr.distance_m = sum(speed) * DT
+    tr.route_length_m = 25.0 * n * DT
+    tr.collision = collision
+    return tr
+
+
+def test_clean_run_scores_its_route_completion() -> None:
+    n = 50
+    m = episode_metrics(_spec(), _trace([25.0] * n, [math.inf] * n, [math.inf] * n), MetricsConfig())
+    assert m.collisions == 0 and m.near_misses == 0 and m.min_ttc_s is None
+    assert m.route_completion == pytest.approx(1.0)
+    assert m.driving_score == pytest.approx(1.0)
+    assert m.max_abs_jerk_mps3 == 0.0 and not m.failed
+
+
+def test_near_miss_episodes_counted_once_and_vru_separately() -> None:
+    n = 40
+    ttc = [math.inf] * n
+    for k in range(10, 14):
+        ttc[k] = 1.2  # one near-miss episode (4 steps)
+    for k in range(25, 27):
+        ttc[k] = 0.9  # a second one
+    gap = [30.0] * n
+    m = episode_metrics(_spec(), _trace([25.0] * n, gap, ttc, lead="motorcycle"), MetricsConfig())
+    assert m.near_misses == 2 and m.vru_near_misses == 2
+    assert m.min_ttc_s == pytest.approx(0.9)
+    assert m.collisions == 0 and m.driving_score == pytest.approx(1.0)
+
+
+def test_collision_penalty_and_the_final_danger_episode_is_not_also_a_near_miss() -> None:
+    n = 20
+    speed = [25.0] * n
+    ttc = [math.inf] * 15 + [1.0, 0.7, 0.4, 0.2, 0.05]
+    gap = [40.0] * 15 + [20.0, 15.0, 10.0, 5.0, 1.0]
+    tr = _trace(speed, gap, ttc, lead="truck", collision={"t_s": 4.0, "with": "truck", "kind": "front"})
+    tr.route_length_m = 750.0
+    m = episode_metrics(_spec(), tr, MetricsConfig())
+    assert m.collisions == 1 and m.collision_with == "truck" and m.near_misses == 0
+    assert m.route_completion == pytest.approx(100.0 / 750.0, abs=1e-3)
+    assert m.driving_score == pytest.approx(m.route_completion * 0.60, abs=1e-4)
+    assert m.unsafe_following_events == 0  # headway < 0.8 s for only 0.8 s before the impact (1 s needed)
+    assert m.failed
+
+
+def test_unsafe_following_needs_a_sustained_short_headway() -> None:
+    n = 30
+    gap = [40.0] * n
+    for k in range(5, 8):
+        gap[k] = 15.0  # 0.6 s headway for 0.6 s: too short to count (>= 1 s required)
+    for k in range(15, 25):
+        gap[k] = 15.0  # 2 s
+    m = episode_metrics(_spec(), _trace([25.0] * n, gap, [math.inf] * n), MetricsConfig())
+    assert m.unsafe_following_events == 1 and m.unsafe_following_s == pytest.approx(2.0)
+
+
+def test_blocked_agent_and_hard_braking() -> None:
+    speed = [25.0, 20.0, 15.0, 10.0, 5.0, 0.0] + [0.0] * 40
+    n = len(speed)
+    m = episode_metrics(_spec(category="cruise", actor=None), _trace(speed, [math.inf] * n, [math.inf] * n), MetricsConfig())
+    assert m.hard_brake_events == 1 and m.max_decel_mps2 == pytest.approx(25.0)
+    assert m.agent_blocked_events == 1  # stood still for 8 s with nothing ahead: phantom braking
+    assert m.infraction_penalty == pytest.approx(0.70)
+
+
+def _record(model: str, run_id: str, category: str, collision: bool, near: int = 0) -> RunRecord:
+    n = 30
+    ttc = [math.inf] * n
+    for k in range(near):
+        ttc[3 * k + 2] = 1.0
+    tr = _trace([25.0] * n, [40.0] * n, ttc, collision={"t_s": 5.0, "with": "truck", "kind": "front"} if collision else None)
+    spec = _spec(run_id=run_id, category=category)
+    return RunRecord(model=model, spec=spec, metrics=episode_metrics(spec, tr, MetricsConfig()), wall_s=1.0)
+
+
+GATE = GateConfig(
+    categories={"cut_in": CategoryCriteria(max_collisions=0), "cruise": CategoryCriteria(max_collision_increase=0)},
+    max_near_miss_increase=0,
+    min_runs=2,
+)
+
+
+def test_gate_green_when_candidate_matches_production() -> None:
+    prod = [_record("production", f"cut_in-{i:03d}", "cut_in", False) for i in range(3)]
+    cand = [_record("candidate", f"cut_in-{i:03d}", "cut_in", False) for i in range(3)]
+    v = evaluate_gate(cand, prod, GATE)
+    assert v.green, v.rationale
+    assert "GREEN" in v.rationale
+
+
+def test_gate_red_names_the_category_and_the_colliding_run() -> None:
+    prod = [_record("production", f"cut_in-{i:03d}", "cut_in", False) for i in range(3)]
+    cand = [_record("candidate", f"cut_in-{i:03d}", "cut_in", i == 1) for i in range(3)]
+    v = evaluate_gate(cand, prod, GATE)
+    assert not v.green
+    failed = {(c.scope, c.name) for c in v.failed_checks}
+    assert ("cut_in", "collisions") in failed and ("all", "collisions_per_1000km") in failed
+    assert "cut_in-001" in v.rationale and "truck" in v.rationale
+
+
+def test_gate_compares_near_misses_with_production_on_the_same_runs() -> None:
+    prod = [_record("production", f"cruise-{i:03d}", "cruise", False, near=1) for i in range(3)]
+    same = [_record("candidate", f"cruise-{i:03d}", "cruise", False, near=1) for i in range(3)]
+    assert evaluate_gate(same, prod, GATE).green
+    more = [_record("candidate", f"cruise-{i:03d}", "cruise", False, near=2) for i in range(3)]
+    v = evaluate_gate(more, prod, GATE)
+    assert [c.name for c in v.failed_checks] == ["near_miss_increase"]
+
+
+def test_gate_refuses_different_runs_and_too_few_runs() -> None:
+    prod = [_record("production", f"cut_in-{i:03d}", "cut_in", False) for i in range(3)]
+    cand = [_record("candidate", f"cut_in-{i:03d}", "cut_in", False) for i in (0, 1, 5)]
+    v = evaluate_gate(cand, prod, GATE)
+    assert not v.green and v.failed_checks[0].name == "identical_runs"
+    v = evaluate_gate(cand[:1], prod[:1], GATE)
+    assert "min_runs" in {c.name for c in v.failed_checks}
+
+
+def test_collisions_per_1000km() -> None:
+    recs = [_record("candidate", f"cut_in-{i:03d}", "cut_in", i == 0) for i in range(4)]
+    s = summarize(recs)
+    assert s.collisions == 1
+    assert s.collisions_per_1000km == pytest.approx(1 / s.km * 1000, rel=1e-3)
