@@ -12,9 +12,8 @@ LOCAL_INSTANCE_YAML = REPO_ROOT / "deploy" / "local" / "dagster.yaml"
 def prepare_local_instance(home: AdasHome) -> Path:
     """Create ``$ADAS_HOME/dagster`` with the local dagster.yaml and point DAGSTER_HOME at it."""
     home.ensure()
-    target = home.dagster_home / "dagster.yaml"
-    if not target.exists():
-        shutil.copyfile(LOCAL_INSTANCE_YAML, target)
+    # Always refreshed from the repository: the instance config is code, not local state.
+    shutil.copyfile(LOCAL_INSTANCE_YAML, home.dagster_home / "dagster.yaml")
     os.environ["DAGSTER_HOME"] = str(home.dagster_home)
     os.environ["ADAS_HOME"] = str(home.root)
     return home.dagster_home

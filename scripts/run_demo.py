@@ -3,9 +3,13 @@
 Runs on the same Dagster instance that `make ui` opens, so every run, materialization and
 sensor tick shows up in the UI afterwards. Steps:
 
-1. golden data: target catalog, simulated drive dataset, slices, calibration shard, replay logs;
+1. golden data: target catalog, simulated drive dataset, slices, calibration shard, replay logs,
+   and the current production model;
 2. drop the bundled candidate into the inbox (atomically: copy to a hidden name, then rename);
-3. tick the inbox sensor and execute the intake run it requests; tick again to show it is idempotent.
+3. tick the inbox sensor and execute the intake run it requests; tick again to show it is idempotent;
+4. tick declarative automation (the conditions the automation sensor evaluates) until idle:
+   staging, export, engines / Triton repositories / signed packs for every supported CPU cell,
+   and whatever later stages hang off them.
 """
 
 import argparse
@@ -20,6 +24,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+import dagster as dg  # noqa: E402
 
 from adas_assets.settings import DEMO_BUNDLES_DIR, AdasHome  # noqa: E402
 from resources.instance import prepare_local_instance  # noqa: E402
@@ -51,14 +57,16 @@ def main() -> int:
 
     home = AdasHome.from_env()
     prepare_local_instance(home)
-    import dagster as dg
 
     from adas_assets.definitions import defs
+    from jobs.automation_driver import AutomationDriver
     from sensors.candidate_inbox import candidate_inbox_sensor
 
     t0 = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        banner(f"1/3 golden data ({args.size}) -> {home.artifacts}")
+        driver = AutomationDriver(defs, instance)
+        driver.prime()
+        banner(f"1/4 golden data ({args.size}) -> {home.artifacts}")
         result = defs.resolve_job_def("golden_data").execute_in_process(
             instance=instance,
             run_config=dg.RunConfig(ops={"golden_dataset": {"config": {"size": args.size}}}),
@@ -69,11 +77,11 @@ def main() -> int:
         for event in result.get_asset_materialization_events():
             print(f"  materialized {event.asset_key.to_user_string()}")
 
-        banner("2/3 drop the bundled candidate into the inbox")
+        banner("2/4 drop the bundled candidate into the inbox")
         dropped = drop_bundle(DEMO_BUNDLES_DIR / "candidate", home.inbox, "candidate-demo")
         print(f"  {dropped}")
 
-        banner("3/3 inbox sensor -> candidate intake")
+        banner("3/4 inbox sensor -> candidate intake")
         intake_runs = 0
         for tick in (1, 2):
             with dg.build_sensor_context(
@@ -101,7 +109,13 @@ def main() -> int:
             return 1
         meta = event.asset_materialization.metadata
 
+        banner("4/4 declarative automation until idle")
+        runs = driver.run_until_idle()
+        failed_runs = [r for r in runs if not r.success]
+        report = summarize(instance, defs, runs)
+
     banner(f"done in {time.perf_counter() - t0:.0f} s")
+    print(report)
     print(
         f"  candidate:  {meta['model_name'].value} {meta['version'].value}  bundle {meta['bundle_sha256'].value[:12]}"
     )
@@ -111,7 +125,51 @@ def main() -> int:
     print(f"  stored at:  {meta['stored_at'].value}")
     print(f"  ADAS_HOME:  {home.root}")
     print("\n  Open the UI on these results:  make ui   (then http://127.0.0.1:3000/asset-groups)")
+    if failed_runs:
+        print(
+            f"\n  {len(failed_runs)} automation run(s) failed; open them in the UI (Runs tab)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def summarize(
+    instance: dg.DagsterInstance, defs: dg.Definitions, runs: list[dg.ExecuteInProcessResult]
+) -> str:
+    """Latest state of every per-target asset on the CPU cells, and every check the runs evaluated."""
+    from adas_assets.catalog import default_catalog
+    from adas_assets.partitions import partition_key
+
+    graph = defs.resolve_asset_graph()
+    partitioned = sorted(
+        (k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None),
+        key=lambda k: k.to_user_string(),
+    )
+    cells = [partition_key(d, p) for d, p in default_catalog().supported_pairs() if d == "x86-cpu"]
+    lines = ["", "  per-target assets (supported CPU cells):"]
+    for key in partitioned:
+        states = []
+        for cell in cells:
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, asset_partitions=[cell]), limit=1
+            ).records
+            states.append(f"{cell}: {'materialized' if records else 'missing'}")
+        lines.append(f"    {key.to_user_string():28s} " + "   ".join(states))
+    checks = [
+        (r.dagster_run.tags.get("dagster/partition", ""), c)
+        for r in runs
+        for c in r.get_asset_check_evaluations()
+    ]
+    if checks:
+        lines.append("")
+        lines.append("  asset checks:")
+        for partition, c in checks:
+            verdict = "PASS" if c.passed else f"FAIL ({c.severity.value})"
+            lines.append(
+                f"    {c.asset_key.to_user_string():28s} {partition:16s} {c.check_name:26s} {verdict}"
+            )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -416,7 +416,7 @@ class ProductionCheckpointConfig(dg.Config):
     )
 
 
-@dg.asset(group_name=INTAKE, kinds={"pytorch"}, automation_condition=dg.AutomationCondition.eager())
+@dg.asset(group_name=INTAKE, kinds={"pytorch"})
 def production_checkpoint(
     config: ProductionCheckpointConfig, artifact_store: ArtifactStore
 ) -> dg.MaterializeResult:
