@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	bash scripts/setup_triton_env.sh
+	bash scripts/setup_system_deps.sh
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -4,12 +4,21 @@ Conditions include a Python condition (`SupportedTargetCondition`) that reads th
 catalog, so they are evaluated in the code server rather than the daemon.
 """
 
+import os
+
 import dagster as dg
+
+
+def default_sensor_status() -> dg.DefaultSensorStatus:
+    """Sensors start on; `ADAS_SENSORS_DEFAULT=stopped` starts them off (staging, UI tests)."""
+    stopped = os.environ.get("ADAS_SENSORS_DEFAULT", "running").lower() == "stopped"
+    return dg.DefaultSensorStatus.STOPPED if stopped else dg.DefaultSensorStatus.RUNNING
+
 
 per_target_automation_sensor = dg.AutomationConditionSensorDefinition(
     "per_target_automation",
     target=dg.AssetSelection.all(),
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    default_status=default_sensor_status(),
     use_user_code_server=True,
     minimum_interval_seconds=30,
 )

@@ -9,6 +9,7 @@ from adas_assets.intake.candidates import check_version_free
 from jobs.intake import candidate_intake_job
 from resources.artifact_store import ArtifactStore
 from resources.inbox import Inbox, cleanup_local_copy
+from sensors.automation import default_sensor_status
 
 # Remember this many requested bundle hashes; older ones are also deduplicated by run_key.
 _CURSOR_LIMIT = 500
@@ -17,7 +18,7 @@ _CURSOR_LIMIT = 500
 @dg.sensor(
     job=candidate_intake_job,
     minimum_interval_seconds=15,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    default_status=default_sensor_status(),
     description="Validates bundles dropped into the inbox; good ones launch intake, bad ones move to rejected/.",
 )
 def candidate_inbox_sensor(
