@@ -4,8 +4,10 @@ from typing import Any
 
 import dagster as dg
 
+from adas_assets.evaluation import assets as evaluation
 from adas_assets.intake import assets as intake_assets
 from adas_assets.packaging import assets as packaging_assets
+from adas_assets.simulation import assets as simulation
 from jobs import candidate_intake_job, golden_data_job
 from resources import build_resources
 from sensors import candidate_inbox_sensor, per_target_automation_sensor
@@ -14,9 +16,15 @@ from sensors import candidate_inbox_sensor, per_target_automation_sensor
 def make_definitions(resources: dict[str, Any]) -> dg.Definitions:
     """The whole code location against the given resources (tests pass temporary ones)."""
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([intake_assets, packaging_assets]),
-        jobs=[candidate_intake_job, golden_data_job],
-        sensors=[candidate_inbox_sensor, per_target_automation_sensor],
+        assets=[
+            *dg.load_assets_from_modules([intake_assets, packaging_assets]),
+            *evaluation.evaluation_assets,
+            *simulation.simulation_assets,
+        ],
+        asset_checks=[*evaluation.evaluation_checks, *simulation.simulation_checks],
+        jobs=[candidate_intake_job, golden_data_job, *evaluation.evaluation_jobs],
+        sensors=[candidate_inbox_sensor, per_target_automation_sensor, *evaluation.evaluation_sensors],
+        schedules=[*evaluation.evaluation_schedules],
         resources=resources,
     )
 

@@ -11,6 +11,7 @@ from typing import Any
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
+from adas_assets.registry.resource import registry_resource
 from adas_assets.settings import AdasHome
 from resources.artifact_store import ArtifactStore, LocalArtifactStore, S3ArtifactStore
 from resources.inbox import Inbox, LocalInbox, S3Inbox
@@ -35,4 +36,9 @@ def build_resources(env: str | None = None, home: AdasHome | None = None) -> dic
         inbox = S3Inbox(s3=s3, bucket=bucket, prefix=os.environ.get("ADAS_INBOX_PREFIX", "inbox"))
     else:
         raise ValueError(f"ADAS_ENV={env!r} is not one of {ENVIRONMENTS}")
-    return {"artifact_store": store, "inbox": inbox, "io_manager": ArtifactJsonIOManager(store=store)}
+    return {
+        "artifact_store": store,
+        "inbox": inbox,
+        "io_manager": ArtifactJsonIOManager(store=store),
+        "registry": registry_resource(env, home),
+    }

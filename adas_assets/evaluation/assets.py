@@ -14,9 +14,10 @@ import warnings
 from typing import Any
 
 import dagster as dg
+import numpy as np
 from pydantic import Field
 
-from adas_assets.automation import eager_on_supported_targets
+from adas_assets.automation import SupportedTargetCondition, eager_on_supported_targets
 from adas_assets.catalog import TargetCatalog, UnsupportedTargetError, default_catalog, require_supported
 from adas_assets.datasets.slices import load_slices
 from adas_assets.evaluation.config import EVALUATION_FILE, default_evaluation_settings, file_sha256
@@ -52,7 +53,7 @@ from adas_assets.evaluation.runner import (
 )
 from adas_assets.evaluation.slices import catalog_slices, pct, signed_pct, to_parquet_bytes
 from adas_assets.intake.refs import DatasetRef, ReplayBundleRef, SliceCatalogRef
-from adas_assets.packaging.refs import EngineRef
+from adas_assets.packaging.refs import EngineRef, pack_prefix
 from adas_assets.partitions import (
     DEVICE,
     TARGET_PARTITIONS,
@@ -286,8 +287,6 @@ def eval_report(
     suites, suite_names = _challenge(config.challenge_suites, home, artifact_store, gt, size_hw, log)
     split_ids = list(ids)
     if suites:
-        import numpy as np
-
         frames = np.concatenate([frames, *[s.frames for s in suites]])
         scales = scales + [sc for s in suites for sc in s.scales]
         ids = ids + [i for s in suites for i in s.image_ids]
@@ -564,11 +563,16 @@ with warnings.catch_warnings():  # MultiPartitionMapping is beta in Dagster 1.13
 
 
 def _quant_condition() -> dg.AutomationCondition:
-    # Unsupported precisions of a device are never materialized: do not wait for them.
-    return eager_on_supported_targets().replace(
-        "any_deps_missing",
-        dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.assets("eval_report")),
-    )
+    """Runs after any evaluation of the device updates (never for devices nobody evaluated, and
+    without waiting for precisions the device does not offer), supported cells only."""
+    return (
+        dg.AutomationCondition.any_deps_updated()
+        .allow(dg.AssetSelection.assets("eval_report"))
+        .since_last_handled()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+        & SupportedTargetCondition()
+    ).with_label("after an evaluation of the device, supported targets only")
 
 
 @dg.asset(
@@ -598,9 +602,10 @@ def quantization_sensitivity(
     except UnsupportedTargetError as exc:
         raise dg.Failure(description=str(exc)) from exc
     reports = {device_and_precision(k)[1]: r for k, r in eval_report.items()}
-    if precision not in reports:
-        raise dg.Failure(description=f"eval_report {device}/{precision} is not materialized yet")
-    mine = reports[precision]
+    if not reports:
+        raise dg.Failure(description=f"no eval_report of {device} is materialized yet: nothing to compare")
+    # The cell's own evaluation may still be running: compare what exists, say what is missing.
+    mine = reports.get(precision) or next(iter(reports.values()))
     preds = {
         p: Predictions.from_json(
             artifact_store.get_bytes(r.files["predictions.json"].key, r.files["predictions.json"].sha256)
@@ -617,10 +622,12 @@ def quantization_sensitivity(
     )
     missing = [p for p in require.target(device).precisions if p not in preds]
     report["not_evaluated"] = missing
+    if precision not in preds:
+        context.log.warning(f"{device}/{precision} has no evaluation yet: compared {', '.join(preds)} only")
     report["versions"] = {p: r.version for p, r in reports.items()}
     stored = write_files(
         artifact_store,
-        mine.prefix,
+        pack_prefix(mine.engine.contract.task, mine.engine.contract.version, device, precision),
         {
             "quantization_sensitivity.json": json_bytes(report),
             "quantization_sensitivity.parquet": to_parquet_bytes(sensitivity_frame(report)),

@@ -11,8 +11,9 @@ showed, at the model's input size:
 
 Each frame is scored with the image-level scores :mod:`adas_assets.evaluation.runner` records
 from the raw heatmap: **max-sigmoid** (the detector's maximum "softmax" probability; OOD score =
-``-max_score``) and **energy** (``-logsumexp`` of the logits; higher = more OOD). AUROC and AUPR
-treat OOD as the positive class, so 0.5 is chance and 1.0 perfect separation.
+``-max_score``) and **energy** (mean ``-softplus`` of the strongest cells' logits; higher = more
+OOD). AUROC and AUPR treat OOD as the positive class, so 0.5 is chance and 1.0 perfect
+separation; a value far below 0.5 means the score ranks OOD frames as *more* familiar.
 
 Abstention: with an operating threshold, a sensible detector reports nothing on most OOD
 frames; the share of OOD frames with a confident detection is reported next to the in-distribution
@@ -194,5 +195,5 @@ def ood_report(
             "ood_frames_with_confident_detection": confident(ood_detections),
             "in_distribution_frames_with_confident_detection": confident(in_detections),
         },
-        "scores": "OOD = positive class; MSP score = -max sigmoid of the heatmap; energy = -logsumexp(logits)",
+        "scores": "OOD = positive class; MSP score = -max sigmoid of the heatmap; energy = mean -softplus of the top-10 cell logits",
     }

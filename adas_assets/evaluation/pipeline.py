@@ -118,7 +118,7 @@ def snapshot(
     )
 
 
-def _calibration(
+def detection_calibration(
     gt: Mapping[str, Any],
     preds: Predictions,
     image_ids: Sequence[int],
@@ -201,9 +201,9 @@ def evaluate_engine(
     timings["primary_and_slices"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    cand_cal = _calibration(gt, cand, split_ids, settings, operating)
+    cand_cal = detection_calibration(gt, cand, split_ids, settings, operating)
     prod_cal = (
-        _calibration(
+        detection_calibration(
             gt,
             prod,
             split_ids,

@@ -119,7 +119,7 @@ def summary_markdown(
     lines.append(
         f"| OOD AUROC (MSP / energy) | {pct(ood.get('auroc_msp'))} / {pct(ood.get('auroc_energy'))} | |"
     )
-    if lat:
+    if lat and lat.get("p95_ms") is not None:
         lines.append(
             f"| p95 latency (batch 1) | {lat.get('p95_ms'):.2f} ms ({lat.get('source')}) | budget {lat.get('budget_p95_ms')} ms |"
         )
@@ -137,17 +137,28 @@ def summary_markdown(
     lines += [f"- {x}" for x in regressed] or (
         ["- No slice regressed beyond noise."] if report.get("baseline_available") else []
     )
-    faults = robustness.get("sensor_faults") or {}
-    if faults and not faults.get("passed", True):
-        lines.append(
-            f"- Sensor faults: confident detections on faulty frames ({', '.join(faults.get('failing', []))})."
-        )
-    temporal = robustness.get("temporal") or {}
-    if temporal.get("unstable_conditions"):
-        lines.append(f"- Tracker continuity unstable under: {', '.join(temporal['unstable_conditions'])}.")
 
     lines += ["", "## Next actions", ""]
     actions: list[str] = []
+    # Absolute findings (not relative to production) go here: they need work either way.
+    faults = robustness.get("sensor_faults") or {}
+    if faults and not faults.get("passed", True):
+        failing = faults.get("failing", [])
+        detail = ", ".join(
+            f"{k} (max score {faults['faults'][k]['max_score']:.2f})"
+            for k in failing
+            if k in faults.get("faults", {})
+        )
+        actions.append(
+            f"Sensor-fault rule broken: confident detections on faulty camera frames: {detail}; "
+            "add blank/noise frames with no boxes to training or gate on an input-health monitor."
+        )
+    temporal = robustness.get("temporal") or {}
+    if temporal.get("unstable_conditions"):
+        actions.append(
+            f"Tracker continuity unstable under {', '.join(temporal['unstable_conditions'])}: "
+            "check frame buffering / timestamp handling downstream."
+        )
     if not verdict.passed:
         for g in verdict.failed:
             actions.append(f"Fix gate `{g.name}`: {g.rationale}")

@@ -184,8 +184,12 @@ class LatencyConfig(_Strict):
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16], min_length=1)
     warmup_runs: int = Field(20, ge=0)
     window_size: int = Field(50, ge=2, description="timed runs per window")
+    # A window also ends after this long (with at least min_window_runs runs): large batches
+    # would otherwise make one window of 50 runs last many seconds.
+    max_window_seconds: float = Field(1.0, gt=0)
+    min_window_runs: int = Field(5, ge=2)
     min_windows: int = Field(3, ge=1)
-    max_windows: int = Field(20, ge=1)
+    max_windows: int = Field(10, ge=1)
     # Stable when the p50s of the last ``stable_windows`` windows lie within this relative
     # spread ((max - min) / median).
     stable_windows: int = Field(3, ge=2)

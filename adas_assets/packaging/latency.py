@@ -7,7 +7,7 @@ torch) fight over the cores; measured in-process, eager latency spread 22-90 ms.
 also disables ORT's spinning, so what is measured is one runtime alone on the cores.
 
 Protocol per batch size: ``warmup_runs`` untimed calls, then windows of ``window_size`` timed
-calls until the p50 of the last ``stable_windows`` windows agree within
+calls (or ``max_window_seconds``, whichever ends first, at least ``min_window_runs``) until the p50 of the last ``stable_windows`` windows agree within
 ``stability_tolerance`` (relative spread) or ``max_windows`` is reached. Percentiles and
 throughput come from the last ``stable_windows`` windows. The child reports its peak RSS
 (``resource.getrusage``), which includes the runtime's own libraries.
@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -201,7 +201,157 @@ def measure_torch_eager_latency(
     return _report(_run_child(args, cfg))
 
 
+@dataclass(frozen=True)
+class LatencySpec:
+    """One runtime to compare: an ORT engine file (``kind="ort"``) or a bundle (``"torch"``)."""
+
+    kind: str
+    model: Path
+    input_name: str = "images"
+    shape: tuple[int, int, int] = (3, 96, 384)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Paired, interleaved batch latency of several runtimes (``compare_latency``)."""
+
+    batch_size: int
+    rounds: int
+    per_runtime: dict[str, BatchLatency]
+    # Median over rounds of (baseline window p50 / runtime window p50): each ratio pairs two
+    # windows measured seconds apart, so load that drifts over minutes cancels out.
+    speedup_vs_baseline: dict[str, float]
+    # baseline / runtime of the 25th percentile of round p50s: the least contended quarter of
+    # the windows of each runtime (bursty load on a shared machine makes the paired ratios
+    # noisy; this is the "best of N" estimate of the uncontended ratio).
+    speedup_quiet_quartile: dict[str, float]
+    baseline: str
+    peak_rss_mib: dict[str, float]
+    round_p50_ms: dict[str, list[float]] = field(default_factory=dict)
+
+    def to_metadata(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _stats(samples: np.ndarray, batch_size: int, windows: int, stable: bool) -> BatchLatency:
+    p50, p95, p99 = (float(v) for v in np.percentile(samples, [50, 95, 99]))
+    return BatchLatency(
+        batch_size=batch_size,
+        p50_ms=p50,
+        p95_ms=p95,
+        p99_ms=p99,
+        mean_ms=float(samples.mean()),
+        min_ms=float(samples.min()),
+        throughput_fps=batch_size * 1000.0 / float(samples.mean()),
+        windows=windows,
+        stable=stable,
+        timed_runs=int(samples.size),
+    )
+
+
+def compare_latency(
+    specs: dict[str, LatencySpec],
+    baseline: str,
+    batch_size: int = 1,
+    rounds: int = 20,
+    config: LatencyConfig | PackagingConfig | None = None,
+) -> Comparison:
+    """Latency of several runtimes measured in turns, for fair ratios on a shared machine.
+
+    Each runtime lives in its own subprocess (same environment as ``measure_latency``), warms
+    up, then waits, blocked on stdin (no spinning), while the others run. Every round times one
+    window of ``window_size`` calls per runtime, in rotated order. Percentiles are over all
+    rounds; speedups are medians of per-round paired ratios vs ``baseline``.
+    """
+    cfg = _latency_config(config)
+    if baseline not in specs:
+        raise ValueError(f"baseline {baseline!r} is not one of {sorted(specs)}")
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(cfg.intra_op_threads))
+    env.setdefault("PYTHONWARNINGS", "ignore")
+    procs: dict[str, subprocess.Popen[str]] = {}
+    # stderr to files, not pipes: a chatty worker would block on a full pipe nobody reads.
+    logs = {name: tempfile.TemporaryFile("w+") for name in specs}  # noqa: SIM115 (closed in finally)
+    deadline = time.monotonic() + cfg.timeout_s
+
+    def read(name: str) -> dict[str, Any]:
+        proc = procs[name]
+        assert proc.stdout is not None
+        while True:
+            if time.monotonic() > deadline:
+                raise LatencyMeasurementError(f"latency comparison exceeded {cfg.timeout_s:g} s")
+            line = proc.stdout.readline()
+            if not line:
+                proc.wait()
+                logs[name].seek(0)
+                err = logs[name].read()[-2000:]
+                raise LatencyMeasurementError(f"latency worker {name!r} exited early:\n{err}")
+            if line.startswith("{"):
+                return json.loads(line)
+
+    try:
+        for name, spec in specs.items():
+            cmd = [
+                sys.executable,
+                "-m",
+                "adas_assets.packaging.latency",
+                spec.kind,
+                "--model",
+                str(spec.model),
+            ]
+            cmd += ["--input-name", spec.input_name, "--shape", ",".join(str(d) for d in spec.shape)]
+            cmd += ["--batch-sizes", str(batch_size), "--config-json", cfg.model_dump_json(), "--serve"]
+            procs[name] = subprocess.Popen(
+                cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logs[name], text=True
+            )
+        for name in specs:  # sequential start-up: loading torch would slow the others' warm-up
+            read(name)
+        names = list(specs)
+        samples: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        for r in range(rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                stdin = procs[name].stdin
+                assert stdin is not None
+                stdin.write("window\n")
+                stdin.flush()
+                samples[name].append(np.asarray(read(name)["ms"], np.float64))
+        rss = {}
+        for name in names:
+            stdin = procs[name].stdin
+            assert stdin is not None
+            stdin.write("quit\n")
+            stdin.flush()
+            rss[name] = float(read(name)["peak_rss_mib"])
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        for f in logs.values():
+            f.close()
+    per = {n: _stats(np.concatenate(w), batch_size, len(w), True) for n, w in samples.items()}
+    base = [float(np.median(w)) for w in samples[baseline]]
+    speed = {
+        n: float(np.median([b / float(np.median(w)) for b, w in zip(base, samples[n], strict=True)]))
+        for n in names
+    }
+    rounds_p50 = {n: [float(np.median(w)) for w in samples[n]] for n in names}
+    q25 = {n: float(np.percentile(v, 25)) for n, v in rounds_p50.items()}
+    quiet = {n: q25[baseline] / q25[n] for n in names}
+    return Comparison(batch_size, rounds, per, speed, quiet, baseline, rss, rounds_p50)
+
+
 # --------------------------------------------------------------------------- child side
+
+
+def _time_window(fn: Callable[[], Any], cfg: LatencyConfig) -> np.ndarray:
+    """Milliseconds of ``window_size`` calls, or fewer once ``max_window_seconds`` is spent."""
+    times: list[float] = []
+    budget_ms = cfg.max_window_seconds * 1000.0
+    while len(times) < cfg.window_size and (len(times) < cfg.min_window_runs or sum(times) < budget_ms):
+        t0 = time.perf_counter_ns()
+        fn()
+        times.append((time.perf_counter_ns() - t0) / 1e6)
+    return np.asarray(times, np.float64)
 
 
 def measure_callable(fn: Callable[[], Any], batch_size: int, cfg: LatencyConfig) -> BatchLatency:
@@ -212,11 +362,7 @@ def measure_callable(fn: Callable[[], Any], batch_size: int, cfg: LatencyConfig)
     p50s: list[float] = []
     stable = False
     while len(windows) < cfg.max_windows:
-        ts = np.empty(cfg.window_size, np.float64)
-        for i in range(cfg.window_size):
-            t0 = time.perf_counter_ns()
-            fn()
-            ts[i] = (time.perf_counter_ns() - t0) / 1e6
+        ts = _time_window(fn, cfg)
         windows.append(ts)
         p50s.append(float(np.median(ts)))
         if len(windows) >= max(cfg.min_windows, cfg.stable_windows):
@@ -224,20 +370,8 @@ def measure_callable(fn: Callable[[], Any], batch_size: int, cfg: LatencyConfig)
             if (last.max() - last.min()) / max(float(np.median(last)), 1e-9) <= cfg.stability_tolerance:
                 stable = True
                 break
-    samples = np.concatenate(windows[-cfg.stable_windows :])
-    p50, p95, p99 = (float(v) for v in np.percentile(samples, [50, 95, 99]))
-    return BatchLatency(
-        batch_size=batch_size,
-        p50_ms=p50,
-        p95_ms=p95,
-        p99_ms=p99,
-        mean_ms=float(samples.mean()),
-        min_ms=float(samples.min()),
-        throughput_fps=batch_size * 1000.0 / float(samples.mean()),
-        windows=len(windows),
-        stable=stable,
-        timed_runs=int(sum(len(w) for w in windows)),
-    )
+    stats = _stats(np.concatenate(windows[-cfg.stable_windows :]), batch_size, len(windows), stable)
+    return replace(stats, timed_runs=int(sum(len(w) for w in windows)))
 
 
 def _ort_runner(
@@ -287,7 +421,8 @@ def _child(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--shape", default="", help="C,H,W (ort; torch reads the contract)")
     p.add_argument("--batch-sizes", required=True)
     p.add_argument("--config-json", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", default="")
+    p.add_argument("--serve", action="store_true", help="time windows on request (stdin) for compare_latency")
     args = p.parse_args(argv)
     cfg = LatencyConfig.model_validate_json(args.config_json)
     t0 = time.perf_counter()
@@ -295,6 +430,9 @@ def _child(argv: Sequence[str] | None = None) -> None:
     run, versions, size = make(args, cfg)
     c, h, w = (int(v) for v in args.shape.split(","))
     rng = np.random.default_rng(0)
+    if args.serve:
+        _serve(run, rng.standard_normal((int(args.batch_sizes), c, h, w), dtype=np.float32), cfg)
+        return
     per_batch: dict[str, Any] = {}
     for b in (int(v) for v in args.batch_sizes.split(",")):
         # Values in a typical normalized range; latency of these graphs does not depend on them.
@@ -314,6 +452,19 @@ def _child(argv: Sequence[str] | None = None) -> None:
         "protocol": cfg.model_dump() | {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "")},
     }
     Path(args.out).write_text(json.dumps(report))
+
+
+def _serve(run: Callable[[np.ndarray], Any], x: np.ndarray, cfg: LatencyConfig) -> None:
+    """Warm up, say "ready", then time one window per "window" line on stdin (JSON out)."""
+    for _ in range(cfg.warmup_runs):
+        run(x)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "window":
+            break
+        print(json.dumps({"ms": _time_window(lambda: run(x), cfg).tolist()}), flush=True)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(json.dumps({"peak_rss_mib": rss}), flush=True)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Written for TensorRT 10 and 11. TensorRT 10.1 deprecated the implicit INT8 calibrators and
 the FP16/INT8 builder flags; TensorRT 11 removed them. Networks are therefore created with
-``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` and take every tensor's precision from the
-ONNX graph itself:
+``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` (TensorRT 11 is always strongly typed and
+ignores the flag, kept for API compatibility) and take every tensor's precision from the ONNX
+graph itself:
 
 * fp32: the exported graph (TF32 tactics are disabled where the flag still exists, so FP32
   means FP32);
@@ -34,6 +35,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from adas_assets.intake.contract import Contract
+from adas_assets.packaging.config import Int8Config
 from adas_assets.packaging.export import sha256_file
 
 PLAN_FILE = "model.plan"
@@ -240,26 +243,54 @@ def build_tensorrt_engine(
     out_dir: str | Path,
     timing_cache_path: str | Path,
     *,
+    calibration_frames: np.ndarray | None = None,
+    contract: Contract | None = None,
+    int8_config: Int8Config | None = None,
     max_batch: int = 16,
     opt_batch: int = 1,
     workspace_mib: int = 2048,
 ) -> TrtBuild:
     """Build ``out_dir/model.plan`` for ``device`` at ``precision`` (see module docstring).
 
-    ``onnx_path``: the FP32 export for fp32/fp16, the TensorRT Q/DQ graph for int8. The
-    optimization profile covers batch 1..``max_batch`` (tuned for ``opt_batch``).
+    ``onnx_path``: the FP32 export. For int8 it may already be the TensorRT Q/DQ graph
+    (``build_int8_engine(..., runtime="tensorrt")``); otherwise ``calibration_frames`` and
+    ``contract`` are needed and the Q/DQ graph is made here first. The optimization profile
+    covers batch 1..``max_batch`` (tuned for ``opt_batch``).
+
+    TensorRT and a CUDA device are checked first: off a GPU node every call raises
+    ``TensorRTUnavailable("needs a <device> node with TensorRT: ...")``.
     """
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ValueError(f"unknown precision {precision!r}")
+    trt, gpu = _require_tensorrt(device)
     src, out = Path(onnx_path), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     model = onnx.load(str(src))
     notes: list[str] = []
     if precision == "int8":
         if not _has_qdq(model):
-            raise ValueError(
-                f"{src}: int8 TensorRT engines are built from a Q/DQ graph (build_int8_engine(..., "
-                "runtime='tensorrt')); this graph has no QuantizeLinear/DequantizeLinear nodes"
+            if calibration_frames is None or contract is None:
+                raise ValueError(
+                    f"{src}: int8 TensorRT engines are built from a Q/DQ graph: pass the graph of "
+                    "build_int8_engine(..., runtime='tensorrt'), or calibration_frames and contract"
+                )
+            from adas_assets.packaging.config import default_packaging_config
+            from adas_assets.packaging.ort_engines import build_int8_engine
+
+            qdq = build_int8_engine(
+                src,
+                calibration_frames,
+                contract,
+                out / "int8_qdq",
+                int8_config or default_packaging_config().int8,
+                runtime="tensorrt",
+            )
+            model = onnx.load(str(qdq.path))
+            notes.append(
+                f"Q/DQ graph calibrated here ({qdq.calibration_frames} frames, {qdq.calibration_method})"
             )
         notes.append("INT8 from the graph's Q/DQ nodes (strongly typed; no implicit calibrator)")
-    elif precision in ("fp32", "fp16"):
+    else:
         if _has_qdq(model):
             raise ValueError(
                 f"{src}: a {precision} engine must be built from the float export, not a Q/DQ graph"
@@ -267,11 +298,6 @@ def build_tensorrt_engine(
         if precision == "fp16":
             model = convert_to_fp16(model)
             notes.append("FP16 from convert_to_fp16: float16 weights and activations, float32 I/O")
-    else:
-        raise ValueError(f"unknown precision {precision!r}")
-    # Inputs are validated first (a wrong graph fails the same way everywhere); then TensorRT.
-    trt, gpu = _require_tensorrt(device)
-    out.mkdir(parents=True, exist_ok=True)
     graph_path = out / f"network_{precision}.onnx"
     onnx.save(model, str(graph_path))
 

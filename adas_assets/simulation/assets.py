@@ -7,6 +7,7 @@ metadata a person can read in the UI.
 """
 
 import base64
+import functools
 import hashlib
 import io
 import json
@@ -31,13 +32,20 @@ from resources.artifact_store import ArtifactStore
 SIMULATION = "simulation"
 
 
+@functools.cache
+def _config_at_import() -> SimulationConfig | None:
+    try:
+        return load_simulation_config()
+    except ConfigError:
+        return None
+
+
 def _digest(section: str) -> str:
     """Code version of an asset: the config section it depends on (an invalid file fails at run time)."""
     from adas_assets.simulation.orchestration import SIM_CODE_VERSION
 
-    try:
-        cfg = load_simulation_config()
-    except ConfigError:
+    cfg = _config_at_import()
+    if cfg is None:
         return "invalid-config"
     parts: dict[str, Any] = {
         "replay": cfg.replay.model_dump(mode="json"),
@@ -362,10 +370,7 @@ class ClosedLoopConfig(dg.Config):
     shards: int = Field(default=0, ge=0, le=4096, description="Shards (0: the sweep's setting)")
 
 
-def _gif_markdown(title: str, gif: bytes, uri: str) -> str:
-    from adas_assets.simulation.clips import thumbnail_gif
-
-    thumb = thumbnail_gif(gif)
+def _gif_markdown(title: str, thumb: bytes, uri: str) -> str:
     return f"**{title}** ([full clip]({uri}))\n\n![{title}](data:image/gif;base64,{base64.b64encode(thumb).decode()})"
 
 
@@ -376,6 +381,18 @@ def _gif_markdown(title: str, gif: bytes, uri: str) -> str:
     automation_condition=eager_on_supported_targets(),
     code_version=_digest("closed_loop"),
     pool="cpu-heavy",
+    # With dagster-k8s the step pod gets the cores its simulator processes use; shards can also be
+    # fanned out to pods one by one (`python -m adas_assets.simulation.orchestration --spec ...`).
+    op_tags={
+        "dagster-k8s/config": {
+            "container_config": {
+                "resources": {
+                    "requests": {"cpu": "2", "memory": "4Gi"},
+                    "limits": {"cpu": "2", "memory": "8Gi"},
+                }
+            }
+        }
+    },
     description=per_target_description(
         "Closed-loop simulation on highway-env with the engine's detections driving a proxy controller "
         "(IDM/ACC longitudinal control, lane keeping, safe lane changes): a sweep over categories (cut-in, "
@@ -398,7 +415,13 @@ def closed_loop_simulation(
     from adas_assets.simulation.closed_loop import EpisodeSpec
     from adas_assets.simulation.heatmap import heatmap_png
     from adas_assets.simulation.metrics import RunRecord, summarize, summarize_by_category
-    from adas_assets.simulation.orchestration import EpisodeSettings, SweepError, plan_runs, run_sweep
+    from adas_assets.simulation.orchestration import (
+        EpisodeSettings,
+        SweepError,
+        plan_runs,
+        run_sweep,
+        thumbnail_key,
+    )
     from adas_assets.simulation.perception import PerceptionSpec
 
     device, precision = _cell(context, engine, production_engine)
@@ -437,12 +460,15 @@ def closed_loop_simulation(
     records: list[RunRecord] = [*prod.records, *cand.records]
     prefix = f"{engine.prefix}/simulation"
     clips: dict[str, StoredFile] = {}
+    thumbs: dict[str, bytes] = {}
     for res in (cand, prod):
         for run_id, key in res.clip_keys.items():
             data = artifact_store.get_bytes(key)
             clips[f"{res.perception}/{run_id}"] = _put(
                 artifact_store, f"{prefix}/clips/{res.perception}-{run_id}.gif", data
             )
+            if artifact_store.exists(thumbnail_key(key)):
+                thumbs[f"{res.perception}/{run_id}"] = artifact_store.get_bytes(thumbnail_key(key))
     rows = []
     for r in records:
         row = r.row()
@@ -456,7 +482,7 @@ def closed_loop_simulation(
         "runs.json": _put(
             artifact_store,
             f"{prefix}/runs.json",
-            _json([r.model_dump(mode="json", exclude={"wall_s"}) for r in records]),
+            _json([r.model_dump(mode="json", exclude={"wall_s", "cpu_s"}) for r in records]),
         ),
     }
     for cat in sorted({r.spec.category for r in records}):
@@ -587,18 +613,16 @@ def closed_loop_simulation(
         "sim_summary": dg.MetadataValue.url(files["sim_summary.parquet"].uri),
         "location": dg.MetadataValue.url(artifact_store.uri(prefix)),
     }
-    cand_fail = [f for f in failures if f["model"] == "candidate" and f["clip"]]
+    cand_fail = [f for f in failures if f["model"] == "candidate" and f"candidate/{f['run']}" in thumbs]
     if cand_fail:
-        parts = []
-        for f in cand_fail[:2]:
-            clip = clips[f"candidate/{f['run']}"]
-            parts.append(
-                _gif_markdown(
-                    f"{f['run']}: {f['what']} ({f['condition']})",
-                    artifact_store.get_bytes(clip.key),
-                    clip.uri,
-                )
+        parts = [
+            _gif_markdown(
+                f"{f['run']}: {f['what']} ({f['condition']})",
+                thumbs[f"candidate/{f['run']}"],
+                clips[f"candidate/{f['run']}"].uri,
             )
+            for f in cand_fail[:2]
+        ]
         metadata["failure_clips"] = dg.MetadataValue.md("\n\n".join(parts))
     return dg.MaterializeResult(value=ref, metadata=metadata)
 

@@ -1,9 +1,14 @@
 """Short GIF clips of failing runs: the perceived frame with what the model reported.
 
 Each clip is the last few seconds before the failure (``clips.seconds``), upscaled (nearest),
-showing the weathered frame the engine saw, its detections (solid, class colour), the ground
-truth it missed (thin white outline: a box with no detection over it), the ego (blue) and a
-caption with time and speed. GIFs are deterministic bytes for the same frames.
+showing the weathered frame the engine saw, its detections (class colour: car green, truck red,
+motorcycle yellow), the ground truth it missed (magenta: an object with no detection over it),
+the ego (blue) and a caption with time and speed.
+
+The frame is quantized to a small adaptive palette and the overlay colours are reserved palette
+entries drawn afterwards, so thin outlines keep their exact colours in the GIF (an adaptive
+palette over the finished RGB frame would merge them into the fog). GIFs are deterministic bytes
+for the same frames.
 
 Domain code: no dagster import.
 """
@@ -19,37 +24,58 @@ from PIL import Image, ImageDraw
 from adas_assets.detector.postprocess import box_iou
 from adas_assets.simulation.closed_loop import ClipFrame
 
-CLASS_COLOURS: dict[int, tuple[int, int, int]] = {1: (0, 255, 0), 2: (255, 40, 40), 3: (255, 230, 0)}
-EGO_COLOUR = (60, 140, 255)
-MISSED_COLOUR = (255, 255, 255)
 CAPTION_H = 12
+# Reserved overlay colours (appended to each frame's adaptive palette, in this order).
+OVERLAY: dict[str, tuple[int, int, int]] = {
+    "black": (0, 0, 0),
+    "white": (255, 255, 255),
+    "car": (0, 255, 0),
+    "truck": (255, 40, 40),
+    "motorcycle": (255, 230, 0),
+    "ego": (60, 140, 255),
+    "missed": (255, 0, 255),
+}
+CLASS_KEYS: dict[int, str] = {1: "car", 2: "truck", 3: "motorcycle"}
 
 
-def draw_frame(frame: ClipFrame, scale: int = 2, title: str = "") -> Image.Image:
-    img = Image.fromarray(frame.image).resize(
-        (frame.image.shape[1] * scale, frame.image.shape[0] * scale), Image.Resampling.NEAREST
-    )
-    canvas = Image.new("RGB", (img.width, img.height + CAPTION_H), (0, 0, 0))
-    canvas.paste(img, (0, CAPTION_H))
+def _missed(frame: ClipFrame) -> list[tuple[float, float, float, float]]:
+    gt = [g for g in frame.gt if not g.is_ego]
+    if not gt:
+        return []
+    ious = box_iou(np.asarray([g.xyxy for g in gt]), frame.detections.boxes)
+    return [g.xyxy for g, row in zip(gt, ious, strict=True) if row.size == 0 or row.max() < 0.3]
+
+
+def render_frame(frame: ClipFrame, scale: int = 2, title: str = "", colors: int = 24) -> Image.Image:
+    """A palette ("P") image: the frame in ``colors`` adaptive colours plus the reserved overlay colours."""
+    h, w = frame.image.shape[:2]
+    img = Image.fromarray(frame.image).resize((w * scale, h * scale), Image.Resampling.NEAREST)
+    q = img.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    palette = (q.getpalette() or [])[: colors * 3]
+    palette += [0] * (colors * 3 - len(palette))
+    index = {name: colors + i for i, name in enumerate(OVERLAY)}
+    for rgb in OVERLAY.values():
+        palette += list(rgb)
+    canvas = Image.new("P", (img.width, img.height + CAPTION_H), index["black"])
+    canvas.putpalette(palette)
+    canvas.paste(q, (0, CAPTION_H))
     draw = ImageDraw.Draw(canvas)
 
-    def rect(xyxy: Sequence[float], colour: tuple[int, int, int], width: int) -> None:
+    def rect(xyxy: Sequence[float], colour: str, width: int) -> None:
         x0, y0, x1, y1 = (float(v) * scale for v in xyxy)
         draw.rectangle(
-            [x0, y0 + CAPTION_H, max(x1 - 1, x0), max(y1 - 1, y0) + CAPTION_H], outline=colour, width=width
+            [x0, y0 + CAPTION_H, max(x1 - 1, x0), max(y1 - 1, y0) + CAPTION_H],
+            outline=index[colour],
+            width=width,
         )
 
-    gt = [g for g in frame.gt if not g.is_ego]
-    if gt:
-        ious = box_iou(np.asarray([g.xyxy for g in gt]), frame.detections.boxes)
-        for g, row in zip(gt, ious, strict=True):
-            if row.size == 0 or row.max() < 0.3:
-                rect(g.xyxy, MISSED_COLOUR, 1)
+    for box in _missed(frame):
+        rect(box, "missed", max(1, scale // 2))
     for box, cat in zip(frame.detections.boxes.tolist(), frame.detections.category_ids.tolist(), strict=True):
-        rect(box, CLASS_COLOURS.get(int(cat), (255, 0, 255)), 2)
+        rect(box, CLASS_KEYS.get(int(cat), "white"), max(1, scale))
     if frame.ego_box is not None:
-        rect(frame.ego_box, EGO_COLOUR, 1)
-    draw.text((3, 0), f"{title}  {frame.text}".strip(), fill=(255, 255, 255))
+        rect(frame.ego_box, "ego", max(1, scale // 2))
+    draw.text((3, 0), f"{title}  {frame.text}".strip(), fill=index["white"])
     return canvas
 
 
@@ -62,7 +88,7 @@ def make_gif(
     frame_step: int = 1,
     colors: int = 24,
 ) -> bytes:
-    """Encode the frames as a looping GIF (every ``frame_step``-th frame, adaptive palette, deterministic).
+    """Encode every ``frame_step``-th frame (always ending on the failure) as a looping GIF.
 
     Sensor noise makes every frame expensive for GIF's LZW; a small palette and a frame step keep
     a 6 s clip under ~1 MB at 2x.
@@ -71,13 +97,8 @@ def make_gif(
         raise ValueError("no frames to encode")
     picked = list(frames[::frame_step])
     if picked[-1] is not frames[-1]:
-        picked.append(frames[-1])  # always end on the failure itself
-    images = [
-        draw_frame(f, scale, title).quantize(
-            colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
-        )
-        for f in picked
-    ]
+        picked.append(frames[-1])
+    images = [render_frame(f, scale, title, colors) for f in picked]
     buf = io.BytesIO()
     images[0].save(
         buf,
@@ -89,23 +110,4 @@ def make_gif(
         optimize=False,
         disposal=1,
     )
-    return buf.getvalue()
-
-
-def thumbnail_gif(gif: bytes, factor: float = 0.5, colors: int = 16, max_frames: int = 12) -> bytes:
-    """A smaller copy of a clip (for embedding in a report)."""
-    src = Image.open(io.BytesIO(gif))
-    n = getattr(src, "n_frames", 1)
-    step = max(1, -(-n // max_frames))
-    frames = []
-    for i in range(0, n, step):
-        src.seek(i)
-        im = src.convert("RGB")
-        im = im.resize(
-            (max(1, int(im.width * factor)), max(1, int(im.height * factor))), Image.Resampling.BILINEAR
-        )
-        frames.append(im.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE))
-    duration = int(src.info.get("duration", 200)) * step
-    buf = io.BytesIO()
-    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=duration, loop=0)
     return buf.getvalue()

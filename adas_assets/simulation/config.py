@@ -131,6 +131,11 @@ class MetricsConfig(_Strict):
 
 class CategoryCriteria(_Strict):
     max_collisions: NonNegativeInt | None = None
+    absolute_conditions: list[str] | None = Field(
+        None,
+        description="weather/lighting conditions (e.g. clear/day) where max_collisions applies, as in "
+        "NCAP-style scenes; elsewhere max_collision_increase compares with production (None: everywhere)",
+    )
     max_off_road: NonNegativeInt | None = None
     max_blocked: NonNegativeInt | None = None
     max_collision_increase: NonNegativeInt | None = Field(

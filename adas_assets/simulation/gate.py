@@ -105,32 +105,51 @@ def evaluate_gate(
         c, p = c_cat.get(cat, empty), p_cat.get(cat, empty)
         if not c_recs:
             continue
-        if crit.max_collisions is not None:
-            ok = c.collisions <= crit.max_collisions
+        absolute = crit.absolute_conditions
+        in_abs = [r for r in c_recs if absolute is None or r.spec.condition in absolute]
+        if crit.max_collisions is not None and in_abs:
+            n_c = sum(r.metrics.collisions for r in in_abs)
+            ids = {r.spec.run_id for r in in_abs}
+            n_p = sum(r.metrics.collisions for r in production if r.spec.run_id in ids)
+            where = f" in {', '.join(absolute)}" if absolute is not None else ""
+            ok = n_c <= crit.max_collisions
             checks.append(
                 _check(
                     "collisions",
                     cat,
-                    c.collisions,
-                    p.collisions,
-                    f"<= {crit.max_collisions}",
+                    n_c,
+                    n_p,
+                    f"<= {crit.max_collisions}{where}",
                     ok,
-                    "" if ok else f"collided: {_failing_runs(c_recs, 'collisions')}",
+                    "" if ok else f"collided: {_failing_runs(in_abs, 'collisions')}",
                 )
             )
         if crit.max_collision_increase is not None:
-            ok = c.collisions <= p.collisions + crit.max_collision_increase
-            checks.append(
-                _check(
-                    "collision_increase",
-                    cat,
-                    c.collisions,
-                    p.collisions,
-                    f"<= production + {crit.max_collision_increase}",
-                    ok,
-                    "" if ok else f"collided: {_failing_runs(c_recs, 'collisions')}",
-                )
+            # With absolute conditions, the comparison with production covers the other conditions.
+            rel = (
+                c_recs
+                if absolute is None or crit.max_collisions is None
+                else [r for r in c_recs if r not in in_abs]
             )
+            ids = {r.spec.run_id for r in rel}
+            n_c = sum(r.metrics.collisions for r in rel)
+            n_p = sum(
+                r.metrics.collisions for r in production if r.spec.category == cat and r.spec.run_id in ids
+            )
+            where = f" outside {', '.join(absolute)}" if rel is not c_recs else ""
+            ok = n_c <= n_p + crit.max_collision_increase
+            if rel:
+                checks.append(
+                    _check(
+                        "collision_increase",
+                        cat,
+                        n_c,
+                        n_p,
+                        f"<= production + {crit.max_collision_increase}{where}",
+                        ok,
+                        "" if ok else f"collided: {_failing_runs(rel, 'collisions')}",
+                    )
+                )
         if crit.max_off_road is not None:
             ok = c.off_road <= crit.max_off_road
             checks.append(
@@ -239,7 +258,7 @@ def evaluate_gate(
     return SimVerdict(
         green=green,
         checks=checks,
-        rationale=rationale_markdown(green, checks, c_all, p_all),
+        rationale=rationale_markdown(green, checks, c_all, p_all, _collision_notes(candidate, production)),
         candidate={**c_cat, "all": c_all},
         production={**p_cat, "all": p_all},
     )
@@ -253,7 +272,27 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def rationale_markdown(green: bool, checks: Sequence[GateCheck], c: GroupSummary, p: GroupSummary) -> str:
+def _collision_notes(candidate: Sequence[RunRecord], production: Sequence[RunRecord]) -> list[str]:
+    """Every candidate collision, and whether production collided on the same run."""
+    prod = {r.spec.run_id: r for r in production}
+    notes = []
+    for r in candidate:
+        if not r.metrics.collisions:
+            continue
+        s = r.spec
+        p = prod.get(s.run_id)
+        shared = "production collided too" if p is not None and p.metrics.collisions else "production did not"
+        notes.append(
+            f"{s.run_id}: {s.category}, {s.actor_type or 'traffic'}, {s.condition} severity {s.severity}, "
+            f"{s.ego_speed_mps:g} m/s: {r.metrics.collision_kind} collision with a {r.metrics.collision_with} "
+            f"({shared})"
+        )
+    return notes
+
+
+def rationale_markdown(
+    green: bool, checks: Sequence[GateCheck], c: GroupSummary, p: GroupSummary, notes: Sequence[str] = ()
+) -> str:
     failed = [ch for ch in checks if not ch.passed]
     head = (
         f"**Sim gate GREEN**: all {len(checks)} checks pass on {c.runs} runs ({c.km:.1f} km) with the same seeds as production."
@@ -266,6 +305,8 @@ def rationale_markdown(green: bool, checks: Sequence[GateCheck], c: GroupSummary
             f"- `{ch.scope}` **{ch.name}**: candidate {_fmt(ch.candidate)} vs production {_fmt(ch.production)} "
             f"(limit {ch.limit}){'. ' + ch.detail if ch.detail else ''}"
         )
+    if notes:
+        lines += ["", "Candidate collisions (see the clips):", *[f"- {n}" for n in notes]]
     lines += [
         "",
         "| check | scope | candidate | production | limit | result |",

@@ -48,7 +48,7 @@ def heatmap_png(panels: dict[str, Sequence[RunRecord]], title: str = "") -> byte
         1, len(panels), figsize=(2.2 + 1.6 * max(len(categories), 1) * len(panels), 3.8), squeeze=False
     )
     im = None
-    for ax, (name, (counts, runs)) in zip(axes[0], mats.items(), strict=True):
+    for k, (ax, (name, (counts, runs))) in enumerate(zip(axes[0], mats.items(), strict=True)):
         rate = rates[name]
         im = ax.imshow(rate, cmap="Reds", vmin=0.0, vmax=vmax, aspect="auto")
         ax.set_xticks(
@@ -56,7 +56,7 @@ def heatmap_png(panels: dict[str, Sequence[RunRecord]], title: str = "") -> byte
             [f"{c}\n({n} runs)" for c, n in zip(categories, runs, strict=True)],
             fontsize=8,
         )
-        ax.set_yticks(range(len(VIOLATION_TYPES)), VIOLATION_TYPES, fontsize=8)
+        ax.set_yticks(range(len(VIOLATION_TYPES)), VIOLATION_TYPES if k == 0 else [], fontsize=8)
         ax.set_title(name, fontsize=10)
         for i in range(counts.shape[0]):
             for j in range(counts.shape[1]):

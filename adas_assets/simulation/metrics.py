@@ -93,6 +93,7 @@ class RunRecord(BaseModel):
     spec: EpisodeSpec
     metrics: EpisodeMetrics
     wall_s: float
+    cpu_s: float = 0.0
     clip_key: str | None = None
 
     def row(self) -> dict[str, Any]:

@@ -49,7 +49,7 @@ from adas_assets.simulation.perception import PerceptionSpec, build_perception
 logger = logging.getLogger(__name__)
 
 # Bump when a change alters what an episode computes (invalidates every cached shard).
-SIM_CODE_VERSION: Final[str] = "1"
+SIM_CODE_VERSION: Final[str] = "3"
 CHECKPOINT_PREFIX: Final[str] = "sim-cache/shards"
 
 
@@ -255,10 +255,25 @@ def run_shard(engine_path: str | None, spec: ShardSpec, threads: int = 1) -> Sha
                 frame_step=st.clips.frame_step,
                 colors=st.clips.colors,
             )
+            # A small copy for embedding in a report (1x, fewer frames and colours).
+            clips[thumbnail_key(clip_key)] = make_gif(
+                out.clip, scale=1, fps=st.clips.fps, frame_step=max(4, st.clips.frame_step), colors=8
+            )
         records.append(
-            RunRecord(model=p.label, spec=run, metrics=m, wall_s=round(out.wall_s, 3), clip_key=clip_key)
+            RunRecord(
+                model=p.label,
+                spec=run,
+                metrics=m,
+                wall_s=round(out.wall_s, 3),
+                cpu_s=round(out.cpu_s, 3),
+                clip_key=clip_key,
+            )
         )
     return ShardResult(key=spec.key, records=records, clips=clips, wall_s=round(time.perf_counter() - t0, 3))
+
+
+def thumbnail_key(clip_key: str) -> str:
+    return clip_key.removesuffix(".gif") + ".thumb.gif"
 
 
 def _init_worker() -> None:
@@ -402,3 +417,40 @@ def run_sweep(
     out.shards_computed.sort()
     out.wall_s = round(time.perf_counter() - t0, 3)
     return out
+
+
+# ==================================================================================================
+# One shard as a command: what a Kubernetes pod (or AWS Batch job) runs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m adas_assets.simulation.orchestration --spec shard.json --out DIR [--engine model.onnx]``
+
+    Runs one shard (a pure function of the engine file and the spec) and writes ``result.json``
+    plus its clips under ``DIR`` in the checkpoint layout, ready to be copied to
+    ``sim-cache/shards/<key>/`` by whoever collects the sweep.
+    """
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m adas_assets.simulation.orchestration")
+    ap.add_argument("--spec", type=Path, required=True, help="ShardSpec JSON")
+    ap.add_argument("--out", type=Path, required=True, help="output directory")
+    ap.add_argument("--engine", type=Path, default=None, help="the engine file (ONNX) the spec names")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(list(argv) if argv is not None else None)
+    _init_worker()
+    spec = ShardSpec.model_validate_json(args.spec.read_text())
+    result = run_shard(str(args.engine) if args.engine else None, spec, threads=args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for rel, data in sorted(result.clips.items()):
+        (args.out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (args.out / rel).write_bytes(data)
+    (args.out / "result.json").write_text(result.model_dump_json(indent=1))
+    print(
+        f"shard {spec.shard_index} ({result.key[:12]}): {len(result.records)} runs in {result.wall_s:.1f} s -> {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

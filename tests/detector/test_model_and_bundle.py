@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,16 @@ def _write_dataset(root: Path, counts: dict[str, int], seed: int = 0) -> Path:
     return root
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    # The shapes here are tiny: one intra-op thread is as fast, and it does not spin against
+    # other processes on a shared 2-core machine (that made this file 2x slower under load).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _write_dataset(tmp_path_factory.mktemp("data"), {"train": 32, "val": 6, "test": 4})
@@ -67,7 +78,9 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def bundle(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
-    result = train(TrainConfig(data_dir=dataset, epochs=1, width=8, batch_size=16), log=lambda _: None)
+    result = train(
+        TrainConfig(data_dir=dataset, epochs=1, width=8, batch_size=16, num_threads=1), log=lambda _: None
+    )
     assert result.dataset_tag == "synthetic-test"
     assert np.isfinite(result.history[0]["loss"])
     lineage = Lineage(

@@ -22,7 +22,7 @@ from adas_assets.evaluation.gates import (
     load_gates,
     weighted_map,
 )
-from adas_assets.evaluation.pipeline import _calibration, snapshot
+from adas_assets.evaluation.pipeline import detection_calibration, snapshot
 from adas_assets.evaluation.reports import json_bytes
 from adas_assets.evaluation.runner import Predictions
 from adas_assets.evaluation.slices import catalog_slices, slice_metrics, slice_table
@@ -44,7 +44,7 @@ def _evaluate(
     preds = _preds(coco, dets)
     slices = catalog_slices(load_slices(), coco)
     per_slice = slice_metrics(coco, preds.records(), slices)
-    cal = _calibration(coco, preds, preds.image_ids, default_evaluation_settings(), 0.3)
+    cal = detection_calibration(coco, preds, preds.image_ids, default_evaluation_settings(), 0.3)
     return snapshot(version, per_slice, slices, cal), per_slice, slices
 
 

@@ -127,16 +127,23 @@ def test_int8_graph_has_qdq_and_a_calibration_cache(int8: Int8Build, frames: np.
     assert table["images"][0] < 0 < table["images"][1]  # the normalized input spans both signs
 
 
-def test_head_outputs_stay_fp32(int8: Int8Build, contract: Contract) -> None:
-    model = onnx.load(str(int8.path))
+def test_output_producers_can_stay_fp32(
+    onnx_path: Path, frames: np.ndarray, contract: Contract, int8_config: Int8Config, tmp_path: Path
+) -> None:
+    cfg = int8_config.model_copy(
+        update={
+            "keep_output_producers_fp32": True,
+            "fallback": int8_config.fallback.model_copy(update={"enabled": False}),
+        }
+    )
+    build = build_int8_engine(onnx_path, frames[:8], contract, tmp_path, cfg)
+    model = onnx.load(str(build.path))
     precisions = node_precisions(model)
     producers = {o: n.name for n in model.graph.node for o in n.output}
-    outputs = {o.name for o in contract.outputs}
-    # With quantized outputs the producer is the final DequantizeLinear; with FP32 heads it is the conv.
-    heads = {producers[o] for o in outputs}
-    assert heads <= set(int8.excluded_nodes)
-    assert all(precisions[h] == "fp32" for h in heads)
-    assert all("graph output" in int8.excluded_nodes[h] for h in heads)
+    heads = {producers[o.name] for o in contract.outputs}  # the head convs themselves, no DQ after them
+    assert heads == set(build.excluded_nodes)
+    assert all(precisions[h] == "fp32" and "graph output" in build.excluded_nodes[h] for h in heads)
+    assert any(p == "int8" for p in precisions.values())
 
 
 def test_fallback_bound_is_honoured(

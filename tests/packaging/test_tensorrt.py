@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -92,7 +93,13 @@ def test_no_cuda_device_is_reported(onnx_path: Path, tmp_path: Path, monkeypatch
         build_tensorrt_engine(onnx_path, "orin", "fp16", tmp_path, tmp_path / "timing.cache")
 
 
-def test_int8_needs_a_qdq_graph(onnx_path: Path, tmp_path: Path) -> None:
+def test_graph_is_validated_once_tensorrt_is_there(
+    onnx_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adas_assets.packaging import tensorrt_engines
+
+    # Pretend TensorRT and a GPU exist: the input checks that follow must still hold.
+    monkeypatch.setattr(tensorrt_engines, "_require_tensorrt", lambda device: (object(), object()))
     with pytest.raises(ValueError, match="int8 TensorRT engines are built from a Q/DQ graph"):
         build_tensorrt_engine(onnx_path, "t4", "int8", tmp_path, tmp_path / "timing.cache")
     with pytest.raises(ValueError, match="unknown precision"):
@@ -126,24 +133,20 @@ def test_fp16_conversion_keeps_float32_io_and_matches(onnx_path: Path, contract:
 @needs_tensorrt
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_real_tensorrt_build(precision: str, onnx_path: Path, contract: Contract, tmp_path: Path) -> None:
-    from adas_assets.packaging.config import default_packaging_config
-    from adas_assets.packaging.ort_engines import build_int8_engine
     from adas_assets.packaging.tensorrt_engines import DEVICE_GPU_NAMES, _cuda_devices
 
     gpu = _cuda_devices()[0].name.lower()
     device = next((d for d, names in DEVICE_GPU_NAMES.items() if any(n.lower() in gpu for n in names)), None)
     if device is None:
         pytest.skip(f"GPU {gpu!r} is not one of the catalog devices")
-    src = onnx_path
-    if precision == "int8":
+    kwargs: dict[str, Any] = {}
+    if precision == "int8":  # the TensorRT Q/DQ graph is calibrated inside the build
         frames = np.random.default_rng(0).integers(0, 256, (16, 96, 384, 3), dtype=np.uint8)
-        src = build_int8_engine(
-            onnx_path, frames, contract, tmp_path / "q", default_packaging_config().int8, runtime="tensorrt"
-        ).path
+        kwargs = {"calibration_frames": frames, "contract": contract}
     cache = tmp_path / "timing.cache"
-    build = build_tensorrt_engine(src, device, precision, tmp_path / "plan", cache)
+    build = build_tensorrt_engine(onnx_path, device, precision, tmp_path / "plan", cache, **kwargs)
     assert build.path.is_file() and build.size_bytes > 0 and build.strongly_typed
     assert cache.is_file() and not build.timing_cache_reused
-    again = build_tensorrt_engine(src, device, precision, tmp_path / "plan2", cache)
+    again = build_tensorrt_engine(onnx_path, device, precision, tmp_path / "plan2", cache, **kwargs)
     assert again.timing_cache_reused
     assert build.gpu["name"] and build.profile["max"][0] == 16

@@ -33,7 +33,16 @@ class StraightLane:
 
 
 def _track(x: float, y: float, vx: float, tid: int = 0, t: float = 0.0) -> Track:
-    return Track(tid, np.array([x, y]), np.array([vx, 0.0]), np.array([2.3, 1.0]), 1, hits=5, last_seen_s=t, velocity_known=True)
+    return Track(
+        tid,
+        np.array([x, y]),
+        np.array([vx, 0.0]),
+        np.array([2.3, 1.0]),
+        1,
+        hits=5,
+        last_seen_s=t,
+        velocity_known=True,
+    )
 
 
 def test_pixels_to_world_and_ego_excluded_by_position() -> None:
@@ -91,7 +100,9 @@ def test_new_track_of_a_stationary_object_is_associated_despite_ego_default_velo
     tr = WorldTracker(ControllerConfig())
     # Seen first with the ego's velocity as a guess (25 m/s): the object is in fact parked.
     tr.update([WorldDetection((200.0, 0.0), (2.0, 1.0), 1, 0.9)], 0.0, default_velocity=(25.0, 0.0))
-    confirmed = tr.update([WorldDetection((200.0, 0.0), (2.0, 1.0), 1, 0.9)], 0.2, default_velocity=(25.0, 0.0))
+    confirmed = tr.update(
+        [WorldDetection((200.0, 0.0), (2.0, 1.0), 1, 0.9)], 0.2, default_velocity=(25.0, 0.0)
+    )
     assert len(confirmed) == 1 and confirmed[0].velocity[0] == pytest.approx(0.0)
 
 
@@ -129,5 +140,7 @@ def test_lane_change_only_when_the_perceived_target_lane_is_clear() -> None:
     closing_from_behind = _track(-12.0, -4.0, 30.0, tid=1, t=10.0)
     cmd = ProxyController(cfg).decide(ego, [slow, closing_from_behind], [lane], {"left": left}, False)
     assert cmd.lane_change is None, "a vehicle close behind in the target lane forbids the change"
-    cmd = ProxyController(cfg.model_copy(update={"lane_changes": False})).decide(ego, [slow], [lane], {"left": left}, False)
+    cmd = ProxyController(cfg.model_copy(update={"lane_changes": False})).decide(
+        ego, [slow], [lane], {"left": left}, False
+    )
     assert cmd.lane_change is None

@@ -14,13 +14,15 @@ from adas_assets.simulation.metrics import RunRecord, episode_metrics, summarize
 DT = 0.2
 
 
-def _spec(run_id: str = "cut_in-000", category: str = "cut_in", actor: str | None = "truck") -> EpisodeSpec:
+def _spec(
+    run_id: str = "cut_in-000", category: str = "cut_in", actor: str | None = "truck", weather: str = "fog"
+) -> EpisodeSpec:
     return EpisodeSpec(
         run_id=run_id,
         category=category,  # type: ignore[arg-type]
         scenario="highway",
         density="sparse",
-        weather="fog",
+        weather=weather,
         lighting="day",
         severity=3,
         seed=1,
@@ -30,7 +32,9 @@ def _spec(run_id: str = "cut_in-000", category: str = "cut_in", actor: str | Non
     )
 
 
-def _trace(speed: list[float], gap: list[float], ttc: list[float], lead: str = "car", collision: dict | None = None) -> EpisodeTrace:
+def _trace(
+    speed: list[float], gap: list[float], ttc: list[float], lead: str = "car", collision: dict | None = None
+) -> EpisodeTrace:
     n = len(speed)
     tr = EpisodeTrace(dt=DT)
     tr.t = [round(k * DT, 3) for k in range(n)]
@@ -100,24 +104,36 @@ def test_unsafe_following_needs_a_sustained_short_headway() -> None:
 def test_blocked_agent_and_hard_braking() -> None:
     speed = [25.0, 20.0, 15.0, 10.0, 5.0, 0.0] + [0.0] * 40
     n = len(speed)
-    m = episode_metrics(_spec(category="cruise", actor=None), _trace(speed, [math.inf] * n, [math.inf] * n), MetricsConfig())
+    m = episode_metrics(
+        _spec(category="cruise", actor=None), _trace(speed, [math.inf] * n, [math.inf] * n), MetricsConfig()
+    )
     assert m.hard_brake_events == 1 and m.max_decel_mps2 == pytest.approx(25.0)
     assert m.agent_blocked_events == 1  # stood still for 8 s with nothing ahead: phantom braking
     assert m.infraction_penalty == pytest.approx(0.70)
 
 
-def _record(model: str, run_id: str, category: str, collision: bool, near: int = 0) -> RunRecord:
+def _record(
+    model: str, run_id: str, category: str, collision: bool, near: int = 0, weather: str = "fog"
+) -> RunRecord:
     n = 30
     ttc = [math.inf] * n
     for k in range(near):
         ttc[3 * k + 2] = 1.0
-    tr = _trace([25.0] * n, [40.0] * n, ttc, collision={"t_s": 5.0, "with": "truck", "kind": "front"} if collision else None)
-    spec = _spec(run_id=run_id, category=category)
+    tr = _trace(
+        [25.0] * n,
+        [40.0] * n,
+        ttc,
+        collision={"t_s": 5.0, "with": "truck", "kind": "front"} if collision else None,
+    )
+    spec = _spec(run_id=run_id, category=category, weather=weather)
     return RunRecord(model=model, spec=spec, metrics=episode_metrics(spec, tr, MetricsConfig()), wall_s=1.0)
 
 
 GATE = GateConfig(
-    categories={"cut_in": CategoryCriteria(max_collisions=0), "cruise": CategoryCriteria(max_collision_increase=0)},
+    categories={
+        "cut_in": CategoryCriteria(max_collisions=0),
+        "cruise": CategoryCriteria(max_collision_increase=0),
+    },
     max_near_miss_increase=0,
     min_runs=2,
 )
@@ -164,3 +180,61 @@ def test_collisions_per_1000km() -> None:
     s = summarize(recs)
     assert s.collisions == 1
     assert s.collisions_per_1000km == pytest.approx(1 / s.km * 1000, rel=1e-3)
+
+
+NCAP = GateConfig(
+    categories={
+        "cut_in": CategoryCriteria(
+            max_collisions=0, absolute_conditions=["clear/day"], max_collision_increase=0
+        )
+    },
+    min_runs=2,
+)
+
+
+@pytest.mark.parametrize(
+    ("weather", "cand", "prod", "green", "failing"),
+    [
+        ("clear", True, True, False, "collisions"),  # NCAP-style scene: zero, whatever production does
+        ("fog", True, True, True, None),  # adverse weather: no worse than production
+        ("fog", True, False, False, "collision_increase"),
+        ("fog", False, True, True, None),
+    ],
+)
+def test_absolute_in_nominal_conditions_relative_in_adverse_ones(
+    weather: str, cand: bool, prod: bool, green: bool, failing: str | None
+) -> None:
+    other = "rain" if weather == "clear" else "clear"  # one run on each side of the line
+    p = [
+        _record("production", "cut_in-000", "cut_in", prod, weather=weather),
+        _record("production", "cut_in-001", "cut_in", False, weather=other),
+    ]
+    c = [
+        _record("candidate", "cut_in-000", "cut_in", cand, weather=weather),
+        _record("candidate", "cut_in-001", "cut_in", False, weather=other),
+    ]
+    v = evaluate_gate(c, p, NCAP)
+    assert v.green is green, v.rationale
+    if failing:
+        assert [ch.name for ch in v.failed_checks if ch.scope == "cut_in"] == [failing]
+        assert "cut_in-000" in v.rationale
+    limits = {ch.name: ch.limit for ch in v.checks if ch.scope == "cut_in"}
+    assert limits["collisions"] == "<= 0 in clear/day"
+    assert limits["collision_increase"] == "<= production + 0 outside clear/day"
+
+
+def test_malformed_simulation_config_names_file_and_field(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import yaml
+
+    from adas_assets.config_errors import ConfigError
+    from adas_assets.simulation.config import SIMULATION_FILE, load_simulation_config
+
+    raw = yaml.safe_load(SIMULATION_FILE.read_text())
+    raw["sweeps"]["demo"]["runs"]["u_turn"] = 3
+    raw["categories"]["cut_in"]["gap_time_s"] = "soon"
+    bad = tmp_path / "simulation.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as err:
+        load_simulation_config(bad)
+    msg = str(err.value)
+    assert str(bad) in msg and "categories.cut_in.gap_time_s" in msg and "sweeps.demo.runs.u_turn" in msg

@@ -109,7 +109,9 @@ def test_crashed_sweep_resumes_from_checkpoints_and_matches_a_clean_run(
     again = run_sweep(store, runs, ORACLE, st, shards=3, runner=counting)
     assert again.shards_reused == [0, 1, 2] and again.episodes_computed == 0
 
-    clean = run_sweep(LocalArtifactStore(root=str(tmp_path / "clean")), runs, ORACLE, st, shards=3, processes=1)
+    clean = run_sweep(
+        LocalArtifactStore(root=str(tmp_path / "clean")), runs, ORACLE, st, shards=3, processes=1
+    )
     assert _summary_bytes(clean.records) == _summary_bytes(resumed.records)
 
 
@@ -123,7 +125,9 @@ def test_same_seeds_identical_summary_across_process_counts(
     spec = spec.with_faults("candidate", Fault(kind="random_drop", p=0.2))
     st = EpisodeSettings.from_configs(sim_cfg, datagen)
     runs = _short_runs(sim_cfg, seconds=6.0)[:3]
-    one = run_sweep(LocalArtifactStore(root=str(tmp_path / "a")), runs, spec, st, engine_path=path, shards=3, processes=1)
+    one = run_sweep(
+        LocalArtifactStore(root=str(tmp_path / "a")), runs, spec, st, engine_path=path, shards=3, processes=1
+    )
     two_store = LocalArtifactStore(root=str(tmp_path / "b"))
     two = run_sweep(two_store, runs, spec, st, engine_path=path, shards=3, processes=2)
     assert two.shards_computed == [0, 1, 2]
@@ -131,3 +135,28 @@ def test_same_seeds_identical_summary_across_process_counts(
     assert one.clip_keys == two.clip_keys
     for key in one.clip_keys.values():
         assert (tmp_path / "a" / key).read_bytes() == (tmp_path / "b" / key).read_bytes()
+
+
+def test_a_shard_runs_as_a_command_with_the_checkpoint_layout(
+    tmp_path: Path, sim_cfg: SimulationConfig, datagen: DatagenConfig
+) -> None:
+    from adas_assets.simulation.orchestration import load_checkpoint, main
+
+    st = EpisodeSettings.from_configs(sim_cfg, datagen)
+    blind = ORACLE.with_faults("blind", Fault(kind="blind_in_weather", weathers=["clear", "fog"]))
+    runs = [r.model_copy(update={"duration_s": 8.0}) for r in plan_category(sim_cfg, "stopped_lead", 1)]
+    (shard,) = make_shards(runs, blind, st, 1)
+    spec_file = tmp_path / "shard.json"
+    spec_file.write_text(shard.model_dump_json())
+    out = tmp_path / "pod-out"
+    assert main(["--spec", str(spec_file), "--out", str(out)]) == 0
+    store = LocalArtifactStore(root=str(tmp_path / "store"))
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        store.put_file(f"{CHECKPOINT_PREFIX}/{shard.key}/{path.relative_to(out).as_posix()}", path)
+    loaded = load_checkpoint(store, shard.key)
+    assert loaded is not None and loaded.records[0].metrics.collisions == 1
+    assert loaded.records[0].clip_key == f"clips/{runs[0].run_id}.gif"
+    assert store.exists(f"{CHECKPOINT_PREFIX}/{shard.key}/{loaded.records[0].clip_key}")
+    # a sweep over the same work now reuses the pod's result
+    res = run_sweep(store, runs, blind, st, shards=1, processes=1)
+    assert res.shards_reused == [0] and res.records == loaded.records

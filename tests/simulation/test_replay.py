@@ -19,11 +19,20 @@ def _coco(tracks: dict[int, tuple[int, list[float]]], n: int = 20) -> dict:
     aid = 1
     for k in range(n):
         images.append({"id": k + 1, "file_name": f"f{k}.png", "width": 384, "height": 96, "severity": 3})
-        anns.append({"id": aid, "image_id": k + 1, "category_id": 1, "bbox": EGO, "track_id": 0, "is_ego": True})
+        anns.append(
+            {"id": aid, "image_id": k + 1, "category_id": 1, "bbox": EGO, "track_id": 0, "is_ego": True}
+        )
         aid += 1
         for tid, (cat, (x, y, w, h)) in tracks.items():
             anns.append(
-                {"id": aid, "image_id": k + 1, "category_id": cat, "bbox": [x + 2 * k, y, w, h], "track_id": tid, "is_ego": False}
+                {
+                    "id": aid,
+                    "image_id": k + 1,
+                    "category_id": cat,
+                    "bbox": [x + 2 * k, y, w, h],
+                    "track_id": tid,
+                    "is_ego": False,
+                }
             )
             aid += 1
     seq = {
@@ -46,7 +55,9 @@ def _dets(coco: dict, keep) -> dict[int, Detections]:  # type: ignore[no-untyped
             x, y, w, h = a["bbox"]
             out.setdefault(a["image_id"], []).append(([x, y, x + w, y + h], a["category_id"]))
     return {
-        i: Detections(np.array([b for b, _ in v], np.float32), np.ones(len(v), np.float32), np.array([c for _, c in v]))
+        i: Detections(
+            np.array([b for b, _ in v], np.float32), np.ones(len(v), np.float32), np.array([c for _, c in v])
+        )
         for i, v in out.items()
     }
 
@@ -86,10 +97,16 @@ def test_ghost_tracks_are_persistent_false_positives_only() -> None:
     dets = _dets(coco, lambda t, k: True)
     for image_id, d in list(dets.items()):
         ghost = np.array([[300.0, 5.0, 316.0, 12.0]], np.float32)  # every frame, nothing there
-        blip = np.array([[20.0, 80.0, 30.0, 86.0]], np.float32) if image_id == 4 else np.zeros((0, 4), np.float32)
+        blip = (
+            np.array([[20.0, 80.0, 30.0, 86.0]], np.float32)
+            if image_id == 4
+            else np.zeros((0, 4), np.float32)
+        )
         extra = np.concatenate([ghost, blip])
         dets[image_id] = Detections(
-            np.concatenate([d.boxes, extra]), np.ones(len(d) + len(extra), np.float32), np.concatenate([d.category_ids, np.ones(len(extra), int)])
+            np.concatenate([d.boxes, extra]),
+            np.ones(len(d) + len(extra), np.float32),
+            np.concatenate([d.category_ids, np.ones(len(extra), int)]),
         )
     r = evaluate_model(coco, dets, ReplayConfig(min_ghost_track_frames=3), "cand")
     assert r.sequences[0].ghost_tracks == 1  # the one-frame blip is a false positive, not a ghost track
@@ -115,7 +132,9 @@ def test_divergent_segments_are_flagged_with_tracks_in_metres() -> None:
     assert car.missed_by_candidate == 10 and car.missed_by_production == 0
     p0 = car.points[0]
     # 150 + 2*10 + 8 = 178 px centre vs ego centre 108 px -> 70 px ahead = 19.9 m
-    assert p0.x_m == pytest.approx(70 / PX_PER_M, abs=1e-2) and p0.length_m == pytest.approx(16 / PX_PER_M, abs=1e-2)
+    assert p0.x_m == pytest.approx(70 / PX_PER_M, abs=1e-2) and p0.length_m == pytest.approx(
+        16 / PX_PER_M, abs=1e-2
+    )
     assert len(f.ego_points) == 10
 
 

@@ -48,8 +48,11 @@ def _segment(kind: str, weather: str = "fog") -> FlaggedSegment:
             missed_by_production=1,
         )
     other = FlaggedTrack(
-        gt_track=3, category="motorcycle", points=_points([-20 + 0.5 * k for k in range(n)], [-4.0] * n, 2.2, 0.8),
-        missed_by_candidate=0, missed_by_production=0,
+        gt_track=3,
+        category="motorcycle",
+        points=_points([-20 + 0.5 * k for k in range(n)], [-4.0] * n, 2.2, 0.8),
+        missed_by_candidate=0,
+        missed_by_production=0,
     )
     return FlaggedSegment(
         segment_id=f"seq00-highway-s0001-seg0{1 if kind == 'cut_in' else 2}",
@@ -112,13 +115,19 @@ def test_identical_inputs_give_identical_files(tmp_path: Path, sim_cfg: Simulati
     b = build_library([_segment("cut_in")], sim_cfg, tmp_path / "b")[0]
     assert a == b
     for name in (a.xosc, a.xodr, a.sweep_xosc):
-        assert (tmp_path / "a" / a.segment_id / name).read_bytes() == (tmp_path / "b" / b.segment_id / name).read_bytes()
+        assert (tmp_path / "a" / a.segment_id / name).read_bytes() == (
+            tmp_path / "b" / b.segment_id / name
+        ).read_bytes()
 
 
-def test_sweep_expands_to_the_cross_product_and_maps_to_runs(tmp_path: Path, sim_cfg: SimulationConfig) -> None:
+def test_sweep_expands_to_the_cross_product_and_maps_to_runs(
+    tmp_path: Path, sim_cfg: SimulationConfig
+) -> None:
     (t,) = build_library([_segment("cut_in")], sim_cfg, tmp_path)
     points = expand_sweep(tmp_path / t.segment_id / t.sweep_xosc)
-    assert len(points) == t.sweep_size == len(sim_cfg.categories["cut_in"].ego_speed_mps) * 2  # x (fog, clear)
+    assert (
+        len(points) == t.sweep_size == len(sim_cfg.categories["cut_in"].ego_speed_mps) * 2
+    )  # x (fog, clear)
     assert {p["Weather"] for p in points} == {"fog", "clear"}
     assert {p["FogVisualRange"] for p in points if p["Weather"] == "fog"} == {"120"}
     runs = runs_from_library([(t, points)], sim_cfg)
@@ -137,11 +146,15 @@ def test_runs_from_library_round_robin_over_scenarios(tmp_path: Path, sim_cfg: S
     assert [r.category for r in runs] == ["cut_in", "stopped_lead"]
 
 
-def test_a_broken_scenario_fails_naming_file_line_and_error(tmp_path: Path, sim_cfg: SimulationConfig) -> None:
+def test_a_broken_scenario_fails_naming_file_line_and_error(
+    tmp_path: Path, sim_cfg: SimulationConfig
+) -> None:
     (t,) = build_library([_segment("cut_in")], sim_cfg, tmp_path)
     path = tmp_path / t.segment_id / t.xosc
     text = path.read_text()
-    broken = re.sub(r'<AbsoluteTargetSpeed value="\$EgoSpeed"', '<AbsoluteTargetSpeed value="fast"', text, count=1)
+    broken = re.sub(
+        r'<AbsoluteTargetSpeed value="\$EgoSpeed"', '<AbsoluteTargetSpeed value="fast"', text, count=1
+    )
     assert broken != text
     bad = tmp_path / "broken.xosc"
     bad.write_text(broken)

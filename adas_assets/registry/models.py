@@ -1,0 +1,266 @@
+"""Typed records of the registry: entries (immutable), events (append-only), aliases."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ALIASES: tuple[str, ...] = ("staging", "candidate", "production", "rollback")
+ROLES: tuple[str, ...] = ("technical", "safety", "security", "product")
+Alias = Literal["staging", "candidate", "production", "rollback"]
+Role = Literal["technical", "safety", "security", "product"]
+
+_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
+_TARGET = re.compile(r"^[a-z0-9][a-z0-9-]*/(fp32|fp16|int8)$")
+
+
+class RegistryError(RuntimeError):
+    """Base class of registry failures; messages say what to do next."""
+
+
+def target_name(device: str, precision: str) -> str:
+    """A deployment target as the registry names it: ``device/precision`` (``orin/int8``)."""
+    name = f"{device}/{precision}"
+    if not _TARGET.match(name):
+        raise ValueError(f"{name!r} is not a deployment target (device/precision, e.g. 'orin/int8')")
+    return name
+
+
+def split_target(target: str) -> tuple[str, str]:
+    if not _TARGET.match(target):
+        raise ValueError(f"{target!r} is not a deployment target (device/precision, e.g. 'orin/int8')")
+    device, precision = target.split("/")
+    return device, precision
+
+
+def semver_key(version: str) -> tuple[int, int, int, int, str]:
+    """Sort key of a semantic version: a pre-release sorts before its release (SemVer 2 §11,
+    pre-release identifiers compared as one string, good enough for ``-rc.N`` style tags)."""
+    m = _SEMVER.match(version)
+    if not m:
+        raise ValueError(f"{version!r} is not a semantic version (MAJOR.MINOR.PATCH)")
+    major, minor, patch, pre = m.groups()
+    return int(major), int(minor), int(patch), 0 if pre else 1, pre or ""
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Pointer(_Frozen):
+    """An immutable pointer: where a file is and the sha256 it must hash to."""
+
+    key: str
+    uri: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+
+class EntryPointers(_Frozen):
+    pack_prefix: str
+    pack_uri: str
+    manifest: Pointer | None
+    artifacts: dict[str, Pointer]
+    public_key_sha256: str | None = None
+    wandb_artifact: str | None = None
+    container_tag: str | None = None
+    container_context_sha256: str | None = None
+    git_sha: str
+    dataset_tag: str
+    training_run_id: str
+    bundle_sha256: str
+
+
+class SliceRow(_Frozen):
+    slice: str
+    AP: float | None
+    production_AP: float | None = None
+    delta_points: float | None = None
+    images: int
+    critical: bool = False
+
+
+class Performance(_Frozen):
+    AP: float | None = None
+    AP50: float | None = None
+    per_class_AP: dict[str, float | None] = {}
+    ece: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    latency_source: str | None = None
+    production_version: str | None = None
+    production_AP: float | None = None
+    eval_frames: int | None = None
+    eval_dataset_tag: str | None = None
+
+
+class Verdict(_Frozen):
+    """A gate verdict as the registry records it (evaluation or simulation)."""
+
+    kind: Literal["evaluation", "simulation"]
+    passed: bool
+    version: str
+    device: str
+    precision: str
+    rationale: str
+    failing: list[str] = []
+    report: Pointer | None = None
+
+    @property
+    def status(self) -> str:
+        return "green" if self.passed else "red"
+
+
+class Security(_Frozen):
+    sbom: Pointer | None = None
+    vulnerability_status: str | None = None
+    vulnerability_counts: dict[str, int] = {}
+    vulnerability_reason: str | None = None
+    licenses_passed: bool | None = None
+
+
+class EntryBody(_Frozen):
+    """Everything an entry says; its sha256 (:meth:`digest`) is what makes it immutable."""
+
+    schema_version: Literal[1] = 1
+    model_name: str
+    task: str
+    version: str
+    device: str
+    precision: str
+    runtime: str
+    classes: list[str]
+    pointers: EntryPointers
+    performance: Performance
+    slices: list[SliceRow] = []
+    latency_budget_ms: dict[str, float] = {}
+    supported_targets: list[str] = []
+    calibration_cache_version: str | None = None
+    evaluation: Verdict | None = None
+    simulation: Verdict | None = None
+    security: Security = Security()
+    reports: dict[str, Pointer] = {}
+    # True for the model that was in production before the registry knew it: adopted as is
+    # (no signed pack, no governance), so that the first canary has a production arm.
+    adopted: bool = False
+
+    @field_validator("version")
+    @classmethod
+    def _semver(cls, v: str) -> str:
+        semver_key(v)
+        return v
+
+    @property
+    def target(self) -> str:
+        return target_name(self.device, self.precision)
+
+    def digest(self) -> str:
+        return hashlib.sha256(canonical_json(self.model_dump(mode="json")).encode()).hexdigest()
+
+
+class Entry(_Frozen):
+    id: int
+    created_at: datetime
+    created_by: str
+    digest: str
+    body: EntryBody
+    model_card: str
+
+    @property
+    def version(self) -> str:
+        return self.body.version
+
+    @property
+    def target(self) -> str:
+        return self.body.target
+
+    @property
+    def ref(self) -> str:
+        """``model@version for device/precision``: how people name an entry."""
+        return f"{self.body.model_name}@{self.body.version} for {self.target}"
+
+
+class Event(_Frozen):
+    id: int
+    uid: str
+    idempotency_key: str
+    kind: str
+    target: str | None
+    alias: str | None
+    entry_id: int | None
+    from_entry_id: int | None
+    to_entry_id: int | None
+    promotion_id: str | None
+    actor: str
+    reason: str
+    at: datetime
+    payload: dict[str, Any]
+
+    def as_webhook_body(self) -> dict[str, Any]:
+        return {"type": f"registry.{self.kind}", **self.model_dump(mode="json")}
+
+
+class AliasState(_Frozen):
+    target: str
+    alias: str
+    entry_id: int | None
+    event_id: int
+
+
+class TargetState(_Frozen):
+    """The optimistic-concurrency token of a target and the promotion holding it, if any."""
+
+    target: str
+    version: int
+    active_promotion: str | None
+    event_id: int | None
+
+
+class History(_Frozen):
+    """Moves of one alias of one target up to ``at`` (all of them when ``at`` is None)."""
+
+    target: str
+    alias: str
+    at: datetime | None
+    changes: list[Event]
+    current: Entry | None
+
+    @property
+    def version(self) -> str | None:
+        return self.current.version if self.current else None
+
+
+class RegistryEntryRef(_Frozen):
+    """What the ``registry_entry`` asset hands downstream: which entry, in which registry."""
+
+    entry_id: int
+    model_name: str
+    version: str
+    target: str
+    digest: str
+    created: bool
+    registry: str
+    model_card_uri: str | None = None
+    adopted_production_entry: int | None = None
+
+
+class AliasRef(_Frozen):
+    """What the ``production_alias`` asset records: the target's aliases after the action."""
+
+    target: str
+    action: str
+    outcome: str
+    production_version: str | None
+    production_entry: int | None
+    rollback_version: str | None
+    promotion_id: str | None = None
+    message: str = ""

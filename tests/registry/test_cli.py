@@ -1,0 +1,130 @@
+"""``adas-registry`` for people: list, show, history, approve, promote, rollback, verify."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from adas_assets.registry import promotion
+from adas_assets.registry.cli import main
+from adas_assets.registry.models import ROLES
+from tests.registry.test_promotion import _stub_runner
+from tests.registry.world import TARGET, World, make_world
+
+
+@pytest.fixture
+def world(
+    registry_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, onnx_models: dict[str, Path]
+) -> World:
+    # ADAS_HOME = tmp_path: the CLI's artifact store and pinned key are the world's.
+    monkeypatch.setenv("ADAS_HOME", str(tmp_path))
+    monkeypatch.delenv("ADAS_REGISTRY_URL", raising=False)
+    monkeypatch.setenv("ADAS_ENV", "local")
+    w = make_world(registry_url, tmp_path, onnx_models)
+    from resources.io_manager import _encode
+    from tests.registry.test_registry_assets import _dataset
+
+    w.store.put_bytes("asset-values/golden_dataset/value.json", _encode(_dataset(w.store)))
+    monkeypatch.setattr(promotion, "local_runner", lambda settings: _stub_runner())
+    return w
+
+
+def _cli(world: World, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(["--url", world.registry.engine.url.render_as_string(hide_password=False), *args])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def test_list_show_approve_verify_promote_history_rollback(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = _cli(world, capsys, "list")
+    assert code == 0 and "1.2.0" in out and "1.3.0" in out and "production" in out and "staging" in out
+    code, out = _cli(world, capsys, "show", "--version", "1.3.0", "--target", TARGET)
+    assert code == 0 and f"entry #{world.candidate.id}: test-detector@1.3.0 for {TARGET}" in out
+    assert "safety      not approved" in out
+    code, out = _cli(world, capsys, "show", "--entry", str(world.candidate.id), "--card")
+    assert out.startswith("# Model card: test-detector 1.3.0")
+
+    code, out = _cli(world, capsys, "verify", "--version", "1.3.0", "--target", TARGET)
+    assert code == 0 and "signatures verified with pinned key" in out and out.strip().endswith("OK")
+
+    # Refused: no approvals yet; every missing role is named and the exit status says so.
+    code, out = _cli(
+        world,
+        capsys,
+        "promote",
+        "--version",
+        "1.3.0",
+        "--target",
+        TARGET,
+        "--actor",
+        "rm",
+        "--reason",
+        "release",
+    )
+    assert code == 1 and out.startswith("REFUSED") and all(f"approval: {r}" in out for r in ROLES)
+
+    for role in ROLES:
+        code, out = _cli(
+            world,
+            capsys,
+            "approve",
+            "--version",
+            "1.3.0",
+            "--role",
+            role,
+            "--actor",
+            f"{role}-lead",
+            "--reason",
+            "ok",
+        )
+        assert code == 0 and f"{role} approved by {role}-lead" in out
+    code, out = _cli(
+        world,
+        capsys,
+        "promote",
+        "--version",
+        "1.3.0",
+        "--target",
+        TARGET,
+        "--actor",
+        "rm",
+        "--reason",
+        "release",
+    )
+    assert code == 0 and out.startswith(
+        "PROMOTED: 1.3.0 is production on x86-cpu/fp32; 1.2.0 is the rollback"
+    ), out
+    assert "release_notes: file://" in out
+
+    code, out = _cli(world, capsys, "--json", "history", "--target", TARGET)
+    history = json.loads(out)
+    assert history["version"] == "1.3.0" and [c["to"] for c in history["changes"]] == ["1.2.0", "1.3.0"]
+    first = history["changes"][0]["at"]
+    code, out = _cli(world, capsys, "history", "--target", TARGET, "--at", first)
+    assert out.startswith(f"production on {TARGET} at ") and ": 1.2.0" in out.splitlines()[0]
+
+    code, out = _cli(
+        world, capsys, "rollback", "--target", TARGET, "--actor", "oncall", "--reason", "fleet issue"
+    )
+    assert code == 0 and "production on x86-cpu/fp32 is 1.2.0 again" in out
+    code, out = _cli(world, capsys, "rollback", "--target", TARGET, "--actor", "oncall", "--reason", "again")
+    assert code == 1 and "nothing to roll back to" in out
+
+
+def test_verify_fails_on_a_tampered_artifact(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    target = Path(world.store.root) / world.built.pack.prefix / "model.onnx"
+    target.write_bytes(target.read_bytes()[:-10] + b"0123456789")
+    code, out = _cli(world, capsys, "verify", "--entry", str(world.candidate.id))
+    assert (
+        code == 1 and "FAIL model.onnx: " in out and "sha256 mismatch" in out and "VERIFICATION FAILED" in out
+    )
+    code, out = _cli(
+        world, capsys, "approve", "--version", "9.9.9", "--role", "safety", "--actor", "a", "--reason", "b"
+    )
+    assert code == 1 and "no entry for version 9.9.9" in out
+    code, out = _cli(world, capsys, "approve", "--entry", str(world.candidate.id), "--role", "technical", "--actor", "a", "--reason", "b", "--waive-vulnerabilities", "x" * 50)  # fmt: skip
+    assert code == 1 and "only the security role can waive" in out

@@ -1,0 +1,199 @@
+"""Governance refuses an unsigned pack, a tampered artifact, a red gate and missing approvals,
+each with its reason, and lists every unmet condition at once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from adas_assets.catalog import default_catalog
+from adas_assets.registry.config import load_policy
+from adas_assets.registry.entries import entry_from_pack
+from adas_assets.registry.governance import GovernanceRefused, check_governance, require_governance
+from adas_assets.registry.model_card import render_model_card
+from adas_assets.registry.models import ROLES, Entry
+from adas_assets.registry.store import RegistryStore
+from resources.artifact_store import LocalArtifactStore
+from tests.registry.packs import Built, build_pack
+
+POLICY = load_policy().governance
+
+
+def _register(registry: RegistryStore, store: LocalArtifactStore, built: Built) -> Entry:
+    body = entry_from_pack(store, built.pack, built.gate, built.sim, built.report, default_catalog())
+    entry, _ = registry.register(body, render_model_card(body), actor="ci")
+    return entry
+
+
+def _approve_all(registry: RegistryStore, entry: Entry, roles: tuple[str, ...] = ROLES) -> None:
+    for role in roles:
+        registry.approve(entry.id, role, actor=f"{role}-lead", reason=f"{role} review done")
+
+
+def _check(registry: RegistryStore, store: LocalArtifactStore, entry: Entry, key_dir: Path, **kw):  # type: ignore[no-untyped-def]
+    pinned = (key_dir / "cosign.pub").read_bytes()
+    return check_governance(registry, store, entry, pinned_public_key_pem=pinned, policy=POLICY, **kw)
+
+
+def test_complete_entry_passes_and_card_is_generated(
+    registry_url: str, artifact_store: LocalArtifactStore, tmp_path: Path, onnx_models: dict[str, Path]
+) -> None:
+    registry = RegistryStore(registry_url)
+    built = build_pack(artifact_store, tmp_path, tmp_path / "keys", "1.3.0", onnx_models["agree"])
+    entry = _register(registry, artifact_store, built)
+    _approve_all(registry, entry)
+    report = _check(registry, artifact_store, entry, tmp_path / "keys")
+    assert report.passed, report.summary()
+    names = [c.name for c in report.conditions]
+    for expected in ("approval: safety", "artifacts intact", "signatures (pinned key)", "SBOM", "vulnerabilities",
+                     "licenses", "evaluation gate", "simulation gate", "newer than production"):  # fmt: skip
+        assert expected in names
+    assert "signatures verified with pinned key" in next(
+        c.detail for c in report.conditions if c.name.startswith("sig")
+    )
+    card = entry.model_card
+    assert card.startswith("# Model card: test-detector 1.3.0")
+    assert "| weather=fog | yes | 35 |" in card and "abcdef0" in card and "sbom.cdx.json" in card
+    body = entry.body
+    assert body.pointers.container_tag == "adas-detector:1.3.0-abcdef0"
+    assert body.pointers.wandb_artifact == "test-detector-x86-cpu-fp32:1.3.0"
+    assert body.pointers.manifest is not None and "model.onnx.sig" in body.pointers.artifacts
+    assert body.latency_budget_ms == {"p95": 25.0} and "x86-cpu/int8" in body.supported_targets
+    assert body.slices[1].slice == "weather=fog" and body.slices[1].delta_points == pytest.approx(-10.0)
+    require_governance(report)  # does not raise
+
+
+def test_refusal_lists_every_unmet_condition(
+    registry_url: str, artifact_store: LocalArtifactStore, tmp_path: Path, onnx_models: dict[str, Path]
+) -> None:
+    registry = RegistryStore(registry_url)
+    built = build_pack(
+        artifact_store, tmp_path, tmp_path / "keys", "1.3.0", onnx_models["agree"],
+        signed=False, gate_green=False, sim_green=False,
+    )  # fmt: skip
+    entry = _register(registry, artifact_store, built)
+    _approve_all(registry, entry, roles=("technical", "security"))
+    (tmp_path / "keys").mkdir(exist_ok=True)
+    from adas_assets.packaging.signing import load_or_create_signing_key
+
+    load_or_create_signing_key(tmp_path / "keys")  # a pinned key exists; the pack is not signed with it
+    report = _check(registry, artifact_store, entry, tmp_path / "keys")
+    unmet = {c.name: c.detail for c in report.unmet}
+    assert set(unmet) == {
+        "approval: safety",
+        "approval: product",
+        "signatures (pinned key)",
+        "evaluation gate",
+        "simulation gate",
+    }, report.summary()
+    assert "unsigned" in unmet["signatures (pinned key)"]
+    assert "no safety approval recorded" in unmet["approval: safety"]
+    assert unmet["evaluation gate"].startswith("RED for x86-cpu/fp32") and "mAP" in unmet["evaluation gate"]
+    assert "collisions" in unmet["simulation gate"]
+    with pytest.raises(GovernanceRefused) as info:
+        require_governance(report)
+    message = str(info.value)
+    assert "5 unmet condition(s)" in message
+    for name in unmet:
+        assert name in message
+
+
+def test_tampered_and_forged_artifacts_are_refused(
+    artifact_store: LocalArtifactStore, tmp_path: Path, onnx_models: dict[str, Path]
+) -> None:
+    registry = RegistryStore(f"sqlite:///{tmp_path / 'r.db'}")
+    built = build_pack(artifact_store, tmp_path, tmp_path / "keys", "1.3.0", onnx_models["agree"])
+    entry = _register(registry, artifact_store, built)
+    _approve_all(registry, entry)
+    root = Path(artifact_store.root)
+    # 1. Bytes changed behind the store's back: the recorded hash catches it.
+    cfg = root / built.pack.prefix / "inference_config.json"
+    original = cfg.read_bytes()
+    cfg.write_bytes(original.replace(b"0.3", b"0.01"))
+    report = _check(registry, artifact_store, entry, tmp_path / "keys")
+    unmet = {c.name: c.detail for c in report.unmet}
+    assert (
+        "inference_config.json: " in unmet["artifacts intact"]
+        and "sha256 mismatch" in unmet["artifacts intact"]
+    )
+    # 2. A forger who also rewrites the hash record: the sha256 pinned in the entry catches it,
+    #    and the signature (pinned key) does too.
+    artifact_store.put_bytes(f"{built.pack.prefix}/inference_config.json", original.replace(b"0.3", b"0.01"))
+    report = _check(registry, artifact_store, entry, tmp_path / "keys")
+    unmet = {c.name: c.detail for c in report.unmet}
+    assert "inference_config.json" in unmet["artifacts intact"] and "expected" in unmet["artifacts intact"]
+    assert set(unmet) == {"artifacts intact"} or "signatures (pinned key)" in unmet
+    # 3. A pack re-signed with somebody else's key fails against the pinned key.
+    artifact_store.put_bytes(f"{built.pack.prefix}/inference_config.json", original)
+    other = build_pack(
+        artifact_store, tmp_path / "other", tmp_path / "other-keys", "1.4.0", onnx_models["agree"]
+    )
+    entry2 = _register(registry, artifact_store, other)
+    _approve_all(registry, entry2)
+    report = _check(registry, artifact_store, entry2, tmp_path / "keys")
+    sig = next(c for c in report.unmet if c.name == "signatures (pinned key)")
+    assert "signature does not match" in sig.detail and "not the pinned key" in sig.detail
+    # Untouched again: the first entry passes.
+    assert _check(registry, artifact_store, entry, tmp_path / "keys").passed
+
+
+def test_unscanned_pack_needs_a_written_waiver(
+    artifact_store: LocalArtifactStore, tmp_path: Path, onnx_models: dict[str, Path]
+) -> None:
+    registry = RegistryStore(f"sqlite:///{tmp_path / 'r.db'}")
+    built = build_pack(
+        artifact_store, tmp_path, tmp_path / "keys", "2.0.0", onnx_models["agree"], scanned=False
+    )
+    entry = _register(registry, artifact_store, built)
+    _approve_all(registry, entry)
+
+    def vuln() -> tuple[bool, str]:
+        c = next(
+            c
+            for c in _check(registry, artifact_store, entry, tmp_path / "keys").conditions
+            if c.name == "vulnerabilities"
+        )
+        return c.met, c.detail
+
+    met, detail = vuln()
+    assert not met and "not scanned" in detail and "no waiver" in detail
+    registry.waive_vulnerabilities(entry.id, actor="sec", justification="ok")
+    met, detail = vuln()
+    assert not met and "shorter than 40 characters" in detail
+    text = (
+        "Offline build: Trivy DB unavailable; SBOM reviewed manually against NVD on 2025-03-01, no criticals."
+    )
+    registry.waive_vulnerabilities(entry.id, actor="sec-lead", justification=text)
+    met, detail = vuln()
+    assert met and "WAIVED by sec-lead" in detail and "reviewed manually" in detail
+
+
+def test_older_version_than_production_is_a_rollback_not_a_promotion(
+    artifact_store: LocalArtifactStore, tmp_path: Path, onnx_models: dict[str, Path]
+) -> None:
+    registry = RegistryStore(f"sqlite:///{tmp_path / 'r.db'}")
+    new = _register(
+        registry,
+        artifact_store,
+        build_pack(artifact_store, tmp_path, tmp_path / "keys", "1.3.0", onnx_models["agree"]),
+    )
+    old = _register(
+        registry,
+        artifact_store,
+        build_pack(artifact_store, tmp_path, tmp_path / "keys", "1.2.0", onnx_models["agree"]),
+    )
+    registry.change_target(
+        "x86-cpu/fp32",
+        kind="adopted",
+        actor="ops",
+        reason="baseline",
+        idempotency_key="a",
+        moves={"production": new.id},
+    )
+    _approve_all(registry, old)
+    report = _check(registry, artifact_store, old, tmp_path / "keys")
+    assert [c.name for c in report.unmet] == ["newer than production"]
+    assert "use rollback" in report.unmet[0].detail
+    assert json.loads(report.model_dump_json())["conditions"]

@@ -1,0 +1,152 @@
+"""The local canary, for real: two Triton servers (2.51, python backend) behind Debian's nginx,
+replayed recorded requests, nginx reconfigured and reloaded per step.
+
+A candidate that is slower or disagrees beyond the thresholds is rolled back automatically,
+and no request is dropped during any switch (every request is counted). The agreeing
+candidate's full 1% -> 5% -> 25% -> 100% canary runs in test_promotion (real promotion)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from adas_assets.packaging.triton_repository import write_triton_repository
+from adas_assets.packaging.triton_server import default_triton_venv
+from adas_assets.registry.config import load_policy
+from adas_assets.registry.nginx import nginx_available
+from adas_assets.registry.rollout import LocalRollout, PlanStep, PromotionPlan, make_plan
+from tests.registry.packs import CPU, contract, frames
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not default_triton_venv().exists(), reason="no .venv-triton: run scripts/setup_triton_env.sh"
+    ),
+    pytest.mark.skipif(not nginx_available(), reason="no nginx: run scripts/setup_system_deps.sh"),
+]
+POLICY = load_policy()
+TAGS = [
+    {"scenario": s, "weather": w, "lighting": "day"}
+    for s in ("highway", "merge")
+    for w in ("clear", "fog", "rain", "snow")
+]
+
+
+@pytest.fixture(scope="module")
+def repos(tmp_path_factory: pytest.TempPathFactory, onnx_models: dict[str, Path]) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("repos")
+    out = {
+        "production": write_triton_repository(
+            root / "production", contract("1.2.0"), onnx_models["agree"], **CPU
+        ).root,
+        "good": write_triton_repository(root / "good", contract("1.3.0"), onnx_models["agree"], **CPU).root,
+        "disagree": write_triton_repository(
+            root / "disagree", contract("1.3.0"), onnx_models["disagree"], **CPU
+        ).root,
+    }
+    slow = root / "slow"
+    shutil.copytree(out["good"], slow)
+    model_py = next(slow.glob("*_postprocess/1/model.py"))
+    text = model_py.read_text()
+    patched = re.sub(
+        r"(    def execute\(self, requests: list\[Any\]\) -> list\[Any\]:\n)",
+        r"\1        import time\n\n        time.sleep(0.12)  # injected: a candidate 120 ms slower per request\n",
+        text,
+        count=1,
+    )
+    assert patched != text
+    model_py.write_text(patched)
+    out["slow"] = slow
+    return out
+
+
+def _plan(steps: list[tuple[float, float]], strategy: str = "canary") -> PromotionPlan:
+    plan = make_plan(
+        POLICY.rollout,
+        target="x86-cpu/fp32",
+        model_name="test-detector",
+        candidate_version="1.3.0",
+        production_version="1.2.0",
+        strategy=strategy,  # type: ignore[arg-type]
+    )
+    if strategy == "canary":
+        plan = plan.model_copy(
+            update={"steps": [PlanStep(name=f"canary {w:g}%", weight=w, bake_s=b) for w, b in steps]}
+        )
+    else:
+        plan = plan.model_copy(
+            update={
+                "steps": [
+                    s.model_copy(update={"bake_s": b}) for s, (_, b) in zip(plan.steps, steps, strict=True)
+                ]
+            }
+        )
+    return plan.model_copy(update={"analysis": plan.analysis.model_copy(update={"baseline_s": 1.5})})
+
+
+def _run(plan: PromotionPlan, production: Path, candidate: Path, workdir: Path):  # type: ignore[no-untyped-def]
+    events: list[tuple[str, dict]] = []
+    report = LocalRollout(
+        plan,
+        production_repository=production,
+        candidate_repository=candidate,
+        frames=frames(16),
+        frame_meta=TAGS * 2,
+        class_names={1: "car", 2: "truck", 3: "motorcycle"},
+        concurrency=4,
+        workdir=workdir,
+        progress=lambda kind, data: events.append((kind, data)),
+    ).run()
+    print("\n" + report.to_markdown())
+    return report, events
+
+
+def _assert_nothing_dropped(report) -> None:  # type: ignore[no-untyped-def]
+    assert report.requests["sent"] > 200
+    assert report.dropped_requests == 0, report.requests
+    assert report.dropped_production_requests == 0
+    assert report.requests["ok"] == report.requests["sent"]
+
+
+def test_slower_candidate_is_rolled_back_automatically(repos: dict[str, Path], tmp_path: Path) -> None:
+    report, events = _run(_plan([(25, 20), (100, 5)]), repos["production"], repos["slow"], tmp_path)
+    assert report.outcome == "rolled_back", report.to_markdown()
+    assert "consecutive breaches" in report.reason and "p95" in report.reason
+    assert report.steps[0].result == "failed" and len(report.steps) == 1
+    _assert_nothing_dropped(report)
+    b = report.breach
+    assert b is not None
+    # N=3 consecutive 1 s intervals, then the production-only config and the drain.
+    assert b.first_breach_s < b.decision_s <= b.rollback_config_live_s <= b.rollback_drained_s
+    assert b.decision_to_rollback_s < 5.0 and b.breach_to_rollback_s < 10.0
+    # Nothing reached the candidate after the old workers drained.
+    assert b.last_candidate_response_s is None or b.last_candidate_response_s <= b.rollback_drained_s + 0.05
+    assert ("rolled_back", events[-1][1]) == events[-1]
+
+
+def test_disagreeing_candidate_is_rolled_back_with_error_clusters(
+    repos: dict[str, Path], tmp_path: Path
+) -> None:
+    report, _ = _run(_plan([(25, 20), (100, 5)]), repos["production"], repos["disagree"], tmp_path)
+    assert report.outcome == "rolled_back", report.to_markdown()
+    assert "disagreement" in report.reason
+    _assert_nothing_dropped(report)
+    clusters = report.diff_clusters
+    assert clusters and clusters[0]["mean_disagreement"] > 0.25
+    assert clusters[0]["cluster"].startswith("scenario=") and (clusters[0]["missed"] or clusters[0]["extra"])
+
+
+def test_shadow_mirrors_traffic_and_catches_disagreement(repos: dict[str, Path], tmp_path: Path) -> None:
+    report, _ = _run(
+        _plan([(0, 20), (100, 3)], strategy="shadow"), repos["production"], repos["disagree"], tmp_path
+    )
+    assert report.outcome == "rolled_back", report.to_markdown()
+    assert "disagreement" in report.reason
+    assert report.requests["by_arm"].get("candidate", 0) == 0  # shadow: the candidate never answers a client
+    assert report.mirrored["mirrored"] > 0 and report.mirrored["mirrored_ok"] == report.mirrored["mirrored"]
+    _assert_nothing_dropped(report)
+    assert np.isfinite(report.throughput_rps)

@@ -1,0 +1,237 @@
+"""The Dagster layer: registry_entry and production_alias per cell, the approve, promote_candidate
+and rollback jobs, on a temporary instance (upstream values written where the IO manager reads)."""
+
+import io
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from PIL import Image
+
+from adas_assets.intake.refs import DatasetRef, StoredFile
+from adas_assets.packaging.triton_server import default_triton_venv
+from adas_assets.partitions import TARGET_PARTITIONS
+from adas_assets.registry.assets import registry_assets, registry_jobs
+from adas_assets.registry.config import POLICY_FILE
+from adas_assets.registry.models import ROLES
+from adas_assets.registry.nginx import nginx_available
+from adas_assets.settings import AdasHome
+from resources import build_resources
+from resources.io_manager import _encode
+from tests.registry.packs import build_pack, frames
+
+CELL = "x86-cpu|fp32"
+TARGET = "x86-cpu/fp32"
+
+
+def _definitions(resources: dict) -> dg.Definitions:
+    from adas_assets.catalog import default_catalog
+    from adas_assets.evaluation import assets as evaluation
+    from adas_assets.intake import assets as intake
+    from adas_assets.packaging import assets as packaging
+    from adas_assets.simulation import assets as simulation
+
+    default_catalog()
+    return dg.Definitions(
+        assets=[
+            *dg.load_assets_from_modules([intake, packaging]),
+            *evaluation.evaluation_assets,
+            *simulation.simulation_assets,
+            *registry_assets,
+        ],
+        jobs=registry_jobs,
+        resources=resources,
+    )
+
+
+def _put_value(resources: dict, name: str, value: object, partition: str | None = None) -> None:
+    io_manager = resources["io_manager"]
+    key = io_manager._key(dg.AssetKey(name), partition, TARGET_PARTITIONS if partition else None)
+    resources["artifact_store"].put_bytes(key, _encode(value))
+
+
+def _dataset(store, n: int = 8) -> DatasetRef:  # type: ignore[no-untyped-def]
+    prefix = "datasets/test-replay"
+    images, files = [], {}
+    for i, frame in enumerate(frames(n)):
+        buf = io.BytesIO()
+        Image.fromarray(frame).save(buf, format="PNG")
+        name = f"images/replay/f{i:03d}.png"
+        store.put_bytes(f"{prefix}/{name}", buf.getvalue())
+        images.append(
+            {
+                "id": i,
+                "file_name": name,
+                "scenario": "merge",
+                "weather": ["clear", "fog"][i % 2],
+                "lighting": "day",
+            }
+        )
+    replay = {
+        "images": images,
+        "annotations": [],
+        "categories": [],
+        "sequences": [{"sequence_id": "s0", "image_ids": list(range(n))}],
+    }
+    s = store.put_bytes(f"{prefix}/replay_sequences.json", json.dumps(replay).encode())
+    files["replay_sequences"] = StoredFile(key=s.key, uri=s.uri, sha256=s.sha256, size=s.size)
+    return DatasetRef(
+        tag="test-replay",
+        prefix=prefix,
+        size="tiny",
+        config_hash="0",
+        frame_size=[96, 384],
+        counts={},
+        manifests=files,
+        file_count=n,
+    )
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, onnx_models: dict[str, Path]):  # type: ignore[no-untyped-def]
+    home = AdasHome(tmp_path / "home").ensure()
+    monkeypatch.setenv("ADAS_HOME", str(home.root))
+    policy = tmp_path / "policy.yaml"
+    text = POLICY_FILE.read_text()
+    start, end = text.index("    steps:"), text.index("  shadow:")
+    policy.write_text(
+        text[:start]
+        + "    steps:\n      - {weight: 5, bake_s: 2}\n      - {weight: 50, bake_s: 2}\n      - {weight: 100, bake_s: 2}\n"
+        + text[end:].replace("baseline_s: 3.0", "baseline_s: 1.0")
+    )
+    monkeypatch.setenv("ADAS_REGISTRY_POLICY", str(policy))
+    resources = build_resources("local", home)
+    store = resources["artifact_store"]
+    prod = build_pack(store, tmp_path / "build", home.keys, "1.2.0", onnx_models["agree"])
+    cand = build_pack(store, tmp_path / "build", home.keys, "1.3.0", onnx_models["agree"])
+    from adas_assets.catalog import default_catalog
+
+    _put_value(resources, "target_catalog", default_catalog())
+    _put_value(resources, "golden_dataset", _dataset(store))
+    for name, value in {
+        "model_pack": cand.pack,
+        "regression_gate": cand.gate,
+        "sim_verdict": cand.sim,
+        "eval_report": cand.report,
+        "production_engine": prod.pack.engine,
+    }.items():
+        _put_value(resources, name, value, CELL)
+    return home, resources, _definitions(resources)
+
+
+def _run_job(
+    defs: dg.Definitions, name: str, instance: dg.DagsterInstance, config: dict, partition: str | None = None
+):  # type: ignore[no-untyped-def]
+    job = defs.resolve_job_def(name)
+    return job.execute_in_process(
+        run_config=config, instance=instance, partition_key=partition, raise_on_error=False
+    )
+
+
+def _failure(result) -> str:  # type: ignore[no-untyped-def]
+    return "\n".join(
+        str(e.event_specific_data.error) for e in result.all_events if e.event_type_value == "STEP_FAILURE"
+    )
+
+
+def test_registry_graph_loads() -> None:
+    defs = _definitions(build_resources("local", AdasHome(Path("/tmp/unused-adas-home"))))
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    entry = graph.get(dg.AssetKey("registry_entry"))
+    assert entry.group_name == "registry" and entry.partitions_def == TARGET_PARTITIONS
+    assert {k.to_user_string() for k in entry.parent_keys} >= {
+        "model_pack",
+        "regression_gate",
+        "sim_verdict",
+        "eval_report",
+    }
+    alias = graph.get(dg.AssetKey("production_alias"))
+    assert dg.AssetKey("registry_entry") in alias.parent_keys and alias.automation_condition is None
+    assert {j.name for j in registry_jobs} == {"promote_candidate", "rollback", "approve"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (default_triton_venv().exists() and nginx_available()), reason="needs .venv-triton and nginx"
+)
+def test_register_approve_promote_rollback_through_dagster(world) -> None:  # type: ignore[no-untyped-def]
+    _home, resources, defs = world
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            list(defs.assets or []),
+            selection=["registry_entry"],
+            partition_key=CELL,
+            resources=resources,
+            instance=instance,
+        )
+        assert result.success
+        mat = result.asset_materializations_for_node("registry_entry")[0]
+        assert mat.metadata["version"].value == "1.3.0" and mat.metadata["newly_registered"].value is True
+        assert mat.metadata["adopted_production"].value.endswith("1.2.0")
+        assert "# Model card: test-detector 1.3.0" in mat.metadata["model_card"].value
+        # Re-materializing is idempotent: same entry, nothing new.
+        again = dg.materialize(
+            list(defs.assets or []),
+            selection=["registry_entry"],
+            partition_key=CELL,
+            resources=resources,
+            instance=instance,
+        )
+        assert (
+            again.asset_materializations_for_node("registry_entry")[0].metadata["newly_registered"].value
+            is False
+        )
+
+        promote_config = {
+            "ops": {"production_alias": {"config": {"actor": "release-manager", "reason": "weekly release"}}}
+        }
+        refused = _run_job(defs, "promote_candidate", instance, promote_config, CELL)
+        assert not refused.success
+        message = _failure(refused)
+        assert "promotion refused, 4 unmet condition(s)" in message
+        for role in ROLES:
+            assert f"approval: {role}" in message
+
+        for role in ROLES:
+            approved = _run_job(
+                defs,
+                "approve",
+                instance,
+                {
+                    "ops": {
+                        "record_approval": {
+                            "config": {
+                                "version": "1.3.0",
+                                "role": role,
+                                "actor": f"{role}-lead",
+                                "reason": "reviewed",
+                            }
+                        }
+                    }
+                },
+            )
+            assert approved.success, _failure(approved)
+
+        promoted = _run_job(defs, "promote_candidate", instance, promote_config, CELL)
+        assert promoted.success, _failure(promoted)
+        alias = promoted.asset_materializations_for_node("production_alias")[0]
+        assert alias.metadata["outcome"].value == "promoted"
+        assert alias.metadata["production"].value == "1.3.0" and alias.metadata["rollback"].value == "1.2.0"
+        assert alias.metadata["dropped_requests"].value == 0
+        assert "release_notes" in alias.metadata and "argo_rollout_yaml" in alias.metadata
+
+        rollback_config = {"actor": "oncall", "reason": "false braking reports"}
+        back = _run_job(
+            defs, "rollback", instance, {"ops": {"production_alias": {"config": rollback_config}}}, CELL
+        )
+        assert back.success, _failure(back)
+        alias = back.asset_materializations_for_node("production_alias")[0]
+        assert alias.metadata["production"].value == "1.2.0"
+        assert alias.metadata["outcome"].value == "rolled_back"
+        history = [r.data for r in alias.metadata["history"].value.records]
+        moves = [(h["alias"], h["to"], h["actor"]) for h in history]
+        assert ("production", "1.2.0", "oncall") in moves
+        assert ("production", "1.3.0", "release-manager") in moves
+        assert ("production", "1.2.0", "system:adoption") in moves

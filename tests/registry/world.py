@@ -1,0 +1,81 @@
+"""A registry with production adopted (1.2.0) and a registered, signed candidate (1.3.0)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adas_assets.catalog import default_catalog
+from adas_assets.registry.config import CanaryStep, RegistryPolicy, load_policy
+from adas_assets.registry.entries import adopted_entry, entry_from_pack
+from adas_assets.registry.models import ROLES, Entry
+from adas_assets.registry.promotion import PromotionSettings, Traffic, adopt_production, register_entry
+from adas_assets.registry.store import RegistryStore
+from resources.artifact_store import LocalArtifactStore
+from tests.registry.packs import Built, build_pack, frames, triton_ref_for
+
+TARGET = "x86-cpu/fp32"
+TAGS = [
+    {"scenario": s, "weather": w, "lighting": "day"} for s in ("highway", "merge") for w in ("clear", "fog")
+]
+
+
+def fast_policy(**analysis: Any) -> RegistryPolicy:
+    policy = load_policy()
+    canary = policy.rollout.canary.model_copy(
+        update={"steps": [CanaryStep(weight=w, bake_s=2.0) for w in (1, 5, 25, 100)]}
+    )
+    rollout = policy.rollout.model_copy(
+        update={
+            "canary": canary,
+            "analysis": policy.rollout.analysis.model_copy(update={"baseline_s": 1.0, **analysis}),
+        }
+    )
+    return policy.model_copy(update={"rollout": rollout})
+
+
+@dataclass
+class World:
+    registry: RegistryStore
+    store: LocalArtifactStore
+    key_dir: Path
+    workdir: Path
+    production: Entry
+    candidate: Entry
+    built: Built
+    policy: RegistryPolicy
+
+    def settings(self, notifier: Any = None) -> PromotionSettings:
+        return PromotionSettings(
+            registry=self.registry,
+            store=self.store,
+            policy=self.policy,
+            pinned_public_key_pem=(self.key_dir / "cosign.pub").read_bytes(),
+            notifier=notifier,
+            workdir=self.workdir / "promotions",
+        )
+
+    def approve_all(self, entry: Entry | None = None) -> None:
+        for role in ROLES:
+            self.registry.approve((entry or self.candidate).id, role, actor=f"{role}-lead", reason="reviewed")
+
+    @staticmethod
+    def traffic() -> Traffic:
+        return Traffic(frames(16), TAGS * 4)
+
+
+def make_world(registry_url: str, tmp_path: Path, onnx_models: dict[str, Path], **candidate: Any) -> World:
+    registry = RegistryStore(registry_url)
+    store = LocalArtifactStore(root=str(tmp_path / "artifacts"))
+    keys = tmp_path / "keys"
+    prod = build_pack(store, tmp_path / "build", keys, "1.2.0", onnx_models["agree"])
+    tref = triton_ref_for(store, "1.2.0", prod.triton_dir)
+    production = adopt_production(
+        registry, adopted_entry(store, prod.pack.engine, tref, default_catalog()), actor="system:adoption"
+    )
+    model = onnx_models[candidate.pop("model", "agree")]
+    built = build_pack(store, tmp_path / "build", keys, candidate.pop("version", "1.3.0"), model, **candidate)
+    body = entry_from_pack(store, built.pack, built.gate, built.sim, built.report, default_catalog())
+    entry, _ = register_entry(registry, body, actor="ci")
+    return World(registry, store, keys, tmp_path, production, entry, built, fast_policy())
