@@ -144,7 +144,16 @@ def build_engine(
     else:
         from adas_assets.packaging.tensorrt_engines import build_tensorrt_engine
 
-        trt = build_tensorrt_engine(onnx_path, device, precision, workdir, workdir / "timing.cache")
+        trt = build_tensorrt_engine(
+            onnx_path,
+            device,
+            precision,
+            workdir,
+            workdir / "timing.cache",
+            calibration_frames=calibration_frames if precision == "int8" else None,
+            contract=contract,
+            int8_config=config.int8,
+        )
         details = trt.to_metadata()
         engine_file = stored_file(store, f"{prefix}/model.plan", trt.path)
     ref = EngineRef(

@@ -61,7 +61,7 @@ def onnx_file(tmp_path_factory: pytest.TempPathFactory, contract: Contract) -> P
     torch.manual_seed(0)
     model = build_model(width=8)
     with torch.no_grad():
-        model.heatmap.out.weight.normal_(std=50.0)
+        model.heatmap.weight.normal_(std=50.0)
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
     export_onnx(model.fuse(), contract, path)
     return path

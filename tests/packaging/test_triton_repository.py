@@ -64,7 +64,7 @@ def onnx_file(tmp_path_factory: pytest.TempPathFactory, contract: Contract) -> P
     torch.manual_seed(0)
     model = build_model(width=8)
     with torch.no_grad():
-        model.heatmap.out.weight.normal_(std=50.0)  # untrained features are tiny: amplify them
+        model.heatmap.weight.normal_(std=50.0)  # untrained features are tiny: amplify them
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
     torch.onnx.export(
         model.fuse(),
