@@ -7,6 +7,7 @@ import dagster as dg
 from adas_assets.evaluation import assets as evaluation
 from adas_assets.intake import assets as intake_assets
 from adas_assets.packaging import assets as packaging_assets
+from adas_assets.registry import assets as registry
 from adas_assets.simulation import assets as simulation
 from jobs import candidate_intake_job, golden_data_job
 from resources import build_resources
@@ -20,9 +21,10 @@ def make_definitions(resources: dict[str, Any]) -> dg.Definitions:
             *dg.load_assets_from_modules([intake_assets, packaging_assets]),
             *evaluation.evaluation_assets,
             *simulation.simulation_assets,
+            *registry.registry_assets,
         ],
         asset_checks=[*evaluation.evaluation_checks, *simulation.simulation_checks],
-        jobs=[candidate_intake_job, golden_data_job, *evaluation.evaluation_jobs],
+        jobs=[candidate_intake_job, golden_data_job, *evaluation.evaluation_jobs, *registry.registry_jobs],
         sensors=[candidate_inbox_sensor, per_target_automation_sensor, *evaluation.evaluation_sensors],
         schedules=[*evaluation.evaluation_schedules],
         resources=resources,

@@ -8,8 +8,9 @@ sensor tick shows up in the UI afterwards. Steps:
 2. drop the bundled candidate into the inbox (atomically: copy to a hidden name, then rename);
 3. tick the inbox sensor and execute the intake run it requests; tick again to show it is idempotent;
 4. tick declarative automation (the conditions the automation sensor evaluates) until idle:
-   staging, export, engines / Triton repositories / signed packs for every supported CPU cell,
-   and whatever later stages hang off them.
+   staging, export, engines / Triton repositories / signed packs, evaluation and gates, replay,
+   closed-loop simulation and sim verdicts, registry entries, for every supported CPU cell;
+5. record approvals and promote through governance and a real local canary (or print why not).
 """
 
 import argparse
@@ -77,11 +78,11 @@ def main() -> int:
         for event in result.get_asset_materialization_events():
             print(f"  materialized {event.asset_key.to_user_string()}")
 
-        banner("2/4 drop the bundled candidate into the inbox")
+        banner("2/5 drop the bundled candidate into the inbox")
         dropped = drop_bundle(DEMO_BUNDLES_DIR / "candidate", home.inbox, "candidate-demo")
         print(f"  {dropped}")
 
-        banner("3/4 inbox sensor -> candidate intake")
+        banner("3/5 inbox sensor -> candidate intake")
         intake_runs = 0
         for tick in (1, 2):
             with dg.build_sensor_context(
@@ -109,10 +110,16 @@ def main() -> int:
             return 1
         meta = event.asset_materialization.metadata
 
-        banner("4/4 declarative automation until idle")
+        banner("4/5 declarative automation until idle")
         runs = driver.run_until_idle()
         failed_runs = [r for r in runs if not r.success]
         report = summarize(instance, defs, runs)
+
+        banner("5/5 registry: approvals, governance, local canary (two Triton servers behind nginx)")
+        from adas_assets.registry.demo import promote_demo_candidate
+
+        promotion_lines, _ = promote_demo_candidate(defs, instance)  # promoted or refused: both are reported
+        report += "\n\n" + "\n".join(promotion_lines)
 
     banner(f"done in {time.perf_counter() - t0:.0f} s")
     print(report)

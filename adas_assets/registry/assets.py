@@ -210,7 +210,9 @@ class AliasMoveConfig(dg.Config):
         description="retries with the same key do nothing twice; default: one per action, target and version",
     )
     target: str = Field(default="", description="device/precision; must match the partition when given")
-    strategy: Literal["", "canary", "shadow", "ab"] = Field(default="", description="default: policy.yaml")
+    strategy: Literal["", "canary", "shadow", "ab"] = Field(
+        default="", description="default: config/registry.yaml"
+    )
     version: str = Field(default="", description="version to promote; default: the registry_entry's")
 
 

@@ -1,4 +1,4 @@
-"""The registry policy (``adas_assets/registry/policy.yaml``): governance, rollout, retention."""
+"""The registry policy (``config/registry.yaml``): governance, rollout, retention."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from adas_assets.config_errors import load_yaml_model
 from adas_assets.registry.models import ROLES
 
-POLICY_FILE = Path(__file__).with_name("policy.yaml")
+POLICY_FILE = Path(__file__).resolve().parents[2] / "config" / "registry.yaml"
 POLICY_ENV = "ADAS_REGISTRY_POLICY"
 Strategy = Literal["shadow", "canary", "ab"]
 
@@ -131,7 +131,7 @@ class RegistryPolicy(_Strict):
 
 
 def load_policy(path: Path | str | None = None) -> RegistryPolicy:
-    """``path``, else ``$ADAS_REGISTRY_POLICY``, else the packaged ``policy.yaml``."""
+    """``path``, else ``$ADAS_REGISTRY_POLICY``, else ``config/registry.yaml``."""
     if path is None:
         path = os.environ.get(POLICY_ENV) or POLICY_FILE
     return load_yaml_model(Path(path), RegistryPolicy)

@@ -47,9 +47,7 @@ class RegistryResource(dg.ConfigurableResource):
         default="", description="every registry event is POSTed here (HMAC-SHA256 signed)"
     )
     webhook_secret: str = Field(default="", description="HMAC key of the webhook signature")
-    policy_path: str = Field(
-        default="", description="registry policy YAML (default: the packaged policy.yaml)"
-    )
+    policy_path: str = Field(default="", description="registry policy YAML (default: config/registry.yaml)")
     workdir: str = Field(
         default="", description="scratch space for rollouts (default: a temporary directory)"
     )

@@ -55,6 +55,8 @@ STOPPED_LEAD_DISTANCE_M = 105.0
 # cut_in: the actor starts this many seconds of closing (at its speed deficit) before the trigger.
 CUT_IN_LEAD_TIME_S = 4.0
 CUT_IN_LATEST_TRIGGER_S = 12.0
+# A time to collision beyond this is "not closing in" (reported as none).
+TTC_HORIZON_S = 60.0
 
 
 class EpisodeSpec(BaseModel):
@@ -507,7 +509,9 @@ def _path_state(ego: Any, vehicles: Sequence[Any]) -> tuple[float, float, str]:
         if gap < best_gap:
             closing = ego.speed - v.speed * math.cos(v.heading - ego.heading)
             best_gap = gap
-            best_ttc = max(gap, 0.0) / closing if closing > 1e-3 else math.inf
+            best_ttc = max(gap, 0.0) / closing if closing > 0.1 else math.inf
+            if best_ttc > TTC_HORIZON_S:
+                best_ttc = math.inf  # not on a collision course within the horizon
             best_cls = getattr(v, "_adas_class", "car")
     return best_gap, best_ttc, best_cls
 

@@ -49,7 +49,7 @@ from adas_assets.simulation.perception import PerceptionSpec, build_perception
 logger = logging.getLogger(__name__)
 
 # Bump when a change alters what an episode computes (invalidates every cached shard).
-SIM_CODE_VERSION: Final[str] = "3"
+SIM_CODE_VERSION: Final[str] = "4"
 CHECKPOINT_PREFIX: Final[str] = "sim-cache/shards"
 
 

@@ -194,33 +194,49 @@ def test_register_approve_promote_rollback_through_dagster(world) -> None:  # ty
         for role in ROLES:
             assert f"approval: {role}" in message
 
-        for role in ROLES:
-            approved = _run_job(
-                defs,
-                "approve",
-                instance,
-                {
-                    "ops": {
-                        "record_approval": {
-                            "config": {
-                                "version": "1.3.0",
-                                "role": role,
-                                "actor": f"{role}-lead",
-                                "reason": "reviewed",
-                            }
-                        }
+        # One approval through the job; then the demo's helper records the rest and promotes.
+        approved = _run_job(
+            defs,
+            "approve",
+            instance,
+            {
+                "ops": {
+                    "record_approval": {
+                        "config": {"version": "1.3.0", "role": "safety", "actor": "s", "reason": "ok"}
                     }
-                },
-            )
-            assert approved.success, _failure(approved)
+                }
+            },
+        )
+        assert approved.success, _failure(approved)
+        missing_role = _run_job(
+            defs,
+            "approve",
+            instance,
+            {
+                "ops": {
+                    "record_approval": {
+                        "config": {"version": "7.0.0", "role": "safety", "actor": "s", "reason": "ok"}
+                    }
+                }
+            },
+        )
+        assert not missing_role.success and "no registry entry for version '7.0.0'" in _failure(missing_role)
 
-        promoted = _run_job(defs, "promote_candidate", instance, promote_config, CELL)
-        assert promoted.success, _failure(promoted)
-        alias = promoted.asset_materializations_for_node("production_alias")[0]
-        assert alias.metadata["outcome"].value == "promoted"
-        assert alias.metadata["production"].value == "1.3.0" and alias.metadata["rollback"].value == "1.2.0"
-        assert alias.metadata["dropped_requests"].value == 0
-        assert "release_notes" in alias.metadata and "argo_rollout_yaml" in alias.metadata
+        from adas_assets.registry.demo import promote_demo_candidate
+
+        lines, ok = promote_demo_candidate(defs, instance, cells=[CELL])
+        assert ok, lines
+        assert lines[0].startswith(
+            f"{TARGET}: promoted: 1.3.0 is production on {TARGET}; 1.2.0 is the rollback"
+        )
+        assert "0 dropped" in lines[0]
+        assert any("production -> 1.3.0 by demo:release-manager" in line for line in lines)
+        promoted = instance.get_latest_materialization_event(dg.AssetKey("production_alias"))
+        assert promoted is not None
+        alias = promoted.asset_materialization.metadata
+        assert alias["production"].value == "1.3.0" and alias["rollback"].value == "1.2.0"
+        assert alias["dropped_requests"].value == 0
+        assert "release_notes" in alias and "argo_rollout_yaml" in alias
 
         rollback_config = {"actor": "oncall", "reason": "false braking reports"}
         back = _run_job(
@@ -233,5 +249,5 @@ def test_register_approve_promote_rollback_through_dagster(world) -> None:  # ty
         history = [r.data for r in alias.metadata["history"].value.records]
         moves = [(h["alias"], h["to"], h["actor"]) for h in history]
         assert ("production", "1.2.0", "oncall") in moves
-        assert ("production", "1.3.0", "release-manager") in moves
+        assert ("production", "1.3.0", "demo:release-manager") in moves
         assert ("production", "1.2.0", "system:adoption") in moves
