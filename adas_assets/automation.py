@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from adas_assets.catalog import default_catalog
 from adas_assets.partitions import supported_partition_keys
 
 
+def automated_devices() -> list[str]:
+    """Devices automation builds for in this deployment.
+
+    `ADAS_AUTOMATION_DEVICES`: `all`, or a comma-separated list. Default: every device in
+    production (GPU node pools exist there); locally only devices that need no GPU, so a laptop
+    never queues TensorRT cells it cannot build (a person can still launch them by hand).
+    """
+    catalog = default_catalog()
+    raw = os.environ.get("ADAS_AUTOMATION_DEVICES", "").strip()
+    if raw == "all" or (not raw and os.environ.get("ADAS_ENV") == "production"):
+        return catalog.devices
+    if raw:
+        devices = [d.strip() for d in raw.split(",") if d.strip()]
+        for d in devices:
+            catalog.target(d)  # unknown device: a KeyError naming targets.yaml's devices
+        return devices
+    return [d for d, t in catalog.targets.items() if not t.needs_gpu]
+
+
 class SupportedTargetCondition(dg.AutomationCondition):
-    """True only for partitions whose device offers that precision in ``targets.yaml``.
+    """True only for partitions whose device offers that precision in ``targets.yaml``, on
+    devices this deployment automates (see :func:`automated_devices`).
 
     ANDed into every per-target condition so automation never requests (or retries) a cell
     the catalog marks unsupported. Evaluated in the code server (see the automation sensor),
@@ -21,7 +43,8 @@ class SupportedTargetCondition(dg.AutomationCondition):
         return "supported_target"
 
     def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
-        keys = set(supported_partition_keys(default_catalog()))
+        devices = set(automated_devices())
+        keys = {k for k in supported_partition_keys(default_catalog()) if k.split("|")[0] in devices}
         return dg.AutomationResult(
             context, true_subset=context.candidate_subset.compute_intersection_with_partition_keys(keys)
         )

@@ -115,12 +115,27 @@ def _requested_after_upstream_update(condition: dg.AutomationCondition) -> set[s
     return set(result.get_requested_partitions(per_target.key))
 
 
-def test_automation_never_requests_unsupported_cells() -> None:
+def test_automation_never_requests_unsupported_cells(monkeypatch: pytest.MonkeyPatch) -> None:
     from adas_assets.automation import eager_on_supported_targets
 
+    monkeypatch.setenv("ADAS_AUTOMATION_DEVICES", "all")
     # Plain eager would ask for every cell of the grid, unsupported ones included...
     assert "orin|fp32" in _requested_after_upstream_update(dg.AutomationCondition.eager())
     # ...the catalog-aware condition asks for exactly the supported ones.
     requested = _requested_after_upstream_update(eager_on_supported_targets())
     assert requested == set(supported_partition_keys(default_catalog()))
     assert "x86-cpu|fp16" not in requested and "orin|fp32" not in requested
+
+
+def test_local_automation_builds_only_cells_this_machine_can(monkeypatch: pytest.MonkeyPatch) -> None:
+    from adas_assets.automation import automated_devices, eager_on_supported_targets
+
+    monkeypatch.delenv("ADAS_AUTOMATION_DEVICES", raising=False)
+    monkeypatch.delenv("ADAS_ENV", raising=False)
+    assert automated_devices() == ["x86-cpu"]
+    assert _requested_after_upstream_update(eager_on_supported_targets()) == {"x86-cpu|fp32", "x86-cpu|int8"}
+    monkeypatch.setenv("ADAS_ENV", "production")
+    assert set(automated_devices()) == set(default_catalog().devices)
+    monkeypatch.setenv("ADAS_AUTOMATION_DEVICES", "x86-cpu, v100")
+    with pytest.raises(KeyError, match="unknown device 'v100'"):
+        automated_devices()

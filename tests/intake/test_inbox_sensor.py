@@ -13,7 +13,7 @@ from dagster_aws.s3 import S3Resource
 from adas_assets.definitions import make_definitions
 from adas_assets.intake.refs import CandidateRef
 from adas_assets.settings import AdasHome
-from resources import build_resources
+from resources import build_resources, registry_resource
 from resources.artifact_store import LocalArtifactStore, S3ArtifactStore
 from resources.inbox import REASON_FILE, LocalInbox, S3Inbox
 from resources.io_manager import ArtifactJsonIOManager
@@ -150,6 +150,7 @@ def test_s3_inbox_and_store_take_in_and_reject(s3_env: str, tmp_path: Path, make
             "artifact_store": store,
             "inbox": S3Inbox(s3=s3, bucket=bucket, prefix="inbox", settle_seconds=0),
             "io_manager": ArtifactJsonIOManager(store=store),
+            "registry": registry_resource("local", AdasHome(tmp_path / "home")),
         }
     )
     good, bad = make_bundle(name="good"), make_bundle(name="bad")
