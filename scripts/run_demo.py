@@ -113,13 +113,12 @@ def main() -> int:
         banner("4/5 declarative automation until idle")
         runs = driver.run_until_idle()
         failed_runs = [r for r in runs if not r.success]
-        report = summarize(instance, defs, runs)
 
         banner("5/5 registry: approvals, governance, local canary (two Triton servers behind nginx)")
         from adas_assets.registry.demo import promote_demo_candidate
 
         promotion_lines, _ = promote_demo_candidate(defs, instance)  # promoted or refused: both are reported
-        report += "\n\n" + "\n".join(promotion_lines)
+        report = summarize(instance, defs, runs) + "\n\n" + "\n".join(promotion_lines)
 
     banner(f"done in {time.perf_counter() - t0:.0f} s")
     print(report)
