@@ -64,6 +64,7 @@ from adas_assets.partitions import (
 from adas_assets.settings import AdasHome
 from resources.artifact_store import ArtifactStore
 from resources.io_manager import ArtifactJsonIOManager
+from sensors.automation import default_sensor_status
 
 EVALUATION = "evaluation"
 PRODUCTION_ENGINE = dg.AssetKey("production_engine")
@@ -824,7 +825,7 @@ def _eval_run_config(profile: str, suites: list[str]) -> dict[str, Any]:
 @dg.sensor(
     job=evaluation_job,
     minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    default_status=default_sensor_status(),
     description="Re-evaluates every built engine when a challenge suite (frames + manifest.json) "
     "appears or changes under $ADAS_HOME/challenge_suites/.",
 )

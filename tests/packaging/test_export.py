@@ -11,7 +11,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from adas_assets.config_errors import ConfigError
-from adas_assets.intake.contract import Contract, Lineage, Normalization
+from adas_assets.intake.contract import Contract
 from adas_assets.packaging.config import PACKAGING_FILE, load_packaging_config
 from adas_assets.packaging.export import ExportResult, export_onnx, sha256_file
 from adas_assets.packaging.operators import (
@@ -20,31 +20,6 @@ from adas_assets.packaging.operators import (
     coverage_report,
     require_supported_ops,
 )
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A contract-conforming bundle with an untrained detector."""
-    from adas_assets.detector.bundle import write_bundle
-    from adas_assets.detector.model import CenterNet
-
-    torch.manual_seed(0)
-    return write_bundle(
-        CenterNet().eval(),
-        tmp_path_factory.mktemp("export") / "bundle",
-        version="0.1.0",
-        model_name="test-detector",
-        task="vehicle-detection-2d",
-        lineage=Lineage(training_run_id="test-run", dataset_tag="sim-test", git_sha="abcdef0"),
-        normalization=Normalization(scale=1 / 255, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
-    )
-
-
-@pytest.fixture(scope="module")
-def contract(bundle: Path) -> Contract:
-    from adas_assets.detector.bundle import read_contract
-
-    return read_contract(bundle)
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,9 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from adas_assets.config_errors import ConfigError
-from adas_assets.intake.contract import Contract, Lineage, Normalization
+from adas_assets.intake.contract import Contract
 from adas_assets.packaging.config import LatencyConfig, load_packaging_config
 from adas_assets.packaging.latency import (
     LatencyMeasurementError,
@@ -23,40 +22,6 @@ from adas_assets.packaging.latency import (
 QUICK = LatencyConfig(
     warmup_runs=2, window_size=8, min_windows=2, max_windows=3, stable_windows=2, stability_tolerance=0.5
 )
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from adas_assets.detector.bundle import write_bundle
-    from adas_assets.detector.model import CenterNet
-
-    torch.manual_seed(0)
-    return write_bundle(
-        CenterNet().eval(),
-        tmp_path_factory.mktemp("latency") / "bundle",
-        version="0.1.0",
-        model_name="test-detector",
-        task="vehicle-detection-2d",
-        lineage=Lineage(training_run_id="test-run", dataset_tag="sim-test", git_sha="abcdef0"),
-        normalization=Normalization(scale=1 / 255, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
-    )
-
-
-@pytest.fixture(scope="module")
-def contract(bundle: Path) -> Contract:
-    from adas_assets.detector.bundle import read_contract
-
-    return read_contract(bundle)
-
-
-@pytest.fixture(scope="module")
-def onnx_path(bundle: Path, contract: Contract, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from adas_assets.detector.bundle import load_bundle_model
-    from adas_assets.packaging.export import export_onnx
-
-    return export_onnx(
-        load_bundle_model(bundle), contract, tmp_path_factory.mktemp("onnx") / "model.onnx"
-    ).path
 
 
 def _sane(report: LatencyReport, sizes: tuple[int, ...]) -> None:

@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
 
-from adas_assets.intake.contract import Contract, Lineage, Normalization
+from adas_assets.intake.contract import Contract
 from adas_assets.packaging.config import Int8Config, default_packaging_config
 from adas_assets.packaging.ort_engines import (
     Int8Build,
@@ -20,40 +19,6 @@ from adas_assets.packaging.ort_engines import (
     read_calibration_cache,
     shard_sha256,
 )
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from adas_assets.detector.bundle import write_bundle
-    from adas_assets.detector.model import CenterNet
-
-    torch.manual_seed(0)
-    return write_bundle(
-        CenterNet().eval(),
-        tmp_path_factory.mktemp("ort") / "bundle",
-        version="0.1.0",
-        model_name="test-detector",
-        task="vehicle-detection-2d",
-        lineage=Lineage(training_run_id="test-run", dataset_tag="sim-test", git_sha="abcdef0"),
-        normalization=Normalization(scale=1 / 255, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
-    )
-
-
-@pytest.fixture(scope="module")
-def contract(bundle: Path) -> Contract:
-    from adas_assets.detector.bundle import read_contract
-
-    return read_contract(bundle)
-
-
-@pytest.fixture(scope="module")
-def onnx_path(bundle: Path, contract: Contract, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from adas_assets.detector.bundle import load_bundle_model
-    from adas_assets.packaging.export import export_onnx
-
-    return export_onnx(
-        load_bundle_model(bundle), contract, tmp_path_factory.mktemp("onnx") / "model.onnx"
-    ).path
 
 
 @pytest.fixture(scope="module")
