@@ -10,8 +10,10 @@ from adas_assets.packaging import assets as packaging_assets
 from adas_assets.registry import assets as registry
 from adas_assets.simulation import assets as simulation
 from jobs import candidate_intake_job, golden_data_job
+from jobs.schedules import engine_rebuild_job, nightly_engine_rebuild
 from resources import build_resources
 from sensors import candidate_inbox_sensor, per_target_automation_sensor
+from sensors.run_failure import run_failure_report
 
 
 def make_definitions(resources: dict[str, Any]) -> dg.Definitions:
@@ -24,9 +26,20 @@ def make_definitions(resources: dict[str, Any]) -> dg.Definitions:
             *registry.registry_assets,
         ],
         asset_checks=[*evaluation.evaluation_checks, *simulation.simulation_checks],
-        jobs=[candidate_intake_job, golden_data_job, *evaluation.evaluation_jobs, *registry.registry_jobs],
-        sensors=[candidate_inbox_sensor, per_target_automation_sensor, *evaluation.evaluation_sensors],
-        schedules=[*evaluation.evaluation_schedules],
+        jobs=[
+            candidate_intake_job,
+            golden_data_job,
+            engine_rebuild_job,
+            *evaluation.evaluation_jobs,
+            *registry.registry_jobs,
+        ],
+        sensors=[
+            candidate_inbox_sensor,
+            per_target_automation_sensor,
+            run_failure_report,
+            *evaluation.evaluation_sensors,
+        ],
+        schedules=[nightly_engine_rebuild, *evaluation.evaluation_schedules],
         resources=resources,
     )
 

@@ -15,6 +15,12 @@ def default_sensor_status() -> dg.DefaultSensorStatus:
     return dg.DefaultSensorStatus.STOPPED if stopped else dg.DefaultSensorStatus.RUNNING
 
 
+def default_schedule_status() -> dg.DefaultScheduleStatus:
+    """Schedules follow the same switch as sensors."""
+    running = default_sensor_status() == dg.DefaultSensorStatus.RUNNING
+    return dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
+
+
 per_target_automation_sensor = dg.AutomationConditionSensorDefinition(
     "per_target_automation",
     target=dg.AssetSelection.all(),

@@ -64,7 +64,7 @@ from adas_assets.partitions import (
 from adas_assets.settings import AdasHome
 from resources.artifact_store import ArtifactStore
 from resources.io_manager import ArtifactJsonIOManager
-from sensors.automation import default_sensor_status
+from sensors.automation import default_schedule_status, default_sensor_status
 
 EVALUATION = "evaluation"
 PRODUCTION_ENGINE = dg.AssetKey("production_engine")
@@ -876,6 +876,7 @@ def _scheduled(context: dg.ScheduleEvaluationContext, profile: str, with_suites:
     job=evaluation_job,
     cron_schedule="0 2 * * *",
     execution_timezone="UTC",
+    default_status=default_schedule_status(),
     name="nightly_regression_evaluation",
     description="Nightly regression: every built engine re-evaluated against production (standard profile).",
 )
@@ -887,6 +888,7 @@ def nightly_regression_evaluation(context: dg.ScheduleEvaluationContext) -> Any:
     job=evaluation_job,
     cron_schedule="0 3 * * 0",
     execution_timezone="UTC",
+    default_status=default_schedule_status(),
     name="weekly_full_library_evaluation",
     description="Weekly full-library evaluation: full robustness profile plus every challenge suite.",
 )

@@ -1,0 +1,39 @@
+"""Nightly rebuild of engines against the current runtime stack."""
+
+import dagster as dg
+
+from adas_assets.automation import automated_devices
+from adas_assets.catalog import default_catalog
+from adas_assets.partitions import partition_key
+from sensors.automation import default_schedule_status
+
+engine_rebuild_job = dg.define_asset_job(
+    "engine_rebuild",
+    selection=dg.AssetSelection.assets("engine", "triton_model_repository", "model_pack"),
+    description="Rebuild engines, Triton repositories and packs of the current candidate (one run per cell).",
+)
+
+
+def rebuild_cells() -> list[str]:
+    """Every catalog-supported cell on the devices this deployment automates."""
+    devices = set(automated_devices())
+    return [partition_key(d, p) for d, p in default_catalog().supported_pairs() if d in devices]
+
+
+@dg.schedule(
+    job=engine_rebuild_job,
+    cron_schedule="0 1 * * *",
+    execution_timezone="UTC",
+    default_status=default_schedule_status(),
+    description="01:00 UTC: rebuild every automated cell's engine against the runtime stack now installed.",
+)
+def nightly_engine_rebuild(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+    date = context.scheduled_execution_time.strftime("%Y-%m-%d")
+    return [
+        dg.RunRequest(
+            run_key=f"engine-rebuild-{date}-{cell}",
+            partition_key=cell,
+            tags={"adas/trigger": "nightly-engine-rebuild"},
+        )
+        for cell in rebuild_cells()
+    ]
