@@ -153,3 +153,16 @@ def test_real_materialization_with_postgres_instance_storage(
             default_catalog().supported_pairs()
         )
     assert os.environ["ADAS_HOME"].endswith("adas")
+
+
+def test_helm_values_wire_the_catalog_launcher_postgres_and_s3() -> None:
+    import importlib
+
+    values = yaml.safe_load((REPO / "deploy/helm/values.yaml").read_text())
+    launcher = values["runLauncher"]["config"]["customRunLauncher"]
+    assert getattr(importlib.import_module(launcher["module"]), launcher["class"]) is CatalogK8sRunLauncher
+    assert values["postgresql"]["enabled"] is False and values["postgresql"]["postgresqlHost"]
+    assert values["computeLogManager"]["type"] == "S3ComputeLogManager"
+    deployment = values["dagster-user-deployments"]["deployments"][0]
+    assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "adas_assets.definitions"]
+    assert {"name": "ADAS_ENV", "value": "production"} in deployment["env"]
