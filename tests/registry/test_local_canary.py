@@ -150,3 +150,25 @@ def test_shadow_mirrors_traffic_and_catches_disagreement(repos: dict[str, Path],
     assert report.mirrored["mirrored"] > 0 and report.mirrored["mirrored_ok"] == report.mirrored["mirrored"]
     _assert_nothing_dropped(report)
     assert np.isfinite(report.throughput_rps)
+
+
+def test_ab_split_promotes_an_agreeing_candidate_with_both_arms_served(
+    repos: dict[str, Path], tmp_path: Path
+) -> None:
+    report, _ = _run(_plan([(50, 12), (100, 3)], strategy="ab"), repos["production"], repos["good"], tmp_path)
+    assert report.outcome == "promoted", report.to_markdown()
+    # Cohorts are split by header: both arms answered clients during the A/B step.
+    assert (
+        report.requests["by_arm"].get("candidate", 0) > 0
+        and report.requests["by_arm"].get("production", 0) > 0
+    )
+    _assert_nothing_dropped(report)
+
+
+def test_ab_split_rolls_back_a_disagreeing_candidate(repos: dict[str, Path], tmp_path: Path) -> None:
+    report, _ = _run(
+        _plan([(50, 12), (100, 3)], strategy="ab"), repos["production"], repos["disagree"], tmp_path
+    )
+    assert report.outcome == "rolled_back", report.to_markdown()
+    assert "disagreement" in report.reason
+    _assert_nothing_dropped(report)
