@@ -67,7 +67,7 @@ def main() -> int:
     with dg.DagsterInstance.get() as instance:
         driver = AutomationDriver(defs, instance)
         driver.prime()
-        banner(f"1/4 golden data ({args.size}) -> {home.artifacts}")
+        banner(f"1/5 golden data ({args.size}) -> {home.artifacts}")
         result = defs.resolve_job_def("golden_data").execute_in_process(
             instance=instance,
             run_config=dg.RunConfig(ops={"golden_dataset": {"config": {"size": args.size}}}),
