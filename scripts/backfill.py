@@ -103,7 +103,9 @@ def follow(url: str, backfill_id: str, timeout_s: float, poll_s: float = 3.0) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--device", help="one device column, e.g. x86-cpu or t4")
     group.add_argument("--precision", help="one precision row, e.g. int8")

@@ -109,7 +109,9 @@ def main() -> int:
             print("no candidate was taken in (see the inbox's rejected/ folder)", file=sys.stderr)
             return 1
         if intake_runs == 0:
-            print("  the bundled candidate was already taken in on this ADAS_HOME (`make clean-state` starts over)")
+            print(
+                "  the bundled candidate was already taken in on this ADAS_HOME (`make clean-state` starts over)"
+            )
         meta = event.asset_materialization.metadata
 
         banner("4/5 declarative automation until idle")
