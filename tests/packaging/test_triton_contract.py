@@ -7,6 +7,7 @@ these tests skip only where that virtualenv does not exist at all.
 from __future__ import annotations
 
 import os
+import time
 import urllib.request
 from pathlib import Path
 
@@ -173,8 +174,18 @@ def test_server_lifecycle(tmp_path: Path, contract: Contract, onnx_file: Path) -
         assert server.running()
         with urllib.request.urlopen(f"http://{server.http_url}/v2/health/ready", timeout=5) as resp:
             assert resp.status == 200
-        with urllib.request.urlopen(server.metrics_url, timeout=5) as resp:
-            assert b"nv_inference_request_success" in resp.read()
+        # The metrics listener comes up asynchronously, shortly after HTTP reports ready.
+        deadline = time.time() + 15
+        while True:
+            try:
+                with urllib.request.urlopen(server.metrics_url, timeout=5) as resp:
+                    metrics = resp.read()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.25)
+        assert b"nv_inference_request_success" in metrics
         pid = server.pid
         assert pid is not None
     assert not server.running()
