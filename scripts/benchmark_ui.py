@@ -1,0 +1,108 @@
+"""How fast the Dagster UI's asset graph page loads, in Debian's Chromium (Playwright).
+
+Starts `dagster dev` on ADAS_HOME's instance (run `make demo` first so the graph has data),
+then loads the global lineage with every group expanded N times and reports the time from
+navigation to the last asset node being visible (median and worst).
+
+    python scripts/benchmark_ui.py [--runs 5] [--write]
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+GROUPS = ("intake", "packaging", "evaluation", "simulation", "registry")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    from adas_assets.packaging.staging import cpu_model
+    from adas_assets.settings import AdasHome
+    from resources.instance import prepare_local_instance
+
+    prepare_local_instance(AdasHome.from_env())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "ADAS_SENSORS_DEFAULT": "stopped"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    times: list[float] = []
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{url}/server_info", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        expanded = ",".join(f"global@global:{g}" for g in GROUPS)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=shutil.which("chromium"),
+                headless=True,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--no-first-run",
+                ],
+            )
+            page = browser.new_page(viewport={"width": 1800, "height": 2200})
+            page.goto(f"{url}/asset-groups?expanded={expanded}")  # warm-up: code location loaded, caches hot
+            page.get_by_text("registry_entry").first.wait_for(timeout=60_000)
+            for _ in range(args.runs):
+                t0 = time.perf_counter()
+                page.goto(f"{url}/asset-groups?expanded={expanded}")
+                page.get_by_text("registry_entry").first.wait_for(timeout=60_000)
+                times.append(time.perf_counter() - t0)
+            browser.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    median, worst = statistics.median(times), max(times)
+    line = f"asset graph (5 groups expanded) to last node visible: median {median:.2f} s, worst {worst:.2f} s over {len(times)} loads"
+    print(line)
+    if args.write:
+        with open(REPO / "BENCHMARKS.md", "a") as f:
+            f.write(
+                f"\n## UI: asset graph page load\n\n- **Machine:** {cpu_model()}, {os.cpu_count()} cores; "
+                f"**date:** {datetime.now(UTC):%Y-%m-%d}; Debian chromium (headless) via Playwright, "
+                "`dagster dev` on the `make demo` instance; `python scripts/benchmark_ui.py --runs "
+                f"{args.runs}`.\n- {line} (target < 3 s).\n"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
