@@ -13,7 +13,6 @@ dynamic_axes=...)``: ``tests/detector/test_model_and_bundle.py`` checks that pat
 from __future__ import annotations
 
 import copy
-import json
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch import nn
 from adas_assets.detector.model import INPUT_SHAPE, OUTPUT_NAMES, STRIDE, CenterNet
 from adas_assets.detector.postprocess import Detections, decode
 from adas_assets.detector.preprocess import normalize
+from adas_assets.intake import bundle as intake_bundle
 from adas_assets.intake.contract import (
     CONTRACT_FILE,
     LINEAGE_FILE,
@@ -157,30 +157,20 @@ def write_bundle(
 
 
 def read_contract(bundle_dir: str | Path) -> Contract:
-    return Contract.model_validate(yaml.safe_load((Path(bundle_dir) / CONTRACT_FILE).read_text()))
+    """The bundle's contract; errors name the file and field (intake's reader)."""
+    return intake_bundle.read_contract(Path(bundle_dir))
 
 
 def read_lineage(bundle_dir: str | Path) -> Lineage:
-    return Lineage.model_validate(json.loads((Path(bundle_dir) / LINEAGE_FILE).read_text()))
+    return intake_bundle.read_lineage(Path(bundle_dir))
 
 
 def load_bundle_model(bundle_dir: str | Path) -> nn.Module:
-    """The bundle's model as a callable module (eval mode) returning the contract's outputs in order."""
-    contract = read_contract(bundle_dir)
-    path = Path(bundle_dir) / contract.model_file
-    if contract.model_format == "torch_export":
-        module = torch.export.load(str(path)).module()
-        # ExportedProgram.module() installs train()/eval() that raise NotImplementedError, and
-        # torch.onnx.export(dynamo=False) calls train(False) by default. The graph has no
-        # mode-dependent ops (BN is folded, the program is traced in eval mode), so drop the
-        # overrides and let nn.Module's train()/eval() just flip the flags.
-        for name in ("train", "eval"):
-            if name in vars(module):
-                delattr(module, name)
-        return module.eval()
-    if contract.model_format == "torchscript":
-        return torch.jit.load(str(path), map_location="cpu").eval()
-    raise ValueError(f"unsupported model_format {contract.model_format!r}")
+    """The bundle's model as a callable module (eval mode) returning the contract's outputs in order.
+
+    One loader for intake, packaging and tools: ``adas_assets.intake.bundle.load_model``.
+    """
+    return intake_bundle.load_model(Path(bundle_dir), read_contract(bundle_dir))
 
 
 @torch.no_grad()
