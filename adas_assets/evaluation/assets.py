@@ -53,6 +53,7 @@ from adas_assets.evaluation.runner import (
 )
 from adas_assets.evaluation.slices import catalog_slices, pct, signed_pct, to_parquet_bytes
 from adas_assets.intake.refs import DatasetRef, ReplayBundleRef, SliceCatalogRef
+from adas_assets.metadata import table as _table
 from adas_assets.packaging.refs import EngineRef, pack_prefix
 from adas_assets.partitions import (
     DEVICE,
@@ -72,13 +73,6 @@ GOLDEN_DATASET = dg.AssetKey("golden_dataset")
 SETTINGS_SHA256 = file_sha256(EVALUATION_FILE)
 GATES_SHA256 = file_sha256(GATES_FILE)
 CHALLENGE_SUITES_DIR = "challenge_suites"
-
-
-def _table(rows: list[dict], types: dict[str, str]) -> dg.TableMetadataValue:
-    return dg.MetadataValue.table(
-        [dg.TableRecord(r) for r in rows],
-        schema=dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in types.items()]),
-    )
 
 
 def _png_markdown(title: str, png: bytes, uri: str) -> str:

@@ -23,6 +23,7 @@ from adas_assets.intake.refs import (
     SliceCatalogRef,
     StoredFile,
 )
+from adas_assets.metadata import table as _table
 from adas_assets.settings import DEMO_BUNDLES_DIR
 from resources.artifact_store import ArtifactStore
 from resources.inbox import Inbox, InboxItem, cleanup_local_copy
@@ -208,13 +209,6 @@ def _stored(store: ArtifactStore, key: str) -> StoredFile:
 
 def _read_json(store: ArtifactStore, f: StoredFile) -> dict:
     return json.loads(store.get_bytes(f.key, expected_sha256=f.sha256))
-
-
-def _table(rows: list[dict], types: dict[str, str]) -> dg.TableMetadataValue:
-    return dg.MetadataValue.table(
-        [dg.TableRecord(r) for r in rows],
-        schema=dg.TableSchema(columns=[dg.TableColumn(name, t) for name, t in types.items()]),
-    )
 
 
 @dg.asset(group_name=INTAKE, kinds={"python"}, code_version="datagen-v1")

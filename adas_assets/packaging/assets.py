@@ -12,6 +12,7 @@ from adas_assets.automation import eager_on_supported_targets
 from adas_assets.catalog import TargetCatalog, UnsupportedTargetError
 from adas_assets.intake.bundle import BundleRejected
 from adas_assets.intake.refs import CalibrationShardRef, CandidateRef, DatasetRef
+from adas_assets.metadata import table as _table
 from adas_assets.packaging.build import (
     build_engine,
     export_graph,
@@ -37,13 +38,6 @@ def packaging_config() -> PackagingConfig:
 
 
 EAGER = dg.AutomationCondition.eager()
-
-
-def _table(rows: list[dict], types: dict[str, str]) -> dg.TableMetadataValue:
-    return dg.MetadataValue.table(
-        [dg.TableRecord(r) for r in rows],
-        schema=dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in types.items()]),
-    )
 
 
 @dg.asset(group_name=PACKAGING, kinds={"pytorch"}, automation_condition=EAGER)

@@ -13,6 +13,7 @@ from adas_assets.automation import SupportedTargetCondition
 from adas_assets.catalog import TargetCatalog
 from adas_assets.evaluation.refs import EvalReportRef, GateRef
 from adas_assets.intake.refs import DatasetRef
+from adas_assets.metadata import table as _table
 from adas_assets.packaging.refs import EngineRef, PackRef
 from adas_assets.partitions import TARGET_PARTITIONS, device_and_precision, per_target_description
 from adas_assets.registry.models import ALIASES, AliasRef, Entry, RegistryEntryRef, RegistryError, target_name
@@ -21,13 +22,6 @@ from adas_assets.simulation.refs import SimVerdictRef
 from resources.artifact_store import ArtifactStore
 
 REGISTRY = "registry"
-
-
-def _table(rows: list[dict[str, Any]], types: dict[str, str]) -> dg.TableMetadataValue:
-    return dg.MetadataValue.table(
-        [dg.TableRecord(r) for r in rows],
-        schema=dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in types.items()]),
-    )
 
 
 def _cell(v: Any) -> str:

@@ -23,6 +23,7 @@ from adas_assets.automation import eager_on_supported_targets
 from adas_assets.catalog import UnsupportedTargetError, default_catalog, require_supported
 from adas_assets.config_errors import ConfigError
 from adas_assets.intake.refs import ReplayBundleRef, StoredFile
+from adas_assets.metadata import table as _table
 from adas_assets.packaging.refs import EngineRef
 from adas_assets.partitions import TARGET_PARTITIONS, device_and_precision, per_target_description
 from adas_assets.simulation.config import SimulationConfig, load_simulation_config
@@ -55,13 +56,6 @@ def _digest(section: str) -> str:
     }
     blob = json.dumps(parts[section], sort_keys=True, separators=(",", ":"))
     return f"{section}-v{SIM_CODE_VERSION}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
-
-
-def _table(rows: list[dict], types: dict[str, str]) -> dg.TableMetadataValue:
-    return dg.MetadataValue.table(
-        [dg.TableRecord(r) for r in rows],
-        schema=dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in types.items()]),
-    )
 
 
 def _put(store: ArtifactStore, key: str, data: bytes) -> StoredFile:
