@@ -1,8 +1,10 @@
 """Resources, chosen per environment in one place.
 
-``ADAS_ENV=local`` (default): artifacts and inbox under ``ADAS_HOME``, SQLite instance.
+``ADAS_ENV=local`` (default): artifacts and inbox under ``ADAS_HOME``, SQLite instance,
+simulation shards in local processes.
 ``ADAS_ENV=production``: S3 artifacts and inbox (bucket from ``ADAS_ARTIFACT_BUCKET``),
-PostgreSQL instance storage configured in ``deploy/dagster.yaml``.
+PostgreSQL instance storage configured in ``deploy/dagster.yaml``, simulation shards as
+Kubernetes Jobs through dagster-k8s (``resources.simulation_shards``; ``ADAS_K8S_*`` settings).
 """
 
 import os
@@ -16,29 +18,67 @@ from adas_assets.settings import AdasHome
 from resources.artifact_store import ArtifactStore, LocalArtifactStore, S3ArtifactStore
 from resources.inbox import Inbox, LocalInbox, S3Inbox
 from resources.io_manager import ArtifactJsonIOManager
+from resources.simulation_shards import SimulationShardRunner
 
 ENVIRONMENTS = ("local", "production")
+
+
+def build_artifact_store(env: str | None = None, home: AdasHome | None = None) -> ArtifactStore:
+    """The artifact store of ``env`` (default ``$ADAS_ENV``): also what a simulation shard pod reads."""
+    env = env or os.environ.get("ADAS_ENV", "local")
+    if env == "local":
+        home = home or AdasHome.from_env()
+        return LocalArtifactStore(root=str(home.artifacts))
+    if env == "production":
+        return S3ArtifactStore(
+            s3=_s3(),
+            bucket=dg.EnvVar("ADAS_ARTIFACT_BUCKET"),
+            prefix=os.environ.get("ADAS_ARTIFACT_PREFIX", "gold"),
+        )
+    raise ValueError(f"ADAS_ENV={env!r} is not one of {ENVIRONMENTS}")
+
+
+def _s3() -> S3Resource:
+    return S3Resource(
+        region_name=dg.EnvVar("AWS_REGION"),
+        endpoint_url=os.environ.get("ADAS_S3_ENDPOINT_URL") or None,
+    )
+
+
+def _env_list(name: str) -> list[str]:
+    return [v.strip() for v in os.environ.get(name, "").split(",") if v.strip()]
 
 
 def build_resources(env: str | None = None, home: AdasHome | None = None) -> dict[str, Any]:
     env = env or os.environ.get("ADAS_ENV", "local")
     if env == "local":
         home = home or AdasHome.from_env()
-        store: ArtifactStore = LocalArtifactStore(root=str(home.artifacts))
         inbox: Inbox = LocalInbox(path=str(home.inbox))
+        shards = SimulationShardRunner(mode="local")
     elif env == "production":
-        s3 = S3Resource(
-            region_name=dg.EnvVar("AWS_REGION"),
-            endpoint_url=os.environ.get("ADAS_S3_ENDPOINT_URL") or None,
+        inbox = S3Inbox(
+            s3=_s3(),
+            bucket=dg.EnvVar("ADAS_ARTIFACT_BUCKET"),
+            prefix=os.environ.get("ADAS_INBOX_PREFIX", "inbox"),
         )
-        bucket = dg.EnvVar("ADAS_ARTIFACT_BUCKET")
-        store = S3ArtifactStore(s3=s3, bucket=bucket, prefix=os.environ.get("ADAS_ARTIFACT_PREFIX", "gold"))
-        inbox = S3Inbox(s3=s3, bucket=bucket, prefix=os.environ.get("ADAS_INBOX_PREFIX", "inbox"))
+        # Unset settings fall back to the run launcher's (namespace, service account, env
+        # secrets and config maps) and to the run's own image (DAGSTER_CURRENT_IMAGE).
+        shards = SimulationShardRunner(
+            mode="k8s",
+            namespace=os.environ.get("ADAS_K8S_NAMESPACE") or None,
+            image=os.environ.get("ADAS_SIM_SHARD_IMAGE") or None,
+            service_account_name=os.environ.get("ADAS_K8S_SERVICE_ACCOUNT") or None,
+            env_secrets=_env_list("ADAS_K8S_ENV_SECRETS"),
+            env_config_maps=_env_list("ADAS_K8S_ENV_CONFIG_MAPS"),
+            max_parallel_pods=int(os.environ.get("ADAS_SIM_MAX_PARALLEL_PODS", "16")),
+        )
     else:
         raise ValueError(f"ADAS_ENV={env!r} is not one of {ENVIRONMENTS}")
+    store = build_artifact_store(env, home)
     return {
         "artifact_store": store,
         "inbox": inbox,
         "io_manager": ArtifactJsonIOManager(store=store),
         "registry": registry_resource(env, home),
+        "sim_shards": shards,
     }

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import io
 import json
+import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -29,6 +30,7 @@ from adas_assets.partitions import TARGET_PARTITIONS, device_and_precision, per_
 from adas_assets.simulation.config import SimulationConfig, load_simulation_config
 from adas_assets.simulation.refs import ReplayMetricsRef, ScenarioLibraryRef, SimulationRef, SimVerdictRef
 from resources.artifact_store import ArtifactStore
+from resources.simulation_shards import ShardSetupError, SimulationShardRunner
 
 SIMULATION = "simulation"
 
@@ -356,11 +358,23 @@ def scenario_library(
 # --------------------------------------------------------------------------- closed loop
 
 
+SIM_SWEEP_ENV = "ADAS_SIM_SWEEP"
+
+
 class ClosedLoopConfig(dg.Config):
-    sweep: str = Field(
-        default="demo", description="A sweep size of config/simulation.yaml (demo, benchmark, test)"
+    sweep: str | None = Field(
+        default=None,
+        description=(
+            "A sweep of config/simulation.yaml (demo, benchmark, smoke); unset: $ADAS_SIM_SWEEP, else demo. "
+            "The variable lets runs launched by automation (no run config) use a smaller sweep."
+        ),
     )
-    processes: int = Field(default=2, ge=1, le=64, description="Local simulator processes")
+    processes: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Local simulator processes (local shard runner; in production shards run as pods)",
+    )
     shards: int = Field(default=0, ge=0, le=4096, description="Shards (0: the sweep's setting)")
 
 
@@ -375,8 +389,10 @@ def _gif_markdown(title: str, thumb: bytes, uri: str) -> str:
     automation_condition=eager_on_supported_targets(),
     code_version=_digest("closed_loop"),
     pool="cpu-heavy",
-    # With dagster-k8s the step pod gets the cores its simulator processes use; shards can also be
-    # fanned out to pods one by one (`python -m adas_assets.simulation.orchestration --spec ...`).
+    # Locally the shards run in this step's processes (the cores below). In production the
+    # `sim_shards` resource fans them out as one Kubernetes Job per shard (dagster-k8s), each running
+    # `python -m adas_assets.simulation.orchestration --spec-key ... --engine-key ... --engine-sha256 ...`
+    # on the partition's device nodes; this pod then only plans, waits and collects the checkpoints.
     op_tags={
         "dagster-k8s/config": {
             "container_config": {
@@ -391,8 +407,9 @@ def _gif_markdown(title: str, thumb: bytes, uri: str) -> str:
         "Closed-loop simulation on highway-env with the engine's detections driving a proxy controller "
         "(IDM/ACC longitudinal control, lane keeping, safe lane changes): a sweep over categories (cut-in, "
         "stopped lead, cruise, merge), seeds, density, weather and the scenario library's runs, for the "
-        "candidate and production on identical seeds. Shards checkpoint to the store and resume after a "
-        "crash. Outputs: `sim_summary.parquet`, per-category JSON, a violation heat map and failure clips."
+        "candidate and production on identical seeds. Shards run in local processes (in production: one "
+        "Kubernetes pod each), checkpoint to the store and resume after a crash. Outputs: "
+        "`sim_summary.parquet`, per-category JSON, a violation heat map and failure clips."
     ),
 )
 def closed_loop_simulation(
@@ -402,6 +419,7 @@ def closed_loop_simulation(
     production_engine: EngineRef,
     scenario_library: ScenarioLibraryRef,
     artifact_store: ArtifactStore,
+    sim_shards: SimulationShardRunner,
 ) -> dg.MaterializeResult:
     import polars as pl
 
@@ -420,23 +438,34 @@ def closed_loop_simulation(
 
     device, precision = _cell(context, engine, production_engine)
     cfg = _config()
-    if config.sweep not in cfg.sweeps:
+    sweep = config.sweep or os.environ.get(SIM_SWEEP_ENV) or "demo"
+    if sweep not in cfg.sweeps:
+        source = "run config" if config.sweep else f"${SIM_SWEEP_ENV}"
         raise dg.Failure(
-            description=f"sweep {config.sweep!r} is not in config/simulation.yaml ({', '.join(cfg.sweeps)})"
+            description=f"sweep {sweep!r} (from {source}) is not in config/simulation.yaml ({', '.join(cfg.sweeps)})"
         )
     index = json.loads(
         artifact_store.get_bytes(scenario_library.index.key, expected_sha256=scenario_library.index.sha256)
     )
     library = [EpisodeSpec.model_validate(r) for r in index["runs"]]
-    runs = plan_runs(cfg, config.sweep, library)
+    runs = plan_runs(cfg, sweep, library)
     settings = EpisodeSettings.from_configs(cfg, load_datagen_config())
-    shards = config.shards or cfg.sweeps[config.sweep].shards
+    shards = config.shards or cfg.sweeps[sweep].shards
+    try:
+        executor = sim_shards.executor(context, device, processes=config.processes)
+    except ShardSetupError as exc:
+        raise dg.Failure(description=str(exc)) from exc
     results = {}
     for label, ref in (("production", production_engine), ("candidate", engine)):
         spec = PerceptionSpec(
             label=label, kind="engine", engine_sha256=ref.engine.sha256, contract=ref.contract
         )
-        path = artifact_store.fetch(ref.engine.key, expected_sha256=ref.engine.sha256)
+        # Local processes read a verified local copy; shard pods fetch and verify it themselves.
+        path = (
+            artifact_store.fetch(ref.engine.key, expected_sha256=ref.engine.sha256)
+            if sim_shards.mode == "local"
+            else None
+        )
         try:
             results[label] = run_sweep(
                 artifact_store,
@@ -444,8 +473,9 @@ def closed_loop_simulation(
                 spec,
                 settings,
                 engine_path=path,
+                engine_key=ref.engine.key,
                 shards=shards,
-                processes=config.processes,
+                executor=executor,
                 progress=context.log.info,
             )
         except SweepError as exc:
@@ -508,7 +538,7 @@ def closed_loop_simulation(
         precision=precision,
         version=engine.contract.version,
         production_version=production_engine.contract.version,
-        sweep=config.sweep,
+        sweep=sweep,
         prefix=prefix,
         files=files,
         clips=clips,

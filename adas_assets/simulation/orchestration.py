@@ -4,12 +4,15 @@
   marginals into concrete ``EpisodeSpec`` runs, each with its own seed derived from the sweep
   seed: the same config gives the same runs, for candidate and production alike.
 * A shard is a pure function of (engine file, ``ShardSpec``): ``run_shard`` needs nothing else,
-  so the same call runs in a local process or in a Kubernetes pod (dagster-k8s) that mounts the
-  engine; the shard key is the sha256 of the spec (which names the engine's sha256), so equal
-  work has an equal key, whoever asks for it.
+  so the same call runs in a local process or in a Kubernetes pod; the shard key is the sha256
+  of the spec (which names the engine's sha256), so equal work has an equal key, whoever asks.
 * ``run_sweep`` checkpoints each finished shard into the artifact store
   (``sim-cache/shards/<key>/result.json`` after its clips), so a crashed or cancelled sweep
-  resumes where it stopped, and production's shards are reused across candidates.
+  resumes where it stopped, and production's shards are reused across candidates. A
+  ``ShardExecutor`` computes the shards without a checkpoint: ``LocalProcessExecutor`` (local
+  processes) or ``RemoteShardExecutor``, which puts each spec in the store and launches the
+  shard command (``main``, store form) elsewhere; ``resources.simulation_shards`` launches it as
+  a Kubernetes Job per shard through dagster-k8s in production.
 * Results are reproducible bit for bit: every random draw is seeded by the run, ONNX Runtime
   runs single-threaded per process, records come back in plan order whatever the scheduling.
 
@@ -24,8 +27,9 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -330,6 +334,168 @@ class SweepResult:
 ShardRunner = Callable[[str | None, ShardSpec], ShardResult]
 
 
+@dataclass(frozen=True)
+class EngineFile:
+    """The engine of a sweep, as each kind of executor needs it.
+
+    ``path``: a verified local copy (local processes); ``key`` + ``sha256``: where it lies in the
+    artifact store (a pod fetches it from there and verifies it). An oracle perception has none.
+    """
+
+    path: str | None = None
+    key: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class ShardOutcome:
+    """One todo shard as an executor finished it: a result, or an error in one line."""
+
+    spec: ShardSpec
+    result: ShardResult | None = None
+    error: str | None = None
+    checkpointed: bool = False  # the executor already wrote the checkpoint (a pod does)
+
+
+class ShardExecutor(Protocol):
+    """Computes the shards ``run_sweep`` found no checkpoint for, and nothing else: planning,
+    checkpoint reuse, progress and ``SweepError`` stay in ``run_sweep``."""
+
+    def describe(self) -> str: ...
+
+    def execute(
+        self, todo: Sequence[ShardSpec], engine: EngineFile, store: CheckpointStore
+    ) -> Iterator[ShardOutcome]: ...
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+@dataclass(frozen=True)
+class LocalProcessExecutor:
+    """Shards in spawned local processes; in this process with ``processes <= 1`` or a ``runner``.
+
+    In this process the first failure stops the sweep (as a crash would); a pool finishes the rest.
+    """
+
+    processes: int = 2
+    runner: ShardRunner | None = None
+
+    def describe(self) -> str:
+        n = 1 if self.runner is not None else max(1, self.processes)
+        return f"{n} local process(es)"
+
+    def execute(
+        self, todo: Sequence[ShardSpec], engine: EngineFile, store: CheckpointStore
+    ) -> Iterator[ShardOutcome]:
+        if self.runner is not None or self.processes <= 1:
+            run = self.runner or run_shard
+            for spec in todo:
+                try:
+                    result = run(engine.path, spec)
+                except Exception as exc:
+                    yield ShardOutcome(spec, error=_one_line(exc))
+                    return  # finished shards stay checkpointed
+                yield ShardOutcome(spec, result=result)
+            return
+        ctx = mp.get_context("spawn")  # fork would copy pygame/SDL and ORT thread state
+        with cf.ProcessPoolExecutor(
+            max_workers=self.processes, mp_context=ctx, initializer=_init_worker
+        ) as pool:
+            futures = {pool.submit(run_shard, engine.path, spec): spec for spec in todo}
+            for fut in cf.as_completed(futures):
+                spec = futures[fut]
+                try:
+                    result = fut.result()
+                except Exception as exc:
+                    yield ShardOutcome(spec, error=_one_line(exc))
+                    continue
+                yield ShardOutcome(spec, result=result)
+
+
+# The shard command in its store form (what a pod runs): python -m <SHARD_MODULE> <shard_args(...)>.
+SHARD_MODULE: Final[str] = "adas_assets.simulation.orchestration"
+SPEC_PREFIX: Final[str] = "sim-cache/specs"
+
+
+def shard_spec_key(spec: ShardSpec) -> str:
+    """Where a shard's spec lies in the store for a pod to read (named by the shard key)."""
+    return f"{SPEC_PREFIX}/{spec.key}.json"
+
+
+def shard_args(spec: ShardSpec, engine: EngineFile) -> list[str]:
+    """Arguments of the store form of the shard command for one shard."""
+    args = ["--spec-key", shard_spec_key(spec)]
+    if spec.perception.kind == "engine":
+        if not engine.key or not engine.sha256:
+            raise ValueError(
+                f"shard {spec.shard_index}: perception {spec.perception.label!r} needs the engine's store key "
+                "and sha256 to run outside this process"
+            )
+        args += ["--engine-key", engine.key, "--engine-sha256", engine.sha256]
+    return args
+
+
+# Runs ``python -m SHARD_MODULE *args`` somewhere; returns when it exited 0, raises otherwise.
+ShardLauncher = Callable[[ShardSpec, list[str]], None]
+
+
+class MissingCheckpointError(RuntimeError):
+    """A shard command reported success but its checkpoint is not in the store."""
+
+
+@dataclass(frozen=True)
+class RemoteShardExecutor:
+    """Each shard as the store form of the shard command on another machine (a Kubernetes pod).
+
+    The specs go to the store first; ``launch`` runs one shard's command and returns when it
+    exited 0; the shard's checkpoint, written by the command, is then read back from the store.
+    Up to ``max_parallel`` shards run at a time (one thread each, waiting on its launch).
+    """
+
+    launch: ShardLauncher
+    max_parallel: int = 16
+    where: str = "remote workers"
+
+    def describe(self) -> str:
+        return f"{self.where}, up to {self.max_parallel} at a time"
+
+    def _one(self, spec: ShardSpec, args: list[str], store: CheckpointStore) -> ShardResult:
+        self.launch(spec, args)
+        result = load_checkpoint(store, spec.key)
+        if result is None:
+            raise MissingCheckpointError(
+                f"the shard command exited 0 but left no checkpoint at {checkpoint_prefix(spec.key)}/result.json"
+            )
+        return result
+
+    def execute(
+        self, todo: Sequence[ShardSpec], engine: EngineFile, store: CheckpointStore
+    ) -> Iterator[ShardOutcome]:
+        if not todo:
+            return
+        commands = {spec.shard_index: shard_args(spec, engine) for spec in todo}
+        for spec in todo:
+            store.put_bytes(shard_spec_key(spec), spec.model_dump_json().encode())
+        pool = cf.ThreadPoolExecutor(
+            max_workers=max(1, min(self.max_parallel, len(todo))), thread_name_prefix="shard"
+        )
+        try:
+            futures = {pool.submit(self._one, s, commands[s.shard_index], store): s for s in todo}
+            for fut in cf.as_completed(futures):
+                spec = futures[fut]
+                try:
+                    result = fut.result()
+                except Exception as exc:
+                    yield ShardOutcome(spec, error=_one_line(exc))
+                    continue
+                yield ShardOutcome(spec, result=result, checkpointed=True)
+        finally:
+            # Interrupted: shards not yet launched never start; launched ones finish and checkpoint.
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
 def run_sweep(
     store: CheckpointStore,
     runs: Sequence[EpisodeSpec],
@@ -337,17 +503,26 @@ def run_sweep(
     settings: EpisodeSettings,
     *,
     engine_path: str | Path | None = None,
+    engine_key: str | None = None,
     shards: int = 4,
     processes: int = 2,
     progress: Callable[[str], None] | None = None,
     runner: ShardRunner | None = None,
+    executor: ShardExecutor | None = None,
 ) -> SweepResult:
     """Run (or resume) a sweep: checkpointed shards are loaded, the rest computed and checkpointed.
 
-    ``processes <= 1`` (or a custom ``runner``) computes in this process.
+    The ``executor`` computes the missing shards (default: ``LocalProcessExecutor(processes,
+    runner)``; ``processes <= 1`` or a ``runner`` computes in this process). ``engine_key`` names
+    the engine in the store for executors that run elsewhere (pods).
     """
     t0 = time.perf_counter()
-    engine = str(engine_path) if engine_path is not None else None
+    engine = EngineFile(
+        path=str(engine_path) if engine_path is not None else None,
+        key=engine_key,
+        sha256=perception.engine_sha256,
+    )
+    executor = executor or LocalProcessExecutor(processes=processes, runner=runner)
     specs = make_shards(runs, perception, settings, shards)
     results: dict[int, ShardResult] = {}
     out = SweepResult(perception=perception.label, records=[], clip_keys={}, shards_total=len(specs))
@@ -367,12 +542,15 @@ def run_sweep(
             todo.append(spec)
     report(
         f"{perception.label}: {len(runs)} runs in {len(specs)} shards; {len(out.shards_reused)} checkpointed, "
-        f"{len(todo)} to run on {processes if runner is None else 1} process(es)"
+        f"{len(todo)} to run on {executor.describe()}"
     )
     errors: list[str] = []
 
-    def finished(spec: ShardSpec, res: ShardResult) -> None:
-        save_checkpoint(store, res)
+    def finished(spec: ShardSpec, res: ShardResult, checkpointed: bool) -> None:
+        if res.key != spec.key:
+            raise ValueError(f"the executor returned shard {res.key}, expected {spec.key}")
+        if not checkpointed:
+            save_checkpoint(store, res)
         results[spec.shard_index] = res
         out.shards_computed.append(spec.shard_index)
         out.episodes_computed += len(res.records)
@@ -383,24 +561,18 @@ def run_sweep(
             f"{res.wall_s:.1f} s); {len(results)}/{len(specs)} shards"
         )
 
-    if runner is not None or processes <= 1:
-        run = runner or run_shard
-        for spec in todo:
+    if todo:
+        for outcome in executor.execute(todo, engine, store):
+            spec = outcome.spec
+            if outcome.error is not None or outcome.result is None:
+                errors.append(
+                    f"shard {spec.shard_index}: {outcome.error or 'the executor returned no result'}"
+                )
+                continue
             try:
-                finished(spec, run(engine, spec))
+                finished(spec, outcome.result, outcome.checkpointed)
             except Exception as exc:
-                errors.append(f"shard {spec.shard_index}: {type(exc).__name__}: {exc}")
-                break  # a crash stops the sweep; finished shards stay checkpointed
-    elif todo:
-        ctx = mp.get_context("spawn")  # fork would copy pygame/SDL and ORT thread state
-        with cf.ProcessPoolExecutor(max_workers=processes, mp_context=ctx, initializer=_init_worker) as pool:
-            futures = {pool.submit(run_shard, engine, spec): spec for spec in todo}
-            for fut in cf.as_completed(futures):
-                spec = futures[fut]
-                try:
-                    finished(spec, fut.result())
-                except Exception as exc:
-                    errors.append(f"shard {spec.shard_index}: {type(exc).__name__}: {exc}")
+                errors.append(f"shard {spec.shard_index}: {_one_line(exc)}")
     if errors:
         raise SweepError(
             f"{perception.label}: {len(errors)} shard(s) failed ({'; '.join(errors)}); "
@@ -423,22 +595,11 @@ def run_sweep(
 # One shard as a command: what a Kubernetes pod (or AWS Batch job) runs
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m adas_assets.simulation.orchestration --spec shard.json --out DIR [--engine model.onnx]``
+class ShardCommandError(RuntimeError):
+    """The shard command cannot start: a missing or invalid spec, a wrong or missing engine."""
 
-    Runs one shard (a pure function of the engine file and the spec) and writes ``result.json``
-    plus its clips under ``DIR`` in the checkpoint layout, ready to be copied to
-    ``sim-cache/shards/<key>/`` by whoever collects the sweep.
-    """
-    import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m adas_assets.simulation.orchestration")
-    ap.add_argument("--spec", type=Path, required=True, help="ShardSpec JSON")
-    ap.add_argument("--out", type=Path, required=True, help="output directory")
-    ap.add_argument("--engine", type=Path, default=None, help="the engine file (ONNX) the spec names")
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args(list(argv) if argv is not None else None)
-    _init_worker()
+def _main_files(args: Any) -> int:
     spec = ShardSpec.model_validate_json(args.spec.read_text())
     result = run_shard(str(args.engine) if args.engine else None, spec, threads=args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -450,6 +611,106 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"shard {spec.shard_index} ({result.key[:12]}): {len(result.records)} runs in {result.wall_s:.1f} s -> {args.out}"
     )
     return 0
+
+
+def _main_store(args: Any) -> int:
+    from pydantic import ValidationError
+
+    # The store classes are Dagster resources; importing them here keeps this module Dagster-free.
+    from resources import build_artifact_store
+    from resources.artifact_store import ArtifactIntegrityError
+
+    store = build_artifact_store()
+    try:
+        spec = ShardSpec.model_validate_json(store.get_bytes(args.spec_key))
+    except FileNotFoundError as exc:
+        raise ShardCommandError(f"no shard spec at --spec-key {args.spec_key} ({_one_line(exc)})") from exc
+    except ArtifactIntegrityError as exc:
+        raise ShardCommandError(f"shard spec {args.spec_key} is corrupt ({_one_line(exc)})") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ShardCommandError(
+            f"{args.spec_key} is not a valid ShardSpec ({exc.error_count()} error(s); first: "
+            f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']})"
+        ) from exc
+    if load_checkpoint(store, spec.key) is not None:
+        print(f"shard {spec.shard_index} ({spec.key[:12]}): already checkpointed, nothing to do")
+        return 0
+    engine_path: str | None = None
+    if args.engine_key:
+        try:
+            engine_path = str(store.fetch(args.engine_key, expected_sha256=args.engine_sha256))
+        except FileNotFoundError as exc:
+            raise ShardCommandError(
+                f"no engine at --engine-key {args.engine_key} ({_one_line(exc)})"
+            ) from exc
+        except ArtifactIntegrityError as exc:
+            raise ShardCommandError(
+                f"engine {args.engine_key} does not match --engine-sha256 {args.engine_sha256} ({_one_line(exc)})"
+            ) from exc
+        named = spec.perception.engine_sha256
+        if named is not None and named != args.engine_sha256:
+            raise ShardCommandError(
+                f"--engine-sha256 {args.engine_sha256} is not the engine the shard spec names ({named})"
+            )
+    elif spec.perception.kind == "engine":
+        raise ShardCommandError(
+            f"shard {spec.shard_index}: perception {spec.perception.label!r} needs an engine: "
+            "pass --engine-key and --engine-sha256"
+        )
+    result = run_shard(engine_path, spec, threads=args.threads)
+    key = save_checkpoint(store, result)
+    print(
+        f"shard {spec.shard_index} ({result.key[:12]}): {len(result.records)} runs in {result.wall_s:.1f} s "
+        f"-> {store.uri(key)}"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """One shard as a command, in two forms.
+
+    Store form (what a Kubernetes pod runs; the store comes from the environment, as in
+    ``resources.build_artifact_store``: S3 with ``ADAS_ENV=production``, ``ADAS_HOME`` locally)::
+
+        python -m adas_assets.simulation.orchestration --spec-key sim-cache/specs/<key>.json \\
+            [--engine-key <key> --engine-sha256 <hex>]
+
+    reads the spec and the engine (verified by sha256) from the store, runs the shard and writes
+    its checkpoint (clips, then ``result.json``); a shard already checkpointed exits 0 at once.
+    A missing spec or engine or a wrong sha256 exits 2 with one line naming it.
+
+    File form: ``--spec shard.json --out DIR [--engine model.onnx]`` writes ``result.json`` plus
+    its clips under ``DIR`` in the checkpoint layout, for whoever collects the sweep.
+    """
+    import argparse
+
+    ap = argparse.ArgumentParser(prog=f"python -m {SHARD_MODULE}")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--spec", type=Path, help="file form: ShardSpec JSON file")
+    src.add_argument("--spec-key", help="store form: artifact store key of the ShardSpec JSON")
+    ap.add_argument("--out", type=Path, default=None, help="file form: output directory")
+    ap.add_argument("--engine", type=Path, default=None, help="file form: the engine file the spec names")
+    ap.add_argument("--engine-key", default=None, help="store form: artifact store key of the engine")
+    ap.add_argument("--engine-sha256", default=None, help="store form: the engine's expected sha256")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(list(argv) if argv is not None else None)
+    _init_worker()
+    if args.spec is not None:
+        if args.out is None:
+            ap.error("--spec needs --out")
+        if args.engine_key or args.engine_sha256:
+            ap.error("--engine-key/--engine-sha256 go with --spec-key; use --engine with --spec")
+        return _main_files(args)
+    if args.out is not None or args.engine is not None:
+        ap.error("--spec-key reads and writes the artifact store: --out and --engine go with --spec")
+    if bool(args.engine_key) != bool(args.engine_sha256):
+        ap.error("--engine-key and --engine-sha256 go together")
+    try:
+        return _main_store(args)
+    except ShardCommandError as exc:
+        print(f"shard command: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from resources import build_resources, registry_resource
 from resources.artifact_store import LocalArtifactStore, S3ArtifactStore
 from resources.inbox import REASON_FILE, LocalInbox, S3Inbox
 from resources.io_manager import ArtifactJsonIOManager
+from resources.simulation_shards import SimulationShardRunner
 from sensors.candidate_inbox import candidate_inbox_sensor
 
 CANDIDATE = dg.AssetKey("candidate_checkpoint")
@@ -151,6 +152,7 @@ def test_s3_inbox_and_store_take_in_and_reject(s3_env: str, tmp_path: Path, make
             "inbox": S3Inbox(s3=s3, bucket=bucket, prefix="inbox", settle_seconds=0),
             "io_manager": ArtifactJsonIOManager(store=store),
             "registry": registry_resource("local", AdasHome(tmp_path / "home")),
+            "sim_shards": SimulationShardRunner(mode="local"),
         }
     )
     good, bad = make_bundle(name="good"), make_bundle(name="bad")

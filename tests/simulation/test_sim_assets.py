@@ -33,6 +33,7 @@ from adas_assets.simulation.assets import simulation_assets, simulation_checks
 from adas_assets.simulation.scenarios import validate_file
 from resources.artifact_store import LocalArtifactStore
 from resources.io_manager import ArtifactJsonIOManager, _decode, _encode
+from resources.simulation_shards import SimulationShardRunner
 
 pytestmark = pytest.mark.slow
 CELL = "x86-cpu|fp32"
@@ -121,7 +122,7 @@ def materialized(tmp_path_factory: pytest.TempPathFactory, plumbing_engine):  # 
     replay_dir.mkdir()
     bundle = _replay_bundle(store, replay_dir)
     store.put_bytes(io_manager._key(dg.AssetKey("replay_log_bundles"), None, None), _encode(bundle))
-    resources = {"artifact_store": store, "io_manager": io_manager}
+    resources = {"artifact_store": store, "io_manager": io_manager, "sim_shards": SimulationShardRunner()}
     run_config = dg.RunConfig(ops={"closed_loop_simulation": {"config": {"sweep": "smoke", "processes": 2}}})
     with dg.instance_for_test() as instance:
         first = dg.materialize(
@@ -170,7 +171,11 @@ def test_definitions_with_the_simulation_group_load(tmp_path: Path) -> None:
     defs = dg.Definitions(
         assets=[*STUBS, *simulation_assets],
         asset_checks=simulation_checks,
-        resources={"artifact_store": store, "io_manager": ArtifactJsonIOManager(store=store)},
+        resources={
+            "artifact_store": store,
+            "io_manager": ArtifactJsonIOManager(store=store),
+            "sim_shards": SimulationShardRunner(),
+        },
     )
     dg.Definitions.validate_loadable(defs)
     groups = {a.key.to_user_string(): a.group_names_by_key[a.key] for a in simulation_assets}
