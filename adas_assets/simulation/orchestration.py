@@ -404,14 +404,19 @@ class LocalProcessExecutor:
             max_workers=self.processes, mp_context=ctx, initializer=_init_worker
         ) as pool:
             futures = {pool.submit(run_shard, engine.path, spec): spec for spec in todo}
-            for fut in cf.as_completed(futures):
-                spec = futures[fut]
-                try:
-                    result = fut.result()
-                except Exception as exc:
-                    yield ShardOutcome(spec, error=_one_line(exc))
-                    continue
-                yield ShardOutcome(spec, result=result)
+            yield from _outcomes(futures, checkpointed=False)
+
+
+def _outcomes(futures: dict[cf.Future, ShardSpec], checkpointed: bool) -> Iterator[ShardOutcome]:
+    """Each shard's outcome as its future completes; a failure is reported, not raised."""
+    for fut in cf.as_completed(futures):
+        spec = futures[fut]
+        try:
+            result = fut.result()
+        except Exception as exc:
+            yield ShardOutcome(spec, error=_one_line(exc))
+            continue
+        yield ShardOutcome(spec, result=result, checkpointed=checkpointed)
 
 
 # The shard command in its store form (what a pod runs): python -m <SHARD_MODULE> <shard_args(...)>.
@@ -483,14 +488,7 @@ class RemoteShardExecutor:
         )
         try:
             futures = {pool.submit(self._one, s, commands[s.shard_index], store): s for s in todo}
-            for fut in cf.as_completed(futures):
-                spec = futures[fut]
-                try:
-                    result = fut.result()
-                except Exception as exc:
-                    yield ShardOutcome(spec, error=_one_line(exc))
-                    continue
-                yield ShardOutcome(spec, result=result, checkpointed=True)
+            yield from _outcomes(futures, checkpointed=True)
         finally:
             # Interrupted: shards not yet launched never start; launched ones finish and checkpoint.
             pool.shutdown(wait=False, cancel_futures=True)
