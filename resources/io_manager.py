@@ -27,7 +27,8 @@ def _partition_path(partition_key: str, partitions_def: dg.PartitionsDefinition 
     return f"partition={partition_key}"
 
 
-def _encode(obj: Any) -> bytes:
+def encode_value(obj: Any) -> bytes:
+    """The stored record of a value: JSON naming the pydantic model class, if any."""
     if isinstance(obj, BaseModel):
         cls = type(obj)
         record = {"model": f"{cls.__module__}:{cls.__qualname__}", "value": obj.model_dump(mode="json")}
@@ -36,7 +37,8 @@ def _encode(obj: Any) -> bytes:
     return json.dumps(record, indent=2, sort_keys=True).encode()
 
 
-def _decode(data: bytes) -> Any:
+def decode_value(data: bytes) -> Any:
+    """The value of a stored record, as the pydantic model it was written from."""
     record = json.loads(data)
     if record["model"] is None:
         return record["value"]
@@ -45,32 +47,44 @@ def _decode(data: bytes) -> Any:
     return cls.model_validate(record["value"])
 
 
+def value_key(
+    asset_key: dg.AssetKey,
+    partition_key: str | None = None,
+    partitions_def: dg.PartitionsDefinition | None = None,
+) -> str:
+    """Store key of an asset's (partition's) value: ``asset-values/<asset>/<dim>=<value>/....json``."""
+    base = "asset-values/" + "/".join(asset_key.path)
+    if partition_key is None:
+        return f"{base}/value.json"
+    return f"{base}/{_partition_path(partition_key, partitions_def)}.json"
+
+
+def read_value(
+    store: ArtifactStore,
+    asset_key: dg.AssetKey,
+    partition_key: str | None = None,
+    partitions_def: dg.PartitionsDefinition | None = None,
+) -> Any | None:
+    """The stored value of an asset (partition), or None when it was never materialized."""
+    key = value_key(asset_key, partition_key, partitions_def)
+    return decode_value(store.get_bytes(key)) if store.exists(key) else None
+
+
 class ArtifactJsonIOManager(dg.ConfigurableIOManager):
     store: ArtifactStore
-
-    def _key(
-        self,
-        asset_key: dg.AssetKey,
-        partition_key: str | None,
-        partitions_def: dg.PartitionsDefinition | None,
-    ) -> str:
-        base = "asset-values/" + "/".join(asset_key.path)
-        if partition_key is None:
-            return f"{base}/value.json"
-        return f"{base}/{_partition_path(partition_key, partitions_def)}.json"
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
         partition = context.partition_key if context.has_asset_partitions else None
-        key = self._key(context.asset_key, partition, context.asset_partitions_def if partition else None)
-        stored = self.store.put_bytes(key, _encode(obj))
+        key = value_key(context.asset_key, partition, context.asset_partitions_def if partition else None)
+        stored = self.store.put_bytes(key, encode_value(obj))
         context.add_output_metadata({"value_uri": stored.uri, "value_sha256": stored.sha256})
 
     def load_input(self, context: dg.InputContext) -> Any:
         key = context.asset_key
         if not context.has_asset_partitions:
-            return _decode(self.store.get_bytes(self._key(key, None, None)))
+            return decode_value(self.store.get_bytes(value_key(key, None, None)))
         partitions_def = context.asset_partitions_def
         partition_keys = context.asset_partition_keys
         # An input annotated dict[str, T] fans in across partitions (e.g. every precision of a
@@ -81,10 +95,10 @@ class ArtifactJsonIOManager(dg.ConfigurableIOManager):
                     f"input {context.name!r} maps to {len(partition_keys)} partitions of {key.to_user_string()}; "
                     "annotate it as dict[str, ...] to receive them all"
                 )
-            return _decode(self.store.get_bytes(self._key(key, partition_keys[0], partitions_def)))
+            return decode_value(self.store.get_bytes(value_key(key, partition_keys[0], partitions_def)))
         values = {}
         for pk in partition_keys:
-            storage_key = self._key(key, pk, partitions_def)
+            storage_key = value_key(key, pk, partitions_def)
             if self.store.exists(storage_key):
-                values[str(pk)] = _decode(self.store.get_bytes(storage_key))
+                values[str(pk)] = decode_value(self.store.get_bytes(storage_key))
         return values

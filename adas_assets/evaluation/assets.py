@@ -64,7 +64,7 @@ from adas_assets.partitions import (
 )
 from adas_assets.settings import AdasHome
 from resources.artifact_store import ArtifactStore
-from resources.io_manager import ArtifactJsonIOManager
+from resources.io_manager import read_value
 from sensors.automation import default_schedule_status, default_sensor_status
 
 EVALUATION = "evaluation"
@@ -91,13 +91,7 @@ def _load_optional_value(store: ArtifactStore, key: dg.AssetKey, partition_key: 
     Used for ``production_engine``: a cell without a production model is evaluated anyway (its
     production-relative gates are reported as skipped), so it is a dependency, not a required input.
     """
-    from resources.io_manager import _decode
-
-    io = ArtifactJsonIOManager(store=store)
-    storage_key = io._key(key, partition_key, TARGET_PARTITIONS)
-    if not store.exists(storage_key):
-        return None
-    return _decode(store.get_bytes(storage_key))
+    return read_value(store, key, partition_key, TARGET_PARTITIONS)
 
 
 # --------------------------------------------------------------------------- dataset integrity

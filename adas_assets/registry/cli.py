@@ -222,10 +222,10 @@ def cmd_approve(args: argparse.Namespace) -> int:
 def _traffic(store: Any, max_frames: int) -> Any:
     """Replay frames from the golden dataset the pipeline materialized (its IO manager record)."""
     from adas_assets.registry.assets import _replay_traffic
-    from resources.io_manager import _decode
+    from resources.io_manager import decode_value
 
     try:
-        dataset = _decode(store.get_bytes("asset-values/golden_dataset/value.json"))
+        dataset = decode_value(store.get_bytes("asset-values/golden_dataset/value.json"))
     except FileNotFoundError as exc:
         raise RegistryError("no golden dataset materialized yet: nothing to replay for the canary") from exc
     return _replay_traffic(store, dataset, max_frames)

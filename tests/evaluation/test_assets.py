@@ -22,7 +22,7 @@ from adas_assets.intake.refs import CandidateRef, DatasetRef, ReplayBundleRef, S
 from adas_assets.packaging.refs import EngineRef
 from adas_assets.partitions import TARGET_PARTITIONS, partition_key
 from resources.artifact_store import LocalArtifactStore
-from resources.io_manager import ArtifactJsonIOManager, _decode, _encode
+from resources.io_manager import ArtifactJsonIOManager, decode_value, encode_value, value_key
 
 from .synthetic import make_dataset
 
@@ -50,9 +50,8 @@ def _stored(store: LocalArtifactStore, key: str) -> StoredFile:
 
 
 def _write_value(store: LocalArtifactStore, asset: str, value: Any, pk: str | None = None) -> None:
-    io = ArtifactJsonIOManager(store=store)
-    key = io._key(dg.AssetKey(asset), pk, TARGET_PARTITIONS if pk else None)
-    store.put_bytes(key, _encode(value))
+    key = value_key(dg.AssetKey(asset), pk, TARGET_PARTITIONS if pk else None)
+    store.put_bytes(key, encode_value(value))
 
 
 def _engine_ref(store: LocalArtifactStore, exported: Any, device: str, precision: str) -> EngineRef:
@@ -124,7 +123,6 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory, onnx_engines) -> dict[st
     mp.setenv("ADAS_HOME", str(home))
     mp.setattr(ev, "default_evaluation_settings", _small_settings)
     store = LocalArtifactStore(root=str(home / "artifacts"))
-    io = ArtifactJsonIOManager(store=store)
 
     ds = tmp_path_factory.mktemp("dataset")
     manifests = make_dataset(ds)
@@ -166,7 +164,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory, onnx_engines) -> dict[st
     )
     _challenge_suite(home)
 
-    resources = {"artifact_store": store, "io_manager": io}
+    resources = {"artifact_store": store, "io_manager": ArtifactJsonIOManager(store=store)}
     assets = [*UPSTREAM, *ev.evaluation_assets, *ev.evaluation_checks, promotion_stub]
     results: dict[str, Any] = {}
     with dg.instance_for_test() as instance:
@@ -207,8 +205,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory, onnx_engines) -> dict[st
 
 
 def _value(store: LocalArtifactStore, asset: str, pk: str) -> Any:
-    io = ArtifactJsonIOManager(store=store)
-    return _decode(store.get_bytes(io._key(dg.AssetKey(asset), pk, TARGET_PARTITIONS)))
+    return decode_value(store.get_bytes(value_key(dg.AssetKey(asset), pk, TARGET_PARTITIONS)))
 
 
 def test_eval_report_writes_every_report_beside_the_pack(evaluated: dict[str, Any]) -> None:

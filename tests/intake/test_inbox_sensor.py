@@ -89,9 +89,9 @@ def test_good_bundle_is_materialized_exactly_once(adas_home: Path, local_defs, m
 
 
 def _load_candidate(io: ArtifactJsonIOManager) -> CandidateRef:
-    from resources.io_manager import _decode
+    from resources.io_manager import decode_value
 
-    return _decode(io.store.get_bytes("asset-values/candidate_checkpoint/value.json"))
+    return decode_value(io.store.get_bytes("asset-values/candidate_checkpoint/value.json"))
 
 
 def test_bad_bundle_moves_to_rejected_with_reason_and_nothing_lost(

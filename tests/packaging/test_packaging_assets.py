@@ -11,7 +11,7 @@ from adas_assets.packaging.refs import EngineRef
 from adas_assets.settings import AdasHome
 from resources import build_resources
 from resources.artifact_store import ArtifactIntegrityError, LocalArtifactStore
-from resources.io_manager import _decode
+from resources.io_manager import decode_value
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +81,7 @@ def packaged(tmp_path_factory: pytest.TempPathFactory, bundle_template: Path):  
 
 def _engine_ref(home: AdasHome, device: str, precision: str) -> EngineRef:
     store = LocalArtifactStore(root=str(home.artifacts))
-    return _decode(store.get_bytes(f"asset-values/engine/device={device}/precision={precision}.json"))
+    return decode_value(store.get_bytes(f"asset-values/engine/device={device}/precision={precision}.json"))
 
 
 def test_cpu_cells_build_verified_engines(packaged) -> None:  # type: ignore[no-untyped-def]
@@ -138,7 +138,9 @@ def test_signed_pack_with_real_triton_contract_smoke(packaged, tmp_path: Path) -
     smoke = {c.check_name: c for c in result.get_asset_check_evaluations()}["triton_contract_smoke"]
     assert smoke.passed, smoke.description
     store = LocalArtifactStore(root=str(home.artifacts))
-    pack: PackRef = _decode(store.get_bytes("asset-values/model_pack/device=x86-cpu/precision=fp32.json"))
+    pack: PackRef = decode_value(
+        store.get_bytes("asset-values/model_pack/device=x86-cpu/precision=fp32.json")
+    )
     names = set(pack.files)
     for required in (
         "model.onnx",

@@ -23,10 +23,10 @@ def world(
     monkeypatch.delenv("ADAS_REGISTRY_URL", raising=False)
     monkeypatch.setenv("ADAS_ENV", "local")
     w = make_world(registry_url, tmp_path, onnx_models)
-    from resources.io_manager import _encode
+    from resources.io_manager import encode_value
     from tests.registry.test_registry_assets import _dataset
 
-    w.store.put_bytes("asset-values/golden_dataset/value.json", _encode(_dataset(w.store)))
+    w.store.put_bytes("asset-values/golden_dataset/value.json", encode_value(_dataset(w.store)))
     monkeypatch.setattr(promotion, "local_runner", lambda settings: _stub_runner())
     return w
 

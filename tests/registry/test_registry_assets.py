@@ -18,7 +18,7 @@ from adas_assets.registry.models import ROLES
 from adas_assets.registry.nginx import nginx_available
 from adas_assets.settings import AdasHome
 from resources import build_resources
-from resources.io_manager import _encode
+from resources.io_manager import encode_value, value_key
 from tests.registry.packs import build_pack, frames
 
 CELL = "x86-cpu|fp32"
@@ -46,9 +46,8 @@ def _definitions(resources: dict) -> dg.Definitions:
 
 
 def _put_value(resources: dict, name: str, value: object, partition: str | None = None) -> None:
-    io_manager = resources["io_manager"]
-    key = io_manager._key(dg.AssetKey(name), partition, TARGET_PARTITIONS if partition else None)
-    resources["artifact_store"].put_bytes(key, _encode(value))
+    key = value_key(dg.AssetKey(name), partition, TARGET_PARTITIONS if partition else None)
+    resources["artifact_store"].put_bytes(key, encode_value(value))
 
 
 def _dataset(store, n: int = 8) -> DatasetRef:  # type: ignore[no-untyped-def]

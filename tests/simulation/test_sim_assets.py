@@ -32,7 +32,7 @@ from adas_assets.partitions import TARGET_PARTITIONS
 from adas_assets.simulation.assets import simulation_assets, simulation_checks
 from adas_assets.simulation.scenarios import validate_file
 from resources.artifact_store import LocalArtifactStore
-from resources.io_manager import ArtifactJsonIOManager, _decode, _encode
+from resources.io_manager import ArtifactJsonIOManager, decode_value, encode_value, value_key
 from resources.simulation_shards import SimulationShardRunner
 
 pytestmark = pytest.mark.slow
@@ -117,11 +117,11 @@ def materialized(tmp_path_factory: pytest.TempPathFactory, plumbing_engine):  # 
         mk = dg.MultiPartitionKey({"device": device, "precision": precision})
         for name, c in (("engine", contract), ("production_engine", production)):
             ref = _engine_ref(store, onnx, c, device, precision)
-            store.put_bytes(io_manager._key(dg.AssetKey(name), mk, TARGET_PARTITIONS), _encode(ref))
+            store.put_bytes(value_key(dg.AssetKey(name), mk, TARGET_PARTITIONS), encode_value(ref))
     replay_dir = root / "replay"
     replay_dir.mkdir()
     bundle = _replay_bundle(store, replay_dir)
-    store.put_bytes(io_manager._key(dg.AssetKey("replay_log_bundles"), None, None), _encode(bundle))
+    store.put_bytes(value_key(dg.AssetKey("replay_log_bundles"), None, None), encode_value(bundle))
     resources = {"artifact_store": store, "io_manager": io_manager, "sim_shards": SimulationShardRunner()}
     run_config = dg.RunConfig(ops={"closed_loop_simulation": {"config": {"sweep": "smoke", "processes": 2}}})
     with dg.instance_for_test() as instance:
@@ -156,9 +156,7 @@ def materialized(tmp_path_factory: pytest.TempPathFactory, plumbing_engine):  # 
 
 def _value(store: LocalArtifactStore, name: str):  # type: ignore[no-untyped-def]
     mk = dg.MultiPartitionKey({"device": "x86-cpu", "precision": "fp32"})
-    return _decode(
-        store.get_bytes(ArtifactJsonIOManager(store=store)._key(dg.AssetKey(name), mk, TARGET_PARTITIONS))
-    )
+    return decode_value(store.get_bytes(value_key(dg.AssetKey(name), mk, TARGET_PARTITIONS)))
 
 
 def _metadata(result: dg.ExecuteInMemoryResult, name: str) -> dict:
