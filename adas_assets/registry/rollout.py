@@ -816,6 +816,23 @@ def render_sagemaker_deployment(
     prod_variant = _k8s_name("production", plan.production_version or "none")
     cand_model = _k8s_name(plan.model_name, plan.candidate_version, plan.target)
     periods = a.consecutive_breaches
+
+    def variant_sum(metric_id: str, metric_name: str) -> dict[str, Any]:
+        """A metric-math input: the candidate variant's ``metric_name`` summed per period."""
+        metric = {
+            "Namespace": "AWS/SageMaker",
+            "MetricName": metric_name,
+            "Dimensions": [
+                {"Name": "EndpointName", "Value": base},
+                {"Name": "VariantName", "Value": cand_variant},
+            ],
+        }
+        return {
+            "Id": metric_id,
+            "MetricStat": {"Metric": metric, "Period": production_interval_s, "Stat": "Sum"},
+            "ReturnData": False,
+        }
+
     alarms = [
         {
             "AlarmName": f"{base}-{cand_variant}-p95-latency",
@@ -836,38 +853,8 @@ def render_sagemaker_deployment(
         {
             "AlarmName": f"{base}-{cand_variant}-error-rate",
             "Metrics": [
-                {
-                    "Id": "errors",
-                    "MetricStat": {
-                        "Metric": {
-                            "Namespace": "AWS/SageMaker",
-                            "MetricName": "Invocation5XXErrors",
-                            "Dimensions": [
-                                {"Name": "EndpointName", "Value": base},
-                                {"Name": "VariantName", "Value": cand_variant},
-                            ],
-                        },
-                        "Period": production_interval_s,
-                        "Stat": "Sum",
-                    },
-                    "ReturnData": False,
-                },
-                {
-                    "Id": "invocations",
-                    "MetricStat": {
-                        "Metric": {
-                            "Namespace": "AWS/SageMaker",
-                            "MetricName": "Invocations",
-                            "Dimensions": [
-                                {"Name": "EndpointName", "Value": base},
-                                {"Name": "VariantName", "Value": cand_variant},
-                            ],
-                        },
-                        "Period": production_interval_s,
-                        "Stat": "Sum",
-                    },
-                    "ReturnData": False,
-                },
+                variant_sum("errors", "Invocation5XXErrors"),
+                variant_sum("invocations", "Invocations"),
                 {
                     "Id": "rate",
                     "Expression": "IF(invocations > 0, errors / invocations, 0)",
