@@ -214,6 +214,13 @@ def test_sagemaker_deployment_config() -> None:
         latency["ExtendedStatistic"] == "p95"
         and latency["EvaluationPeriods"] == 3 == latency["DatapointsToAlarm"]
     )
+    error_rate = sm["CloudWatchAlarms"][1]
+    metrics = {m["Id"]: m for m in error_rate["Metrics"]}
+    assert metrics["rate"]["Expression"] == "IF(invocations > 0, errors / invocations, 0)"
+    for metric_id, name in (("errors", "Invocation5XXErrors"), ("invocations", "Invocations")):
+        stat = metrics[metric_id]["MetricStat"]
+        assert stat["Metric"]["MetricName"] == name and stat["Stat"] == "Sum"
+        assert {"Name": "VariantName", "Value": variants[1]["VariantName"]} in stat["Metric"]["Dimensions"]
     json.dumps(sm)  # plain JSON, ready for boto3
     shadow = render_sagemaker_deployment(_plan("shadow"), image="i", model_data_url="s3://x")
     assert shadow["CreateEndpointConfig"]["ShadowProductionVariants"][0]["VariantName"] == "candidate-1-3-0"
