@@ -4,10 +4,20 @@
 asset's automation condition against the instance and executes what it requests, one run per
 partition, until nothing more is requested. With `dagster dev` running, the
 `per_target_automation` sensor does exactly the same on its own.
+
+The inbox half of the no-click path lives here too: :func:`drop_bundle` publishes a bundle the
+way an uploader should (copy under a hidden name, then rename), :func:`tick_inbox_sensor` ticks
+the real `candidate_inbox_sensor` and executes the intake runs it requests, and
+:func:`drop_and_drive` chains both with :meth:`AutomationDriver.run_until_idle`.
 """
 
+import os
+import shutil
+import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 
@@ -64,3 +74,84 @@ class AutomationDriver:
                     self.log(f"    run {run.run_id[:8]} failed at {failed}; see it in the UI")
         self.log(f"  stopped after {max_ticks} ticks")
         return runs
+
+
+def drop_bundle(src: Path, inbox: Path, name: str) -> Path:
+    """Publish ``src`` as ``inbox/name`` atomically (copy to a hidden name, then rename)."""
+    staging = inbox / f".{name}.incoming"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(src, staging)
+    target = inbox / name
+    staging.rename(target)
+    # The inbox waits for a bundle to be quiet before judging it; age this one past that window.
+    old = time.time() - 60
+    for p in [target, *target.rglob("*")]:
+        os.utime(p, (old, old))
+    return target
+
+
+def tick_inbox_sensor(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    ticks: int = 1,
+    log: Callable[[str], None] = print,
+) -> list[dg.ExecuteInProcessResult]:
+    """Tick `candidate_inbox_sensor` ``ticks`` times (its cursor carried between ticks, as the
+    daemon does) and execute each intake run it requests. Stops at the first failed run."""
+    from sensors.candidate_inbox import candidate_inbox_sensor
+
+    job = defs.resolve_job_def("candidate_intake")
+    runs: list[dg.ExecuteInProcessResult] = []
+    cursor = None
+    for tick in range(1, ticks + 1):
+        with dg.build_sensor_context(
+            instance=instance,
+            cursor=cursor,
+            definitions=defs,
+            resources=defs.resources,
+            sensor_name="candidate_inbox_sensor",
+        ) as ctx:
+            outcome = candidate_inbox_sensor(ctx)
+            cursor = outcome.cursor if isinstance(outcome, dg.SensorResult) else ctx.cursor
+        if isinstance(outcome, dg.SkipReason):
+            log(f"  tick {tick}: skipped: {outcome.skip_message}")
+            continue
+        for request in outcome.run_requests:
+            log(f"  tick {tick}: run requested for bundle {request.run_key[:12]}")
+            run = job.execute_in_process(
+                instance=instance, run_config=request.run_config, tags=request.tags, raise_on_error=False
+            )
+            runs.append(run)
+            if not run.success:
+                return runs
+    return runs
+
+
+@dataclass
+class DriveResult:
+    """The runs one bundle drop caused: its intake, then everything automation requested."""
+
+    intake_runs: list[dg.ExecuteInProcessResult]
+    automation_runs: list[dg.ExecuteInProcessResult]
+
+    @property
+    def runs(self) -> list[dg.ExecuteInProcessResult]:
+        return [*self.intake_runs, *self.automation_runs]
+
+
+def drop_and_drive(
+    driver: AutomationDriver,
+    bundle: Path,
+    inbox: Path,
+    name: str,
+    sensor_log: Callable[[str], None] = print,
+) -> DriveResult:
+    """The no-click path: drop ``bundle`` into the inbox, tick the inbox sensor once and run its
+    intake, then tick automation until idle.
+
+    Prime ``driver`` before the changes it should react to: before the golden data if automation
+    should also package the production baseline (priming again after the golden data would
+    swallow those requests)."""
+    drop_bundle(bundle, inbox, name)
+    intake = tick_inbox_sensor(driver.defs, driver.instance, log=sensor_log)
+    return DriveResult(intake_runs=intake, automation_runs=driver.run_until_idle())

@@ -47,9 +47,8 @@ def main() -> int:
     home = AdasHome(Path(tempfile.mkdtemp(prefix="adas-e2e-")))
     prepare_local_instance(home)
     from adas_assets.definitions import make_definitions
-    from jobs.automation_driver import AutomationDriver
+    from jobs.automation_driver import AutomationDriver, drop_and_drive
     from resources import build_resources
-    from sensors.candidate_inbox import candidate_inbox_sensor
 
     defs = make_definitions(build_resources("local", home))
     with dg.DagsterInstance.get() as instance:
@@ -61,26 +60,15 @@ def main() -> int:
             run_config=dg.RunConfig(ops={"golden_dataset": {"config": {"size": args.size}}}),
         )
         assert ok.success
-        driver.prime()
-        staging = home.inbox / ".candidate.incoming"
-        shutil.copytree(DEMO_BUNDLES_DIR / "candidate", staging)
+        # No second prime here: it would swallow the production_engine requests the golden data
+        # just triggered (eager conditions fire once per change), and no cell would get a verdict.
         t0 = time.perf_counter()
-        staging.rename(home.inbox / "candidate")
-        old = time.time() - 60
-        for p in [home.inbox / "candidate", *(home.inbox / "candidate").rglob("*")]:
-            os.utime(p, (old, old))
-        run_ids = []
-        with dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources) as ctx:
-            result = candidate_inbox_sensor(ctx)
-        for request in result.run_requests:
-            run = defs.resolve_job_def("candidate_intake").execute_in_process(
-                instance=instance, run_config=request.run_config, tags=request.tags
-            )
-            run_ids.append(run.run_id)
-        runs = driver.run_until_idle()
+        driven = drop_and_drive(
+            driver, DEMO_BUNDLES_DIR / "candidate", home.inbox, "candidate", sensor_log=lambda m: None
+        )
         wall = time.perf_counter() - t0
-        run_ids += [r.run_id for r in runs]
-        failed = [r.run_id for r in runs if not r.success]
+        run_ids = [r.run_id for r in driven.runs]
+        failed = [r.run_id for r in driven.runs if not r.success]
         compute = step_seconds(instance, run_ids)
     overhead = wall - compute
     lines = [

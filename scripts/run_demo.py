@@ -15,7 +15,6 @@ sensor tick shows up in the UI afterwards. Steps:
 
 import argparse
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,19 +35,6 @@ def banner(text: str) -> None:
     print(f"\n=== {text} ===", flush=True)
 
 
-def drop_bundle(src: Path, inbox: Path, name: str) -> Path:
-    staging = inbox / f".{name}.incoming"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(src, staging)
-    target = inbox / name
-    staging.rename(target)
-    # The inbox waits for a bundle to be quiet before judging it; age this one past that window.
-    old = time.time() - 60
-    for p in [target, *target.rglob("*")]:
-        os.utime(p, (old, old))
-    return target
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -60,8 +46,7 @@ def main() -> int:
     prepare_local_instance(home)
 
     from adas_assets.definitions import defs
-    from jobs.automation_driver import AutomationDriver
-    from sensors.candidate_inbox import candidate_inbox_sensor
+    from jobs.automation_driver import AutomationDriver, drop_bundle, tick_inbox_sensor
 
     t0 = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
@@ -83,32 +68,15 @@ def main() -> int:
         print(f"  {dropped}")
 
         banner("3/5 inbox sensor -> candidate intake")
-        intake_runs = 0
-        for tick in (1, 2):
-            with dg.build_sensor_context(
-                instance=instance,
-                definitions=defs,
-                resources=defs.resources,
-                sensor_name="candidate_inbox_sensor",
-            ) as ctx:
-                outcome = candidate_inbox_sensor(ctx)
-            if isinstance(outcome, dg.SkipReason):
-                print(f"  tick {tick}: skipped: {outcome.skip_message}")
-                continue
-            for request in outcome.run_requests:
-                print(f"  tick {tick}: run requested for bundle {request.run_key[:12]}")
-                run = defs.resolve_job_def("candidate_intake").execute_in_process(
-                    instance=instance, run_config=request.run_config, tags=request.tags
-                )
-                intake_runs += 1
-                if not run.success:
-                    print("candidate intake failed; see the run in the UI", file=sys.stderr)
-                    return 1
+        intake = tick_inbox_sensor(defs, instance, ticks=2)
+        if any(not run.success for run in intake):
+            print("candidate intake failed; see the run in the UI", file=sys.stderr)
+            return 1
         event = instance.get_latest_materialization_event(dg.AssetKey("candidate_checkpoint"))
         if event is None:
             print("no candidate was taken in (see the inbox's rejected/ folder)", file=sys.stderr)
             return 1
-        if intake_runs == 0:
+        if not intake:
             print(
                 "  the bundled candidate was already taken in on this ADAS_HOME (`make clean-state` starts over)"
             )

@@ -96,11 +96,14 @@ def bundle_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def make_bundle(bundle_template: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
-    """Copy the template bundle to ``dest`` (default: a fresh folder) and return its path."""
+    """Copy the template bundle to ``dest`` (default: a fresh folder) and return its path.
+
+    Files get fresh mtimes, like a bundle just dropped: the inbox waits for a bundle to settle,
+    and the session's template may be minutes old by the time a test copies it."""
 
     def _make(dest: Path | None = None, name: str = "bundle") -> Path:
         target = dest / name if dest is not None else tmp_path / name
-        shutil.copytree(bundle_template, target)
+        shutil.copytree(bundle_template, target, copy_function=shutil.copy)
         return target
 
     return _make
