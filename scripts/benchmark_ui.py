@@ -9,14 +9,9 @@ navigation to the last asset node being visible (median and worst).
 
 import argparse
 import os
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,60 +31,24 @@ def main() -> int:
 
     from adas_assets.packaging.staging import cpu_model
     from adas_assets.settings import AdasHome
+    from resources.dagster_dev import dagster_dev, launch_chromium
     from resources.instance import prepare_local_instance
 
     prepare_local_instance(AdasHome.from_env())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "ADAS_SENSORS_DEFAULT": "stopped"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     times: list[float] = []
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{url}/server_info", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
-        expanded = ",".join(f"global@global:{g}" for g in GROUPS)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=shutil.which("chromium"),
-                headless=True,
-                args=[
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-dev-shm-usage",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--no-first-run",
-                ],
-            )
-            page = browser.new_page(viewport={"width": 1800, "height": 2200})
-            page.goto(f"{url}/asset-groups?expanded={expanded}")  # warm-up: code location loaded, caches hot
+    expanded = ",".join(f"global@global:{g}" for g in GROUPS)
+    with dagster_dev(env) as url, sync_playwright() as p:
+        browser = launch_chromium(p)
+        page = browser.new_page(viewport={"width": 1800, "height": 2200})
+        page.goto(f"{url}/asset-groups?expanded={expanded}")  # warm-up: code location loaded, caches hot
+        page.get_by_text("registry_entry").first.wait_for(timeout=60_000)
+        for _ in range(args.runs):
+            t0 = time.perf_counter()
+            page.goto(f"{url}/asset-groups?expanded={expanded}")
             page.get_by_text("registry_entry").first.wait_for(timeout=60_000)
-            for _ in range(args.runs):
-                t0 = time.perf_counter()
-                page.goto(f"{url}/asset-groups?expanded={expanded}")
-                page.get_by_text("registry_entry").first.wait_for(timeout=60_000)
-                times.append(time.perf_counter() - t0)
-            browser.close()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            times.append(time.perf_counter() - t0)
+        browser.close()
     median, worst = statistics.median(times), max(times)
     line = f"asset graph (5 groups expanded) to last node visible: median {median:.2f} s, worst {worst:.2f} s over {len(times)} loads"
     print(line)

@@ -5,11 +5,7 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,29 +13,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from resources.dagster_dev import dagster_dev, launch_chromium
+
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "ui"
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"dagster dev exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/server_info", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError("dagster dev did not become ready")
 
 
 @pytest.fixture(scope="module")
@@ -89,25 +67,10 @@ def server(tmp_path_factory: pytest.TempPathFactory, bundle_template: Path) -> I
                 resources=defs.resources,
                 run_config=dg.RunConfig(ops=config),
             ).success
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO,
-        env=dict(os.environ),
-        stdout=open(home.root / "dagster-dev.log", "w"),  # noqa: SIM115 - closed with the process
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     try:
-        _wait_ready(url, proc)
-        yield {"url": url, "home": home}
+        with dagster_dev(log_path=home.root / "dagster-dev.log") as url:
+            yield {"url": url, "home": home}
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
         os.environ.clear()
         os.environ.update(env_before)
 
@@ -147,25 +110,10 @@ def test_backfill_one_device_column_through_graphql(server: dict) -> None:
 def page(server: dict) -> Iterator:
     from playwright.sync_api import expect, sync_playwright
 
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("Debian's chromium is required (scripts/setup_system_deps.sh installs it)")
     expect.set_options(timeout=30_000)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=chromium,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1800, "height": 2200})
         yield page
         browser.close()
