@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from adas_assets.catalog import TargetCatalog, default_catalog
@@ -48,3 +50,17 @@ def per_target_description(summary: str) -> str:
         "cells marked unsupported are never built or requested by automation:\n\n"
         + default_catalog().support_matrix_markdown()
     )
+
+
+def per_target_check(name: str, asset: str, *, blocking: bool = False, description: str) -> dg.AssetCheckSpec:
+    """A check of one target cell of a partitioned asset.
+
+    Partitioned like its asset, so each cell has its own result in the UI and
+    ``all_deps_blocking_checks_passed`` judges a cell by that cell's result, not by whichever
+    cell's check ran last.
+    """
+    with warnings.catch_warnings():  # partitioned asset checks are "preview" in Dagster 1.13
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.AssetCheckSpec(
+            name, asset=asset, blocking=blocking, description=description, partitions_def=TARGET_PARTITIONS
+        )

@@ -34,13 +34,14 @@ from adas_assets.settings import DEMO_BUNDLES_DIR, AdasHome  # noqa: E402
 from resources.instance import prepare_local_instance  # noqa: E402
 
 
-def step_seconds(instance: dg.DagsterInstance, run_ids: list[str]) -> float:
-    total = 0.0
+def step_seconds(instance: dg.DagsterInstance, run_ids: list[str]) -> dict[str, float]:
+    """Seconds inside each step (asset), summed over the runs."""
+    totals: dict[str, float] = {}
     for run_id in run_ids:
         for step in instance.get_run_step_stats(run_id):
             if step.start_time and step.end_time:
-                total += step.end_time - step.start_time
-    return total
+                totals[step.step_key] = totals.get(step.step_key, 0.0) + step.end_time - step.start_time
+    return totals
 
 
 def _sensor_has_ticked(instance: dg.DagsterInstance, name: str) -> bool:
@@ -129,7 +130,7 @@ def main() -> int:
     if args.daemon:
         wall, run_ids, failed = drive_with_daemon(home, golden, args.timeout)
         with dg.DagsterInstance.get() as instance:
-            compute = step_seconds(instance, run_ids)
+            steps = step_seconds(instance, run_ids)
         how = "`dagster dev` (webserver + daemon): real inbox and automation sensors, queued runs in subprocesses"
     else:
         with dg.DagsterInstance.get() as instance:
@@ -145,14 +146,17 @@ def main() -> int:
             wall = time.perf_counter() - t0
             run_ids = [r.run_id for r in driven.runs]
             failed = [r.run_id for r in driven.runs if not r.success]
-            compute = step_seconds(instance, run_ids)
+            steps = step_seconds(instance, run_ids)
         how = "in-process driver (sensor tick + automation ticks), runs executed serially"
+    compute = sum(steps.values())
     overhead = wall - compute
+    top = sorted(steps.items(), key=lambda kv: -kv[1])[:6]
     lines = [
         f"runs: {len(run_ids)} ({len(failed)} failed)",
         f"bundle drop -> final verdict (all supported CPU cells): {wall:.1f} s",
         f"compute inside asset steps (sum):                        {compute:.1f} s",
         f"orchestration overhead (wall - compute):                 {overhead:.1f} s = {overhead / wall:.1%} of total",
+        "largest steps: " + ", ".join(f"{k} {v:.0f} s" for k, v in top),
     ]
     print("\n".join(lines))
     if args.write:

@@ -24,7 +24,12 @@ from adas_assets.packaging.config import PackagingConfig, default_packaging_conf
 from adas_assets.packaging.quality import engine_quality
 from adas_assets.packaging.refs import EngineRef, ExportRef, StagedRef, TritonRepositoryRef, model_prefix
 from adas_assets.packaging.staging import stage_checkpoint
-from adas_assets.partitions import TARGET_PARTITIONS, device_and_precision, per_target_description
+from adas_assets.partitions import (
+    TARGET_PARTITIONS,
+    device_and_precision,
+    per_target_check,
+    per_target_description,
+)
 from resources.artifact_store import ArtifactStore
 
 PACKAGING = "packaging"
@@ -248,13 +253,13 @@ def _build_cell(
     # Nothing and drop the value; dagster_type says it carries one.
     dagster_type=dg.Any,
     check_specs=[
-        dg.AssetCheckSpec(
+        per_target_check(
             "numerical_equivalence",
             asset="engine",
             blocking=True,
             description="Engine vs FP32 PyTorch: per-head errors, decoded boxes, INT8 mAP drop",
         ),
-        dg.AssetCheckSpec(
+        per_target_check(
             "latency_within_budget",
             asset="engine",
             description="p95 latency at batch 1 within the target's budget (targets.yaml)",
@@ -331,7 +336,7 @@ class TritonRepositoryConfig(dg.Config):
     pool="cpu-heavy",
     dagster_type=dg.Any,
     check_specs=[
-        dg.AssetCheckSpec(
+        per_target_check(
             "triton_contract_smoke",
             asset="triton_model_repository",
             blocking=True,
