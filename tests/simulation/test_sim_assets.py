@@ -39,22 +39,12 @@ pytestmark = pytest.mark.slow
 CELL = "x86-cpu|fp32"
 
 
-@dg.asset(name="engine", partitions_def=TARGET_PARTITIONS)
-def _engine_stub() -> None:
-    raise NotImplementedError("provided by the test through the IO manager")
-
-
-@dg.asset(name="production_engine", partitions_def=TARGET_PARTITIONS)
-def _production_stub() -> None:
-    raise NotImplementedError
-
-
-@dg.asset(name="replay_log_bundles")
-def _replay_stub() -> None:
-    raise NotImplementedError
-
-
-STUBS = [_engine_stub, _production_stub, _replay_stub]
+# Upstream values are written to the store by the tests and read through the IO manager.
+UPSTREAM = [
+    dg.AssetSpec("engine", partitions_def=TARGET_PARTITIONS),
+    dg.AssetSpec("production_engine", partitions_def=TARGET_PARTITIONS),
+    dg.AssetSpec("replay_log_bundles"),
+]
 
 
 def _stored(store: LocalArtifactStore, key: str, data: bytes) -> StoredFile:
@@ -126,7 +116,7 @@ def materialized(tmp_path_factory: pytest.TempPathFactory, plumbing_engine):  # 
     run_config = dg.RunConfig(ops={"closed_loop_simulation": {"config": {"sweep": "smoke", "processes": 2}}})
     with dg.instance_for_test() as instance:
         first = dg.materialize(
-            [*STUBS, *simulation_assets, *simulation_checks],
+            [*UPSTREAM, *simulation_assets, *simulation_checks],
             selection=dg.AssetSelection.assets(*simulation_assets),
             partition_key=CELL,
             resources=resources,
@@ -135,7 +125,7 @@ def materialized(tmp_path_factory: pytest.TempPathFactory, plumbing_engine):  # 
             raise_on_error=False,
         )
         again = dg.materialize(
-            [*STUBS, *simulation_assets, *simulation_checks],
+            [*UPSTREAM, *simulation_assets, *simulation_checks],
             selection=dg.AssetSelection.assets("closed_loop_simulation"),
             partition_key=CELL,
             resources=resources,
@@ -144,7 +134,7 @@ def materialized(tmp_path_factory: pytest.TempPathFactory, plumbing_engine):  # 
             raise_on_error=False,
         )
         unsupported = dg.materialize(
-            [*STUBS, *simulation_assets, *simulation_checks],
+            [*UPSTREAM, *simulation_assets, *simulation_checks],
             selection=dg.AssetSelection.assets("replay_metrics"),
             partition_key="x86-cpu|fp16",
             resources=resources,
@@ -167,7 +157,7 @@ def _metadata(result: dg.ExecuteInMemoryResult, name: str) -> dict:
 def test_definitions_with_the_simulation_group_load(tmp_path: Path) -> None:
     store = LocalArtifactStore(root=str(tmp_path))
     defs = dg.Definitions(
-        assets=[*STUBS, *simulation_assets],
+        assets=[*UPSTREAM, *simulation_assets],
         asset_checks=simulation_checks,
         resources={
             "artifact_store": store,
