@@ -146,7 +146,7 @@ def entry_from_pack(
 ) -> EntryBody:
     """The entry of one target cell: the pack's pointers, its evaluation and simulation."""
     engine = pack.engine
-    contract, lineage = engine.contract, engine.candidate.lineage
+    lineage = engine.candidate.lineage
     perf, slices = performance_and_slices(report)
     budget = catalog.target(engine.device).latency_budget_ms.p95
     reports = {f"evaluation/{k}": pointer(v) for k, v in report.files.items() if k in REPORT_FILES}
@@ -154,13 +154,7 @@ def entry_from_pack(
     reports.update({f"simulation/{k}": pointer(v) for k, v in sim.files.items() if k in REPORT_FILES})
     docker = pack.files.get("container/Dockerfile")
     return EntryBody(
-        model_name=contract.model_name,
-        task=contract.task,
-        version=contract.version,
-        device=engine.device,
-        precision=engine.precision,
-        runtime=engine.runtime,
-        classes=[c.name for c in contract.classes],
+        **_model_identity(engine),
         pointers=EntryPointers(
             pack_prefix=pack.prefix,
             pack_uri=store.uri(pack.prefix),
@@ -187,25 +181,33 @@ def entry_from_pack(
     )
 
 
+def _model_identity(engine: EngineRef) -> dict[str, Any]:
+    """What an entry says the model is: name, task, version, cell, runtime, classes."""
+    contract = engine.contract
+    return {
+        "model_name": contract.model_name,
+        "task": contract.task,
+        "version": contract.version,
+        "device": engine.device,
+        "precision": engine.precision,
+        "runtime": engine.runtime,
+        "classes": [c.name for c in contract.classes],
+    }
+
+
 def adopted_entry(
     store: _Store, engine: EngineRef, repository: TritonRepositoryRef, catalog: TargetCatalog
 ) -> EntryBody:
     """The model already in production when the registry first sees a target: adopted as is,
     with pointers to its engine and a Triton repository built from it (``adopted=True``: no
     signed pack, no governance; it exists so the first canary has a production arm)."""
-    contract, lineage = engine.contract, engine.candidate.lineage
+    lineage = engine.candidate.lineage
     artifacts = {"engine": pointer(engine.engine)}
     artifacts.update({f"triton/{rel}": pointer(f) for rel, f in sorted(repository.files.items())})
     if engine.calibration_cache is not None:
         artifacts["calibration.cache"] = pointer(engine.calibration_cache)
     return EntryBody(
-        model_name=contract.model_name,
-        task=contract.task,
-        version=contract.version,
-        device=engine.device,
-        precision=engine.precision,
-        runtime=engine.runtime,
-        classes=[c.name for c in contract.classes],
+        **_model_identity(engine),
         pointers=EntryPointers(
             pack_prefix=engine.prefix,
             pack_uri=store.uri(engine.prefix),
