@@ -13,6 +13,8 @@ from adas_assets.registry.models import ROLES
 from tests.registry.test_promotion import _stub_runner
 from tests.registry.world import TARGET, World, make_world
 
+PROMOTE = ("promote", "--version", "1.3.0", "--target", TARGET, "--actor", "rm", "--reason", "release")
+
 
 @pytest.fixture
 def world(
@@ -52,19 +54,7 @@ def test_list_show_approve_verify_promote_history_rollback(
     assert code == 0 and "signatures verified with pinned key" in out and out.strip().endswith("OK")
 
     # Refused: no approvals yet; every missing role is named and the exit status says so.
-    code, out = _cli(
-        world,
-        capsys,
-        "promote",
-        "--version",
-        "1.3.0",
-        "--target",
-        TARGET,
-        "--actor",
-        "rm",
-        "--reason",
-        "release",
-    )
+    code, out = _cli(world, capsys, *PROMOTE)
     assert code == 1 and out.startswith("REFUSED") and all(f"approval: {r}" in out for r in ROLES)
 
     for role in ROLES:
@@ -82,19 +72,7 @@ def test_list_show_approve_verify_promote_history_rollback(
             "ok",
         )
         assert code == 0 and f"{role} approved by {role}-lead" in out
-    code, out = _cli(
-        world,
-        capsys,
-        "promote",
-        "--version",
-        "1.3.0",
-        "--target",
-        TARGET,
-        "--actor",
-        "rm",
-        "--reason",
-        "release",
-    )
+    code, out = _cli(world, capsys, *PROMOTE)
     assert code == 0 and out.startswith(
         "PROMOTED: 1.3.0 is production on x86-cpu/fp32; 1.2.0 is the rollback"
     ), out
