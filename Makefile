@@ -32,7 +32,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
 ui: setup  ## the Dagster UI on the same instance `make demo` used
-	$(BIN)/python -c 'from adas_assets.settings import AdasHome; from resources.instance import prepare_local_instance; prepare_local_instance(AdasHome.from_env())'
+	$(BIN)/python -c 'from adas.settings import AdasHome; from resources.instance import prepare_local_instance; prepare_local_instance(AdasHome.from_env())'
 	DAGSTER_HOME=$(ADAS_HOME)/dagster $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 lint: setup

@@ -6,7 +6,7 @@ import os
 
 import dagster as dg
 
-from adas_assets.catalog import default_catalog
+from adas.catalog import default_catalog
 from adas_assets.partitions import supported_partition_keys
 
 

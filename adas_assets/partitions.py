@@ -6,7 +6,7 @@ import warnings
 
 import dagster as dg
 
-from adas_assets.catalog import TargetCatalog, default_catalog
+from adas.catalog import TargetCatalog, default_catalog
 
 DEVICE = "device"
 PRECISION = "precision"

@@ -2,8 +2,8 @@
 
 import dagster as dg
 
+from adas.catalog import default_catalog
 from adas_assets.automation import automated_devices
-from adas_assets.catalog import default_catalog
 from adas_assets.partitions import partition_key
 from sensors.automation import default_schedule_status
 

@@ -13,29 +13,26 @@ from typing import Any
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from adas_assets.registry.resource import registry_resource
-from adas_assets.settings import AdasHome
-from resources.artifact_store import ArtifactStore, LocalArtifactStore, S3ArtifactStore
+from adas.settings import AdasHome
+from adas.storage import ENVIRONMENTS, StoreSettings
+from resources.artifact_store import LocalArtifactStoreResource, S3ArtifactStoreResource
 from resources.inbox import Inbox, LocalInbox, S3Inbox
 from resources.io_manager import ArtifactJsonIOManager
+from resources.registry import registry_resource
 from resources.simulation_shards import SimulationShardRunner
 
-ENVIRONMENTS = ("local", "production")
 
-
-def build_artifact_store(env: str | None = None, home: AdasHome | None = None) -> ArtifactStore:
-    """The artifact store of ``env`` (default ``$ADAS_ENV``): also what a simulation shard pod reads."""
-    env = env or os.environ.get("ADAS_ENV", "local")
-    if env == "local":
-        home = home or AdasHome.from_env()
-        return LocalArtifactStore(root=str(home.artifacts))
-    if env == "production":
-        return S3ArtifactStore(
-            s3=_s3(),
-            bucket=dg.EnvVar("ADAS_ARTIFACT_BUCKET"),
-            prefix=os.environ.get("ADAS_ARTIFACT_PREFIX", "gold"),
-        )
-    raise ValueError(f"ADAS_ENV={env!r} is not one of {ENVIRONMENTS}")
+def build_artifact_store(
+    env: str | None = None, home: AdasHome | None = None
+) -> LocalArtifactStoreResource | S3ArtifactStoreResource:
+    """The artifact store resource of ``env`` (default ``$ADAS_ENV``), from the same
+    :class:`adas.storage.StoreSettings` a simulation shard pod and the registry CLI read."""
+    settings = StoreSettings.from_env(env, home.artifacts if home else None)
+    if settings.env == "local":
+        return LocalArtifactStoreResource(root=settings.root)
+    return S3ArtifactStoreResource(
+        s3=_s3(), bucket=dg.EnvVar("ADAS_ARTIFACT_BUCKET"), prefix=settings.prefix
+    )
 
 
 def _s3() -> S3Resource:

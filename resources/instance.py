@@ -4,7 +4,7 @@ import os
 import shutil
 from pathlib import Path
 
-from adas_assets.settings import REPO_ROOT, AdasHome
+from adas.settings import REPO_ROOT, AdasHome
 
 LOCAL_INSTANCE_YAML = REPO_ROOT / "deploy" / "local" / "dagster.yaml"
 

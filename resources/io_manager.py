@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 from pydantic import BaseModel
 
-from resources.artifact_store import ArtifactStore
+from adas.storage import ArtifactStore
 
 
 def _partition_path(partition_key: str, partitions_def: dg.PartitionsDefinition | None) -> str:
@@ -71,7 +71,7 @@ def read_value(
 
 
 class ArtifactJsonIOManager(dg.ConfigurableIOManager):
-    store: ArtifactStore
+    store: dg.ResourceDependency[ArtifactStore]
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:

@@ -13,7 +13,7 @@ from dagster_k8s import K8sRunLauncher
 from dagster_k8s.container_context import K8sContainerContext
 from dagster_k8s.job import UserDefinedDagsterK8sConfig
 
-from adas_assets.catalog import Target, TargetCatalog, default_catalog
+from adas.catalog import Target, TargetCatalog, default_catalog
 
 DEVICE_TAG = "dagster/partition/device"
 

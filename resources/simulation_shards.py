@@ -5,7 +5,7 @@
 (production) gives a ``RemoteShardExecutor`` whose launcher runs each shard as a Kubernetes Job
 through ``dagster_k8s.execute_k8s_job``: the store form of the shard command
 
-    python -m adas_assets.simulation.orchestration --spec-key sim-cache/specs/<shard key>.json \\
+    python -m adas.simulation.orchestration --spec-key sim-cache/specs/<shard key>.json \\
         --engine-key <engine key> --engine-sha256 <hex>
 
 in the run's own image, on the partition's device nodes (``resources.k8s.placement_k8s_config``:
@@ -34,8 +34,8 @@ from pydantic import Field
 if TYPE_CHECKING:
     import kubernetes
 
-    from adas_assets.catalog import Target
-    from adas_assets.simulation.orchestration import ShardExecutor, ShardSpec
+    from adas.catalog import Target
+    from adas.simulation.orchestration import ShardExecutor, ShardSpec
 
 SHARD_PYTHON = "python"
 # What a shard pod needs to open the artifact store the run uses (resources.build_artifact_store).
@@ -88,11 +88,11 @@ class SimulationShardRunner(dg.ConfigurableResource):
 
     def executor(self, context: Any, device: str, processes: int = 2) -> "ShardExecutor":
         """The executor for one sweep of the partition's ``device`` (``context``: the asset's)."""
-        from adas_assets.simulation.orchestration import LocalProcessExecutor, RemoteShardExecutor
+        from adas.simulation.orchestration import LocalProcessExecutor, RemoteShardExecutor
 
         if self.mode == "local":
             return LocalProcessExecutor(processes=processes)
-        from adas_assets.catalog import default_catalog
+        from adas.catalog import default_catalog
 
         try:
             target = default_catalog().target(device)
@@ -137,7 +137,7 @@ def shard_job_kwargs(
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The ``execute_k8s_job`` arguments for one shard: the one place a shard pod is described."""
-    from adas_assets.simulation.orchestration import SHARD_MODULE
+    from adas.simulation.orchestration import SHARD_MODULE
     from resources.k8s import placement_k8s_config
 
     environ = os.environ if environ is None else environ

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adas_assets.catalog import default_catalog
+from adas.catalog import default_catalog
 from adas_assets.partitions import partition_key
 
 LAUNCH = """

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 import dagster as dg  # noqa: E402
 
-from adas_assets.settings import DEMO_BUNDLES_DIR, AdasHome  # noqa: E402
+from adas.settings import DEMO_BUNDLES_DIR, AdasHome  # noqa: E402
 from resources.instance import prepare_local_instance  # noqa: E402
 
 
@@ -160,7 +160,7 @@ def main() -> int:
     ]
     print("\n".join(lines))
     if args.write:
-        from adas_assets.packaging.staging import cpu_model
+        from adas.packaging.staging import cpu_model
 
         command = f"python scripts/benchmark_e2e.py --size {args.size}" + (" --daemon" if args.daemon else "")
         with open(REPO / "BENCHMARKS.md", "a") as f:

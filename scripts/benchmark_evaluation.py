@@ -44,9 +44,9 @@ DEFAULT_PRODUCTION = REPO_ROOT / "demo" / "bundles" / "production"
 
 
 def _engine_from_bundle(bundle: Path, out: Path) -> tuple[Path, Any]:
-    from adas_assets.detector.bundle import load_bundle_model, read_contract
-    from adas_assets.packaging.export import export_onnx
-    from adas_assets.packaging.ort_engines import build_fp32_engine
+    from adas.detector.bundle import load_bundle_model, read_contract
+    from adas.packaging.export import export_onnx
+    from adas.packaging.ort_engines import build_fp32_engine
 
     contract = read_contract(bundle)
     exported = out / "export.onnx"
@@ -58,11 +58,11 @@ def _engine_from_bundle(bundle: Path, out: Path) -> tuple[Path, Any]:
 def _untrained(out: Path, version: str, seed: int) -> tuple[Path, Any]:
     import torch
 
-    from adas_assets.detector.bundle import build_contract
-    from adas_assets.detector.model import CenterNet
-    from adas_assets.intake.contract import Normalization
-    from adas_assets.packaging.export import export_onnx
-    from adas_assets.packaging.ort_engines import build_fp32_engine
+    from adas.detector.bundle import build_contract
+    from adas.detector.model import CenterNet
+    from adas.intake.contract import Normalization
+    from adas.packaging.export import export_onnx
+    from adas.packaging.ort_engines import build_fp32_engine
 
     torch.manual_seed(seed)
     contract = build_contract(
@@ -76,7 +76,7 @@ def _untrained(out: Path, version: str, seed: int) -> tuple[Path, Any]:
 
 
 def _coco_step(gt: dict, records: list[dict], slices: list[Any], backend: str) -> tuple[float, dict]:
-    from adas_assets.evaluation.coco_metrics import coco_metrics
+    from adas.evaluation.coco_metrics import coco_metrics
 
     t = time.perf_counter()
     out = {s.name: coco_metrics(gt, records, image_ids=s.image_ids, backend=backend) for s in slices}
@@ -84,7 +84,7 @@ def _coco_step(gt: dict, records: list[dict], slices: list[Any], backend: str) -
 
 
 def _max_diff(a: dict, b: dict) -> float:
-    from adas_assets.evaluation.coco_metrics import STAT_NAMES
+    from adas.evaluation.coco_metrics import STAT_NAMES
 
     worst = 0.0
     for name in a:
@@ -111,19 +111,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write", action="store_true", help="append the results to BENCHMARKS.md")
     args = ap.parse_args(argv)
 
-    from adas_assets.catalog import default_catalog
-    from adas_assets.datasets.slices import load_slices
-    from adas_assets.evaluation.config import default_evaluation_settings
-    from adas_assets.evaluation.gates import Latency, evaluate_gates
-    from adas_assets.evaluation.pipeline import (
+    from adas.catalog import default_catalog
+    from adas.datasets.slices import load_slices
+    from adas.evaluation.config import default_evaluation_settings
+    from adas.evaluation.gates import Latency, evaluate_gates
+    from adas.evaluation.pipeline import (
         EvalData,
         ModelUnderTest,
         detection_calibration,
         evaluate_engine,
         snapshot,
     )
-    from adas_assets.evaluation.reports import json_bytes
-    from adas_assets.evaluation.runner import (
+    from adas.evaluation.reports import json_bytes
+    from adas.evaluation.runner import (
         MaskedEngine,
         fog_mask,
         load_frames,
@@ -131,12 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         open_engine,
         predict,
     )
-    from adas_assets.evaluation.slices import catalog_slices, slice_metrics
-    from adas_assets.packaging.latency import machine_info
+    from adas.evaluation.slices import catalog_slices, slice_metrics
+    from adas.packaging.latency import machine_info
 
     if not (args.data / "golden_test.json").is_file():
         print(
-            f"no dataset at {args.data}: generate it with `python -m adas_assets.datasets --out {args.data}`"
+            f"no dataset at {args.data}: generate it with `python -m adas.datasets --out {args.data}`"
         )
         return 2
     trained = not args.untrained

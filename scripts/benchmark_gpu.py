@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO_ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from adas_assets.packaging.torch_cuda import (  # noqa: E402
+from adas.packaging.torch_cuda import (  # noqa: E402
     MODES,
     PRECISIONS,
     CudaUnavailable,
@@ -70,9 +70,9 @@ def main() -> int:
         print(f"benchmark_gpu: {exc}", file=sys.stderr)
         return 2
 
-    from adas_assets.intake.bundle import load_model, validate_bundle
-    from adas_assets.packaging.config import load_packaging_config
-    from adas_assets.packaging.equivalence import check_equivalence, task_map_drop
+    from adas.intake.bundle import load_model, validate_bundle
+    from adas.packaging.config import load_packaging_config
+    from adas.packaging.equivalence import check_equivalence, task_map_drop
 
     contract = validate_bundle(args.bundle).contract  # every intake check, checksums included
     reference = load_model(args.bundle, contract)
@@ -82,7 +82,7 @@ def main() -> int:
     batches = [int(b) for b in args.batches.split(",")]
     val = None
     if args.data is not None:
-        from adas_assets.detector.data import CocoFrames
+        from adas.detector.data import CocoFrames
 
         val = CocoFrames.load(args.data / "golden_val.json", limit=args.frames)
     torch.set_num_threads(min(8, os.cpu_count() or 1))

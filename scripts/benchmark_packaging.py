@@ -36,8 +36,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
-from adas_assets.packaging.config import default_packaging_config  # noqa: E402
-from adas_assets.packaging.latency import LatencySpec, compare_latency, machine_info  # noqa: E402
+from adas.packaging.config import default_packaging_config  # noqa: E402
+from adas.packaging.latency import LatencySpec, compare_latency, machine_info  # noqa: E402
 
 DEFAULT_BUNDLE = REPO_ROOT / "demo" / "bundles" / "candidate"
 DEFAULT_DATA = REPO_ROOT / ".adas" / "datasets" / "demo"
@@ -49,9 +49,9 @@ CALIBRATION_STRATA = ["clear_day", "night", "fog", "rain", "snow", "glare", "den
 def _untrained_bundle(tmp: Path) -> Path:
     import torch
 
-    from adas_assets.detector.bundle import write_bundle
-    from adas_assets.detector.model import CenterNet
-    from adas_assets.intake.contract import Lineage, Normalization
+    from adas.detector.bundle import write_bundle
+    from adas.detector.model import CenterNet
+    from adas.intake.contract import Lineage, Normalization
 
     torch.manual_seed(0)
     return write_bundle(
@@ -84,9 +84,9 @@ def _calibration_frames(data: Path | None, n: int, shape: tuple[int, int]) -> tu
     if data is None:
         rng = np.random.default_rng(0)
         return rng.integers(0, 256, (n, *shape, 3), dtype=np.uint8), f"{n} random frames (no dataset)"
-    from adas_assets.datasets.slices import load_slices
-    from adas_assets.detector.data import CocoFrames, load_manifest
-    from adas_assets.intake.calibration import balanced_shard
+    from adas.datasets.slices import load_slices
+    from adas.detector.data import CocoFrames, load_manifest
+    from adas.intake.calibration import balanced_shard
 
     coco = load_manifest(data / "golden_val.json")
     catalog = load_slices()
@@ -110,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write", action="store_true", help="append the results to BENCHMARKS.md")
     args = ap.parse_args(argv)
 
-    from adas_assets.detector.bundle import load_bundle_model, read_contract
-    from adas_assets.packaging.export import export_onnx
-    from adas_assets.packaging.ort_engines import OrtEngine, build_fp32_engine, build_int8_engine
+    from adas.detector.bundle import load_bundle_model, read_contract
+    from adas.packaging.export import export_onnx
+    from adas.packaging.ort_engines import OrtEngine, build_fp32_engine, build_int8_engine
 
     cfg = default_packaging_config()
     tmp = Path(tempfile.mkdtemp(prefix="bench-packaging-"))
@@ -157,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     maps: dict[str, tuple[float, float, float]] = {}
     map_desc = "-"
     if data is not None:
-        from adas_assets.detector.data import CocoFrames
-        from adas_assets.packaging.equivalence import task_map_drop
+        from adas.detector.data import CocoFrames
+        from adas.packaging.equivalence import task_map_drop
 
         val = CocoFrames.load(data / "golden_val.json", limit=args.map_frames or None)
         map_desc = f"golden_val, {len(val.image_ids)} frames, score threshold {MAP_SCORE_THRESHOLD}"
@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
 
     equivalence: dict[str, Any] = {}
     if args.equivalence:
-        from adas_assets.detector.data import CocoFrames
-        from adas_assets.packaging.equivalence import check_equivalence
+        from adas.detector.data import CocoFrames
+        from adas.packaging.equivalence import check_equivalence
 
         frames = CocoFrames.load(data / "golden_val.json", limit=200).frames if data else None
         for name, path, prec in (("ort_fp32", fp32.path, "fp32"), ("ort_int8", int8.path, "int8")):

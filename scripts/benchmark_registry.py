@@ -38,7 +38,7 @@ TARGET = "bench-device/fp32"
 
 
 def _writer(url: str, writer: int, events: int, entry_id: int, out: mp.Queue) -> None:
-    from adas_assets.registry.store import PromotionConflict, RegistryStore
+    from adas.registry.store import PromotionConflict, RegistryStore
 
     store = RegistryStore(url, create=False)
     latencies, moves, conflicts, replays = [], 0, 0, 0
@@ -79,7 +79,7 @@ def _writer(url: str, writer: int, events: int, entry_id: int, out: mp.Queue) ->
 
 
 def registry_benchmark(url: str, writers: int, events: int) -> dict:
-    from adas_assets.registry.store import RegistryStore
+    from adas.registry.store import RegistryStore
     from tests.registry.factories import make_body
 
     store = RegistryStore(url)
@@ -133,9 +133,9 @@ def canary_benchmark() -> dict:
     import re
     import shutil
 
-    from adas_assets.packaging.triton_repository import write_triton_repository
-    from adas_assets.registry.config import load_policy
-    from adas_assets.registry.rollout import LocalRollout, make_plan
+    from adas.packaging.triton_repository import write_triton_repository
+    from adas.registry.config import load_policy
+    from adas.registry.rollout import LocalRollout, make_plan
     from tests.registry.packs import CPU, contract, export_untrained, frames
 
     root = Path(tempfile.mkdtemp(prefix="canary-bench-"))

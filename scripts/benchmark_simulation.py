@@ -35,29 +35,29 @@ os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
 
 import numpy as np  # noqa: E402
 
-from adas_assets.datasets.generator import load_datagen_config  # noqa: E402
-from adas_assets.intake.contract import Contract, Normalization  # noqa: E402
-from adas_assets.packaging.latency import machine_info  # noqa: E402
-from adas_assets.settings import DEMO_BUNDLES_DIR  # noqa: E402
-from adas_assets.simulation.config import load_simulation_config  # noqa: E402
-from adas_assets.simulation.orchestration import EpisodeSettings, plan_runs, run_sweep  # noqa: E402
-from adas_assets.simulation.perception import PerceptionSpec  # noqa: E402
-from resources.artifact_store import LocalArtifactStore  # noqa: E402
+from adas.datasets.generator import load_datagen_config  # noqa: E402
+from adas.intake.contract import Contract, Normalization  # noqa: E402
+from adas.packaging.latency import machine_info  # noqa: E402
+from adas.settings import DEMO_BUNDLES_DIR  # noqa: E402
+from adas.simulation.config import load_simulation_config  # noqa: E402
+from adas.simulation.orchestration import EpisodeSettings, plan_runs, run_sweep  # noqa: E402
+from adas.simulation.perception import PerceptionSpec  # noqa: E402
+from adas.storage import LocalArtifactStore  # noqa: E402
 
 
 def _export(bundle: Path | None, out: Path) -> tuple[Path, Contract, bool]:
-    from adas_assets.packaging.export import export_onnx
+    from adas.packaging.export import export_onnx
 
     if bundle is not None and (bundle / "contract.yaml").is_file():
-        from adas_assets.detector.bundle import load_bundle_model, read_contract
+        from adas.detector.bundle import load_bundle_model, read_contract
 
         contract = read_contract(bundle)
         export_onnx(load_bundle_model(bundle), contract, out)
         return out, contract, True
     import torch
 
-    from adas_assets.detector.bundle import build_contract
-    from adas_assets.detector.model import build_model
+    from adas.detector.bundle import build_contract
+    from adas.detector.model import build_model
 
     torch.manual_seed(0)
     contract = build_contract(
@@ -74,8 +74,8 @@ def _int8(fp32: Path, contract: Contract, out_dir: Path) -> Path:
     """The INT8 Q/DQ engine as packaging builds it, calibrated on demo frames when present."""
     from PIL import Image
 
-    from adas_assets.packaging.config import default_packaging_config
-    from adas_assets.packaging.ort_engines import build_int8_engine
+    from adas.packaging.config import default_packaging_config
+    from adas.packaging.ort_engines import build_int8_engine
 
     pngs = sorted((REPO_ROOT / ".adas" / "datasets" / "demo" / "images" / "golden_val").glob("*.png"))[:64]
     if pngs:

@@ -29,8 +29,8 @@ def main() -> int:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    from adas_assets.packaging.staging import cpu_model
-    from adas_assets.settings import AdasHome
+    from adas.packaging.staging import cpu_model
+    from adas.settings import AdasHome
     from resources.dagster_dev import dagster_dev, launch_chromium
     from resources.instance import prepare_local_instance
 

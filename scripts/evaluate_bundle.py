@@ -3,7 +3,7 @@
     python scripts/evaluate_bundle.py demo/bundles/candidate demo/bundles/production \\
         --data .adas/datasets/demo [--split golden_test] [--markdown] [--cross-check]
 
-Slices come from ``config/slices.yaml`` (``adas_assets.datasets.slices``) when it is
+Slices come from ``config/slices.yaml`` (``adas.datasets.slices``) when it is
 available, otherwise one slice per value of each image tag (scenario, weather, lighting,
 density). Detections use each bundle's own contract (normalization, postprocess, score
 threshold) unless ``--score-threshold`` overrides it. ``--cross-check`` recomputes every
@@ -28,9 +28,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from adas_assets.detector.bundle import load_bundle_model, read_contract, run_detector  # noqa: E402
-from adas_assets.detector.data import CocoFrames  # noqa: E402
-from adas_assets.evaluation.coco_metrics import STAT_NAMES, coco_metrics  # noqa: E402
+from adas.detector.bundle import load_bundle_model, read_contract, run_detector  # noqa: E402
+from adas.detector.data import CocoFrames  # noqa: E402
+from adas.evaluation.coco_metrics import STAT_NAMES, coco_metrics  # noqa: E402
 
 TAGS = ("scenario", "weather", "lighting", "density")
 
@@ -38,7 +38,7 @@ TAGS = ("scenario", "weather", "lighting", "density")
 def slice_image_ids(coco: dict[str, Any], slices_path: Path | None) -> dict[str, list[int]]:
     """slice name -> image ids, from the slice catalog if importable, else from the image tags."""
     try:
-        from adas_assets.datasets.slices import DEFAULT_SLICES_PATH, load_slices
+        from adas.datasets.slices import DEFAULT_SLICES_PATH, load_slices
 
         catalog = load_slices(slices_path or DEFAULT_SLICES_PATH)
         return {name: list(catalog.image_ids(coco, name)) for name in catalog.names}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from adas_assets.datasets.generator import DEFAULT_CONFIG_PATH, load_datagen_config, render_box_overlay
+from adas.datasets.generator import DEFAULT_CONFIG_PATH, load_datagen_config, render_box_overlay
 
 REPO = Path(__file__).resolve().parents[1]
 

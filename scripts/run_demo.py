@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 import dagster as dg  # noqa: E402
 
-from adas_assets.settings import DEMO_BUNDLES_DIR, AdasHome  # noqa: E402
+from adas.settings import DEMO_BUNDLES_DIR, AdasHome  # noqa: E402
 from resources.instance import prepare_local_instance  # noqa: E402
 
 
@@ -87,7 +87,7 @@ def main() -> int:
         failed_runs = [r for r in runs if not r.success]
 
         banner("5/5 registry: approvals, governance, local canary (two Triton servers behind nginx)")
-        from adas_assets.registry.demo import promote_demo_candidate
+        from jobs.demo_promotion import promote_demo_candidate
 
         promotion_lines, _ = promote_demo_candidate(defs, instance)  # promoted or refused: both are reported
         report = summarize(instance, defs, runs) + "\n\n" + "\n".join(promotion_lines)
@@ -116,7 +116,7 @@ def summarize(
     instance: dg.DagsterInstance, defs: dg.Definitions, runs: list[dg.ExecuteInProcessResult]
 ) -> str:
     """Latest state of every per-target asset on the CPU cells, and every check the runs evaluated."""
-    from adas_assets.catalog import default_catalog
+    from adas.catalog import default_catalog
     from adas_assets.partitions import partition_key
 
     graph = defs.resolve_asset_graph()

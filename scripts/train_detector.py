@@ -20,9 +20,9 @@ sys.path.insert(0, str(REPO_ROOT))
 # training step ~4x slower (5-6 s instead of 1.3 s per batch of 16) under contention.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from adas_assets.detector.bundle import git_sha, write_bundle  # noqa: E402
-from adas_assets.detector.train import TrainConfig, config_summary, train  # noqa: E402
-from adas_assets.intake.contract import Lineage  # noqa: E402
+from adas.detector.bundle import git_sha, write_bundle  # noqa: E402
+from adas.detector.train import TrainConfig, config_summary, train  # noqa: E402
+from adas.intake.contract import Lineage  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset_tag=result.dataset_tag,
         git_sha=git_sha(REPO_ROOT),
         # Extra keys are allowed by the Lineage model: enough to reproduce and compare runs.
-        trainer="adas_assets.detector.train",
+        trainer="adas.detector.train",
         config=config_summary(config) | {"data_dir": str(args.data)},
         parameters=result.params,
         train_seconds=round(result.train_seconds, 1),

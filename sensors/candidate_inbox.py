@@ -4,10 +4,10 @@ import json
 
 import dagster as dg
 
-from adas_assets.intake.bundle import BundleRejected, validate_bundle
-from adas_assets.intake.candidates import check_version_free
+from adas.intake.bundle import BundleRejected, validate_bundle
+from adas.intake.candidates import check_version_free
 from jobs.intake import candidate_intake_job
-from resources.artifact_store import ArtifactStore
+from resources.artifact_store import ArtifactStoreParam
 from resources.inbox import Inbox, cleanup_local_copy
 from sensors.automation import default_sensor_status
 
@@ -22,7 +22,7 @@ _CURSOR_LIMIT = 500
     description="Validates bundles dropped into the inbox; good ones launch intake, bad ones move to rejected/.",
 )
 def candidate_inbox_sensor(
-    context: dg.SensorEvaluationContext, inbox: Inbox, artifact_store: ArtifactStore
+    context: dg.SensorEvaluationContext, inbox: Inbox, artifact_store: ArtifactStoreParam
 ) -> dg.SensorResult | dg.SkipReason:
     requested: list[str] = json.loads(context.cursor) if context.cursor else []
     run_requests: list[dg.RunRequest] = []

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from resources.artifact_store import ArtifactStore
+from resources.artifact_store import ArtifactStoreParam
 from sensors.automation import default_sensor_status
 
 
@@ -26,7 +26,7 @@ def failure_report(run: dg.DagsterRun, message: str, failed_steps: list[str]) ->
     default_status=default_sensor_status(),
     description="Writes reports/run-failures/<run id>.json + .md for every failed run (blocking report).",
 )
-def run_failure_report(context: dg.RunFailureSensorContext, artifact_store: ArtifactStore) -> None:
+def run_failure_report(context: dg.RunFailureSensorContext, artifact_store: ArtifactStoreParam) -> None:
     run = context.dagster_run
     failed_steps = sorted(
         s.step_key

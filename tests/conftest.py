@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 def adas_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "adas-home"
     monkeypatch.setenv("ADAS_HOME", str(home))
-    from adas_assets.settings import AdasHome
+    from adas.settings import AdasHome
 
     AdasHome(home).ensure()
     return home
@@ -76,9 +76,9 @@ def bundle_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A contract-conforming bundle with an untrained detector (exported once per session)."""
     import torch
 
-    from adas_assets.detector.bundle import write_bundle
-    from adas_assets.detector.model import CenterNet
-    from adas_assets.intake.contract import Lineage, Normalization
+    from adas.detector.bundle import write_bundle
+    from adas.detector.model import CenterNet
+    from adas.intake.contract import Lineage, Normalization
 
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("bundles") / "template"

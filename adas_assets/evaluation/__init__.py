@@ -1,5 +1,0 @@
-"""Offline evaluation of detector outputs (COCO metrics)."""
-
-from adas_assets.evaluation.coco_metrics import STAT_NAMES, coco_metrics
-
-__all__ = ["STAT_NAMES", "coco_metrics"]

@@ -17,18 +17,17 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from adas_assets.automation import SupportedTargetCondition, eager_on_supported_targets
-from adas_assets.catalog import TargetCatalog, UnsupportedTargetError, default_catalog, require_supported
-from adas_assets.datasets.slices import load_slices
-from adas_assets.evaluation.config import EVALUATION_FILE, default_evaluation_settings, file_sha256
-from adas_assets.evaluation.gates import (
+from adas.catalog import TargetCatalog, UnsupportedTargetError, default_catalog, require_supported
+from adas.datasets.slices import load_slices
+from adas.evaluation.config import EVALUATION_FILE, default_evaluation_settings, file_sha256
+from adas.evaluation.gates import (
     GATES_FILE,
     Latency,
     blocking_report,
     evaluate_gates,
     verdict_markdown,
 )
-from adas_assets.evaluation.inputs import (
+from adas.evaluation.inputs import (
     SUITE_ID_OFFSET,
     ChallengeSuiteError,
     list_suites,
@@ -37,24 +36,27 @@ from adas_assets.evaluation.inputs import (
     read_suite,
     suite_digest,
 )
-from adas_assets.evaluation.integrity import check_integrity
-from adas_assets.evaluation.pipeline import EvalData, ModelUnderTest, evaluate_engine
-from adas_assets.evaluation.quantization import markdown as quant_markdown
-from adas_assets.evaluation.quantization import quantization_sensitivity as quant_report
-from adas_assets.evaluation.quantization import sensitivity_frame
-from adas_assets.evaluation.refs import EvalReportRef, GateRef, QuantizationRef
-from adas_assets.evaluation.reports import json_bytes, log_to_wandb, summary_markdown, write_files
-from adas_assets.evaluation.runner import (
+from adas.evaluation.integrity import check_integrity
+from adas.evaluation.pipeline import EvalData, ModelUnderTest, evaluate_engine
+from adas.evaluation.quantization import markdown as quant_markdown
+from adas.evaluation.quantization import quantization_sensitivity as quant_report
+from adas.evaluation.quantization import sensitivity_frame
+from adas.evaluation.refs import EvalReportRef, GateRef, QuantizationRef
+from adas.evaluation.reports import json_bytes, log_to_wandb, summary_markdown, write_files
+from adas.evaluation.runner import (
     EngineUnavailableError,
     Predictions,
     latency_from_build,
     measure_latency,
     open_engine,
 )
-from adas_assets.evaluation.slices import catalog_slices, pct, signed_pct, to_parquet_bytes
-from adas_assets.intake.refs import DatasetRef, ReplayBundleRef, SliceCatalogRef
+from adas.evaluation.slices import catalog_slices, pct, signed_pct, to_parquet_bytes
+from adas.intake.refs import DatasetRef, ReplayBundleRef, SliceCatalogRef
+from adas.packaging.refs import EngineRef, pack_prefix
+from adas.settings import AdasHome
+from adas.storage import ArtifactStore
+from adas_assets.automation import SupportedTargetCondition, eager_on_supported_targets
 from adas_assets.metadata import table as _table
-from adas_assets.packaging.refs import EngineRef, pack_prefix
 from adas_assets.partitions import (
     DEVICE,
     TARGET_PARTITIONS,
@@ -62,8 +64,7 @@ from adas_assets.partitions import (
     per_target_description,
     supported_partition_keys,
 )
-from adas_assets.settings import AdasHome
-from resources.artifact_store import ArtifactStore
+from resources.artifact_store import ArtifactStoreParam
 from resources.io_manager import read_value
 from sensors.automation import default_schedule_status, default_sensor_status
 
@@ -114,7 +115,7 @@ _CHECK_DESCRIPTIONS = {
     name="dataset_integrity",
     compute_kind="great_expectations",
 )
-def dataset_integrity(golden_dataset: DatasetRef, artifact_store: ArtifactStore):  # type: ignore[no-untyped-def]
+def dataset_integrity(golden_dataset: DatasetRef, artifact_store: ArtifactStoreParam):  # type: ignore[no-untyped-def]
     """Dataset integrity and leakage guards: blocking, so nothing downstream of a bad manifest runs."""
     settings = default_evaluation_settings().integrity
     manifests = {
@@ -244,7 +245,7 @@ def eval_report(
     slice_catalog: SliceCatalogRef,
     replay_log_bundles: ReplayBundleRef,
     target_catalog: TargetCatalog,
-    artifact_store: ArtifactStore,
+    artifact_store: ArtifactStoreParam,
 ) -> dg.MaterializeResult:
     device, precision = device_and_precision(context.partition_key)
     try:
@@ -582,7 +583,7 @@ def quantization_sensitivity(
     eval_report: dict[str, EvalReportRef],
     golden_dataset: DatasetRef,
     slice_catalog: SliceCatalogRef,
-    artifact_store: ArtifactStore,
+    artifact_store: ArtifactStoreParam,
 ) -> dg.MaterializeResult:
     device, precision = device_and_precision(context.partition_key)
     require = default_catalog()
@@ -693,7 +694,7 @@ def quantization_sensitivity(
     ),
 )
 def regression_gate(
-    context: dg.AssetExecutionContext, eval_report: EvalReportRef, artifact_store: ArtifactStore
+    context: dg.AssetExecutionContext, eval_report: EvalReportRef, artifact_store: ArtifactStoreParam
 ) -> dg.MaterializeResult:
     device, precision = device_and_precision(context.partition_key)
     budget = eval_report.latency.budget_p95_ms if eval_report.latency else None

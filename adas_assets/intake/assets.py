@@ -8,14 +8,14 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from adas_assets.catalog import TARGETS_FILE, default_catalog
-from adas_assets.datasets.generator import dataset_tag, generate_dataset, load_datagen_config
-from adas_assets.datasets.slices import DEFAULT_SLICES_PATH as SLICES_FILE
-from adas_assets.datasets.slices import load_slices
-from adas_assets.intake.bundle import BundleRejected, validate_bundle
-from adas_assets.intake.calibration import balanced_shard
-from adas_assets.intake.candidates import check_version_free, store_bundle
-from adas_assets.intake.refs import (
+from adas.catalog import TARGETS_FILE, default_catalog
+from adas.datasets.generator import dataset_tag, generate_dataset, load_datagen_config
+from adas.datasets.slices import DEFAULT_SLICES_PATH as SLICES_FILE
+from adas.datasets.slices import load_slices
+from adas.intake.bundle import BundleRejected, validate_bundle
+from adas.intake.calibration import balanced_shard
+from adas.intake.candidates import check_version_free, store_bundle
+from adas.intake.refs import (
     CalibrationShardRef,
     CandidateRef,
     DatasetRef,
@@ -23,9 +23,10 @@ from adas_assets.intake.refs import (
     SliceCatalogRef,
     StoredFile,
 )
+from adas.settings import DEMO_BUNDLES_DIR
+from adas.storage import ArtifactStore
 from adas_assets.metadata import table as _table
-from adas_assets.settings import DEMO_BUNDLES_DIR
-from resources.artifact_store import ArtifactStore
+from resources.artifact_store import ArtifactStoreParam
 from resources.inbox import Inbox, InboxItem, cleanup_local_copy
 
 INTAKE = "intake"
@@ -124,7 +125,7 @@ def _candidate_summary(ref: CandidateRef) -> str:
 def candidate_checkpoint(
     context: dg.AssetExecutionContext,
     config: CandidateIntakeConfig,
-    artifact_store: ArtifactStore,
+    artifact_store: ArtifactStoreParam,
     inbox: Inbox,
 ) -> dg.MaterializeResult:
     """A candidate detector bundle taken in from the inbox, validated against its contract.
@@ -213,7 +214,7 @@ def _read_json(store: ArtifactStore, f: StoredFile) -> dict:
 
 @dg.asset(group_name=INTAKE, kinds={"python"}, code_version="datagen-v1")
 def golden_dataset(
-    context: dg.AssetExecutionContext, config: GoldenDatasetConfig, artifact_store: ArtifactStore
+    context: dg.AssetExecutionContext, config: GoldenDatasetConfig, artifact_store: ArtifactStoreParam
 ) -> dg.MaterializeResult:
     """Drive scenes from the highway-env simulator: top-down frames with ground-truth boxes.
 
@@ -271,7 +272,7 @@ def golden_dataset(
 
 
 @dg.asset(group_name=INTAKE, kinds={"yaml"}, code_version=SLICES_SHA256[:16])
-def slice_catalog(golden_dataset: DatasetRef, artifact_store: ArtifactStore) -> dg.MaterializeResult:
+def slice_catalog(golden_dataset: DatasetRef, artifact_store: ArtifactStoreParam) -> dg.MaterializeResult:
     """Evaluation slices from `config/slices.yaml` (weather, lighting, scenario, density), counted per split.
 
     Critical slices are the ones promotion gates must not regress on.
@@ -324,7 +325,7 @@ def calibration_shard(
     config: CalibrationShardConfig,
     golden_dataset: DatasetRef,
     slice_catalog: SliceCatalogRef,
-    artifact_store: ArtifactStore,
+    artifact_store: ArtifactStoreParam,
 ) -> dg.MaterializeResult:
     """Frames for INT8 calibration, balanced by slice (night, rain, fog ... all represented).
 
@@ -368,7 +369,7 @@ def calibration_shard(
 
 
 @dg.asset(group_name=INTAKE, kinds={"json"})
-def replay_log_bundles(golden_dataset: DatasetRef, artifact_store: ArtifactStore) -> dg.MaterializeResult:
+def replay_log_bundles(golden_dataset: DatasetRef, artifact_store: ArtifactStoreParam) -> dg.MaterializeResult:
     """Recorded drive sequences (consecutive frames, ground truth with track ids) for open-loop replay."""
     manifest = golden_dataset.manifests["replay_sequences"]
     replay = _read_json(artifact_store, manifest)
@@ -412,7 +413,7 @@ class ProductionCheckpointConfig(dg.Config):
 
 @dg.asset(group_name=INTAKE, kinds={"pytorch"})
 def production_checkpoint(
-    config: ProductionCheckpointConfig, artifact_store: ArtifactStore
+    config: ProductionCheckpointConfig, artifact_store: ArtifactStoreParam
 ) -> dg.MaterializeResult:
     """The model serving production today: the baseline every candidate is compared against.
 

@@ -1,1 +1,0 @@
-"""Packaging: ONNX export, operator coverage, ORT/TensorRT engines, equivalence and latency."""

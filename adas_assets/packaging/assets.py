@@ -8,29 +8,30 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from adas_assets.automation import eager_on_supported_targets
-from adas_assets.catalog import TargetCatalog, UnsupportedTargetError
-from adas_assets.intake.bundle import BundleRejected
-from adas_assets.intake.refs import CalibrationShardRef, CandidateRef, DatasetRef
-from adas_assets.metadata import table as _table
-from adas_assets.packaging.build import (
+from adas.catalog import TargetCatalog, UnsupportedTargetError
+from adas.intake.bundle import BundleRejected
+from adas.intake.refs import CalibrationShardRef, CandidateRef, DatasetRef
+from adas.packaging.build import (
     build_engine,
     export_graph,
     load_frames,
     read_json,
     stored_file,
 )
-from adas_assets.packaging.config import PackagingConfig, default_packaging_config, load_packaging_config
-from adas_assets.packaging.quality import engine_quality
-from adas_assets.packaging.refs import EngineRef, ExportRef, StagedRef, TritonRepositoryRef, model_prefix
-from adas_assets.packaging.staging import stage_checkpoint
+from adas.packaging.config import PackagingConfig, default_packaging_config, load_packaging_config
+from adas.packaging.quality import engine_quality
+from adas.packaging.refs import EngineRef, ExportRef, StagedRef, TritonRepositoryRef, model_prefix
+from adas.packaging.staging import stage_checkpoint
+from adas.storage import ArtifactStore
+from adas_assets.automation import eager_on_supported_targets
+from adas_assets.metadata import table as _table
 from adas_assets.partitions import (
     TARGET_PARTITIONS,
     device_and_precision,
     per_target_check,
     per_target_description,
 )
-from resources.artifact_store import ArtifactStore
+from resources.artifact_store import ArtifactStoreParam
 
 PACKAGING = "packaging"
 # A different packaging.yaml for this process (e.g. lighter checks in tests); default config/packaging.yaml.
@@ -47,7 +48,7 @@ EAGER = dg.AutomationCondition.eager()
 
 @dg.asset(group_name=PACKAGING, kinds={"pytorch"}, automation_condition=EAGER)
 def staged_checkpoint(
-    candidate_checkpoint: CandidateRef, artifact_store: ArtifactStore
+    candidate_checkpoint: CandidateRef, artifact_store: ArtifactStoreParam
 ) -> dg.MaterializeResult:
     """The candidate re-verified for packaging: environment pinned, `requirements.lock` frozen,
     every bundle hash checked, one zero and one random batch forwarded with finite outputs."""
@@ -87,7 +88,7 @@ def staged_checkpoint(
 
 
 @dg.asset(group_name=PACKAGING, kinds={"onnx"}, automation_condition=EAGER)
-def exported_graph(staged_checkpoint: StagedRef, artifact_store: ArtifactStore) -> dg.MaterializeResult:
+def exported_graph(staged_checkpoint: StagedRef, artifact_store: ArtifactStoreParam) -> dg.MaterializeResult:
     """ONNX graph (opset 17, dynamic batch axis) beside the bundle's `torch.export` program,
     with an operator coverage report per runtime (ONNX Runtime CPU, TensorRT)."""
     config = packaging_config()
@@ -167,8 +168,8 @@ def _build_cell(
     with_checks: bool,
 ) -> dg.MaterializeResult:
     # Imported here: both modules pull in onnx, which the code location must not load at import.
-    from adas_assets.packaging.operators import UnsupportedOperatorError
-    from adas_assets.packaging.tensorrt_engines import TensorRTUnavailable
+    from adas.packaging.operators import UnsupportedOperatorError
+    from adas.packaging.tensorrt_engines import TensorRTUnavailable
 
     device, precision = device_and_precision(context.partition_key)
     frames = _calibration_frames(store, shard, dataset) if precision == "int8" else None
@@ -277,7 +278,7 @@ def engine(
     target_catalog: TargetCatalog,
     calibration_shard: CalibrationShardRef,
     golden_dataset: DatasetRef,
-    artifact_store: ArtifactStore,
+    artifact_store: ArtifactStoreParam,
 ) -> dg.MaterializeResult:
     return _build_cell(
         context,
@@ -307,7 +308,7 @@ def production_engine(
     target_catalog: TargetCatalog,
     calibration_shard: CalibrationShardRef,
     golden_dataset: DatasetRef,
-    artifact_store: ArtifactStore,
+    artifact_store: ArtifactStoreParam,
 ) -> dg.MaterializeResult:
     with tempfile.TemporaryDirectory(prefix="prod-export-") as tmp:
         export = export_graph(artifact_store, production_checkpoint, packaging_config(), Path(tmp)).ref
@@ -353,9 +354,9 @@ def triton_model_repository(
     config: TritonRepositoryConfig,
     engine: EngineRef,
     golden_dataset: DatasetRef,
-    artifact_store: ArtifactStore,
+    artifact_store: ArtifactStoreParam,
 ) -> dg.MaterializeResult:
-    from adas_assets.packaging.serving import build_repository, smoke_test_repository
+    from adas.packaging.serving import build_repository, smoke_test_repository
 
     with tempfile.TemporaryDirectory(prefix="triton-") as tmp:
         built = build_repository(artifact_store, engine, Path(tmp), config.cpu_serving)
@@ -408,9 +409,9 @@ def model_pack(
     triton_model_repository: TritonRepositoryRef,
     exported_graph: ExportRef,
     staged_checkpoint: StagedRef,
-    artifact_store: ArtifactStore,
+    artifact_store: ArtifactStoreParam,
 ) -> dg.MaterializeResult:
-    from adas_assets.packaging.serving import assemble_pack
+    from adas.packaging.serving import assemble_pack
 
     with tempfile.TemporaryDirectory(prefix="pack-") as tmp:
         outcome = assemble_pack(

@@ -9,17 +9,18 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
+from adas.catalog import TargetCatalog
+from adas.evaluation.refs import EvalReportRef, GateRef
+from adas.intake.refs import DatasetRef
+from adas.packaging.refs import EngineRef, PackRef
+from adas.registry.models import ALIASES, AliasRef, Entry, RegistryEntryRef, RegistryError, target_name
+from adas.simulation.refs import SimVerdictRef
+from adas.storage import ArtifactStore
 from adas_assets.automation import SupportedTargetCondition
-from adas_assets.catalog import TargetCatalog
-from adas_assets.evaluation.refs import EvalReportRef, GateRef
-from adas_assets.intake.refs import DatasetRef
 from adas_assets.metadata import table as _table
-from adas_assets.packaging.refs import EngineRef, PackRef
 from adas_assets.partitions import TARGET_PARTITIONS, device_and_precision, per_target_description
-from adas_assets.registry.models import ALIASES, AliasRef, Entry, RegistryEntryRef, RegistryError, target_name
-from adas_assets.registry.resource import RegistryResource
-from adas_assets.simulation.refs import SimVerdictRef
-from resources.artifact_store import ArtifactStore
+from resources.artifact_store import ArtifactStoreParam
+from resources.registry import RegistryResource
 
 REGISTRY = "registry"
 
@@ -78,9 +79,9 @@ def _adopt_production_if_unknown(
     production_engine: EngineRef,
     catalog: TargetCatalog,
 ) -> Entry | None:
-    from adas_assets.packaging.serving import build_repository
-    from adas_assets.registry.entries import adopted_entry
-    from adas_assets.registry.promotion import adopt_production
+    from adas.packaging.serving import build_repository
+    from adas.registry.entries import adopted_entry
+    from adas.registry.promotion import adopt_production
 
     reg = resource.store()
     target = target_name(production_engine.device, production_engine.precision)
@@ -117,12 +118,12 @@ def registry_entry(
     eval_report: EvalReportRef,
     production_engine: EngineRef,
     target_catalog: TargetCatalog,
-    artifact_store: ArtifactStore,
+    artifact_store: ArtifactStoreParam,
     registry: RegistryResource,
 ) -> dg.MaterializeResult:
-    from adas_assets.registry.entries import entry_from_pack
-    from adas_assets.registry.finalize import registry_prefix
-    from adas_assets.registry.promotion import latest_verdicts, register_entry
+    from adas.registry.entries import entry_from_pack
+    from adas.registry.finalize import registry_prefix
+    from adas.registry.promotion import latest_verdicts, register_entry
 
     device, precision = device_and_precision(context.partition_key)
     target = target_name(device, precision)
@@ -211,8 +212,8 @@ class AliasMoveConfig(dg.Config):
 
 
 def _replay_traffic(store: ArtifactStore, dataset: DatasetRef, max_frames: int) -> Any:
-    from adas_assets.packaging.build import load_frames, read_json
-    from adas_assets.registry.promotion import Traffic
+    from adas.packaging.build import load_frames, read_json
+    from adas.registry.promotion import Traffic
 
     replay = read_json(store, dataset.manifests["replay_sequences"])
     images = {img["id"]: img for img in replay["images"]}
@@ -286,10 +287,10 @@ def production_alias(
     config: AliasMoveConfig,
     registry_entry: RegistryEntryRef,
     golden_dataset: DatasetRef,
-    artifact_store: ArtifactStore,
+    artifact_store: ArtifactStoreParam,
     registry: RegistryResource,
 ) -> dg.MaterializeResult:
-    from adas_assets.registry.promotion import default_promotion_key, promote, rollback
+    from adas.registry.promotion import default_promotion_key, promote, rollback
 
     device, precision = device_and_precision(context.partition_key)
     target = target_name(device, precision)

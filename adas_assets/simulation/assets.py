@@ -1,6 +1,6 @@
 """Simulation assets (specification step 17): replay, scenario library, closed loop, sim gate.
 
-Thin Dagster layer over ``adas_assets.simulation``: each asset reads its inputs, calls the
+Thin Dagster layer over ``adas.simulation``: each asset reads its inputs, calls the
 domain functions and stores what they return beside the model pack
 (``models/<task>/<version>/<device>/<precision>/{replay,scenarios,simulation}/``), with
 metadata a person can read in the UI.
@@ -20,16 +20,17 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from adas.catalog import UnsupportedTargetError, default_catalog, require_supported
+from adas.config_errors import ConfigError
+from adas.intake.refs import ReplayBundleRef, StoredFile
+from adas.packaging.refs import EngineRef
+from adas.simulation.config import SimulationConfig, load_simulation_config
+from adas.simulation.refs import ReplayMetricsRef, ScenarioLibraryRef, SimulationRef, SimVerdictRef
+from adas.storage import ArtifactStore
 from adas_assets.automation import eager_on_supported_targets
-from adas_assets.catalog import UnsupportedTargetError, default_catalog, require_supported
-from adas_assets.config_errors import ConfigError
-from adas_assets.intake.refs import ReplayBundleRef, StoredFile
 from adas_assets.metadata import table as _table
-from adas_assets.packaging.refs import EngineRef
 from adas_assets.partitions import TARGET_PARTITIONS, device_and_precision, per_target_description
-from adas_assets.simulation.config import SimulationConfig, load_simulation_config
-from adas_assets.simulation.refs import ReplayMetricsRef, ScenarioLibraryRef, SimulationRef, SimVerdictRef
-from resources.artifact_store import ArtifactStore
+from resources.artifact_store import ArtifactStoreParam
 from resources.simulation_shards import ShardSetupError, SimulationShardRunner
 
 SIMULATION = "simulation"
@@ -45,7 +46,7 @@ def _config_at_import() -> SimulationConfig | None:
 
 def _digest(section: str) -> str:
     """Code version of an asset: the config section it depends on (an invalid file fails at run time)."""
-    from adas_assets.simulation.orchestration import SIM_CODE_VERSION
+    from adas.simulation.orchestration import SIM_CODE_VERSION
 
     cfg = _config_at_import()
     if cfg is None:
@@ -115,15 +116,15 @@ def replay_metrics(
     engine: EngineRef,
     production_engine: EngineRef,
     replay_log_bundles: ReplayBundleRef,
-    artifact_store: ArtifactStore,
+    artifact_store: ArtifactStoreParam,
 ) -> dg.MaterializeResult:
     import numpy as np
     import polars as pl
     from PIL import Image
 
-    from adas_assets.datasets.generator import load_datagen_config
-    from adas_assets.simulation.perception import EnginePerception, FrameContext
-    from adas_assets.simulation.replay import detect_frames, replay
+    from adas.datasets.generator import load_datagen_config
+    from adas.simulation.perception import EnginePerception, FrameContext
+    from adas.simulation.replay import detect_frames, replay
 
     device, precision = _cell(context, engine, production_engine)
     cfg = _config()
@@ -279,10 +280,10 @@ def _num(v: Any) -> float:
     ),
 )
 def scenario_library(
-    context: dg.AssetExecutionContext, replay_metrics: ReplayMetricsRef, artifact_store: ArtifactStore
+    context: dg.AssetExecutionContext, replay_metrics: ReplayMetricsRef, artifact_store: ArtifactStoreParam
 ) -> dg.MaterializeResult:
-    from adas_assets.simulation.replay import FlaggedSegment
-    from adas_assets.simulation.scenarios import (
+    from adas.simulation.replay import FlaggedSegment
+    from adas.simulation.scenarios import (
         ScenarioValidationError,
         build_library,
         describe,
@@ -391,7 +392,7 @@ def _gif_markdown(title: str, thumb: bytes, uri: str) -> str:
     pool="cpu-heavy",
     # Locally the shards run in this step's processes (the cores below). In production the
     # `sim_shards` resource fans them out as one Kubernetes Job per shard (dagster-k8s), each running
-    # `python -m adas_assets.simulation.orchestration --spec-key ... --engine-key ... --engine-sha256 ...`
+    # `python -m adas.simulation.orchestration --spec-key ... --engine-key ... --engine-sha256 ...`
     # on the partition's device nodes; this pod then only plans, waits and collects the checkpoints.
     op_tags={
         "dagster-k8s/config": {
@@ -418,23 +419,23 @@ def closed_loop_simulation(
     engine: EngineRef,
     production_engine: EngineRef,
     scenario_library: ScenarioLibraryRef,
-    artifact_store: ArtifactStore,
+    artifact_store: ArtifactStoreParam,
     sim_shards: SimulationShardRunner,
 ) -> dg.MaterializeResult:
     import polars as pl
 
-    from adas_assets.datasets.generator import load_datagen_config
-    from adas_assets.simulation.closed_loop import EpisodeSpec
-    from adas_assets.simulation.heatmap import heatmap_png
-    from adas_assets.simulation.metrics import RunRecord, summarize, summarize_by_category
-    from adas_assets.simulation.orchestration import (
+    from adas.datasets.generator import load_datagen_config
+    from adas.simulation.closed_loop import EpisodeSpec
+    from adas.simulation.heatmap import heatmap_png
+    from adas.simulation.metrics import RunRecord, summarize, summarize_by_category
+    from adas.simulation.orchestration import (
         EpisodeSettings,
         SweepError,
         plan_runs,
         run_sweep,
         thumbnail_key,
     )
-    from adas_assets.simulation.perception import PerceptionSpec
+    from adas.simulation.perception import PerceptionSpec
 
     device, precision = _cell(context, engine, production_engine)
     cfg = _config()
@@ -668,10 +669,10 @@ def closed_loop_simulation(
     ),
 )
 def sim_verdict(
-    context: dg.AssetExecutionContext, closed_loop_simulation: SimulationRef, artifact_store: ArtifactStore
+    context: dg.AssetExecutionContext, closed_loop_simulation: SimulationRef, artifact_store: ArtifactStoreParam
 ) -> dg.MaterializeResult:
-    from adas_assets.simulation.gate import evaluate_gate
-    from adas_assets.simulation.metrics import RunRecord
+    from adas.simulation.gate import evaluate_gate
+    from adas.simulation.metrics import RunRecord
 
     device, precision = _cell(context)
     cfg = _config()

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adas_assets.config_errors import ConfigError
-from adas_assets.datasets.coco import CATEGORIES, GOLDEN_SPLITS, REPLAY_SPLIT, load_coco, split_file
-from adas_assets.datasets.generator import (
+from adas.config_errors import ConfigError
+from adas.datasets.coco import CATEGORIES, GOLDEN_SPLITS, REPLAY_SPLIT, load_coco, split_file
+from adas.datasets.generator import (
     DEFAULT_CONFIG_PATH,
     Box,
     DatagenConfig,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from adas_assets.config_errors import ConfigError
-from adas_assets.datasets.coco import image_tags
-from adas_assets.datasets.slices import DEFAULT_SLICES_PATH, SliceCatalog, load_slices
+from adas.config_errors import ConfigError
+from adas.datasets.coco import image_tags
+from adas.datasets.slices import DEFAULT_SLICES_PATH, SliceCatalog, load_slices
 
 REQUIRED = {
     "all",

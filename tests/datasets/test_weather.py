@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from adas_assets.datasets.coco import LIGHTINGS, WEATHERS
-from adas_assets.datasets.weather import apply_weather, gaussian_blur, smooth_field
+from adas.datasets.coco import LIGHTINGS, WEATHERS
+from adas.datasets.weather import apply_weather, gaussian_blur, smooth_field
 
 CONDITIONS = list(itertools.product(WEATHERS, LIGHTINGS))
 

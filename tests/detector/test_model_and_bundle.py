@@ -12,17 +12,17 @@ import torch
 import yaml
 from PIL import Image
 
-from adas_assets.detector.bundle import (
+from adas.detector.bundle import (
     load_bundle_model,
     read_contract,
     read_lineage,
     run_detector,
     write_bundle,
 )
-from adas_assets.detector.data import CenterNetDataset, CocoFrames, make_targets
-from adas_assets.detector.model import OUTPUT_NAMES, build_model, count_parameters
-from adas_assets.detector.train import TrainConfig, detection_loss, train
-from adas_assets.intake.contract import CONTRACT_FILE, LINEAGE_FILE, Contract, Lineage
+from adas.detector.data import CenterNetDataset, CocoFrames, make_targets
+from adas.detector.model import OUTPUT_NAMES, build_model, count_parameters
+from adas.detector.train import TrainConfig, detection_loss, train
+from adas.intake.contract import CONTRACT_FILE, LINEAGE_FILE, Contract, Lineage
 
 CATEGORIES = [{"id": 1, "name": "car"}, {"id": 2, "name": "truck"}, {"id": 3, "name": "motorcycle"}]
 SIZES = {1: (17, 7), 2: (30, 8), 3: (8, 4)}
@@ -135,7 +135,7 @@ def test_targets_and_loss() -> None:
 
 def test_dataset_flip_moves_boxes(dataset: Path) -> None:
     frames = CocoFrames.load(dataset / "golden_val.json")
-    from adas_assets.detector.data import estimate_normalization
+    from adas.detector.data import estimate_normalization
 
     ds = CenterNetDataset(frames, [1, 2, 3], estimate_normalization(frames.frames), augment=False)
     x, t = ds[0]

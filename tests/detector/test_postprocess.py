@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adas_assets.detector.postprocess import Detections, batched_nms, box_iou, decode, max_pool3x3, nms
-from adas_assets.detector.preprocess import normalize
-from adas_assets.intake.contract import Normalization, Postprocess
+from adas.detector.postprocess import Detections, batched_nms, box_iou, decode, max_pool3x3, nms
+from adas.detector.preprocess import normalize
+from adas.intake.contract import Normalization, Postprocess
 
 POST = Postprocess(
     stride=4,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adas_assets.intake.contract import Contract, Normalization
+from adas.intake.contract import Contract, Normalization
 
 NORMALIZATION = Normalization(scale=1 / 255, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
@@ -21,9 +21,9 @@ class ExportedEngine:
 def _export(out: Path, version: str, seed: int, heatmap_bias: float | None) -> ExportedEngine:
     import torch
 
-    from adas_assets.detector.bundle import build_contract
-    from adas_assets.detector.model import CenterNet
-    from adas_assets.packaging.export import export_onnx
+    from adas.detector.bundle import build_contract
+    from adas.detector.model import CenterNet
+    from adas.packaging.export import export_onnx
 
     torch.manual_seed(seed)
     model = CenterNet().eval()

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from adas_assets.datasets.coco import CATEGORIES
-from adas_assets.datasets.weather import apply_weather
-from adas_assets.detector.postprocess import Detections
+from adas.datasets.coco import CATEGORIES
+from adas.datasets.weather import apply_weather
+from adas.detector.postprocess import Detections
 
 H, W = 96, 384
 SIZES = {1: (16.0, 7.0), 2: (30.0, 9.0), 3: (8.0, 4.0)}

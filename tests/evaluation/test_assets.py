@@ -12,16 +12,16 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from adas_assets.catalog import default_catalog
-from adas_assets.datasets.slices import DEFAULT_SLICES_PATH, load_slices
+from adas.catalog import default_catalog
+from adas.datasets.slices import DEFAULT_SLICES_PATH, load_slices
 from adas_assets.evaluation import assets as ev
-from adas_assets.evaluation.config import default_evaluation_settings
-from adas_assets.evaluation.refs import EvalReportRef, GateRef, QuantizationRef
-from adas_assets.intake.contract import Lineage
-from adas_assets.intake.refs import CandidateRef, DatasetRef, ReplayBundleRef, SliceCatalogRef, StoredFile
-from adas_assets.packaging.refs import EngineRef
+from adas.evaluation.config import default_evaluation_settings
+from adas.evaluation.refs import EvalReportRef, GateRef, QuantizationRef
+from adas.intake.contract import Lineage
+from adas.intake.refs import CandidateRef, DatasetRef, ReplayBundleRef, SliceCatalogRef, StoredFile
+from adas.packaging.refs import EngineRef
+from adas.storage import LocalArtifactStore
 from adas_assets.partitions import TARGET_PARTITIONS, partition_key
-from resources.artifact_store import LocalArtifactStore
 from resources.io_manager import ArtifactJsonIOManager, decode_value, encode_value, value_key
 
 from .synthetic import make_dataset

@@ -7,8 +7,8 @@ from pathlib import Path
 import dagster as dg
 
 from adas_assets.evaluation import assets as ev
+from adas.storage import LocalArtifactStore
 from adas_assets.partitions import TARGET_PARTITIONS
-from resources.artifact_store import LocalArtifactStore
 
 UPSTREAM = [
     dg.AssetSpec("engine", partitions_def=TARGET_PARTITIONS),

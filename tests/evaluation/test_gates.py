@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adas_assets.datasets.slices import load_slices
-from adas_assets.detector.postprocess import Detections
-from adas_assets.evaluation.config import default_evaluation_settings
-from adas_assets.evaluation.gates import (
+from adas.datasets.slices import load_slices
+from adas.detector.postprocess import Detections
+from adas.evaluation.config import default_evaluation_settings
+from adas.evaluation.gates import (
     GatesConfig,
     Latency,
     MetricsSnapshot,
@@ -22,10 +22,10 @@ from adas_assets.evaluation.gates import (
     load_gates,
     weighted_map,
 )
-from adas_assets.evaluation.pipeline import detection_calibration, snapshot
-from adas_assets.evaluation.reports import json_bytes
-from adas_assets.evaluation.runner import Predictions
-from adas_assets.evaluation.slices import catalog_slices, slice_metrics, slice_table
+from adas.evaluation.pipeline import detection_calibration, snapshot
+from adas.evaluation.reports import json_bytes
+from adas.evaluation.runner import Predictions
+from adas.evaluation.slices import catalog_slices, slice_metrics, slice_table
 
 from .synthetic import make_split, predictions_from_gt
 
@@ -71,7 +71,7 @@ def test_gates_yaml_is_versioned_and_valid() -> None:
 
 
 def test_gates_yaml_errors_name_the_field(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from adas_assets.config_errors import ConfigError
+    from adas.config_errors import ConfigError
 
     bad = tmp_path / "gates.yaml"
     bad.write_text("version: 1\nweighted_map: {class_weights: {car: -1}}\n")

@@ -9,18 +9,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adas_assets.datasets.slices import load_slices
-from adas_assets.detector.postprocess import Detections
-from adas_assets.evaluation.config import IntegritySettings, SeparationRule, default_evaluation_settings
-from adas_assets.evaluation.integrity import (
+from adas.datasets.slices import load_slices
+from adas.detector.postprocess import Detections
+from adas.evaluation.config import IntegritySettings, SeparationRule, default_evaluation_settings
+from adas.evaluation.integrity import (
     check_integrity,
     scene_leakage,
     separation_violations,
     temporal_violations,
 )
-from adas_assets.evaluation.quantization import markdown, quantization_sensitivity, sensitivity_frame
-from adas_assets.evaluation.runner import Predictions
-from adas_assets.evaluation.slices import catalog_slices
+from adas.evaluation.quantization import markdown, quantization_sensitivity, sensitivity_frame
+from adas.evaluation.runner import Predictions
+from adas.evaluation.slices import catalog_slices
 
 from .synthetic import make_split, predictions_from_gt
 
@@ -137,7 +137,7 @@ def test_quantization_sensitivity_flags_the_slice_int8_broke() -> None:
 
 
 def test_drift_report_flags_shifted_scores() -> None:
-    from adas_assets.evaluation.drift import drift_report
+    from adas.evaluation.drift import drift_report
 
     coco, _ = make_split("golden_test", 24, 3, 3000, seed=4, with_frames=False)
     prod = predictions_from_gt(coco, seed=1, recall=0.9, score_range=(0.5, 0.7))

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adas_assets.detector.postprocess import Detections
-from adas_assets.evaluation import robustness as rob
-from adas_assets.evaluation.calibration import best_f1_threshold, calibration_report, plot_reliability
-from adas_assets.evaluation.coco_metrics import (
+from adas.detector.postprocess import Detections
+from adas.evaluation import robustness as rob
+from adas.evaluation.calibration import best_f1_threshold, calibration_report, plot_reliability
+from adas.evaluation.coco_metrics import (
     STAT_NAMES,
     _dt_dataset,
     _prepared_dets,
@@ -19,10 +19,10 @@ from adas_assets.evaluation.coco_metrics import (
     _run,
     coco_metrics,
 )
-from adas_assets.evaluation.matching import confusion_matrix, match_same_class
-from adas_assets.evaluation.ood import aupr, auroc, ood_probe_frames, ood_report
-from adas_assets.evaluation.primary import evaluate_primary, plot_confusion, plot_pr_curves, pr_curves
-from adas_assets.evaluation.runner import (
+from adas.evaluation.matching import confusion_matrix, match_same_class
+from adas.evaluation.ood import aupr, auroc, ood_probe_frames, ood_report
+from adas.evaluation.primary import evaluate_primary, plot_confusion, plot_pr_curves, pr_curves
+from adas.evaluation.runner import (
     MaskedEngine,
     Predictions,
     fog_mask,
@@ -131,7 +131,7 @@ def test_confusion_matrix_hand_case() -> None:
 
 
 def test_calibration_hand_computed() -> None:
-    from adas_assets.evaluation.matching import MatchedDetections
+    from adas.evaluation.matching import MatchedDetections
 
     # Two bins used: 0.9 (2 TP of 2) and 0.3 (1 TP of 4).
     scores = np.array([0.9, 0.9, 0.3, 0.3, 0.3, 0.3])

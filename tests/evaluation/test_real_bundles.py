@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from adas_assets.datasets.slices import load_slices
-from adas_assets.evaluation.config import default_evaluation_settings
-from adas_assets.evaluation.gates import Latency, evaluate_gates
-from adas_assets.evaluation.pipeline import detection_calibration, snapshot
-from adas_assets.evaluation.runner import MaskedEngine, fog_mask, load_frames, open_engine, predict
-from adas_assets.evaluation.slices import catalog_slices, slice_metrics
-from adas_assets.settings import DEMO_BUNDLES_DIR, REPO_ROOT
+from adas.datasets.slices import load_slices
+from adas.evaluation.config import default_evaluation_settings
+from adas.evaluation.gates import Latency, evaluate_gates
+from adas.evaluation.pipeline import detection_calibration, snapshot
+from adas.evaluation.runner import MaskedEngine, fog_mask, load_frames, open_engine, predict
+from adas.evaluation.slices import catalog_slices, slice_metrics
+from adas.settings import DEMO_BUNDLES_DIR, REPO_ROOT
 
 DATA = REPO_ROOT / ".adas" / "datasets" / "demo"
 CANDIDATE, PRODUCTION = DEMO_BUNDLES_DIR / "candidate", DEMO_BUNDLES_DIR / "production"
@@ -31,9 +31,9 @@ pytestmark = [
 
 
 def _engine(bundle: Path, out: Path):  # type: ignore[no-untyped-def]
-    from adas_assets.detector.bundle import load_bundle_model, read_contract
-    from adas_assets.packaging.export import export_onnx
-    from adas_assets.packaging.ort_engines import build_fp32_engine
+    from adas.detector.bundle import load_bundle_model, read_contract
+    from adas.packaging.export import export_onnx
+    from adas.packaging.ort_engines import build_fp32_engine
 
     contract = read_contract(bundle)
     export_onnx(load_bundle_model(bundle), contract, out / "export.onnx")

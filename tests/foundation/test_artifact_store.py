@@ -6,7 +6,7 @@ import boto3
 import pytest
 from dagster_aws.s3 import S3Resource
 
-from resources.artifact_store import (
+from adas.storage import (
     ArtifactIntegrityError,
     ArtifactNotFoundError,
     ArtifactStore,
@@ -24,7 +24,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
     bucket = f"adas-{os.urandom(4).hex()}"
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
     return S3ArtifactStore(
-        s3=S3Resource(endpoint_url=endpoint, region_name="us-east-1"),
+        S3Resource(endpoint_url=endpoint, region_name="us-east-1").get_client,
         bucket=bucket,
         prefix="gold",
         cache_dir=str(tmp_path / "cache"),
@@ -36,7 +36,7 @@ def _tamper(store: ArtifactStore, key: str, data: bytes) -> None:
     if isinstance(store, LocalArtifactStore):
         (Path(store.root) / key).write_bytes(data)
     else:
-        client = store.s3.get_client()
+        client = store.client
         obj_key = f"gold/{key}"
         meta = client.head_object(Bucket=store.bucket, Key=obj_key)["Metadata"]
         client.put_object(Bucket=store.bucket, Key=obj_key, Body=data, Metadata=meta)

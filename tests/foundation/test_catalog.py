@@ -4,7 +4,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from adas_assets.catalog import (
+from adas.catalog import (
     ConfigError,
     UnsupportedTargetError,
     default_catalog,

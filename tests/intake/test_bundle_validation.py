@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from adas_assets.intake.bundle import BundleRejected, digest_bundle, validate_bundle
+from adas.intake.bundle import BundleRejected, digest_bundle, validate_bundle
 
 
 def _edit_contract(bundle: Path, edit) -> None:  # type: ignore[no-untyped-def]
@@ -109,9 +109,9 @@ def test_bad_bundles_are_rejected_naming_the_field(make_bundle, breakage, field:
 
 
 def test_nan_weights_are_rejected_naming_the_tensor(tmp_path: Path) -> None:
-    from adas_assets.detector.bundle import write_bundle
-    from adas_assets.detector.model import CenterNet
-    from adas_assets.intake.contract import Lineage, Normalization
+    from adas.detector.bundle import write_bundle
+    from adas.detector.model import CenterNet
+    from adas.intake.contract import Lineage, Normalization
 
     model = CenterNet().eval()
     with torch.no_grad():

@@ -7,10 +7,10 @@ import dagster as dg
 import pytest
 
 from adas_assets.intake import assets as intake
-from adas_assets.intake.calibration import balanced_shard
-from adas_assets.settings import AdasHome
+from adas.intake.calibration import balanced_shard
+from adas.settings import AdasHome
+from adas.storage import LocalArtifactStore
 from resources import build_resources
-from resources.artifact_store import LocalArtifactStore
 
 DATA_ASSETS = [
     intake.golden_dataset,
@@ -61,7 +61,7 @@ def test_golden_data_assets_materialize_and_reuse(adas_home: Path) -> None:
 
 
 def test_calibration_shard_is_balanced_and_refuses_missing_strata() -> None:
-    from adas_assets.datasets.slices import load_slices
+    from adas.datasets.slices import load_slices
 
     conditions = [("clear", "day")] * 40 + [("fog", "day")] * 5 + [("clear", "night")] * 5
     coco = {

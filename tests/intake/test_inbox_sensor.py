@@ -10,11 +10,11 @@ import dagster as dg
 import pytest
 from dagster_aws.s3 import S3Resource
 
+from adas.intake.refs import CandidateRef
+from adas.settings import AdasHome
+from adas.storage import LocalArtifactStore, S3ArtifactStore
 from adas_assets.definitions import make_definitions
-from adas_assets.intake.refs import CandidateRef
-from adas_assets.settings import AdasHome
 from resources import build_resources, registry_resource
-from resources.artifact_store import LocalArtifactStore, S3ArtifactStore
 from resources.inbox import REASON_FILE, LocalInbox, S3Inbox
 from resources.io_manager import ArtifactJsonIOManager
 from resources.simulation_shards import SimulationShardRunner
@@ -145,7 +145,7 @@ def test_s3_inbox_and_store_take_in_and_reject(s3_env: str, tmp_path: Path, make
     client = boto3.client("s3", endpoint_url=s3_env, region_name="us-east-1")
     client.create_bucket(Bucket=bucket)
     s3 = S3Resource(endpoint_url=s3_env, region_name="us-east-1")
-    store = S3ArtifactStore(s3=s3, bucket=bucket, prefix="gold", cache_dir=str(tmp_path / "cache"))
+    store = S3ArtifactStore(s3.get_client, bucket=bucket, prefix="gold", cache_dir=str(tmp_path / "cache"))
     defs = make_definitions(
         {
             "artifact_store": store,

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from dagster_k8s import DagsterK8sJobConfig, construct_dagster_k8s_job
 
-from adas_assets.catalog import default_catalog
+from adas.catalog import default_catalog
 from resources.k8s import DEVICE_TAG, CatalogK8sRunLauncher, container_context_for_tags, placement_k8s_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -136,8 +136,8 @@ def test_real_materialization_with_postgres_instance_storage(
         )
     )
     monkeypatch.setenv("ADAS_HOME", str(tmp_path / "adas"))
+    from adas.settings import AdasHome
     from adas_assets.intake.assets import target_catalog
-    from adas_assets.settings import AdasHome
     from resources import build_resources
 
     with dg.DagsterInstance.from_config(str(home)) as instance:

@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from adas_assets.settings import DEMO_BUNDLES_DIR, AdasHome
+from adas.settings import DEMO_BUNDLES_DIR, AdasHome
 from jobs.automation_driver import AutomationDriver, DriveResult, drop_and_drive, tick_inbox_sensor
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,10 +7,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from adas.storage import LocalArtifactStore
 from adas_assets.definitions import make_definitions
 from jobs.schedules import nightly_engine_rebuild
 from resources import build_resources
-from resources.artifact_store import LocalArtifactStore
 from sensors.run_failure import run_failure_report
 
 

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, bundle_template: Path) -> Iterator[dict]:
-    from adas_assets.settings import AdasHome
+    from adas.settings import AdasHome
     from resources.instance import prepare_local_instance
 
     home = AdasHome(tmp_path_factory.mktemp("ui-home")).ensure()

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from adas_assets.intake.contract import Contract
+from adas.intake.contract import Contract
 
 
 @pytest.fixture(scope="session")
@@ -14,15 +14,15 @@ def bundle(bundle_template: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def contract(bundle: Path) -> Contract:
-    from adas_assets.detector.bundle import read_contract
+    from adas.detector.bundle import read_contract
 
     return read_contract(bundle)
 
 
 @pytest.fixture(scope="session")
 def onnx_path(bundle: Path, contract: Contract, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from adas_assets.detector.bundle import load_bundle_model
-    from adas_assets.packaging.export import export_onnx
+    from adas.detector.bundle import load_bundle_model
+    from adas.packaging.export import export_onnx
 
     return export_onnx(
         load_bundle_model(bundle), contract, tmp_path_factory.mktemp("onnx") / "model.onnx"

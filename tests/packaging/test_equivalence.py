@@ -10,25 +10,25 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from adas_assets.detector.postprocess import Detections
-from adas_assets.intake.contract import Contract, Lineage, Normalization
-from adas_assets.packaging.config import EquivalenceConfig, PackagingConfig, default_packaging_config
-from adas_assets.packaging.equivalence import (
+from adas.detector.postprocess import Detections
+from adas.intake.contract import Contract, Lineage, Normalization
+from adas.packaging.config import EquivalenceConfig, PackagingConfig, default_packaging_config
+from adas.packaging.equivalence import (
     check_equivalence,
     compare_detections,
     map_drop_failure,
     random_inputs,
     task_map_drop,
 )
-from adas_assets.packaging.ort_engines import OrtEngine, build_fp32_engine
+from adas.packaging.ort_engines import OrtEngine, build_fp32_engine
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained detector whose heatmap head is scaled up so that it fires: random
     detections above the contract threshold make the decode-level comparison non-vacuous."""
-    from adas_assets.detector.bundle import write_bundle
-    from adas_assets.detector.model import CenterNet
+    from adas.detector.bundle import write_bundle
+    from adas.detector.model import CenterNet
 
     torch.manual_seed(0)
     model = CenterNet().eval()
@@ -51,21 +51,21 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def contract(bundle: Path) -> Contract:
-    from adas_assets.detector.bundle import read_contract
+    from adas.detector.bundle import read_contract
 
     return read_contract(bundle)
 
 
 @pytest.fixture(scope="module")
 def module(bundle: Path) -> torch.nn.Module:
-    from adas_assets.detector.bundle import load_bundle_model
+    from adas.detector.bundle import load_bundle_model
 
     return load_bundle_model(bundle)
 
 
 @pytest.fixture(scope="module")
 def onnx_path(module: torch.nn.Module, contract: Contract, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from adas_assets.packaging.export import export_onnx
+    from adas.packaging.export import export_onnx
 
     return export_onnx(module, contract, tmp_path_factory.mktemp("onnx") / "model.onnx").path
 
@@ -79,7 +79,7 @@ def fp32_engine(onnx_path: Path, contract: Contract) -> OrtEngine:
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.getbasetemp() / "packaging_tiny_ds"
     if not (root / "golden_val.json").exists():
-        from adas_assets.datasets.generator import generate_dataset, load_datagen_config
+        from adas.datasets.generator import generate_dataset, load_datagen_config
 
         generate_dataset(root, load_datagen_config(), size="tiny", workers=1)
     return root
@@ -87,7 +87,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def val(dataset: Path):  # type: ignore[no-untyped-def]
-    from adas_assets.detector.data import CocoFrames
+    from adas.detector.data import CocoFrames
 
     return CocoFrames.load(dataset / "golden_test.json")
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from adas_assets.config_errors import ConfigError
-from adas_assets.intake.contract import Contract
-from adas_assets.packaging.config import PACKAGING_FILE, load_packaging_config
-from adas_assets.packaging.export import ExportResult, export_onnx, sha256_file
-from adas_assets.packaging.operators import (
+from adas.config_errors import ConfigError
+from adas.intake.contract import Contract
+from adas.packaging.config import PACKAGING_FILE, load_packaging_config
+from adas.packaging.export import ExportResult, export_onnx, sha256_file
+from adas.packaging.operators import (
     TENSORRT_SUPPORTED_OPS,
     UnsupportedOperatorError,
     coverage_report,
@@ -24,7 +24,7 @@ from adas_assets.packaging.operators import (
 
 @pytest.fixture(scope="module")
 def exported(bundle: Path, contract: Contract, tmp_path_factory: pytest.TempPathFactory) -> ExportResult:
-    from adas_assets.detector.bundle import load_bundle_model
+    from adas.detector.bundle import load_bundle_model
 
     return export_onnx(load_bundle_model(bundle), contract, tmp_path_factory.mktemp("onnx") / "model.onnx")
 
@@ -55,7 +55,7 @@ def test_ort_fp32_matches_torch_with_dynamic_batch(
 ) -> None:
     import onnxruntime as ort
 
-    from adas_assets.detector.bundle import load_bundle_model
+    from adas.detector.bundle import load_bundle_model
 
     x = np.random.default_rng(batch).uniform(-2, 2, (batch, *contract.input.shape[1:])).astype(np.float32)
     with torch.no_grad():
@@ -68,8 +68,8 @@ def test_ort_fp32_matches_torch_with_dynamic_batch(
 
 
 def test_export_sanity_bound_is_enforced(bundle: Path, contract: Contract, tmp_path: Path) -> None:
-    from adas_assets.detector.bundle import load_bundle_model
-    from adas_assets.packaging.export import ExportError
+    from adas.detector.bundle import load_bundle_model
+    from adas.packaging.export import ExportError
 
     with pytest.raises(ExportError, match="differs from the torch module"):
         export_onnx(load_bundle_model(bundle), contract, tmp_path / "m.onnx", max_abs_diff_tolerance=1e-30)

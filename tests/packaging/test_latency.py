@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from adas_assets.config_errors import ConfigError
-from adas_assets.intake.contract import Contract
-from adas_assets.packaging.config import LatencyConfig, load_packaging_config
-from adas_assets.packaging.latency import (
+from adas.config_errors import ConfigError
+from adas.intake.contract import Contract
+from adas.packaging.config import LatencyConfig, load_packaging_config
+from adas.packaging.latency import (
     LatencyMeasurementError,
     LatencyReport,
     measure_callable,
@@ -76,7 +76,7 @@ def test_child_failure_is_reported(contract: Contract, tmp_path: Path) -> None:
 
 
 def test_latency_config_is_validated(tmp_path: Path) -> None:
-    from adas_assets.packaging.config import PACKAGING_FILE
+    from adas.packaging.config import PACKAGING_FILE
 
     bad = tmp_path / "packaging.yaml"
     bad.write_text(
@@ -89,7 +89,7 @@ def test_latency_config_is_validated(tmp_path: Path) -> None:
 
 
 def test_interleaved_comparison(bundle: Path, onnx_path: Path, contract: Contract) -> None:
-    from adas_assets.packaging.latency import LatencySpec, compare_latency
+    from adas.packaging.latency import LatencySpec, compare_latency
 
     c, h, w = contract.input.shape[1:]
     specs = {

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from adas_assets.config_errors import ConfigError
-from adas_assets.packaging.licenses import LICENSES_FILE, LicensePolicy, license_report, load_license_policy
-from adas_assets.packaging.sbom import build_sbom
+from adas.config_errors import ConfigError
+from adas.packaging.licenses import LICENSES_FILE, LicensePolicy, license_report, load_license_policy
+from adas.packaging.sbom import build_sbom
 
 
 @pytest.fixture(scope="module")

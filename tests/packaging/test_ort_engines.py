@@ -8,9 +8,9 @@ import numpy as np
 import onnx
 import pytest
 
-from adas_assets.intake.contract import Contract
-from adas_assets.packaging.config import Int8Config, default_packaging_config
-from adas_assets.packaging.ort_engines import (
+from adas.intake.contract import Contract
+from adas.packaging.config import Int8Config, default_packaging_config
+from adas.packaging.ort_engines import (
     Int8Build,
     OrtEngine,
     build_fp32_engine,
@@ -24,11 +24,11 @@ from adas_assets.packaging.ort_engines import (
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     """Training frames of the generated tiny dataset (one generation per test session)."""
-    from adas_assets.detector.data import CocoFrames
+    from adas.detector.data import CocoFrames
 
     root = tmp_path_factory.getbasetemp() / "packaging_tiny_ds"
     if not (root / "golden_train.json").exists():
-        from adas_assets.datasets.generator import generate_dataset, load_datagen_config
+        from adas.datasets.generator import generate_dataset, load_datagen_config
 
         generate_dataset(root, load_datagen_config(), size="tiny", workers=1)
     return CocoFrames.load(root / "golden_train.json").frames
@@ -154,7 +154,7 @@ def test_always_fp32_patterns(
 def test_tensorrt_flavour_is_symmetric_without_int32_bias(
     onnx_path: Path, frames: np.ndarray, contract: Contract, int8_config: Int8Config, tmp_path: Path
 ) -> None:
-    from adas_assets.packaging.operators import coverage_report, require_supported_ops
+    from adas.packaging.operators import coverage_report, require_supported_ops
 
     cfg = int8_config.model_copy(
         update={"fallback": int8_config.fallback.model_copy(update={"enabled": False})}
@@ -175,7 +175,7 @@ def test_quantization_aware_bundle_uses_its_own_qdq_graph(
     int8_config: Int8Config,
     tmp_path: Path,
 ) -> None:
-    from adas_assets.packaging.export import sha256_file
+    from adas.packaging.export import sha256_file
 
     qat = contract.model_copy(update={"quantization_aware": True})
     build = build_int8_engine(int8.path, frames, qat, tmp_path / "qat", int8_config)

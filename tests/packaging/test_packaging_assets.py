@@ -6,11 +6,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from adas.packaging.refs import EngineRef
+from adas.settings import AdasHome
+from adas.storage import ArtifactIntegrityError, LocalArtifactStore
 from adas_assets.definitions import make_definitions
-from adas_assets.packaging.refs import EngineRef
-from adas_assets.settings import AdasHome
 from resources import build_resources
-from resources.artifact_store import ArtifactIntegrityError, LocalArtifactStore
 from resources.io_manager import decode_value
 
 pytestmark = pytest.mark.slow
@@ -128,9 +128,9 @@ def test_engine_checks_ran_with_the_build(packaged) -> None:  # type: ignore[no-
 
 
 def test_signed_pack_with_real_triton_contract_smoke(packaged, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from adas_assets.packaging.refs import PackRef
-    from adas_assets.packaging.serving import verify_stored_pack
-    from adas_assets.packaging.signing import SignatureError
+    from adas.packaging.refs import PackRef
+    from adas.packaging.serving import verify_stored_pack
+    from adas.packaging.signing import SignatureError
 
     home, results = packaged
     result = results["pack"]

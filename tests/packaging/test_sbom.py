@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from adas_assets.packaging.sbom import build_sbom, pypi_purl, write_sbom
+from adas.packaging.sbom import build_sbom, pypi_purl, write_sbom
 
 WHEN = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 SERIAL = uuid.UUID("3e671687-395b-41f5-a30f-a58921a69b79")
@@ -208,7 +208,7 @@ def test_current_environment_sbom_is_valid(pack_files: dict[str, Path]) -> None:
 
 
 def _trivy() -> str | None:
-    from adas_assets.packaging.vulnscan import find_scanner
+    from adas.packaging.vulnscan import find_scanner
 
     found = find_scanner("trivy")
     return found[1] if found else None

@@ -10,8 +10,8 @@ import numpy as np
 import onnx
 import pytest
 
-from adas_assets.intake.contract import Contract
-from adas_assets.packaging.tensorrt_engines import (
+from adas.intake.contract import Contract
+from adas.packaging.tensorrt_engines import (
     TensorRTUnavailable,
     build_tensorrt_engine,
     convert_to_fp16,
@@ -46,7 +46,7 @@ def test_build_on_this_node_raises_needs_device(onnx_path: Path, tmp_path: Path)
 def test_no_cuda_device_is_reported(onnx_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import types
 
-    from adas_assets.packaging import tensorrt_engines
+    from adas.packaging import tensorrt_engines
 
     monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
 
@@ -61,7 +61,7 @@ def test_no_cuda_device_is_reported(onnx_path: Path, tmp_path: Path, monkeypatch
 def test_graph_is_validated_once_tensorrt_is_there(
     onnx_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from adas_assets.packaging import tensorrt_engines
+    from adas.packaging import tensorrt_engines
 
     # Pretend TensorRT and a GPU exist: the input checks that follow must still hold.
     monkeypatch.setattr(tensorrt_engines, "_require_tensorrt", lambda device: (object(), object()))
@@ -98,7 +98,7 @@ def test_fp16_conversion_keeps_float32_io_and_matches(onnx_path: Path, contract:
 @needs_tensorrt
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_real_tensorrt_build(precision: str, onnx_path: Path, contract: Contract, tmp_path: Path) -> None:
-    from adas_assets.packaging.tensorrt_engines import DEVICE_GPU_NAMES, _cuda_devices
+    from adas.packaging.tensorrt_engines import DEVICE_GPU_NAMES, _cuda_devices
 
     gpu = _cuda_devices()[0].name.lower()
     device = next((d for d, names in DEVICE_GPU_NAMES.items() if any(n.lower() in gpu for n in names)), None)

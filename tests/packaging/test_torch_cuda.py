@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adas_assets.intake.bundle import load_model, read_contract
-from adas_assets.packaging.config import load_packaging_config
-from adas_assets.packaging.equivalence import check_equivalence, run_reference
-from adas_assets.packaging.torch_cuda import CudaUnavailable, TorchCudaEngine, cuda_available
+from adas.intake.bundle import load_model, read_contract
+from adas.packaging.config import load_packaging_config
+from adas.packaging.equivalence import check_equivalence, run_reference
+from adas.packaging.torch_cuda import CudaUnavailable, TorchCudaEngine, cuda_available
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "demo" / "bundles" / "candidate"

@@ -16,15 +16,15 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from adas_assets.detector.bundle import build_contract
-from adas_assets.detector.model import build_model
-from adas_assets.detector.postprocess import Detections, decode
-from adas_assets.detector.preprocess import normalize
-from adas_assets.intake.contract import Contract, Normalization
-from adas_assets.packaging.contract_smoke import PROTOCOLS, run_contract_smoke
-from adas_assets.packaging.export import export_onnx
-from adas_assets.packaging.triton_repository import write_triton_repository
-from adas_assets.packaging.triton_server import TritonServer, default_triton_venv
+from adas.detector.bundle import build_contract
+from adas.detector.model import build_model
+from adas.detector.postprocess import Detections, decode
+from adas.detector.preprocess import normalize
+from adas.intake.contract import Contract, Normalization
+from adas.packaging.contract_smoke import PROTOCOLS, run_contract_smoke
+from adas.packaging.export import export_onnx
+from adas.packaging.triton_repository import write_triton_repository
+from adas.packaging.triton_server import TritonServer, default_triton_venv
 
 VENV = default_triton_venv()
 pytestmark = [

@@ -24,19 +24,19 @@ import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from adas_assets.detector.bundle import build_contract
-from adas_assets.detector.model import build_model
-from adas_assets.detector.postprocess import Detections, decode
-from adas_assets.detector.preprocess import normalize
-from adas_assets.intake.contract import Contract, Normalization
-from adas_assets.packaging.inference_config import (
+from adas.detector.bundle import build_contract
+from adas.detector.model import build_model
+from adas.detector.postprocess import Detections, decode
+from adas.detector.preprocess import normalize
+from adas.intake.contract import Contract, Normalization
+from adas.packaging.inference_config import (
     AUGMENTATIONS_NOTE,
     INFERENCE_CONFIG_FILE,
     build_inference_config,
     read_inference_config,
     write_inference_config,
 )
-from adas_assets.packaging.triton_repository import (
+from adas.packaging.triton_repository import (
     VENDOR_HEADER_LINES,
     VENDORED_POSTPROCESS,
     VENDORED_PREPROCESS,
@@ -461,8 +461,8 @@ def test_python_backend_models_reproduce_the_offline_pipeline(
 
 def test_missing_server_is_an_environment_error(tmp_path: Path, contract: Contract, onnx_file: Path) -> None:
     """Without a runnable tritonserver the smoke test raises (not a failed model check)."""
-    from adas_assets.packaging.contract_smoke import run_contract_smoke
-    from adas_assets.packaging.triton_server import TritonNotInstalledError, TritonServer, triton_available
+    from adas.packaging.contract_smoke import run_contract_smoke
+    from adas.packaging.triton_server import TritonNotInstalledError, TritonServer, triton_available
 
     empty = tmp_path / "no-venv"
     empty.mkdir()

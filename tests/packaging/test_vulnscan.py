@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from adas_assets.packaging.vulnscan import find_scanner, parse_grype_json, parse_trivy_json, scan
+from adas.packaging.vulnscan import find_scanner, parse_grype_json, parse_trivy_json, scan
 
 # HAND-WRITTEN sample in Trivy's documented JSON format (not produced by a real Trivy run).
 TRIVY_SAMPLE: dict[str, Any] = {

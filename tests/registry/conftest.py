@@ -79,7 +79,7 @@ def onnx_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture
 def artifact_store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    from resources.artifact_store import LocalArtifactStore
+    from adas.storage import LocalArtifactStore
 
     return LocalArtifactStore(root=str(tmp_path / "artifacts"))
 

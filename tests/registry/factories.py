@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from adas_assets.registry.models import EntryBody, EntryPointers, Performance, Pointer, Verdict
+from adas.registry.models import EntryBody, EntryPointers, Performance, Pointer, Verdict
 
 
 def sha(text: str) -> str:

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from adas_assets.detector.bundle import build_contract
-from adas_assets.evaluation.gates import GateVerdict, Latency, MetricsSnapshot, SliceStat
-from adas_assets.evaluation.refs import EvalReportRef, GateRef
-from adas_assets.intake.contract import Contract, Lineage, Normalization
-from adas_assets.intake.refs import CandidateRef, StoredFile
-from adas_assets.packaging.refs import EngineRef, PackRef, TritonRepositoryRef, pack_prefix
-from adas_assets.packaging.signing import load_or_create_signing_key, sign_pack
-from adas_assets.simulation.refs import SimVerdictRef
-from resources.artifact_store import LocalArtifactStore
+from adas.detector.bundle import build_contract
+from adas.evaluation.gates import GateVerdict, Latency, MetricsSnapshot, SliceStat
+from adas.evaluation.refs import EvalReportRef, GateRef
+from adas.intake.contract import Contract, Lineage, Normalization
+from adas.intake.refs import CandidateRef, StoredFile
+from adas.packaging.refs import EngineRef, PackRef, TritonRepositoryRef, pack_prefix
+from adas.packaging.signing import load_or_create_signing_key, sign_pack
+from adas.simulation.refs import SimVerdictRef
+from adas.storage import LocalArtifactStore
 
 MODEL = "test-detector"
 TASK = "vehicle-detection-2d"
@@ -45,8 +45,8 @@ def export_untrained(path: Path, seed: int) -> Path:
     per frame; a different ``seed`` gives different detections (a disagreeing model)."""
     import torch
 
-    from adas_assets.detector.model import build_model
-    from adas_assets.packaging.export import export_onnx
+    from adas.detector.model import build_model
+    from adas.packaging.export import export_onnx
 
     torch.manual_seed(seed)
     model = build_model(width=8)
@@ -98,7 +98,7 @@ def build_pack(
     sim_green: bool = True,
     ap: float = 0.60,
 ) -> Built:
-    from adas_assets.packaging.triton_repository import write_triton_repository
+    from adas.packaging.triton_repository import write_triton_repository
 
     c = contract(version)
     device, precision = CPU["device"], CPU["precision"]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from adas_assets.registry import promotion
-from adas_assets.registry.cli import main
-from adas_assets.registry.models import ROLES
+from adas.registry import promotion
+from adas.registry.cli import main
+from adas.registry.models import ROLES
 from tests.registry.test_promotion import _stub_runner
 from tests.registry.world import TARGET, World, make_world
 

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from adas_assets.catalog import default_catalog
-from adas_assets.registry.config import load_policy
-from adas_assets.registry.entries import entry_from_pack
-from adas_assets.registry.governance import GovernanceRefused, check_governance, require_governance
-from adas_assets.registry.model_card import render_model_card
-from adas_assets.registry.models import ROLES, Entry
-from adas_assets.registry.store import RegistryStore
-from resources.artifact_store import LocalArtifactStore
+from adas.catalog import default_catalog
+from adas.registry.config import load_policy
+from adas.registry.entries import entry_from_pack
+from adas.registry.governance import GovernanceRefused, check_governance, require_governance
+from adas.registry.model_card import render_model_card
+from adas.registry.models import ROLES, Entry
+from adas.registry.store import RegistryStore
+from adas.storage import LocalArtifactStore
 from tests.registry.packs import Built, build_pack
 
 POLICY = load_policy().governance
@@ -76,7 +76,7 @@ def test_refusal_lists_every_unmet_condition(
     entry = _register(registry, artifact_store, built)
     _approve_all(registry, entry, roles=("technical", "security"))
     (tmp_path / "keys").mkdir(exist_ok=True)
-    from adas_assets.packaging.signing import load_or_create_signing_key
+    from adas.packaging.signing import load_or_create_signing_key
 
     load_or_create_signing_key(tmp_path / "keys")  # a pinned key exists; the pack is not signed with it
     report = _check(registry, artifact_store, entry, tmp_path / "keys")

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adas_assets.packaging.triton_repository import write_triton_repository
-from adas_assets.packaging.triton_server import default_triton_venv
-from adas_assets.registry.config import load_policy
-from adas_assets.registry.nginx import nginx_available
-from adas_assets.registry.rollout import LocalRollout, PlanStep, PromotionPlan, make_plan
+from adas.packaging.triton_repository import write_triton_repository
+from adas.packaging.triton_server import default_triton_venv
+from adas.registry.config import load_policy
+from adas.registry.nginx import nginx_available
+from adas.registry.rollout import LocalRollout, PlanStep, PromotionPlan, make_plan
 from tests.registry.packs import CPU, contract, frames
 
 pytestmark = [

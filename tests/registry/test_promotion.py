@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from adas_assets.packaging.triton_server import default_triton_venv
-from adas_assets.registry.finalize import (
+from adas.packaging.triton_server import default_triton_venv
+from adas.registry.finalize import (
     SIGNATURE_HEADER,
     WebhookNotifier,
     next_weekly_evaluation,
@@ -20,10 +20,10 @@ from adas_assets.registry.finalize import (
     readonly_iam_policy,
     verify_signature,
 )
-from adas_assets.registry.nginx import nginx_available
-from adas_assets.registry.promotion import SimulatedCrash, promote, rollback
-from adas_assets.registry.rollout import RolloutReport, StepRecord
-from adas_assets.registry.store import PromotionConflict
+from adas.registry.nginx import nginx_available
+from adas.registry.promotion import SimulatedCrash, promote, rollback
+from adas.registry.rollout import RolloutReport, StepRecord
+from adas.registry.store import PromotionConflict
 from tests.registry.receiver import Receiver
 from tests.registry.world import TARGET, World, make_world
 
@@ -323,7 +323,7 @@ def test_real_promotion_then_rollback(
 def test_default_key_resumes_replays_and_starts_afresh_after_a_rollback(
     tmp_path: Path, onnx_models: dict[str, Path]
 ) -> None:
-    from adas_assets.registry.promotion import default_promotion_key
+    from adas.registry.promotion import default_promotion_key
 
     world = make_world(f"sqlite:///{tmp_path / 'r.db'}", tmp_path, onnx_models)
     world.approve_all()

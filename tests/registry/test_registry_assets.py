@@ -9,14 +9,14 @@ import dagster as dg
 import pytest
 from PIL import Image
 
-from adas_assets.intake.refs import DatasetRef, StoredFile
-from adas_assets.packaging.triton_server import default_triton_venv
+from adas.intake.refs import DatasetRef, StoredFile
+from adas.packaging.triton_server import default_triton_venv
+from adas.registry.config import POLICY_FILE
+from adas.registry.models import ROLES
+from adas.registry.nginx import nginx_available
+from adas.settings import AdasHome
 from adas_assets.partitions import TARGET_PARTITIONS
 from adas_assets.registry.assets import registry_assets, registry_jobs
-from adas_assets.registry.config import POLICY_FILE
-from adas_assets.registry.models import ROLES
-from adas_assets.registry.nginx import nginx_available
-from adas_assets.settings import AdasHome
 from resources import build_resources
 from resources.io_manager import encode_value, value_key
 from tests.registry.packs import build_pack, frames
@@ -26,7 +26,7 @@ TARGET = "x86-cpu/fp32"
 
 
 def _definitions(resources: dict) -> dg.Definitions:
-    from adas_assets.catalog import default_catalog
+    from adas.catalog import default_catalog
     from adas_assets.evaluation import assets as evaluation
     from adas_assets.intake import assets as intake
     from adas_assets.packaging import assets as packaging
@@ -104,7 +104,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, onnx_models: dict[str
     store = resources["artifact_store"]
     prod = build_pack(store, tmp_path / "build", home.keys, "1.2.0", onnx_models["agree"])
     cand = build_pack(store, tmp_path / "build", home.keys, "1.3.0", onnx_models["agree"])
-    from adas_assets.catalog import default_catalog
+    from adas.catalog import default_catalog
 
     _put_value(resources, "target_catalog", default_catalog())
     _put_value(resources, "golden_dataset", _dataset(store))
@@ -221,7 +221,7 @@ def test_register_approve_promote_rollback_through_dagster(world) -> None:  # ty
         )
         assert not missing_role.success and "no registry entry for version '7.0.0'" in _failure(missing_role)
 
-        from adas_assets.registry.demo import promote_demo_candidate
+        from jobs.demo_promotion import promote_demo_candidate
 
         lines, ok = promote_demo_candidate(defs, instance, cells=[CELL])
         assert ok, lines

@@ -7,17 +7,17 @@ import json
 import pytest
 import yaml
 
-from adas_assets.config_errors import ConfigError
-from adas_assets.registry.config import POLICY_FILE, AnalysisPolicy, load_policy
-from adas_assets.registry.nginx import Split, render_config
-from adas_assets.registry.rollout import (
+from adas.config_errors import ConfigError
+from adas.registry.config import POLICY_FILE, AnalysisPolicy, load_policy
+from adas.registry.nginx import Split, render_config
+from adas.registry.rollout import (
     Guard,
     analyze_window,
     make_plan,
     render_argo_rollout,
     render_sagemaker_deployment,
 )
-from adas_assets.registry.traffic import Answer, Sample, compare
+from adas.registry.traffic import Answer, Sample, compare
 
 POLICY = load_policy()
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from adas_assets.registry.models import RegistryError
-from adas_assets.registry.store import (
+from adas.registry.models import RegistryError
+from adas.registry.store import (
     IdempotencyConflict,
     ImmutableEntryError,
     PromotionConflict,

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adas_assets.catalog import default_catalog
-from adas_assets.registry.config import CanaryStep, RegistryPolicy, load_policy
-from adas_assets.registry.entries import adopted_entry, entry_from_pack
-from adas_assets.registry.models import ROLES, Entry
-from adas_assets.registry.promotion import PromotionSettings, Traffic, adopt_production, register_entry
-from adas_assets.registry.store import RegistryStore
-from resources.artifact_store import LocalArtifactStore
+from adas.catalog import default_catalog
+from adas.registry.config import CanaryStep, RegistryPolicy, load_policy
+from adas.registry.entries import adopted_entry, entry_from_pack
+from adas.registry.models import ROLES, Entry
+from adas.registry.promotion import PromotionSettings, Traffic, adopt_production, register_entry
+from adas.registry.store import RegistryStore
+from adas.storage import LocalArtifactStore
 from tests.registry.packs import Built, build_pack, frames, triton_ref_for
 
 TARGET = "x86-cpu/fp32"

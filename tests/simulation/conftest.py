@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from adas_assets.datasets.generator import DatagenConfig, load_datagen_config
-from adas_assets.intake.contract import Contract, Normalization
-from adas_assets.settings import DEMO_BUNDLES_DIR
-from adas_assets.simulation.config import SimulationConfig, load_simulation_config
+from adas.datasets.generator import DatagenConfig, load_datagen_config
+from adas.intake.contract import Contract, Normalization
+from adas.settings import DEMO_BUNDLES_DIR
+from adas.simulation.config import SimulationConfig, load_simulation_config
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +23,7 @@ def datagen() -> DatagenConfig:
 
 
 def _export(module, contract: Contract, out: Path) -> Path:  # type: ignore[no-untyped-def]
-    from adas_assets.packaging.export import export_onnx
+    from adas.packaging.export import export_onnx
 
     export_onnx(module, contract, out)
     return out
@@ -34,8 +34,8 @@ def plumbing_engine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Con
     """An untrained CenterNet exported to ONNX: real engine plumbing, meaningless detections."""
     import torch
 
-    from adas_assets.detector.bundle import build_contract
-    from adas_assets.detector.model import build_model
+    from adas.detector.bundle import build_contract
+    from adas.detector.model import build_model
 
     torch.manual_seed(0)
     contract = build_contract(
@@ -54,7 +54,7 @@ def trained_engine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Cont
     bundle = DEMO_BUNDLES_DIR / "candidate"
     if not (bundle / "contract.yaml").is_file():
         return None
-    from adas_assets.detector.bundle import load_bundle_model, read_contract
+    from adas.detector.bundle import load_bundle_model, read_contract
 
     contract = read_contract(bundle)
     path = _export(load_bundle_model(bundle), contract, tmp_path_factory.mktemp("trained") / "model.onnx")

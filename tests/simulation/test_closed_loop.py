@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from adas_assets.datasets.generator import DatagenConfig
-from adas_assets.simulation.closed_loop import EpisodeSpec
-from adas_assets.simulation.config import SimulationConfig
-from adas_assets.simulation.gate import evaluate_gate
-from adas_assets.simulation.metrics import RunRecord
-from adas_assets.simulation.orchestration import EpisodeSettings, SweepResult, run_sweep
-from adas_assets.simulation.perception import Fault, PerceptionSpec
-from resources.artifact_store import LocalArtifactStore
+from adas.datasets.generator import DatagenConfig
+from adas.simulation.closed_loop import EpisodeSpec
+from adas.simulation.config import SimulationConfig
+from adas.simulation.gate import evaluate_gate
+from adas.simulation.metrics import RunRecord
+from adas.simulation.orchestration import EpisodeSettings, SweepResult, run_sweep
+from adas.simulation.perception import Fault, PerceptionSpec
+from adas.storage import LocalArtifactStore
 
 pytestmark = pytest.mark.slow
 

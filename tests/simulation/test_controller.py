@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adas_assets.detector.postprocess import Detections
-from adas_assets.simulation.closed_loop import (
+from adas.detector.postprocess import Detections
+from adas.simulation.closed_loop import (
     EgoState,
     ProxyController,
     Track,
@@ -16,7 +16,7 @@ from adas_assets.simulation.closed_loop import (
     detections_to_world,
     idm_acceleration,
 )
-from adas_assets.simulation.config import ControllerConfig
+from adas.simulation.config import ControllerConfig
 
 
 class StraightLane:

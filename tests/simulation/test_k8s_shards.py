@@ -16,11 +16,11 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from adas_assets.catalog import default_catalog
-from adas_assets.datasets.generator import DatagenConfig
-from adas_assets.settings import REPO_ROOT, AdasHome
-from adas_assets.simulation.config import SimulationConfig
-from adas_assets.simulation.orchestration import (
+from adas.catalog import default_catalog
+from adas.datasets.generator import DatagenConfig
+from adas.settings import REPO_ROOT, AdasHome
+from adas.simulation.config import SimulationConfig
+from adas.simulation.orchestration import (
     CHECKPOINT_PREFIX,
     SHARD_MODULE,
     EngineFile,
@@ -38,9 +38,9 @@ from adas_assets.simulation.orchestration import (
     shard_args,
     shard_spec_key,
 )
-from adas_assets.simulation.perception import PerceptionSpec
+from adas.simulation.perception import PerceptionSpec
+from adas.storage import LocalArtifactStore
 from resources import build_resources
-from resources.artifact_store import LocalArtifactStore
 from resources.simulation_shards import (
     KubernetesShardLauncher,
     ShardSetupError,

@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from adas_assets.simulation.closed_loop import EpisodeSpec, EpisodeTrace
-from adas_assets.simulation.config import CategoryCriteria, GateConfig, MetricsConfig
-from adas_assets.simulation.gate import evaluate_gate
-from adas_assets.simulation.metrics import RunRecord, episode_metrics, summarize
+from adas.simulation.closed_loop import EpisodeSpec, EpisodeTrace
+from adas.simulation.config import CategoryCriteria, GateConfig, MetricsConfig
+from adas.simulation.gate import evaluate_gate
+from adas.simulation.metrics import RunRecord, episode_metrics, summarize
 
 DT = 0.2
 
@@ -226,8 +226,8 @@ def test_absolute_in_nominal_conditions_relative_in_adverse_ones(
 def test_malformed_simulation_config_names_file_and_field(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import yaml
 
-    from adas_assets.config_errors import ConfigError
-    from adas_assets.simulation.config import SIMULATION_FILE, load_simulation_config
+    from adas.config_errors import ConfigError
+    from adas.simulation.config import SIMULATION_FILE, load_simulation_config
 
     raw = yaml.safe_load(SIMULATION_FILE.read_text())
     raw["sweeps"]["demo"]["runs"]["u_turn"] = 3

@@ -8,10 +8,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from adas_assets.datasets.generator import DatagenConfig
-from adas_assets.simulation.closed_loop import EpisodeSpec
-from adas_assets.simulation.config import SimulationConfig
-from adas_assets.simulation.orchestration import (
+from adas.datasets.generator import DatagenConfig
+from adas.simulation.closed_loop import EpisodeSpec
+from adas.simulation.config import SimulationConfig
+from adas.simulation.orchestration import (
     CHECKPOINT_PREFIX,
     EpisodeSettings,
     ShardResult,
@@ -23,8 +23,8 @@ from adas_assets.simulation.orchestration import (
     run_shard,
     run_sweep,
 )
-from adas_assets.simulation.perception import Fault, PerceptionSpec
-from resources.artifact_store import LocalArtifactStore
+from adas.simulation.perception import Fault, PerceptionSpec
+from adas.storage import LocalArtifactStore
 
 ORACLE = PerceptionSpec(label="production", kind="oracle")
 
@@ -140,7 +140,7 @@ def test_same_seeds_identical_summary_across_process_counts(
 def test_a_shard_runs_as_a_command_with_the_checkpoint_layout(
     tmp_path: Path, sim_cfg: SimulationConfig, datagen: DatagenConfig
 ) -> None:
-    from adas_assets.simulation.orchestration import load_checkpoint, main
+    from adas.simulation.orchestration import load_checkpoint, main
 
     st = EpisodeSettings.from_configs(sim_cfg, datagen)
     blind = ORACLE.with_faults("blind", Fault(kind="blind_in_weather", weathers=["clear", "fog"]))

@@ -8,13 +8,13 @@ import math
 import numpy as np
 from PIL import Image
 
-from adas_assets.detector.postprocess import Detections
-from adas_assets.simulation.clips import OVERLAY, make_gif, render_frame
-from adas_assets.simulation.closed_loop import ClipFrame, EpisodeSpec, EpisodeTrace
-from adas_assets.simulation.config import MetricsConfig
-from adas_assets.simulation.heatmap import heatmap_png, violation_matrix
-from adas_assets.simulation.metrics import VIOLATION_TYPES, RunRecord, episode_metrics
-from adas_assets.simulation.perception import GtBox
+from adas.detector.postprocess import Detections
+from adas.simulation.clips import OVERLAY, make_gif, render_frame
+from adas.simulation.closed_loop import ClipFrame, EpisodeSpec, EpisodeTrace
+from adas.simulation.config import MetricsConfig
+from adas.simulation.heatmap import heatmap_png, violation_matrix
+from adas.simulation.metrics import VIOLATION_TYPES, RunRecord, episode_metrics
+from adas.simulation.perception import GtBox
 
 
 def _frame(rng: np.random.Generator) -> ClipFrame:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adas_assets.detector.postprocess import Detections
-from adas_assets.simulation.config import ReplayConfig
-from adas_assets.simulation.replay import IouTracker, evaluate_model, flag_segments, replay
+from adas.detector.postprocess import Detections
+from adas.simulation.config import ReplayConfig
+from adas.simulation.replay import IouTracker, evaluate_model, flag_segments, replay
 
 PX_PER_M = 3.52
 EGO = [100.0, 40.0, 16.0, 7.0]  # xywh

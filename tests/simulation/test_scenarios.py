@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from adas_assets.simulation.config import SimulationConfig
-from adas_assets.simulation.replay import FlaggedSegment, FlaggedTrack, TrackPoint
-from adas_assets.simulation.scenarios import (
+from adas.simulation.config import SimulationConfig
+from adas.simulation.replay import FlaggedSegment, FlaggedTrack, TrackPoint
+from adas.simulation.scenarios import (
     ScenarioValidationError,
     build_library,
     classify,

@@ -15,8 +15,8 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from adas_assets.datasets.coco import REPLAY_SPLIT, split_file, write_coco
-from adas_assets.datasets.generator import (
+from adas.datasets.coco import REPLAY_SPLIT, split_file, write_coco
+from adas.datasets.generator import (
     _assemble,
     config_hash,
     dataset_tag,
@@ -24,14 +24,14 @@ from adas_assets.datasets.generator import (
     plan_scenes,
     run_scene,
 )
-from adas_assets.detector.bundle import build_contract
-from adas_assets.intake.contract import Contract, Lineage
-from adas_assets.intake.refs import CandidateRef, ReplayBundleRef, StoredFile
-from adas_assets.packaging.refs import EngineRef
+from adas.detector.bundle import build_contract
+from adas.intake.contract import Contract, Lineage
+from adas.intake.refs import CandidateRef, ReplayBundleRef, StoredFile
+from adas.packaging.refs import EngineRef
+from adas.simulation.scenarios import validate_file
+from adas.storage import LocalArtifactStore
 from adas_assets.partitions import TARGET_PARTITIONS
 from adas_assets.simulation.assets import simulation_assets, simulation_checks
-from adas_assets.simulation.scenarios import validate_file
-from resources.artifact_store import LocalArtifactStore
 from resources.io_manager import ArtifactJsonIOManager, decode_value, encode_value, value_key
 from resources.simulation_shards import SimulationShardRunner
 

@@ -1,0 +1,1 @@
+"""Packaging: ONNX export, operator coverage, ORT/TensorRT engines, equivalence and latency."""

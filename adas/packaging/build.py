@@ -1,0 +1,161 @@
+"""Export and engine building: one path for the candidate and for the production baseline."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adas.catalog import TargetCatalog, require_supported
+from adas.intake.bundle import load_model
+from adas.intake.refs import CandidateRef, DatasetRef, StoredFile
+from adas.packaging.config import PackagingConfig
+from adas.packaging.refs import EngineRef, ExportRef, model_prefix, pack_prefix
+from adas.storage import ArtifactStore
+
+RUNTIMES = ("onnxruntime", "tensorrt")
+
+
+def stored_file(store: ArtifactStore, key: str, src: Path | None = None, data: bytes | None = None) -> StoredFile:
+    """Put a file (or bytes) and describe it with the hash the store recorded."""
+    stored = store.put_file(key, src) if src is not None else store.put_bytes(key, data or b"")
+    return StoredFile(key=stored.key, uri=stored.uri, sha256=stored.sha256, size=stored.size)
+
+
+def fetch_bundle(store: ArtifactStore, candidate: CandidateRef) -> Path:
+    """Every bundle file verified against intake's hash; returns the local bundle folder."""
+    paths = {name: store.fetch(f.key, expected_sha256=f.sha256) for name, f in candidate.files.items()}
+    return paths[candidate.contract.model_file].parent
+
+
+def load_frames(store: ArtifactStore, dataset: DatasetRef, file_names: Sequence[str]) -> np.ndarray:
+    """uint8 RGB frames [N, H, W, 3] from the dataset in the store (each file hash-verified)."""
+    from PIL import Image
+
+    frames = [
+        np.asarray(Image.open(io.BytesIO(store.get_bytes(f"{dataset.prefix}/{name}"))).convert("RGB"))
+        for name in file_names
+    ]
+    return np.stack(frames).astype(np.uint8)
+
+
+def read_json(store: ArtifactStore, f: StoredFile) -> Any:
+    return json.loads(store.get_bytes(f.key, expected_sha256=f.sha256))
+
+
+@dataclass
+class ExportOutcome:
+    ref: ExportRef
+    details: dict[str, Any]
+    coverage_markdown: dict[str, str] = field(default_factory=dict)
+
+
+def export_graph(
+    store: ArtifactStore, candidate: CandidateRef, config: PackagingConfig, workdir: Path
+) -> ExportOutcome:
+    """ONNX (opset from config, dynamic batch) + the bundle's torch program + operator coverage."""
+    from adas.packaging.export import export_onnx
+    from adas.packaging.operators import coverage_report
+
+    bundle_dir = fetch_bundle(store, candidate)
+    contract = candidate.contract
+    module = load_model(bundle_dir, contract)
+    onnx_path = workdir / "model.onnx"
+    result = export_onnx(module, contract, onnx_path, opset=config.onnx.opset)
+    reports = {rt: coverage_report(onnx_path, rt) for rt in RUNTIMES}
+    prefix = f"{model_prefix(contract.task, contract.version)}/export"
+    onnx_file = stored_file(store, f"{prefix}/model.onnx", onnx_path)
+    program = stored_file(store, f"{prefix}/{contract.model_file}", bundle_dir / contract.model_file)
+    coverage = stored_file(
+        store,
+        f"{prefix}/operator_coverage.json",
+        data=json.dumps({rt: r.to_metadata() for rt, r in reports.items()}, indent=2, default=str).encode(),
+    )
+    ref = ExportRef(
+        candidate=candidate,
+        onnx=onnx_file,
+        torch_program=program,
+        coverage=coverage,
+        runtimes_supported={rt: r.supported for rt, r in reports.items()},
+    )
+    return ExportOutcome(ref, result.to_metadata(), {rt: r.markdown() for rt, r in reports.items()})
+
+
+@dataclass
+class EngineOutcome:
+    ref: EngineRef
+    details: dict[str, Any]
+
+
+def build_engine(
+    store: ArtifactStore,
+    export: ExportRef,
+    device: str,
+    precision: str,
+    *,
+    catalog: TargetCatalog,
+    config: PackagingConfig,
+    calibration_frames: np.ndarray | None,
+    workdir: Path,
+) -> EngineOutcome:
+    """Build the engine of one catalog cell and store it under ``models/<task>/<version>/<device>/<precision>/``.
+
+    Raises ``UnsupportedTargetError`` for a cell the catalog does not offer,
+    ``UnsupportedOperatorError`` naming node and op when the runtime cannot run the graph,
+    ``TensorRTUnavailable`` ("needs a <device> node with TensorRT") off a GPU node.
+    """
+    from adas.packaging.operators import coverage_report, require_supported_ops
+
+    target = require_supported(catalog, device, precision)
+    contract = export.candidate.contract
+    onnx_path = store.fetch(export.onnx.key, expected_sha256=export.onnx.sha256)
+    require_supported_ops(coverage_report(onnx_path, target.runtime))
+    prefix = pack_prefix(contract.task, contract.version, device, precision)
+    cache: StoredFile | None = None
+    if target.runtime == "onnxruntime":
+        from adas.packaging.ort_engines import build_fp32_engine, build_int8_engine
+
+        if precision == "fp32":
+            build = build_fp32_engine(onnx_path, workdir / "model.onnx")
+            details = build.to_metadata()
+        elif precision == "int8":
+            if calibration_frames is None or len(calibration_frames) == 0:
+                raise ValueError(f"{device}/int8 needs calibration frames (the calibration_shard asset)")
+            build = build_int8_engine(
+                onnx_path, calibration_frames, contract, workdir, config.int8, runtime="onnxruntime"
+            )
+            details = build.to_metadata()
+            cache = stored_file(store, f"{prefix}/calibration.cache", build.calibration_cache)
+        else:  # the catalog check above keeps other precisions out; this guards a catalog edit
+            raise ValueError(f"onnxruntime engines are built for fp32 and int8, not {precision}")
+        engine_file = stored_file(store, f"{prefix}/model.onnx", build.path)
+    else:
+        from adas.packaging.tensorrt_engines import build_tensorrt_engine
+
+        trt = build_tensorrt_engine(
+            onnx_path,
+            device,
+            precision,
+            workdir,
+            workdir / "timing.cache",
+            calibration_frames=calibration_frames if precision == "int8" else None,
+            contract=contract,
+            int8_config=config.int8,
+        )
+        details = trt.to_metadata()
+        engine_file = stored_file(store, f"{prefix}/model.plan", trt.path)
+    ref = EngineRef(
+        device=device,
+        precision=precision,
+        runtime=target.runtime,
+        candidate=export.candidate,
+        engine=engine_file,
+        calibration_cache=cache,
+        build={k: v for k, v in details.items() if isinstance(v, str | int | float | bool | list | dict)},
+    )
+    return EngineOutcome(ref, details)

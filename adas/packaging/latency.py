@@ -1,0 +1,471 @@
+"""Latency and throughput of an engine (or of the PyTorch eager baseline) on this CPU.
+
+Every measurement runs in its own subprocess (``python -m adas.packaging.latency``)
+with ``OMP_WAIT_POLICY=PASSIVE``: torch's OpenMP workers and ORT's intra-op threads spin
+between calls, and on a 2-core node two runtimes in one process (or the Dagster process's own
+torch) fight over the cores; measured in-process, eager latency spread 22-90 ms. The child
+also disables ORT's spinning, so what is measured is one runtime alone on the cores.
+
+Protocol per batch size: ``warmup_runs`` untimed calls, then windows of ``window_size`` timed
+calls (or ``max_window_seconds``, whichever ends first, at least ``min_window_runs``) until the p50 of the last ``stable_windows`` windows agree within
+``stability_tolerance`` (relative spread) or ``max_windows`` is reached. Percentiles and
+throughput come from the last ``stable_windows`` windows. The child reports its peak RSS
+(``resource.getrusage``), which includes the runtime's own libraries.
+
+This module imports neither torch nor onnxruntime at import time: the child imports only
+the runtime it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adas.intake.contract import Contract
+from adas.packaging.config import LatencyConfig, PackagingConfig
+
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16)
+
+
+class LatencyMeasurementError(RuntimeError):
+    """The measuring subprocess failed or timed out."""
+
+
+@dataclass(frozen=True)
+class BatchLatency:
+    batch_size: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    min_ms: float
+    throughput_fps: float
+    windows: int
+    stable: bool
+    timed_runs: int
+
+
+@dataclass(frozen=True)
+class LatencyReport:
+    runtime: str
+    model: str
+    model_size_bytes: int
+    per_batch: dict[int, BatchLatency]
+    best_batch: int
+    best_throughput_fps: float
+    peak_rss_mib: float
+    threads: int
+    seconds: float
+    versions: dict[str, str]
+    machine: dict[str, Any]
+    protocol: dict[str, Any] = field(default_factory=dict)
+
+    def batch(self, size: int) -> BatchLatency:
+        return self.per_batch[size]
+
+    def to_metadata(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["per_batch"] = {str(k): v for k, v in d["per_batch"].items()}
+        return d
+
+    def markdown(self) -> str:
+        rows = [
+            "| batch | p50 ms | p95 ms | p99 ms | frames/s | windows | stable |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for b in self.per_batch.values():
+            rows.append(
+                f"| {b.batch_size} | {b.p50_ms:.2f} | {b.p95_ms:.2f} | {b.p99_ms:.2f} | "
+                f"{b.throughput_fps:.1f} | {b.windows} | {'yes' if b.stable else 'no'} |"
+            )
+        return "\n".join(rows)
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model and core count as ``lscpu`` reports them (falls back to platform/os)."""
+    info: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "cpu_model": platform.processor(),
+    }
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return info
+    for line in out.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Model name":
+            info["cpu_model"] = value.strip()
+        elif key.strip() == "CPU(s)":
+            info["cpus"] = int(value.strip())
+    return info
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+def _latency_config(config: LatencyConfig | PackagingConfig | None) -> LatencyConfig:
+    if config is None:
+        from adas.packaging.config import default_packaging_config
+
+        return default_packaging_config().latency
+    return config.latency if isinstance(config, PackagingConfig) else config
+
+
+def _run_child(args: list[str], cfg: LatencyConfig) -> dict[str, Any]:
+    env = dict(os.environ)
+    env["OMP_WAIT_POLICY"] = "PASSIVE"
+    env["OMP_NUM_THREADS"] = str(cfg.intra_op_threads)
+    env.setdefault("PYTHONWARNINGS", "ignore")
+    with tempfile.TemporaryDirectory(prefix="latency-") as tmp:
+        out = Path(tmp) / "report.json"
+        cmd = [sys.executable, "-m", "adas.packaging.latency", *args, "--out", str(out)]
+        cmd += ["--config-json", cfg.model_dump_json()]
+        try:
+            proc = subprocess.run(
+                cmd, env=env, capture_output=True, text=True, timeout=cfg.timeout_s, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise LatencyMeasurementError(
+                f"latency measurement exceeded {cfg.timeout_s:g} s: {' '.join(args)}"
+            ) from exc
+        if proc.returncode != 0 or not out.exists():
+            tail = (proc.stderr or proc.stdout)[-2000:]
+            raise LatencyMeasurementError(f"latency subprocess failed (exit {proc.returncode}):\n{tail}")
+        return json.loads(out.read_text())
+
+
+def _report(raw: dict[str, Any]) -> LatencyReport:
+    per_batch = {int(k): BatchLatency(**v) for k, v in raw.pop("per_batch").items()}
+    best = max(per_batch.values(), key=lambda b: b.throughput_fps)
+    return LatencyReport(
+        per_batch=per_batch, best_batch=best.batch_size, best_throughput_fps=best.throughput_fps, **raw
+    )
+
+
+def measure_latency(
+    engine_path: str | Path,
+    contract: Contract,
+    batch_sizes: Sequence[int] | None = DEFAULT_BATCH_SIZES,
+    config: LatencyConfig | PackagingConfig | None = None,
+) -> LatencyReport:
+    """Latency of an ONNX Runtime engine file, measured in a fresh subprocess (module docstring).
+
+    ``batch_sizes=None`` takes them from the config.
+    """
+    cfg = _latency_config(config)
+    sizes = list(batch_sizes) if batch_sizes is not None else cfg.batch_sizes
+    _, c, h, w = contract.input.shape
+    args = [
+        "ort",
+        "--model",
+        str(Path(engine_path).resolve()),
+        "--input-name",
+        contract.input.name,
+        "--shape",
+        f"{c},{h},{w}",
+        "--batch-sizes",
+        ",".join(str(b) for b in sizes),
+    ]
+    return _report(_run_child(args, cfg))
+
+
+def measure_torch_eager_latency(
+    bundle_dir: str | Path,
+    batch_sizes: Sequence[int] | None = DEFAULT_BATCH_SIZES,
+    config: LatencyConfig | PackagingConfig | None = None,
+) -> LatencyReport:
+    """Latency of the bundle's PyTorch program in eager mode (FP32 baseline), same protocol."""
+    cfg = _latency_config(config)
+    sizes = list(batch_sizes) if batch_sizes is not None else cfg.batch_sizes
+    args = [
+        "torch",
+        "--model",
+        str(Path(bundle_dir).resolve()),
+        "--batch-sizes",
+        ",".join(str(b) for b in sizes),
+    ]
+    return _report(_run_child(args, cfg))
+
+
+@dataclass(frozen=True)
+class LatencySpec:
+    """One runtime to compare: an ORT engine file (``kind="ort"``) or a bundle (``"torch"``)."""
+
+    kind: str
+    model: Path
+    input_name: str = "images"
+    shape: tuple[int, int, int] = (3, 96, 384)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Paired, interleaved batch latency of several runtimes (``compare_latency``)."""
+
+    batch_size: int
+    rounds: int
+    per_runtime: dict[str, BatchLatency]
+    # Median over rounds of (baseline window p50 / runtime window p50): each ratio pairs two
+    # windows measured seconds apart, so load that drifts over minutes cancels out.
+    speedup_vs_baseline: dict[str, float]
+    # baseline / runtime of the 25th percentile of round p50s: the least contended quarter of
+    # the windows of each runtime (bursty load on a shared machine makes the paired ratios
+    # noisy; this is the "best of N" estimate of the uncontended ratio).
+    speedup_quiet_quartile: dict[str, float]
+    baseline: str
+    peak_rss_mib: dict[str, float]
+    round_p50_ms: dict[str, list[float]] = field(default_factory=dict)
+
+    def to_metadata(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _stats(samples: np.ndarray, batch_size: int, windows: int, stable: bool) -> BatchLatency:
+    p50, p95, p99 = (float(v) for v in np.percentile(samples, [50, 95, 99]))
+    return BatchLatency(
+        batch_size=batch_size,
+        p50_ms=p50,
+        p95_ms=p95,
+        p99_ms=p99,
+        mean_ms=float(samples.mean()),
+        min_ms=float(samples.min()),
+        throughput_fps=batch_size * 1000.0 / float(samples.mean()),
+        windows=windows,
+        stable=stable,
+        timed_runs=int(samples.size),
+    )
+
+
+def compare_latency(
+    specs: dict[str, LatencySpec],
+    baseline: str,
+    batch_size: int = 1,
+    rounds: int = 20,
+    config: LatencyConfig | PackagingConfig | None = None,
+) -> Comparison:
+    """Latency of several runtimes measured in turns, for fair ratios on a shared machine.
+
+    Each runtime lives in its own subprocess (same environment as ``measure_latency``), warms
+    up, then waits, blocked on stdin (no spinning), while the others run. Every round times one
+    window of ``window_size`` calls per runtime, in rotated order. Percentiles are over all
+    rounds; speedups are medians of per-round paired ratios vs ``baseline``.
+    """
+    cfg = _latency_config(config)
+    if baseline not in specs:
+        raise ValueError(f"baseline {baseline!r} is not one of {sorted(specs)}")
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(cfg.intra_op_threads))
+    env.setdefault("PYTHONWARNINGS", "ignore")
+    procs: dict[str, subprocess.Popen[str]] = {}
+    # stderr to files, not pipes: a chatty worker would block on a full pipe nobody reads.
+    logs = {name: tempfile.TemporaryFile("w+") for name in specs}  # noqa: SIM115 (closed in finally)
+    deadline = time.monotonic() + cfg.timeout_s
+
+    def read(name: str) -> dict[str, Any]:
+        proc = procs[name]
+        assert proc.stdout is not None
+        while True:
+            if time.monotonic() > deadline:
+                raise LatencyMeasurementError(f"latency comparison exceeded {cfg.timeout_s:g} s")
+            line = proc.stdout.readline()
+            if not line:
+                proc.wait()
+                logs[name].seek(0)
+                err = logs[name].read()[-2000:]
+                raise LatencyMeasurementError(f"latency worker {name!r} exited early:\n{err}")
+            if line.startswith("{"):
+                return json.loads(line)
+
+    try:
+        for name, spec in specs.items():
+            cmd = [
+                sys.executable,
+                "-m",
+                "adas.packaging.latency",
+                spec.kind,
+                "--model",
+                str(spec.model),
+            ]
+            cmd += ["--input-name", spec.input_name, "--shape", ",".join(str(d) for d in spec.shape)]
+            cmd += ["--batch-sizes", str(batch_size), "--config-json", cfg.model_dump_json(), "--serve"]
+            procs[name] = subprocess.Popen(
+                cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logs[name], text=True
+            )
+        for name in specs:  # sequential start-up: loading torch would slow the others' warm-up
+            read(name)
+        names = list(specs)
+        samples: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        for r in range(rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                stdin = procs[name].stdin
+                assert stdin is not None
+                stdin.write("window\n")
+                stdin.flush()
+                samples[name].append(np.asarray(read(name)["ms"], np.float64))
+        rss = {}
+        for name in names:
+            stdin = procs[name].stdin
+            assert stdin is not None
+            stdin.write("quit\n")
+            stdin.flush()
+            rss[name] = float(read(name)["peak_rss_mib"])
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        for f in logs.values():
+            f.close()
+    per = {n: _stats(np.concatenate(w), batch_size, len(w), True) for n, w in samples.items()}
+    base = [float(np.median(w)) for w in samples[baseline]]
+    speed = {
+        n: float(np.median([b / float(np.median(w)) for b, w in zip(base, samples[n], strict=True)]))
+        for n in names
+    }
+    rounds_p50 = {n: [float(np.median(w)) for w in samples[n]] for n in names}
+    q25 = {n: float(np.percentile(v, 25)) for n, v in rounds_p50.items()}
+    quiet = {n: q25[baseline] / q25[n] for n in names}
+    return Comparison(batch_size, rounds, per, speed, quiet, baseline, rss, rounds_p50)
+
+
+# --------------------------------------------------------------------------- child side
+
+
+def _time_window(fn: Callable[[], Any], cfg: LatencyConfig) -> np.ndarray:
+    """Milliseconds of ``window_size`` calls, or fewer once ``max_window_seconds`` is spent."""
+    times: list[float] = []
+    budget_ms = cfg.max_window_seconds * 1000.0
+    while len(times) < cfg.window_size and (len(times) < cfg.min_window_runs or sum(times) < budget_ms):
+        t0 = time.perf_counter_ns()
+        fn()
+        times.append((time.perf_counter_ns() - t0) / 1e6)
+    return np.asarray(times, np.float64)
+
+
+def measure_callable(fn: Callable[[], Any], batch_size: int, cfg: LatencyConfig) -> BatchLatency:
+    """Warm-up, then windows until the last ``stable_windows`` window p50s agree."""
+    for _ in range(cfg.warmup_runs):
+        fn()
+    windows: list[np.ndarray] = []
+    p50s: list[float] = []
+    stable = False
+    while len(windows) < cfg.max_windows:
+        ts = _time_window(fn, cfg)
+        windows.append(ts)
+        p50s.append(float(np.median(ts)))
+        if len(windows) >= max(cfg.min_windows, cfg.stable_windows):
+            last = np.asarray(p50s[-cfg.stable_windows :])
+            if (last.max() - last.min()) / max(float(np.median(last)), 1e-9) <= cfg.stability_tolerance:
+                stable = True
+                break
+    stats = _stats(np.concatenate(windows[-cfg.stable_windows :]), batch_size, len(windows), stable)
+    return replace(stats, timed_runs=int(sum(len(w) for w in windows)))
+
+
+def _ort_runner(
+    args: argparse.Namespace, cfg: LatencyConfig
+) -> tuple[Callable[[np.ndarray], Any], dict[str, str], int]:
+    import onnxruntime as ort
+
+    from adas.packaging.ort_engines import session_options
+
+    sess = ort.InferenceSession(
+        args.model, session_options(cfg.intra_op_threads), providers=["CPUExecutionProvider"]
+    )
+    name = args.input_name
+
+    def run(x: np.ndarray) -> Any:
+        return sess.run(None, {name: x})
+
+    return run, {"onnxruntime": ort.__version__}, Path(args.model).stat().st_size
+
+
+def _torch_runner(
+    args: argparse.Namespace, cfg: LatencyConfig
+) -> tuple[Callable[[np.ndarray], Any], dict[str, str], int]:
+    import torch
+
+    from adas.detector.bundle import load_bundle_model, read_contract
+
+    torch.set_num_threads(cfg.intra_op_threads)
+    torch.set_num_interop_threads(1)
+    contract = read_contract(args.model)
+    module = load_bundle_model(args.model)
+    args.shape = ",".join(str(d) for d in contract.input.shape[1:])
+
+    def run(x: np.ndarray) -> Any:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x))
+
+    size = (Path(args.model) / contract.model_file).stat().st_size
+    return run, {"torch": torch.__version__}, size
+
+
+def _child(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m adas.packaging.latency")
+    p.add_argument("kind", choices=["ort", "torch"])
+    p.add_argument("--model", required=True, help="engine file (ort) or bundle directory (torch)")
+    p.add_argument("--input-name", default="images")
+    p.add_argument("--shape", default="", help="C,H,W (ort; torch reads the contract)")
+    p.add_argument("--batch-sizes", required=True)
+    p.add_argument("--config-json", required=True)
+    p.add_argument("--out", default="")
+    p.add_argument("--serve", action="store_true", help="time windows on request (stdin) for compare_latency")
+    args = p.parse_args(argv)
+    cfg = LatencyConfig.model_validate_json(args.config_json)
+    t0 = time.perf_counter()
+    make = _ort_runner if args.kind == "ort" else _torch_runner
+    run, versions, size = make(args, cfg)
+    c, h, w = (int(v) for v in args.shape.split(","))
+    rng = np.random.default_rng(0)
+    if args.serve:
+        _serve(run, rng.standard_normal((int(args.batch_sizes), c, h, w), dtype=np.float32), cfg)
+        return
+    per_batch: dict[str, Any] = {}
+    for b in (int(v) for v in args.batch_sizes.split(",")):
+        # Values in a typical normalized range; latency of these graphs does not depend on them.
+        x = rng.standard_normal((b, c, h, w), dtype=np.float32)
+        per_batch[str(b)] = asdict(measure_callable(lambda x=x: run(x), b, cfg))
+    report = {
+        "runtime": "onnxruntime" if args.kind == "ort" else "torch-eager",
+        "model": args.model,
+        "model_size_bytes": size,
+        "per_batch": per_batch,
+        # ru_maxrss is in KiB on Linux.
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "threads": cfg.intra_op_threads,
+        "seconds": time.perf_counter() - t0,
+        "versions": versions | {"python": platform.python_version(), "numpy": np.__version__},
+        "machine": machine_info(),
+        "protocol": cfg.model_dump() | {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "")},
+    }
+    Path(args.out).write_text(json.dumps(report))
+
+
+def _serve(run: Callable[[np.ndarray], Any], x: np.ndarray, cfg: LatencyConfig) -> None:
+    """Warm up, say "ready", then time one window per "window" line on stdin (JSON out)."""
+    for _ in range(cfg.warmup_runs):
+        run(x)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "window":
+            break
+        print(json.dumps({"ms": _time_window(lambda: run(x), cfg).tolist()}), flush=True)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(json.dumps({"peak_rss_mib": rss}), flush=True)
+
+
+if __name__ == "__main__":
+    _child()

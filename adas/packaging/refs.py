@@ -1,0 +1,88 @@
+"""Descriptors the packaging assets hand downstream (evaluation, simulation, registry)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from adas.intake.contract import Contract
+from adas.intake.refs import CandidateRef, StoredFile
+
+
+def model_prefix(task: str, version: str) -> str:
+    """The specification's layout: ``models/<task>/<version>/``."""
+    return f"models/{task}/{version}"
+
+
+def pack_prefix(task: str, version: str, device: str, precision: str) -> str:
+    """``models/<task>/<version>/<device>/<precision>/``: one model pack per target cell."""
+    return f"{model_prefix(task, version)}/{device}/{precision}"
+
+
+class StagedRef(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    candidate: CandidateRef
+    requirements_lock: StoredFile
+    environment: StoredFile
+
+
+class ExportRef(BaseModel):
+    """The exported graph (ONNX opset 17, dynamic batch) and the torch program beside it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    candidate: CandidateRef
+    onnx: StoredFile
+    torch_program: StoredFile
+    coverage: StoredFile
+    runtimes_supported: dict[str, bool]
+
+
+class EngineRef(BaseModel):
+    """An engine for one device x precision cell, as the packaging stage built it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    device: str
+    precision: str
+    runtime: str
+    candidate: CandidateRef
+    engine: StoredFile
+    calibration_cache: StoredFile | None = None
+    build: dict[str, Any] = {}
+
+    @property
+    def contract(self) -> Contract:
+        return self.candidate.contract
+
+    @property
+    def prefix(self) -> str:
+        return pack_prefix(self.contract.task, self.contract.version, self.device, self.precision)
+
+
+class TritonRepositoryRef(BaseModel):
+    """A Triton model repository stored under ``<pack prefix>/triton/``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prefix: str
+    serving: str
+    ensemble: str
+    files: dict[str, StoredFile]
+    inference_config: StoredFile
+    digest: str
+
+
+class PackRef(BaseModel):
+    """A complete, signed model pack; ``manifest`` lists every file with its sha256."""
+
+    model_config = ConfigDict(frozen=True)
+
+    engine: EngineRef
+    prefix: str
+    manifest: StoredFile
+    files: dict[str, StoredFile]
+    container_tag: str
+    public_key: StoredFile

@@ -1,0 +1,126 @@
+"""Repo staging: pin the environment, verify every bundle hash, smoke-forward the checkpoint."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import importlib.util
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adas.intake.bundle import (
+    BundleRejected,
+    check_finite_weights,
+    load_model,
+    named_outputs,
+    smoke_forward,
+)
+from adas.intake.refs import CandidateRef
+from adas.storage import ArtifactStore
+
+# Versions recorded in every pack; the rest of the environment is in requirements.lock.
+PINNED_PACKAGES = ("torch", "onnx", "onnxruntime", "numpy", "dagster", "tritonclient", "tensorrt")
+
+
+@dataclass(frozen=True)
+class StagedCheckpoint:
+    bundle_dir: Path
+    environment: dict[str, Any]
+    requirements_lock: str
+    parameter_count: int
+    output_ranges: dict[str, tuple[float, float]]
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def pin_environment() -> dict[str, Any]:
+    """What this build ran on: interpreter, packages, CPU, CUDA / TensorRT where present."""
+    env: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "packages": {name: _version(name) for name in PINNED_PACKAGES},
+        # Set by the production image build; a local run has no container.
+        "image_digest": os.environ.get("ADAS_IMAGE_DIGEST", "local (no container image)"),
+    }
+    import torch
+
+    env["cuda"] = {
+        "torch_cuda": torch.version.cuda,
+        "available": torch.cuda.is_available(),
+        "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+    }
+    env["tensorrt_importable"] = importlib.util.find_spec("tensorrt") is not None
+    return env
+
+
+def freeze_requirements() -> str:
+    """``requirements.lock`` of the running interpreter (``name==version``, sorted, deduplicated)."""
+    pins = {}
+    for dist in md.distributions():
+        name = dist.metadata.get("Name")
+        if name:
+            pins[name.lower()] = f"{name}=={dist.version}"
+    return "\n".join(pins[k] for k in sorted(pins)) + "\n"
+
+
+def stage_checkpoint(store: ArtifactStore, candidate: CandidateRef, seed: int = 0) -> StagedCheckpoint:
+    """Fetch every bundle file verifying its sha256, load the model, forward zero and random batches.
+
+    Raises :class:`BundleRejected` naming the weight or output at fault (NaN/Inf), or
+    ``ArtifactIntegrityError`` naming the file whose hash does not match intake's record.
+    """
+    local = {name: store.fetch(f.key, expected_sha256=f.sha256) for name, f in candidate.files.items()}
+    bundle_dir = local[candidate.contract.model_file].parent
+    contract = candidate.contract
+    module = load_model(bundle_dir, contract)
+    params = check_finite_weights(module, contract.model_file)
+    smoke_forward(module, contract)
+    ranges = random_forward_ranges(module, candidate, seed)
+    return StagedCheckpoint(bundle_dir, pin_environment(), freeze_requirements(), params, ranges)
+
+
+def random_forward_ranges(module: Any, candidate: CandidateRef, seed: int) -> dict[str, tuple[float, float]]:
+    """One batch of random frames through the model; every output must be finite."""
+    import torch
+
+    from adas.detector.preprocess import normalize
+
+    contract = candidate.contract
+    _, _, h, w = contract.input.shape
+    frames = np.random.default_rng(seed).integers(0, 256, size=(4, h, w, 3), dtype=np.uint8)
+    with torch.no_grad():
+        result = module(torch.from_numpy(normalize(frames, contract.input.normalization)))
+    ranges = {}
+    for spec in contract.outputs:
+        arr = named_outputs(result, contract)[spec.name].detach().numpy()
+        if not np.isfinite(arr).all():
+            bad = int((~np.isfinite(arr)).sum())
+            raise BundleRejected(
+                spec.name, f"output has {bad} NaN/Inf values on a random batch of real-range frames"
+            )
+        ranges[spec.name] = (float(arr.min()), float(arr.max()))
+    return ranges

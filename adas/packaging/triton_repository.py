@@ -1,0 +1,414 @@
+"""Write a Triton Inference Server model repository for a detector contract.
+
+Layout (``<m>`` is the contract's ``model_name``, ``<v>`` the repository version)::
+
+    <out>/inference_config.json
+    <out>/<m>/config.pbtxt, <v>/README.txt           ensemble: frames -> boxes/scores/classes
+    <out>/<m>_preprocess/config.pbtxt, <v>/model.py  python: uint8 NHWC -> normalized NCHW
+                                        <v>/frame_preprocess.py       (vendored)
+    <out>/<m>_engine/config.pbtxt, <v>/model.onnx | model.plan [+ model.py]
+    <out>/<m>_postprocess/config.pbtxt, <v>/model.py python: decode + NMS, padded outputs
+                                         <v>/centernet_postprocess.py (vendored)
+
+Clients send raw frames to the ensemble and get boxes back. The python-backend models are
+self-contained (the server's environment does not have our package): the numpy pre- and
+post-processing is vendored next to each ``model.py`` with a header naming its source and
+sha256, and every threshold lives in the ``config.pbtxt`` parameters.
+
+``serving`` picks the engine step: ``tensorrt`` (``tensorrt_plan``, GPU), ``onnxruntime``
+(``onnxruntime_onnx`` backend, production CPU) or ``python-onnxruntime`` (a python-backend
+model running ONNX Runtime: what the PyPI-installable server can run locally).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from adas.intake.contract import Contract
+from adas.packaging.inference_config import (
+    FRAMES_INPUT,
+    INFERENCE_CONFIG_FILE,
+    build_inference_config,
+    write_json_atomic,
+)
+
+Serving = Literal["python-onnxruntime", "onnxruntime", "tensorrt"]
+RuntimeName = Literal["onnxruntime", "tensorrt"]
+SERVING_MODES: tuple[str, ...] = ("python-onnxruntime", "onnxruntime", "tensorrt")
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+TEMPLATES_DIR = _PACKAGE_DIR / "triton_models"
+_DETECTOR_DIR = _PACKAGE_DIR.parent / "detector"
+# Vendored sources: (source in this repo, file name inside the Triton model version dir).
+VENDORED_POSTPROCESS = (_DETECTOR_DIR / "postprocess.py", "centernet_postprocess.py")
+VENDORED_PREPROCESS = (_DETECTOR_DIR / "preprocess.py", "frame_preprocess.py")
+VENDOR_HEADER_LINES = 4
+ENSEMBLE_PLACEHOLDER = "README.txt"
+
+_TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8", "int64": "TYPE_INT64"}
+
+
+@dataclass(frozen=True)
+class RepositoryFile:
+    """One file of the repository: path relative to the repository root, sha256, size."""
+
+    path: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class TritonRepository:
+    """What ``write_triton_repository`` wrote."""
+
+    root: Path
+    ensemble: str
+    preprocess: str
+    engine: str
+    postprocess: str
+    serving: str
+    version: int
+    max_batch_size: int
+    files: tuple[RepositoryFile, ...] = field(default_factory=tuple)
+
+    @property
+    def model_names(self) -> list[str]:
+        return [self.ensemble, self.preprocess, self.engine, self.postprocess]
+
+    @property
+    def inference_config_path(self) -> Path:
+        return self.root / INFERENCE_CONFIG_FILE
+
+    def sha256(self, relative_path: str) -> str:
+        for f in self.files:
+            if f.path == relative_path:
+                return f.sha256
+        raise KeyError(f"{relative_path} is not in the repository {self.root}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "root": str(self.root),
+            "ensemble": self.ensemble,
+            "models": self.model_names,
+            "serving": self.serving,
+            "version": self.version,
+            "max_batch_size": self.max_batch_size,
+            "files": [{"path": f.path, "sha256": f.sha256, "size": f.size} for f in self.files],
+        }
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def vendored_source(source: Path) -> str:
+    """``source``'s text under a header saying where it comes from and its sha256."""
+    data = source.read_bytes()
+    rel = source.relative_to(_PACKAGE_DIR.parent.parent).as_posix()
+    header = (
+        f"# Vendored verbatim from {rel} (sha256 {hashlib.sha256(data).hexdigest()})\n"
+        "# by adas.packaging.triton_repository: the Triton server's Python environment does\n"
+        "# not have the adas_assets package. Do not edit: regenerate the repository instead.\n"
+        "\n"
+    )
+    assert header.count("\n") == VENDOR_HEADER_LINES
+    return header + data.decode("utf-8")
+
+
+# --------------------------------------------------------------------------- config.pbtxt text
+
+
+def _q(s: str) -> str:
+    return json.dumps(s)  # a JSON string literal is a valid protobuf text-format string
+
+
+def _dims(dims: Sequence[int]) -> str:
+    return "[ " + ", ".join(str(int(d)) for d in dims) + " ]"
+
+
+def _tensor(name: str, dtype: str, dims: Sequence[int]) -> str:
+    return f"  {{ name: {_q(name)} data_type: {dtype} dims: {_dims(dims)} }}"
+
+
+def _tensors(kind: str, items: Sequence[str]) -> str:
+    return f"{kind} [\n" + ",\n".join(items) + "\n]\n"
+
+
+def _parameters(params: dict[str, str]) -> str:
+    return "".join(
+        f"parameters {{ key: {_q(k)} value: {{ string_value: {_q(v)} }} }}\n" for k, v in params.items()
+    )
+
+
+def _instance_group(gpu: bool, count: int, gpus: Sequence[int]) -> str:
+    if gpu:
+        return f"instance_group [ {{ kind: KIND_GPU count: {count} gpus: {_dims(gpus)} }} ]\n"
+    return f"instance_group [ {{ kind: KIND_CPU count: {count} }} ]\n"
+
+
+def _dynamic_batching(max_batch_size: int) -> str:
+    preferred = sorted({b for b in (1, 2, 4, 8, 16, 32) if b <= max_batch_size} | {max_batch_size})
+    # A short queue delay: batching is for throughput under load, not worth latency at batch 1.
+    return (
+        f"dynamic_batching {{ preferred_batch_size: {_dims(preferred)} max_queue_delay_microseconds: 200 }}\n"
+    )
+
+
+def _header(name: str, kind_line: str, max_batch_size: int) -> str:
+    return f"name: {_q(name)}\n{kind_line}\nmax_batch_size: {max_batch_size}\n"
+
+
+# --------------------------------------------------------------------------- the writer
+
+
+def _check_model_file(model_file: Path, serving: str, runtime: str) -> None:
+    if serving not in SERVING_MODES:
+        raise ValueError(f"serving must be one of {SERVING_MODES}, got {serving!r}")
+    if runtime not in ("onnxruntime", "tensorrt"):
+        raise ValueError(f"runtime must be 'onnxruntime' or 'tensorrt', got {runtime!r}")
+    if serving == "tensorrt" and runtime != "tensorrt":
+        raise ValueError("serving='tensorrt' needs runtime='tensorrt' (a serialized TensorRT engine)")
+    if not model_file.is_file():
+        raise FileNotFoundError(f"model file {model_file} does not exist")
+    is_onnx = model_file.suffix.lower() == ".onnx"
+    if serving == "tensorrt" and is_onnx:
+        raise ValueError(f"serving='tensorrt' needs a serialized engine (.plan), got ONNX {model_file}")
+    if serving != "tensorrt" and not is_onnx:
+        raise ValueError(f"serving={serving!r} needs an ONNX model (.onnx), got {model_file}")
+
+
+def write_triton_repository(
+    out_dir: str | Path,
+    contract: Contract,
+    model_file: str | Path,
+    *,
+    device: str,
+    precision: str,
+    runtime: RuntimeName,
+    serving: Serving,
+    version: int = 1,
+    max_batch_size: int = 8,
+    instance_count: int = 1,
+    gpus: Sequence[int] = (0,),
+    intra_op_threads: int = 1,
+) -> TritonRepository:
+    """Write the model repository for ``contract`` into ``out_dir`` (replaced if it exists).
+
+    The repository is assembled in a sibling temporary directory and moved into place, so a
+    crash never leaves a half-written repository where a server would load it.
+    """
+    model_file = Path(model_file)
+    _check_model_file(model_file, serving, runtime)
+    if version < 1:
+        raise ValueError(f"version must be >= 1, got {version}")
+    if not 1 <= max_batch_size <= 1024:
+        raise ValueError(f"max_batch_size must be in [1, 1024], got {max_batch_size}")
+    if not 1 <= intra_op_threads <= 64:
+        raise ValueError(f"intra_op_threads must be in [1, 64], got {intra_op_threads}")
+    if contract.input.dtype not in ("float32", "float16"):
+        raise ValueError(
+            f"the preprocess step produces float tensors; the contract wants {contract.input.dtype}"
+        )
+
+    out = Path(out_dir).resolve()
+    # Replacing is only safe for a directory this writer made (or an empty one): never wipe
+    # an unrelated directory handed in by mistake.
+    if out.exists() and any(out.iterdir()) and not (out / INFERENCE_CONFIG_FILE).is_file():
+        raise FileExistsError(
+            f"{out} exists and is not a Triton repository written here: refusing to replace it"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _write_models(
+            tmp,
+            contract,
+            model_file,
+            serving=serving,
+            version=version,
+            max_batch_size=max_batch_size,
+            instance_count=instance_count,
+            gpus=gpus,
+            intra_op_threads=intra_op_threads,
+        )
+        config = build_inference_config(contract, device, precision, runtime)
+        config["serving"] = {
+            "server": "triton",
+            "ensemble": contract.model_name,
+            "engine_step": serving,
+            "repository_version": version,
+            "max_batch_size": max_batch_size,
+        }
+        write_json_atomic(tmp / INFERENCE_CONFIG_FILE, config)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+    files = tuple(
+        RepositoryFile(p.relative_to(out).as_posix(), sha256_file(p), p.stat().st_size)
+        for p in sorted(out.rglob("*"))
+        if p.is_file()
+    )
+    m = contract.model_name
+    return TritonRepository(
+        root=out,
+        ensemble=m,
+        preprocess=f"{m}_preprocess",
+        engine=f"{m}_engine",
+        postprocess=f"{m}_postprocess",
+        serving=serving,
+        version=version,
+        max_batch_size=max_batch_size,
+        files=files,
+    )
+
+
+def _write_models(
+    root: Path,
+    contract: Contract,
+    model_file: Path,
+    *,
+    serving: str,
+    version: int,
+    max_batch_size: int,
+    instance_count: int,
+    gpus: Sequence[int],
+    intra_op_threads: int,
+) -> None:
+    m = contract.model_name
+    names = {"pre": f"{m}_preprocess", "engine": f"{m}_engine", "post": f"{m}_postprocess"}
+    _, c, h, w = contract.input.shape
+    in_type = _TRITON_TYPES[contract.input.dtype]
+    post = contract.postprocess
+    k = post.max_detections
+    model_outputs = [(o.name, _TRITON_TYPES[o.dtype], list(o.shape[1:])) for o in contract.outputs]
+    head_names = [post.heatmap_output, post.size_output, post.offset_output]
+
+    def version_dir(model: str) -> Path:
+        d = root / model / str(version)
+        d.mkdir(parents=True)
+        return d
+
+    # Preprocess: batched like the engine, so that dynamic batching can group frames early.
+    d = version_dir(names["pre"])
+    shutil.copyfile(TEMPLATES_DIR / "preprocess.py", d / "model.py")
+    (d / VENDORED_PREPROCESS[1]).write_text(vendored_source(VENDORED_PREPROCESS[0]))
+    norm = contract.input.normalization
+    (root / names["pre"] / "config.pbtxt").write_text(
+        _header(names["pre"], 'backend: "python"', max_batch_size)
+        + _tensors("input", [_tensor(FRAMES_INPUT, "TYPE_UINT8", [h, w, c])])
+        + _tensors("output", [_tensor(contract.input.name, in_type, [c, h, w])])
+        + _dynamic_batching(max_batch_size)
+        + _instance_group(False, instance_count, gpus)
+        + _parameters(
+            {
+                "scale": repr(float(norm.scale)),
+                "mean": json.dumps([float(v) for v in norm.mean]),
+                "std": json.dumps([float(v) for v in norm.std]),
+            }
+        )
+    )
+
+    # Engine.
+    d = version_dir(names["engine"])
+    engine_io = _tensors("input", [_tensor(contract.input.name, in_type, [c, h, w])]) + _tensors(
+        "output", [_tensor(n, t, dims) for n, t, dims in model_outputs]
+    )
+    if serving == "tensorrt":
+        shutil.copyfile(model_file, d / "model.plan")
+        head = _header(names["engine"], 'platform: "tensorrt_plan"', max_batch_size)
+        head += 'default_model_filename: "model.plan"\n'
+        tail = _instance_group(True, instance_count, gpus)
+    elif serving == "onnxruntime":
+        shutil.copyfile(model_file, d / "model.onnx")
+        head = _header(names["engine"], 'platform: "onnxruntime_onnx"', max_batch_size)
+        head += 'default_model_filename: "model.onnx"\n'
+        # ORT backend knobs (same meaning as the python stand-in's intra_op_threads).
+        tail = _instance_group(False, instance_count, gpus) + _parameters(
+            {"intra_op_thread_count": str(intra_op_threads), "inter_op_thread_count": "1"}
+        )
+    else:
+        shutil.copyfile(model_file, d / "model.onnx")
+        shutil.copyfile(TEMPLATES_DIR / "onnxruntime_engine.py", d / "model.py")
+        head = _header(names["engine"], 'backend: "python"', max_batch_size)
+        tail = _instance_group(False, instance_count, gpus) + _parameters(
+            {"model_file": "model.onnx", "intra_op_threads": str(intra_op_threads)}
+        )
+    (root / names["engine"] / "config.pbtxt").write_text(
+        head + engine_io + _dynamic_batching(max_batch_size) + tail
+    )
+
+    # Postprocess: not batched (max_batch_size 0, explicit -1 batch axis) so that
+    # ``num_detections`` can be a plain [-1] vector: a batched Triton model cannot declare an
+    # output with no dims past the batch axis. Decode loops over images anyway.
+    d = version_dir(names["post"])
+    shutil.copyfile(TEMPLATES_DIR / "postprocess.py", d / "model.py")
+    (d / VENDORED_POSTPROCESS[1]).write_text(vendored_source(VENDORED_POSTPROCESS[0]))
+    out_defs = [
+        ("boxes", "TYPE_FP32", [-1, k, 4]),
+        ("scores", "TYPE_FP32", [-1, k]),
+        ("classes", "TYPE_INT32", [-1, k]),
+        ("num_detections", "TYPE_INT32", [-1]),
+    ]
+    heads = {n: (t, dims) for n, t, dims in model_outputs}
+    (root / names["post"] / "config.pbtxt").write_text(
+        _header(names["post"], 'backend: "python"', 0)
+        + _tensors("input", [_tensor(n, heads[n][0], [-1, *heads[n][1]]) for n in head_names])
+        + _tensors("output", [_tensor(n, t, dims) for n, t, dims in out_defs])
+        + _instance_group(False, instance_count, gpus)
+        + _parameters(
+            {
+                "stride": str(post.stride),
+                "heatmap_output": post.heatmap_output,
+                "size_output": post.size_output,
+                "offset_output": post.offset_output,
+                "score_threshold": repr(float(post.score_threshold)),
+                "nms_iou_threshold": repr(float(post.nms_iou_threshold)),
+                "max_detections": str(k),
+                "class_ids": json.dumps([cls.id for cls in contract.classes]),
+            }
+        )
+    )
+
+    # Ensemble: not batched itself (its batch axis is explicit), its steps batch on their own.
+    # Triton wants a version directory even for an ensemble; a small file keeps it alive
+    # through object stores and archives that drop empty directories.
+    (version_dir(m) / ENSEMBLE_PLACEHOLDER).write_text(
+        "Ensemble version directory: the ensemble has no model file; config.pbtxt wires its steps.\n"
+    )
+
+    def step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
+        imap = " ".join(f"input_map {{ key: {_q(k_)} value: {_q(v)} }}" for k_, v in inputs.items())
+        omap = " ".join(f"output_map {{ key: {_q(k_)} value: {_q(v)} }}" for k_, v in outputs.items())
+        return f"    {{ model_name: {_q(model)} model_version: {version} {imap} {omap} }}"
+
+    steps = [
+        step(names["pre"], {FRAMES_INPUT: FRAMES_INPUT}, {contract.input.name: contract.input.name}),
+        step(
+            names["engine"], {contract.input.name: contract.input.name}, {n: n for n, _, _ in model_outputs}
+        ),
+        step(names["post"], {n: n for n in head_names}, {n: n for n, _, _ in out_defs}),
+    ]
+    (root / m / "config.pbtxt").write_text(
+        _header(m, 'platform: "ensemble"', 0)
+        + _tensors("input", [_tensor(FRAMES_INPUT, "TYPE_UINT8", [-1, h, w, c])])
+        + _tensors("output", [_tensor(n, t, dims) for n, t, dims in out_defs])
+        + "ensemble_scheduling {\n  step [\n"
+        + ",\n".join(steps)
+        + "\n  ]\n}\n"
+    )

@@ -1,0 +1,384 @@
+"""``adas-registry``: the registry for people (list, show, history, approve, promote, rollback, verify).
+
+The registry URL comes from ``--url``, else ``ADAS_REGISTRY_URL``, else the local SQLite
+database under ``ADAS_HOME``; artifacts come from the environment's artifact store (``ADAS_ENV``).
+Exit status: 0 done, 1 refused / rolled back / verification failed / registry error, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from adas.registry.models import ALIASES, ROLES, Entry, RegistryError
+
+
+def _resources(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(RegistryResource, artifact store) for this environment, with ``--url`` honoured and
+    environment-variable fields resolved (outside Dagster nobody else resolves them)."""
+    from adas.settings import AdasHome
+    from resources import build_resources
+
+    resources = build_resources(os.environ.get("ADAS_ENV", "local"), AdasHome.from_env())
+    base = resources["registry"]
+    fields = {}
+    for name in type(base).model_fields:
+        value = getattr(base, name)
+        fields[name] = value.get_value() if hasattr(value, "get_value") else value
+    if args.url:
+        fields["url"] = args.url
+    return type(base)(**{k: v or "" for k, v in fields.items()}), resources["artifact_store"]
+
+
+def _registry(args: argparse.Namespace) -> Any:
+    from adas.settings import AdasHome
+    from resources.registry import open_registry
+
+    url = args.url or os.environ.get("ADAS_REGISTRY_URL") or f"sqlite:///{AdasHome.from_env().registry_db}"
+    return open_registry(url)
+
+
+def _entry(reg: Any, args: argparse.Namespace) -> Entry:
+    if getattr(args, "entry", None):
+        return reg.get_entry(int(args.entry))
+    if not (args.version and args.target):
+        raise RegistryError("name the entry: --entry ID, or --version and --target")
+    if args.model:
+        return reg.find_entry(args.model, args.version, args.target)
+    matches = reg.entries(version=args.version, target=args.target)
+    if len(matches) != 1:
+        raise RegistryError(
+            f"{len(matches)} entries for {args.version} on {args.target}"
+            + ("; add --model" if matches else "")
+        )
+    return matches[0]
+
+
+def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    print("  ".join("-" * widths[c] for c in columns))
+    for r in rows:
+        print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns))
+
+
+def _aliases_of(reg: Any, entry: Entry) -> list[str]:
+    return [a for a, e in reg.aliases(entry.target).items() if e is not None and e.id == entry.id]
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    reg = _registry(args)
+    entries = reg.entries(model_name=args.model, target=args.target)
+    rows = [
+        {
+            "id": e.id,
+            "model": e.body.model_name,
+            "version": e.version,
+            "target": e.target,
+            "aliases": ",".join(_aliases_of(reg, e)) or "-",
+            "eval": e.body.evaluation.status if e.body.evaluation else "-",
+            "sim": e.body.simulation.status if e.body.simulation else "-",
+            "created": e.created_at.strftime("%Y-%m-%d %H:%M"),
+            "by": e.created_by,
+        }
+        for e in entries
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif rows:
+        _print_table(rows, list(rows[0]))
+    else:
+        print("no entries")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    reg = _registry(args)
+    entry = _entry(reg, args)
+    approvals = reg.approvals(entry.id)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    **json.loads(entry.model_dump_json()),
+                    "aliases": _aliases_of(reg, entry),
+                    "approvals": {
+                        r: {"actor": e.actor, "at": e.at.isoformat(), "reason": e.reason}
+                        for r, e in approvals.items()
+                    },
+                },
+                indent=2,
+            )
+        )
+        return 0
+    if args.card:
+        print(entry.model_card)
+        return 0
+    b, p = entry.body, entry.body.pointers
+    print(f"entry #{entry.id}: {entry.ref}")
+    print(f"  digest      {entry.digest}")
+    print(f"  registered  {entry.created_at:%Y-%m-%d %H:%M:%S} UTC by {entry.created_by}")
+    print(f"  aliases     {', '.join(_aliases_of(reg, entry)) or '-'}")
+    print(f"  pack        {p.pack_uri} ({len(p.artifacts)} files pinned)")
+    print(f"  container   {p.container_tag or '-'}    W&B {p.wandb_artifact or '-'}")
+    print(f"  lineage     run {p.training_run_id}, dataset {p.dataset_tag}, git {p.git_sha}")
+    ap = b.performance.AP
+    print(
+        f"  AP          {f'{100 * ap:.1f}' if ap is not None else 'n/a'}   latency budget p95 {b.latency_budget_ms}"
+    )
+    for v in (b.evaluation, b.simulation):
+        if v:
+            print(
+                f"  {v.kind:<11} {v.status}: {v.rationale.strip().splitlines()[0] if v.rationale.strip() else ''}"
+            )
+    for role in ROLES:
+        e = approvals.get(role)
+        print(
+            f"  {role:<11} "
+            + (f"approved by {e.actor} at {e.at:%Y-%m-%d %H:%M} UTC: {e.reason}" if e else "not approved")
+        )
+    for w in reg.waivers(entry.id):
+        print(f"  waiver      by {w.actor}: {w.payload.get('justification')}")
+    return 0
+
+
+def _parse_at(text: str) -> datetime:
+    dt = datetime.fromisoformat(text)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    reg = _registry(args)
+    at = _parse_at(args.at) if args.at else None
+    h = reg.history(args.target, at=at, alias=args.alias)
+    versions = {e.id: e.version for e in reg.entries(target=args.target)}
+    rows = [
+        {
+            "at": c.at.isoformat(timespec="microseconds"),
+            "event": c.id,
+            "from": versions.get(c.from_entry_id or -1, "-"),
+            "to": versions.get(c.to_entry_id or -1, "-"),
+            "actor": c.actor,
+            "reason": c.reason[:80],
+        }
+        for c in h.changes
+    ]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "target": args.target,
+                    "alias": args.alias,
+                    "at": args.at,
+                    "version": h.version,
+                    "changes": rows,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    when = f"at {at.isoformat()}" if at else "now"
+    print(f"{args.alias} on {args.target} {when}: {h.version or 'none'}")
+    if rows:
+        _print_table(rows, list(rows[0]))
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    reg = _registry(args)
+    if args.entry:
+        entries = [reg.get_entry(int(args.entry))]
+    else:
+        if not args.version:
+            raise RegistryError("name what to approve: --entry ID, or --version (and --target, default all)")
+        entries = reg.entries(
+            model_name=args.model,
+            version=args.version,
+            target=None if args.target in (None, "all") else args.target,
+        )
+        if not entries:
+            raise RegistryError(f"no entry for version {args.version} ({args.target or 'all targets'})")
+    if args.waive_vulnerabilities and args.role != "security":
+        raise RegistryError("only the security role can waive the vulnerability gate")
+    decision = "rejected" if args.reject else "approved"
+    for e in entries:
+        ev = reg.approve(e.id, args.role, actor=args.actor, reason=args.reason, decision=decision)
+        print(f"{e.ref}: {args.role} {decision} by {args.actor} (event #{ev.id})")
+        if args.waive_vulnerabilities:
+            w = reg.waive_vulnerabilities(e.id, actor=args.actor, justification=args.waive_vulnerabilities)
+            print(f"{e.ref}: vulnerability gate waived (event #{w.id})")
+    return 0
+
+
+def _traffic(store: Any, max_frames: int) -> Any:
+    """Replay frames from the golden dataset the pipeline materialized (its IO manager record)."""
+    from adas_assets.registry.assets import _replay_traffic
+    from resources.io_manager import decode_value
+
+    try:
+        dataset = decode_value(store.get_bytes("asset-values/golden_dataset/value.json"))
+    except FileNotFoundError as exc:
+        raise RegistryError("no golden dataset materialized yet: nothing to replay for the canary") from exc
+    return _replay_traffic(store, dataset, max_frames)
+
+
+def _print_result(result: Any, as_json: bool, success: tuple[str, ...]) -> int:
+    if as_json:
+        print(result.model_dump_json(indent=2))
+    else:
+        print(f"{result.status.upper()}: {result.message}")
+        if result.rollout is not None:
+            print(result.rollout.to_markdown())
+        for name, uri in {**result.documents, **result.hooks}.items():
+            if isinstance(uri, str) and "://" in uri:
+                print(f"  {name}: {uri}")
+    return 0 if result.status in success else 1
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from adas.registry.promotion import default_promotion_key, promote
+
+    resource, store = _resources(args)
+    settings = resource.settings(store)
+    reg = settings.registry
+    entry = _entry(reg, args)
+    result = promote(
+        settings,
+        entry,
+        actor=args.actor,
+        reason=args.reason,
+        idempotency_key=args.key or default_promotion_key(reg, entry),
+        strategy=args.strategy,
+        traffic=lambda: _traffic(store, settings.policy.rollout.local.max_frames),
+    )
+    return _print_result(result, args.json, ("promoted",))
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from adas.registry.promotion import rollback
+
+    resource, store = _resources(args)
+    settings = resource.settings(store)
+    production = settings.registry.alias_entry(args.target, "production")
+    key = args.key or f"rollback:{args.target}:{production.version if production else 'none'}"
+    result = rollback(settings, args.target, actor=args.actor, reason=args.reason, idempotency_key=key)
+    return _print_result(result, args.json, ("rolled_back", "aborted"))
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from adas.registry.governance import verify_artifacts
+
+    resource, store = _resources(args)
+    reg = resource.store()
+    entry = _entry(reg, args)
+    pinned = Path(args.public_key).read_bytes() if args.public_key else resource.public_key_pem()
+    with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
+        v = verify_artifacts(store, entry.body, pinned, Path(tmp))
+    ok = v.ok and (entry.body.adopted or bool(v.signed))
+    if args.json:
+        print(json.dumps({"entry": entry.id, "ok": ok, "files": v.files, "hashed": len(v.hashed), "signed": len(v.signed),
+                          "key_id": v.key_id, "hash_problems": v.hash_problems, "signature_problems": v.signature_problems}, indent=2))  # fmt: skip
+    else:
+        print(f"{entry.ref}: {len(v.hashed)}/{v.files} files re-hashed, {len(v.signed)} signatures verified"
+              + (f" with pinned key {v.key_id[:12]}" if v.key_id else ""))  # fmt: skip
+        for p in v.hash_problems + v.signature_problems:
+            print(f"  FAIL {p}")
+        if entry.body.adopted:
+            print("  note: adopted baseline, no signatures to verify")
+        print("OK" if ok else "VERIFICATION FAILED")
+    return 0 if ok else 1
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="adas-registry", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--url", help="registry database URL (default: ADAS_REGISTRY_URL or $ADAS_HOME/registry.db)"
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def entry_args(p: argparse.ArgumentParser, target_default: str | None = None) -> None:
+        p.add_argument("--entry", help="entry id")
+        p.add_argument("--version", help="semantic version")
+        p.add_argument("--target", default=target_default, help="device/precision, e.g. x86-cpu/fp32")
+        p.add_argument("--model", help="model name (when several models share a version)")
+
+    def who(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--actor", required=True, help="who (recorded)")
+        p.add_argument("--reason", required=True, help="why (recorded)")
+
+    p = sub.add_parser("list", help="registered entries and their aliases")
+    p.add_argument("--target")
+    p.add_argument("--model")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", help="one entry: pointers, verdicts, approvals (--card: its model card)")
+    entry_args(p)
+    p.add_argument("--card", action="store_true", help="print the model card")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("history", help="alias moves of a target; --at: which version held it then")
+    p.add_argument("--target", required=True)
+    p.add_argument("--alias", default="production", choices=ALIASES)
+    p.add_argument("--at", help="ISO date/time (UTC unless an offset is given), e.g. 2025-03-10T12:00")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("approve", help="record an approval (technical, safety, security, product)")
+    entry_args(p, target_default="all")
+    p.add_argument("--role", required=True, choices=ROLES)
+    who(p)
+    p.add_argument("--reject", action="store_true", help="record a rejection instead")
+    p.add_argument(
+        "--waive-vulnerabilities", metavar="JUSTIFICATION", help="security: waive the vulnerability gate"
+    )
+    p.set_defaults(func=cmd_approve)
+
+    p = sub.add_parser("promote", help="governance, real local canary, finalize, hooks")
+    entry_args(p)
+    who(p)
+    p.add_argument("--key", help="idempotency key (default: promote:<target>:<version>[:attempt-N])")
+    p.add_argument("--strategy", choices=["canary", "shadow", "ab"])
+    p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser(
+        "rollback", help="production back to the rollback alias (or abort an in-flight promotion)"
+    )
+    p.add_argument("--target", required=True)
+    who(p)
+    p.add_argument("--key", help="idempotency key (default: rollback:<target>:<current version>)")
+    p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser(
+        "verify", help="re-hash an entry's artifacts and verify every signature with the pinned key"
+    )
+    entry_args(p)
+    p.add_argument("--public-key", help="PEM of the pinned key (default: the registry resource's)")
+    p.set_defaults(func=cmd_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (RegistryError, ValueError, LookupError) as exc:
+        print(f"adas-registry: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

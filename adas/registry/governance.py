@@ -1,0 +1,404 @@
+"""Governance checks before anything moves to production.
+
+Every condition is evaluated (none short-circuits another), so a refused promotion lists
+every unmet condition with what to do about it:
+
+* approvals recorded for each required role (technical, safety, security, product);
+* every artifact re-hashed against the sha256 pinned in the entry, and the pack manifest
+  equal to the entry's pointers;
+* every file's signature verified with the registry's pinned public key (never the key the
+  pack ships with: whoever can rewrite a pack can rewrite its key);
+* an SBOM present and a CycloneDX document;
+* the vulnerability gate passed, or waived with a written justification;
+* third-party licenses passed;
+* evaluation and simulation verdicts green for this version on this target;
+* a newer semantic version than production (an older one is a rollback).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from adas.registry.config import GovernancePolicy
+from adas.registry.models import Entry, EntryBody, RegistryError, Verdict, semver_key
+from adas.registry.store import RegistryStore
+from adas.storage import ArtifactStore
+
+
+class Condition(BaseModel):
+    name: str
+    met: bool
+    detail: str
+
+
+class GovernanceReport(BaseModel):
+    entry_id: int
+    ref: str
+    target: str
+    checked_at: datetime
+    conditions: list[Condition]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.met for c in self.conditions)
+
+    @property
+    def unmet(self) -> list[Condition]:
+        return [c for c in self.conditions if not c.met]
+
+    def summary(self) -> str:
+        if self.passed:
+            return f"{self.ref}: all {len(self.conditions)} governance conditions met"
+        return f"{self.ref}: promotion refused, {len(self.unmet)} unmet condition(s):\n" + "\n".join(
+            f"  - {c.name}: {c.detail}" for c in self.unmet
+        )
+
+    def to_markdown(self) -> str:
+        head = "PASSED" if self.passed else f"REFUSED ({len(self.unmet)} unmet)"
+        lines = [f"### Governance {head}: {self.ref}", "", "| condition | met | detail |", "|---|---|---|"]
+        for c in self.conditions:
+            detail = c.detail.replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| {c.name} | {'yes' if c.met else '**NO**'} | {detail} |")
+        return "\n".join(lines)
+
+
+class GovernanceRefused(RegistryError):
+    def __init__(self, report: GovernanceReport) -> None:
+        super().__init__(report.summary())
+        self.report = report
+
+
+@dataclass
+class Verification:
+    """Re-hash and signature check of an entry's artifacts."""
+
+    files: int = 0
+    hashed: list[str] = field(default_factory=list)
+    signed: list[str] = field(default_factory=list)
+    hash_problems: list[str] = field(default_factory=list)
+    signature_problems: list[str] = field(default_factory=list)
+    key_id: str | None = None
+    workdir: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.hash_problems and not self.signature_problems
+
+
+def key_id(public_key_pem: bytes) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    from adas.packaging.signing import load_public_key
+
+    der = load_public_key(public_key_pem).public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).hexdigest()
+
+
+def _limit(problems: list[str], n: int = 6) -> str:
+    more = f" (+{len(problems) - n} more)" if len(problems) > n else ""
+    return "; ".join(problems[:n]) + more
+
+
+def verify_artifacts(
+    store: ArtifactStore, body: EntryBody, pinned_public_key_pem: bytes | None, workdir: Path
+) -> Verification:
+    """Re-hash every artifact the entry points to and verify every signature with the pinned
+    key; every problem is collected (not only the first). Files land under ``workdir``."""
+    from adas.packaging.signing import (
+        PUBLIC_KEY_FILE,
+        SIG_SUFFIX,
+        SignatureError,
+        pack_files,
+        verify_blob,
+    )
+
+    out = Verification(workdir=workdir)
+    pointers = body.pointers
+    artifacts = dict(pointers.artifacts)
+    out.files = len(artifacts)
+    if pointers.manifest is not None:
+        try:
+            manifest = json.loads(
+                store.get_bytes(pointers.manifest.key, expected_sha256=pointers.manifest.sha256)
+            )
+        except Exception as exc:  # integrity error, missing file, bad JSON
+            out.hash_problems.append(f"pack manifest: {exc}")
+            manifest = None
+        if manifest is not None:
+            listed = manifest.get("files", {})
+            for rel in sorted(set(listed) | set(artifacts)):
+                if rel not in artifacts:
+                    out.hash_problems.append(f"{rel}: in the pack manifest but not pinned by the entry")
+                elif rel not in listed:
+                    out.hash_problems.append(f"{rel}: pinned by the entry but not in the pack manifest")
+                elif listed[rel] != artifacts[rel].sha256:
+                    out.hash_problems.append(f"{rel}: manifest sha256 differs from the entry's")
+    for rel, p in sorted(artifacts.items()):
+        dest = workdir / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.copyfile(store.fetch(p.key, expected_sha256=p.sha256), dest)
+            out.hashed.append(rel)
+        except Exception as exc:
+            out.hash_problems.append(f"{rel}: {exc}")
+    if body.adopted or pointers.manifest is None:
+        return out
+    if pinned_public_key_pem is None:
+        out.signature_problems.append("no pinned public key configured: signatures cannot be trusted")
+        return out
+    try:
+        out.key_id = key_id(pinned_public_key_pem)
+    except SignatureError as exc:
+        out.signature_problems.append(f"pinned public key: {exc}")
+        return out
+    signable = [rel for rel in pack_files(workdir) if rel in out.hashed]
+    if not any(rel.endswith(SIG_SUFFIX) for rel in artifacts):
+        out.signature_problems.append(
+            f"the pack is unsigned: none of its {len(signable)} files has a signature"
+        )
+        return out
+    for rel in signable:
+        sig = workdir / f"{rel}{SIG_SUFFIX}"
+        if not sig.is_file():
+            out.signature_problems.append(f"{rel}: signature {rel}{SIG_SUFFIX} is missing")
+            continue
+        try:
+            verify_blob(pinned_public_key_pem, workdir / rel, sig.read_text(encoding="ascii"))
+            out.signed.append(rel)
+        except (SignatureError, UnicodeDecodeError) as exc:
+            out.signature_problems.append(str(exc).replace(str(workdir / rel), rel))
+    shipped = workdir / PUBLIC_KEY_FILE
+    if shipped.is_file() and out.key_id:
+        try:
+            shipped_id = key_id(shipped.read_bytes())
+        except SignatureError:
+            shipped_id = "unreadable"
+        if shipped_id != out.key_id:
+            # First: it explains every per-file failure after it.
+            out.signature_problems.insert(
+                0,
+                f"the pack's {PUBLIC_KEY_FILE} is not the pinned key (pack {shipped_id[:12]}, "
+                f"pinned {out.key_id[:12]}): signed by someone else",
+            )
+    return out
+
+
+def _read_json(path: Path) -> Any | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _verdict_condition(name: str, v: Verdict | None, body: EntryBody) -> Condition:
+    if v is None:
+        return Condition(name=name, met=False, detail="no verdict recorded for this entry")
+    if (v.version, v.device, v.precision) != (body.version, body.device, body.precision):
+        return Condition(
+            name=name,
+            met=False,
+            detail=f"the verdict is for {v.version} on {v.device}/{v.precision}, not {body.version} on {body.target}",
+        )
+    if not v.passed:
+        failing = f" (failing: {', '.join(v.failing)})" if v.failing else ""
+        first = v.rationale.strip().splitlines()[0] if v.rationale.strip() else "red"
+        return Condition(name=name, met=False, detail=f"RED for {body.target}{failing}: {first}")
+    return Condition(name=name, met=True, detail=f"green for {body.target}")
+
+
+def check_governance(
+    registry: RegistryStore,
+    store: ArtifactStore,
+    entry: Entry,
+    *,
+    pinned_public_key_pem: bytes | None,
+    policy: GovernancePolicy,
+    evaluation: Verdict | None = None,
+    simulation: Verdict | None = None,
+    workdir: Path | None = None,
+) -> GovernanceReport:
+    """Evaluate every condition; ``evaluation``/``simulation`` override the verdicts recorded in
+    the entry (the freshest ones, e.g. after a nightly re-evaluation)."""
+    body = entry.body
+    conditions: list[Condition] = []
+    approvals = registry.approvals(entry.id)
+    for role in policy.required_approvals:
+        e = approvals.get(role)
+        conditions.append(
+            Condition(
+                name=f"approval: {role}",
+                met=True,
+                detail=f"approved by {e.actor} at {e.at:%Y-%m-%d %H:%M} UTC: {e.reason}",
+            )
+            if e
+            else Condition(
+                name=f"approval: {role}",
+                met=False,
+                detail=f"no {role} approval recorded (adas-registry approve --entry {entry.id} --role {role})",
+            )
+        )
+    if body.adopted:
+        conditions.append(
+            Condition(
+                name="signed pack", met=False, detail="an adopted baseline has no signed pack to promote"
+            )
+        )
+    tmp = Path(tempfile.mkdtemp(prefix="governance-")) if workdir is None else workdir
+    try:
+        ver = verify_artifacts(store, body, pinned_public_key_pem, tmp / "pack")
+        conditions.append(
+            Condition(
+                name="artifacts intact",
+                met=not ver.hash_problems,
+                detail=_limit(ver.hash_problems)
+                if ver.hash_problems
+                else f"{len(ver.hashed)} files re-hashed",
+            )
+        )
+        conditions.append(
+            Condition(
+                name="signatures (pinned key)",
+                met=not ver.signature_problems and bool(ver.signed),
+                detail=_limit(ver.signature_problems)
+                if ver.signature_problems
+                else (
+                    f"{len(ver.signed)} signatures verified with pinned key {ver.key_id[:12] if ver.key_id else '?'}"
+                    if ver.signed
+                    else "nothing was signed"
+                ),
+            )
+        )
+        pack_dir = tmp / "pack"
+        sbom = _read_json(pack_dir / "sbom.cdx.json")
+        if sbom is None:
+            conditions.append(
+                Condition(name="SBOM", met=False, detail="sbom.cdx.json is missing or unreadable")
+            )
+        elif sbom.get("bomFormat") != "CycloneDX" or not sbom.get("components"):
+            conditions.append(
+                Condition(
+                    name="SBOM", met=False, detail="sbom.cdx.json is not a CycloneDX BOM with components"
+                )
+            )
+        else:
+            conditions.append(
+                Condition(
+                    name="SBOM",
+                    met=True,
+                    detail=f"CycloneDX {sbom.get('specVersion')} with {len(sbom['components'])} components",
+                )
+            )
+        conditions.append(
+            _vulnerability_condition(
+                registry, entry, _read_json(pack_dir / "vulnerability_scan.json"), policy
+            )
+        )
+        if policy.require_license_pass:
+            lic = _read_json(pack_dir / "license_report.json")
+            conditions.append(
+                Condition(name="licenses", met=False, detail="license_report.json is missing")
+                if lic is None
+                else Condition(
+                    name="licenses",
+                    met=bool(lic.get("passed")),
+                    detail="license policy passed"
+                    if lic.get("passed")
+                    else f"license policy failed: {lic.get('counts')}",
+                )
+            )
+    finally:
+        if workdir is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    conditions.append(_verdict_condition("evaluation gate", evaluation or body.evaluation, body))
+    conditions.append(_verdict_condition("simulation gate", simulation or body.simulation, body))
+    if policy.require_newer_version:
+        prod = registry.alias_entry(body.target, "production")
+        if prod is None:
+            conditions.append(
+                Condition(name="newer than production", met=True, detail="no production version yet")
+            )
+        elif prod.id == entry.id:
+            conditions.append(
+                Condition(
+                    name="newer than production", met=False, detail=f"{body.version} is already production"
+                )
+            )
+        elif semver_key(body.version) <= semver_key(prod.version):
+            conditions.append(
+                Condition(
+                    name="newer than production",
+                    met=False,
+                    detail=f"{body.version} is not newer than production {prod.version}: use rollback to go back",
+                )
+            )
+        else:
+            conditions.append(
+                Condition(
+                    name="newer than production",
+                    met=True,
+                    detail=f"{body.version} > production {prod.version}",
+                )
+            )
+    return GovernanceReport(
+        entry_id=entry.id,
+        ref=entry.ref,
+        target=body.target,
+        checked_at=datetime.now(UTC),
+        conditions=conditions,
+    )
+
+
+def _vulnerability_condition(
+    registry: RegistryStore, entry: Entry, scan: dict[str, Any] | None, policy: GovernancePolicy
+) -> Condition:
+    vp = policy.vulnerabilities
+    if scan is None:
+        problem = "vulnerability_scan.json is missing"
+    elif scan.get("status") != "scanned":
+        problem = f"the pack was not scanned ({scan.get('reason') or 'no reason given'})"
+    else:
+        counts = scan.get("counts") or {}
+        blocking = {s: counts.get(s, 0) for s in vp.block_severities if counts.get(s, 0)}
+        if not blocking:
+            return Condition(
+                name="vulnerabilities",
+                met=True,
+                detail=f"scanned by {scan.get('scanner')}: no {'/'.join(vp.block_severities)} findings",
+            )
+        problem = "blocking findings: " + ", ".join(f"{n} {s}" for s, n in blocking.items())
+    waivers = [
+        w
+        for w in registry.waivers(entry.id)
+        if len(w.payload.get("justification", "").strip()) >= vp.waiver_min_chars
+    ]
+    if waivers:
+        w = waivers[-1]
+        return Condition(
+            name="vulnerabilities",
+            met=True,
+            detail=f"{problem}; WAIVED by {w.actor} at {w.at:%Y-%m-%d %H:%M} UTC: {w.payload['justification']}",
+        )
+    short = [w for w in registry.waivers(entry.id) if w not in waivers]
+    hint = (
+        f" (a waiver was recorded but its justification is shorter than {vp.waiver_min_chars} characters)"
+        if short
+        else f" and no waiver: record one with a written justification (adas-registry approve --entry {entry.id} "
+        "--role security --waive-vulnerabilities '...')"
+    )
+    return Condition(name="vulnerabilities", met=False, detail=problem + hint)
+
+
+def require_governance(report: GovernanceReport) -> None:
+    if not report.passed:
+        raise GovernanceRefused(report)

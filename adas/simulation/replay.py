@@ -1,0 +1,620 @@
+"""Open-loop replay: recorded drive sequences through candidate and production, against ground truth.
+
+For every sequence of ``replay_sequences.json`` (consecutive frames at a fixed fps, ground
+truth with track ids, the ego flagged ``is_ego``):
+
+* per frame: true positives, misses and false positives (greedy IoU matching, class-agnostic,
+  ego excluded on both sides: the ego's own box is neither a miss nor a false positive);
+* per segment (``segment_frames`` consecutive frames): recall, precision, false positives
+  per frame;
+* time to first detection of every ground-truth object (from its first appearance; ``None``
+  when never detected), per class;
+* a simple IoU tracker on the detections, scored against the ground-truth tracks:
+  fragmentations (a tracked object lost and found again), identity switches (the object's
+  track id changes), ghost tracks (tracks of several frames that never overlap any object);
+* divergence: segments where candidate and production differ materially (recall or false
+  positives) are flagged for review, together with the candidate's worst segments; a flagged
+  segment carries the ground-truth tracks in metres relative to the ego, which is what
+  ``scenarios`` turns into OpenSCENARIO.
+
+Domain code: no dagster import.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from adas.datasets.coco import CATEGORY_IDS
+from adas.detector.postprocess import Detections, box_iou
+from adas.simulation.config import ReplayConfig
+
+CLASS_NAMES: dict[int, str] = {v: k for k, v in CATEGORY_IDS.items()}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FrameEval(_Frozen):
+    sequence_id: str
+    image_id: int
+    frame_index: int
+    t_s: float
+    n_gt: int
+    tp: int
+    fn: int
+    fp: int
+
+
+class SegmentEval(_Frozen):
+    sequence_id: str
+    segment: int
+    start_frame: int
+    end_frame: int  # inclusive
+    n_gt: int
+    tp: int
+    fp: int
+    recall: float | None
+    precision: float | None
+    fp_per_frame: float
+
+
+class ObjectEval(_Frozen):
+    sequence_id: str
+    gt_track: int
+    category: str
+    first_seen_s: float
+    frames: int
+    detected_frames: int
+    time_to_first_detection_s: float | None
+    fragmentations: int
+    id_switches: int
+
+
+class SequenceEval(_Frozen):
+    sequence_id: str
+    scenario: str
+    weather: str
+    lighting: str
+    frames: int
+    n_gt: int
+    recall: float | None
+    precision: float | None
+    fp_per_frame: float
+    mean_ttfd_s: float | None
+    never_detected: int
+    fragmentations: int
+    id_switches: int
+    ghost_tracks: int
+    tracks: int
+
+
+class ModelReplay(_Frozen):
+    model: str
+    sequences: list[SequenceEval]
+    segments: list[SegmentEval]
+    objects: list[ObjectEval]
+    frames: list[FrameEval]
+
+    def totals(self) -> dict[str, Any]:
+        tp = sum(f.tp for f in self.frames)
+        fn = sum(f.fn for f in self.frames)
+        fp = sum(f.fp for f in self.frames)
+        ttfd = [o.time_to_first_detection_s for o in self.objects if o.time_to_first_detection_s is not None]
+        return {
+            "model": self.model,
+            "frames": len(self.frames),
+            "recall": round(tp / (tp + fn), 4) if tp + fn else None,
+            "precision": round(tp / (tp + fp), 4) if tp + fp else None,
+            "fp_per_frame": round(fp / max(len(self.frames), 1), 4),
+            "objects": len(self.objects),
+            "never_detected": sum(o.time_to_first_detection_s is None for o in self.objects),
+            "mean_ttfd_s": round(float(np.mean(ttfd)), 4) if ttfd else None,
+            "fragmentations": sum(s.fragmentations for s in self.sequences),
+            "id_switches": sum(s.id_switches for s in self.sequences),
+            "ghost_tracks": sum(s.ghost_tracks for s in self.sequences),
+        }
+
+    def per_class_ttfd(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for cls in sorted({o.category for o in self.objects}):
+            objs = [o for o in self.objects if o.category == cls]
+            t = [o.time_to_first_detection_s for o in objs if o.time_to_first_detection_s is not None]
+            out[cls] = {
+                "objects": len(objs),
+                "never_detected": len(objs) - len(t),
+                "mean_ttfd_s": round(float(np.mean(t)), 4) if t else None,
+                "p90_ttfd_s": round(float(np.percentile(t, 90)), 4) if t else None,
+            }
+        return out
+
+
+class TrackPoint(_Frozen):
+    frame: int
+    t_s: float
+    x_m: float  # relative to the ego centre, metres; +x right in the frame
+    y_m: float  # +y down in the frame (world y in the simulator)
+    length_m: float  # box extent along x
+    width_m: float  # box extent along y
+
+
+class FlaggedTrack(_Frozen):
+    gt_track: int
+    category: str
+    points: list[TrackPoint]
+    missed_by_candidate: int
+    missed_by_production: int
+
+
+class FlaggedSegment(_Frozen):
+    segment_id: str
+    sequence_id: str
+    scenario: str
+    weather: str
+    lighting: str
+    severity: int
+    start_frame: int
+    end_frame: int
+    start_s: float
+    end_s: float
+    fps: float
+    reasons: list[str]
+    candidate_recall: float | None
+    production_recall: float | None
+    candidate_fp_per_frame: float
+    production_fp_per_frame: float
+    ego_points: list[TrackPoint]
+    tracks: list[FlaggedTrack]
+
+    @property
+    def score(self) -> float:
+        c = self.candidate_recall if self.candidate_recall is not None else 1.0
+        p = self.production_recall if self.production_recall is not None else 1.0
+        return (p - c) + 0.1 * (self.candidate_fp_per_frame - self.production_fp_per_frame) + (1 - c)
+
+
+# ==================================================================================================
+# Matching and tracking
+
+
+def _xywh_to_xyxy(b: Sequence[float]) -> tuple[float, float, float, float]:
+    x, y, w, h = b
+    return (x, y, x + w, y + h)
+
+
+def greedy_match(gt: np.ndarray, det: np.ndarray, iou_threshold: float) -> list[tuple[int, int]]:
+    """(gt index, det index) pairs, greedy by descending IoU, each side at most once."""
+    if len(gt) == 0 or len(det) == 0:
+        return []
+    return _greedy(box_iou(gt, det), iou_threshold)
+
+
+def _greedy(iou: np.ndarray, iou_threshold: float) -> list[tuple[int, int]]:
+    pairs = np.argwhere(iou >= iou_threshold)
+    order = np.argsort(-iou[pairs[:, 0], pairs[:, 1]], kind="stable")
+    used_g: set[int] = set()
+    used_d: set[int] = set()
+    out = []
+    for k in order:
+        g, d = (int(v) for v in pairs[k])
+        if g in used_g or d in used_d:
+            continue
+        used_g.add(g)
+        used_d.add(d)
+        out.append((g, d))
+    return out
+
+
+class IouTracker:
+    """Greedy IoU association of detections to live tracks.
+
+    A detection is scored against both the track's last box and its constant-velocity
+    prediction (last frame-to-frame displacement): at 5 fps a small object can move more than
+    its own length between frames, while 3-px boxes jitter by a pixel when nothing moves. What
+    IoU leaves unmatched is matched to the nearest predicted centre within one box length.
+    """
+
+    def __init__(self, iou_threshold: float, max_age: int) -> None:
+        self.iou_threshold, self.max_age = iou_threshold, max_age
+        # id -> (last box, displacement per frame, frames since seen)
+        self._tracks: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}
+        self._next = 0
+
+    def update(self, boxes: np.ndarray) -> list[int]:
+        boxes = np.asarray(boxes, float).reshape(-1, 4)
+        ids = list(self._tracks)
+        last = np.asarray([self._tracks[i][0] for i in ids]).reshape(-1, 4)
+        pred = np.asarray(
+            [self._tracks[i][0] + self._tracks[i][1] * (self._tracks[i][2] + 1) for i in ids]
+        ).reshape(-1, 4)
+        assigned: list[int] = [-1] * len(boxes)
+        if len(ids) and len(boxes):
+            # Best of "stayed put" and "kept moving": pixel jitter on 3-px boxes makes either alone flaky.
+            iou = np.maximum(box_iou(last, boxes), box_iou(pred, boxes))
+            used_t: set[int] = set()
+            for ti, di in _greedy(iou, self.iou_threshold):
+                assigned[di] = ids[ti]
+                used_t.add(ti)
+            # Fallback for small, fast objects (no overlap between frames yet): nearest predicted
+            # centre within one box length, similar size.
+            pc = (pred[:, :2] + pred[:, 2:]) / 2
+            bc = (boxes[:, :2] + boxes[:, 2:]) / 2
+            p_wh = np.maximum(pred[:, 2:] - pred[:, :2], 1e-3)
+            b_wh = np.maximum(boxes[:, 2:] - boxes[:, :2], 1e-3)
+            dist = np.linalg.norm(pc[:, None, :] - bc[None, :, :], axis=2)
+            ratio = np.prod(p_wh, axis=1)[:, None] / np.prod(b_wh, axis=1)[None, :]
+            ok = (dist <= p_wh.max(axis=1)[:, None]) & (ratio > 0.5) & (ratio < 2.0)
+            for ti, di in sorted(zip(*np.nonzero(ok), strict=True), key=lambda td: dist[td[0], td[1]]):
+                if ti in used_t or assigned[di] >= 0:
+                    continue
+                assigned[di] = ids[int(ti)]
+                used_t.add(int(ti))
+        seen = set()
+        for di, tid in enumerate(assigned):
+            if tid < 0:
+                tid = self._next
+                self._next += 1
+                assigned[di] = tid
+                velocity = np.zeros(4)
+            else:
+                last, _, age = self._tracks[tid]
+                velocity = (boxes[di] - last) / (age + 1)
+            self._tracks[tid] = (boxes[di].copy(), velocity, 0)
+            seen.add(tid)
+        for tid in list(self._tracks):
+            if tid not in seen:
+                box, vel, age = self._tracks[tid]
+                if age + 1 > self.max_age:
+                    del self._tracks[tid]
+                else:
+                    self._tracks[tid] = (box, vel, age + 1)
+        return assigned
+
+
+# ==================================================================================================
+# Per-model evaluation
+
+
+def _index(coco: Mapping[str, Any]) -> tuple[dict[int, dict], dict[int, list[dict]]]:
+    images = {im["id"]: im for im in coco["images"]}
+    anns: dict[int, list[dict]] = defaultdict(list)
+    for a in coco["annotations"]:
+        anns[a["image_id"]].append(a)
+    return images, anns
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return round(a / b, 4) if b else None
+
+
+def evaluate_model(
+    coco: Mapping[str, Any], detections: Mapping[int, Detections], cfg: ReplayConfig, model: str
+) -> ModelReplay:
+    """Frame, segment, object and track metrics of one model over every replay sequence."""
+    _, anns = _index(coco)
+    frames: list[FrameEval] = []
+    segments: list[SegmentEval] = []
+    objects: list[ObjectEval] = []
+    sequences: list[SequenceEval] = []
+    for seq in coco["sequences"]:
+        sid = seq["sequence_id"]
+        fps = float(seq["fps"])
+        tracker = IouTracker(cfg.tracker_iou, cfg.tracker_max_age)
+        # per GT track: list of (frame, matched predicted track id or None)
+        gt_hist: dict[int, list[tuple[int, int | None]]] = defaultdict(list)
+        gt_class: dict[int, int] = {}
+        pred_hits: dict[int, list[bool]] = defaultdict(list)
+        seq_frames: list[FrameEval] = []
+        for k, image_id in enumerate(seq["image_ids"]):
+            gts = [a for a in anns[image_id] if not a.get("is_ego")]
+            ego = [a for a in anns[image_id] if a.get("is_ego")]
+            det = detections.get(image_id, Detections.empty())
+            boxes = det.boxes
+            if ego and len(boxes):
+                ego_iou = box_iou(np.asarray([_xywh_to_xyxy(ego[0]["bbox"])]), boxes)[0]
+                boxes = boxes[ego_iou < 0.3]
+            track_ids = tracker.update(boxes)
+            gt_boxes = np.asarray([_xywh_to_xyxy(a["bbox"]) for a in gts]).reshape(-1, 4)
+            matches = greedy_match(gt_boxes, boxes, cfg.match_iou)
+            matched_g = {g: d for g, d in matches}
+            matched_d = {d for _, d in matches}
+            for gi, a in enumerate(gts):
+                tid = a["track_id"]
+                gt_class[tid] = a["category_id"]
+                d = matched_g.get(gi)
+                gt_hist[tid].append((k, track_ids[d] if d is not None else None))
+            for di, tid in enumerate(track_ids):
+                pred_hits[tid].append(di in matched_d)
+            fe = FrameEval(
+                sequence_id=sid,
+                image_id=image_id,
+                frame_index=k,
+                t_s=round(k / fps, 4),
+                n_gt=len(gts),
+                tp=len(matches),
+                fn=len(gts) - len(matches),
+                fp=len(boxes) - len(matches),
+            )
+            seq_frames.append(fe)
+        frames.extend(seq_frames)
+        n = len(seq_frames)
+        for si, start in enumerate(range(0, n, cfg.segment_frames)):
+            chunk = seq_frames[start : start + cfg.segment_frames]
+            tp = sum(f.tp for f in chunk)
+            n_gt = sum(f.n_gt for f in chunk)
+            fp = sum(f.fp for f in chunk)
+            segments.append(
+                SegmentEval(
+                    sequence_id=sid,
+                    segment=si,
+                    start_frame=start,
+                    end_frame=start + len(chunk) - 1,
+                    n_gt=n_gt,
+                    tp=tp,
+                    fp=fp,
+                    recall=_ratio(tp, n_gt),
+                    precision=_ratio(tp, tp + fp),
+                    fp_per_frame=round(fp / len(chunk), 4),
+                )
+            )
+        seq_objects = []
+        for tid, hist in sorted(gt_hist.items()):
+            first = hist[0][0]
+            detected = [f for f, p in hist if p is not None]
+            frag = 0
+            idsw = 0
+            prev_matched = False
+            last_id: int | None = None
+            ever = False
+            for _, p in hist:
+                if p is not None:
+                    if ever and not prev_matched:
+                        frag += 1
+                    if last_id is not None and p != last_id:
+                        idsw += 1
+                    last_id = p
+                    ever = True
+                prev_matched = p is not None
+            seq_objects.append(
+                ObjectEval(
+                    sequence_id=sid,
+                    gt_track=tid,
+                    category=CLASS_NAMES.get(gt_class[tid], str(gt_class[tid])),
+                    first_seen_s=round(first / fps, 4),
+                    frames=len(hist),
+                    detected_frames=len(detected),
+                    time_to_first_detection_s=round((detected[0] - first) / fps, 4) if detected else None,
+                    fragmentations=frag,
+                    id_switches=idsw,
+                )
+            )
+        objects.extend(seq_objects)
+        ghosts = sum(
+            1 for hits in pred_hits.values() if len(hits) >= cfg.min_ghost_track_frames and not any(hits)
+        )
+        tp = sum(f.tp for f in seq_frames)
+        n_gt = sum(f.n_gt for f in seq_frames)
+        fp = sum(f.fp for f in seq_frames)
+        ttfd = [o.time_to_first_detection_s for o in seq_objects if o.time_to_first_detection_s is not None]
+        sequences.append(
+            SequenceEval(
+                sequence_id=sid,
+                scenario=seq.get("scenario", ""),
+                weather=seq.get("weather", ""),
+                lighting=seq.get("lighting", ""),
+                frames=n,
+                n_gt=n_gt,
+                recall=_ratio(tp, n_gt),
+                precision=_ratio(tp, tp + fp),
+                fp_per_frame=round(fp / max(n, 1), 4),
+                mean_ttfd_s=round(float(np.mean(ttfd)), 4) if ttfd else None,
+                never_detected=sum(o.time_to_first_detection_s is None for o in seq_objects),
+                fragmentations=sum(o.fragmentations for o in seq_objects),
+                id_switches=sum(o.id_switches for o in seq_objects),
+                ghost_tracks=ghosts,
+                tracks=len(pred_hits),
+            )
+        )
+    return ModelReplay(model=model, sequences=sequences, segments=segments, objects=objects, frames=frames)
+
+
+# ==================================================================================================
+# Divergence and flagged segments
+
+
+def _track_points(
+    anns: Sequence[dict], ego: dict | None, frame: int, fps: float, px_per_m: float
+) -> dict[int, TrackPoint]:
+    out: dict[int, TrackPoint] = {}
+    if ego is None:
+        return out
+    ex, ey, ew, eh = ego["bbox"]
+    ecx, ecy = ex + ew / 2, ey + eh / 2
+    for a in anns:
+        x, y, w, h = a["bbox"]
+        out[a["track_id"]] = TrackPoint(
+            frame=frame,
+            t_s=round(frame / fps, 4),
+            x_m=round((x + w / 2 - ecx) / px_per_m, 3),
+            y_m=round((y + h / 2 - ecy) / px_per_m, 3),
+            length_m=round(w / px_per_m, 3),
+            width_m=round(h / px_per_m, 3),
+        )
+    return out
+
+
+def flag_segments(
+    coco: Mapping[str, Any],
+    candidate: ModelReplay,
+    production: ModelReplay,
+    cand_dets: Mapping[int, Detections],
+    prod_dets: Mapping[int, Detections],
+    cfg: ReplayConfig,
+    px_per_m: float,
+) -> list[FlaggedSegment]:
+    """Segments where candidate and production diverge, plus the candidate's worst segments."""
+    images, anns = _index(coco)
+    seqs = {s["sequence_id"]: s for s in coco["sequences"]}
+    prod_seg = {(s.sequence_id, s.segment): s for s in production.segments}
+    reasons: dict[tuple[str, int], list[str]] = defaultdict(list)
+    judged = []
+    for c in candidate.segments:
+        p = prod_seg.get((c.sequence_id, c.segment))
+        if p is None or c.n_gt < cfg.min_gt_per_segment:
+            continue
+        judged.append(c)
+        key = (c.sequence_id, c.segment)
+        if c.recall is not None and p.recall is not None:
+            if c.recall <= p.recall - cfg.divergence_recall_delta:
+                reasons[key].append(f"candidate recall {c.recall:.2f} < production {p.recall:.2f}")
+            elif c.recall >= p.recall + cfg.divergence_recall_delta:
+                reasons[key].append(f"candidate recall {c.recall:.2f} > production {p.recall:.2f}")
+        if c.fp_per_frame >= p.fp_per_frame + cfg.divergence_fp_per_frame_delta:
+            reasons[key].append(
+                f"candidate {c.fp_per_frame:.1f} false positives/frame vs production {p.fp_per_frame:.1f}"
+            )
+        elif p.fp_per_frame >= c.fp_per_frame + cfg.divergence_fp_per_frame_delta:
+            reasons[key].append(
+                f"production {p.fp_per_frame:.1f} false positives/frame vs candidate {c.fp_per_frame:.1f}"
+            )
+    worst = sorted(
+        judged, key=lambda s: (s.recall if s.recall is not None else 1.0, s.sequence_id, s.segment)
+    )
+    for c in worst[: cfg.worst_segments]:
+        reasons[(c.sequence_id, c.segment)].append(
+            f"among the candidate's {cfg.worst_segments} worst segments (recall {c.recall})"
+        )
+    cand_seg = {(s.sequence_id, s.segment): s for s in candidate.segments}
+    flagged: list[FlaggedSegment] = []
+    for (sid, si), why in reasons.items():
+        c, p = cand_seg[(sid, si)], prod_seg[(sid, si)]
+        seq = seqs[sid]
+        fps = float(seq["fps"])
+        ids = seq["image_ids"][c.start_frame : c.end_frame + 1]
+        ego_pts: list[TrackPoint] = []
+        tracks: dict[int, list[TrackPoint]] = defaultdict(list)
+        cls: dict[int, int] = {}
+        missed_c: dict[int, int] = defaultdict(int)
+        missed_p: dict[int, int] = defaultdict(int)
+        severity = 0
+        for offset, image_id in enumerate(ids):
+            frame = c.start_frame + offset
+            severity = int(images[image_id].get("severity", 0) or 0)
+            ego = next((a for a in anns[image_id] if a.get("is_ego")), None)
+            gts = [a for a in anns[image_id] if not a.get("is_ego")]
+            pts = _track_points(gts, ego, frame, fps, px_per_m)
+            if ego is not None:
+                ego_pts.append(_track_points([ego], ego, frame, fps, px_per_m)[ego["track_id"]])
+            gt_boxes = np.asarray([_xywh_to_xyxy(a["bbox"]) for a in gts]).reshape(-1, 4)
+            for dets, missed in ((cand_dets, missed_c), (prod_dets, missed_p)):
+                d = dets.get(image_id, Detections.empty())
+                hit = {g for g, _ in greedy_match(gt_boxes, d.boxes, cfg.match_iou)}
+                for gi, a in enumerate(gts):
+                    if gi not in hit:
+                        missed[a["track_id"]] += 1
+            for a in gts:
+                cls[a["track_id"]] = a["category_id"]
+                if a["track_id"] in pts:
+                    tracks[a["track_id"]].append(pts[a["track_id"]])
+        flagged.append(
+            FlaggedSegment(
+                segment_id=f"{sid}-seg{si:02d}",
+                sequence_id=sid,
+                scenario=seq.get("scenario", ""),
+                weather=seq.get("weather", "clear"),
+                lighting=seq.get("lighting", "day"),
+                severity=severity,
+                start_frame=c.start_frame,
+                end_frame=c.end_frame,
+                start_s=round(c.start_frame / fps, 4),
+                end_s=round(c.end_frame / fps, 4),
+                fps=fps,
+                reasons=why,
+                candidate_recall=c.recall,
+                production_recall=p.recall,
+                candidate_fp_per_frame=c.fp_per_frame,
+                production_fp_per_frame=p.fp_per_frame,
+                ego_points=ego_pts,
+                tracks=[
+                    FlaggedTrack(
+                        gt_track=tid,
+                        category=CLASS_NAMES.get(cls[tid], "car"),
+                        points=pts,
+                        missed_by_candidate=missed_c[tid],
+                        missed_by_production=missed_p[tid],
+                    )
+                    for tid, pts in sorted(tracks.items())
+                ],
+            )
+        )
+    flagged.sort(key=lambda f: (-f.score, f.segment_id))
+    return flagged[: cfg.max_flagged]
+
+
+# ==================================================================================================
+# Driving the engines over the recorded frames
+
+
+def detect_frames(
+    coco: Mapping[str, Any],
+    load_frame: Callable[[dict], np.ndarray],
+    detect: Callable[[np.ndarray], Detections],
+) -> dict[int, Detections]:
+    """Detections for every image of every sequence (frames in recording order)."""
+    images = {im["id"]: im for im in coco["images"]}
+    out: dict[int, Detections] = {}
+    for seq in coco["sequences"]:
+        for image_id in seq["image_ids"]:
+            out[image_id] = detect(load_frame(images[image_id]))
+    return out
+
+
+class ReplayReport(_Frozen):
+    candidate: ModelReplay
+    production: ModelReplay
+    flagged: list[FlaggedSegment]
+
+    def sequence_table(self) -> list[dict[str, Any]]:
+        prod = {s.sequence_id: s for s in self.production.sequences}
+        rows = []
+        for c in self.candidate.sequences:
+            p = prod[c.sequence_id]
+            rows.append(
+                {
+                    "sequence": c.sequence_id,
+                    "condition": f"{c.weather}/{c.lighting}",
+                    "recall_cand": c.recall if c.recall is not None else math.nan,
+                    "recall_prod": p.recall if p.recall is not None else math.nan,
+                    "fp_per_frame_cand": c.fp_per_frame,
+                    "fp_per_frame_prod": p.fp_per_frame,
+                    "ttfd_s_cand": c.mean_ttfd_s if c.mean_ttfd_s is not None else math.nan,
+                    "ttfd_s_prod": p.mean_ttfd_s if p.mean_ttfd_s is not None else math.nan,
+                    "never_detected_cand": c.never_detected,
+                    "never_detected_prod": p.never_detected,
+                    "frag_cand": c.fragmentations,
+                    "idsw_cand": c.id_switches,
+                    "ghosts_cand": c.ghost_tracks,
+                    "ghosts_prod": p.ghost_tracks,
+                }
+            )
+        return rows
+
+
+def replay(
+    coco: Mapping[str, Any],
+    cand_dets: Mapping[int, Detections],
+    prod_dets: Mapping[int, Detections],
+    cfg: ReplayConfig,
+    px_per_m: float,
+    names: tuple[str, str] = ("candidate", "production"),
+) -> ReplayReport:
+    cand = evaluate_model(coco, cand_dets, cfg, names[0])
+    prod = evaluate_model(coco, prod_dets, cfg, names[1])
+    flagged = flag_segments(coco, cand, prod, cand_dets, prod_dets, cfg, px_per_m)
+    return ReplayReport(candidate=cand, production=prod, flagged=flagged)

@@ -1,0 +1,458 @@
+"""The artifact store: local files by default, S3 in production, one protocol.
+
+This is the only storage protocol in the platform: domain code takes an :class:`ArtifactStore`
+and never branches on the concrete class. The Dagster resources in ``resources/artifact_store.py``
+only build one of these.
+
+Every write is atomic (temporary name then rename locally; a single PUT on S3) and records
+the content's sha256 next to it (a ``sha256sum``-compatible ``<name>.sha256`` sidecar
+locally, object metadata on S3). Every read re-hashes and compares, so a truncated or
+tampered artifact raises :class:`ArtifactIntegrityError` naming the file and both hashes.
+"""
+
+import base64
+import hashlib
+import os
+import shutil
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from botocore.exceptions import ClientError
+
+from adas.settings import AdasHome
+
+SIDECAR_SUFFIX = ".sha256"
+_CHUNK = 1 << 20
+
+
+class ArtifactError(RuntimeError):
+    """Base class for artifact store failures."""
+
+
+class ArtifactNotFoundError(ArtifactError, FileNotFoundError):
+    pass
+
+
+class ArtifactIntegrityError(ArtifactError):
+    """Stored bytes do not hash to the recorded sha256 (truncated, tampered or half-written)."""
+
+
+@dataclass(frozen=True)
+class StoredArtifact:
+    key: str
+    uri: str
+    sha256: str
+    size: int
+
+    def as_metadata(self) -> dict[str, str | int]:
+        return {"key": self.key, "uri": self.uri, "sha256": self.sha256, "size": self.size}
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def validate_key(key: str) -> str:
+    """Keys are relative POSIX paths without '..', so they map onto both a folder and a bucket."""
+    p = PurePosixPath(key)
+    if (
+        not key
+        or key.startswith("/")
+        or p.is_absolute()
+        or any(part in ("", ".", "..") for part in key.split("/"))
+    ):
+        raise ValueError(
+            f"invalid artifact key {key!r}: use a relative path like 'models/task/1.0.0/model.onnx'"
+        )
+    if key.endswith(SIDECAR_SUFFIX):
+        raise ValueError(
+            f"invalid artifact key {key!r}: the {SIDECAR_SUFFIX} suffix is reserved for hash records"
+        )
+    return key
+
+
+def _integrity_error(uri: str, expected: str, actual: str, size: int, what: str) -> ArtifactIntegrityError:
+    return ArtifactIntegrityError(
+        f"{uri}: sha256 mismatch: {what} {expected}, read {actual} ({size} bytes); "
+        "the artifact was truncated or modified after it was written"
+    )
+
+
+def atomic_write_bytes(dest: Path, data: bytes) -> None:
+    """Write ``dest`` so that readers see the old content or the new, never a part (tmp + fsync + rename)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as fout:
+            fout.write(data)
+            fout.flush()
+            os.fsync(fout.fileno())
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class ArtifactStore(ABC):
+    """The protocol shared by the local and S3 stores: put / get / open / exists / list / delete,
+    with the sha256 recorded on write and verified on every read."""
+
+    @abstractmethod
+    def uri(self, key: str) -> str: ...
+
+    @abstractmethod
+    def put_file(self, key: str, src: Path) -> StoredArtifact: ...
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> StoredArtifact: ...
+
+    @abstractmethod
+    def recorded_sha256(self, key: str) -> str: ...
+
+    @abstractmethod
+    def get_bytes(self, key: str, expected_sha256: str | None = None) -> bytes: ...
+
+    @abstractmethod
+    def fetch(self, key: str, expected_sha256: str | None = None) -> Path:
+        """A local path holding the verified content (the file itself locally, a cache copy for S3)."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def list_keys(self, prefix: str = "") -> list[str]: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove one artifact and its hash record (missing is not an error)."""
+
+    @contextmanager
+    def open(self, key: str, expected_sha256: str | None = None) -> Iterator[IO[bytes]]:
+        """A binary stream of the verified content."""
+        with open(self.fetch(key, expected_sha256), "rb") as f:
+            yield f
+
+    def put_tree(self, prefix: str, src_dir: Path) -> list[StoredArtifact]:
+        """Store every file under ``src_dir`` below ``prefix``, in sorted order."""
+        src_dir = Path(src_dir)
+        stored = []
+        for path in sorted(p for p in src_dir.rglob("*") if p.is_file()):
+            rel = path.relative_to(src_dir).as_posix()
+            stored.append(self.put_file(f"{prefix.rstrip('/')}/{rel}", path))
+        return stored
+
+    def fetch_tree(self, prefix: str, dest: Path | None = None) -> Path:
+        """Verify every file under ``prefix``; return a local directory holding them."""
+        keys = self.list_keys(prefix)
+        if not keys:
+            raise ArtifactNotFoundError(f"{self.uri(prefix)}: no artifacts under this prefix")
+        local = [self.fetch(k) for k in keys]
+        if dest is None:
+            # Both stores lay fetched files out as <root>/<key>, so the prefix folder is shared.
+            return Path(str(local[0])[: -len(keys[0])]) / prefix.rstrip("/")
+        for key, path in zip(keys, local, strict=True):
+            target = Path(dest) / Path(key).relative_to(prefix.rstrip("/"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+        return Path(dest)
+
+    def verify(self, key: str) -> str:
+        """Re-hash one artifact against its record; return the hash."""
+        self.fetch(key)
+        return self.recorded_sha256(key)
+
+
+class LocalArtifactStore(ArtifactStore):
+    """Artifacts under a local folder (default ``$ADAS_HOME/artifacts``)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = str(root)
+
+    def __repr__(self) -> str:
+        return f"LocalArtifactStore(root={self.root!r})"
+
+    @property
+    def _root(self) -> Path:
+        return Path(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self._root / validate_key(key)
+
+    def uri(self, key: str) -> str:
+        return self._path(key).resolve().as_uri() if key else self._root.resolve().as_uri()
+
+    def _commit(self, tmp: Path, dest: Path, digest: str) -> None:
+        sidecar = dest.with_name(dest.name + SIDECAR_SUFFIX)
+        sidecar_tmp = sidecar.with_name(f".{sidecar.name}.{uuid.uuid4().hex}.tmp")
+        sidecar_tmp.write_text(f"{digest}  {dest.name}\n")
+        # The data lands first; a crash before the sidecar lands leaves a hash mismatch that
+        # reads detect, never a silently wrong file.
+        os.replace(tmp, dest)
+        os.replace(sidecar_tmp, sidecar)
+        dir_fd = os.open(dest.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _tmp_for(self, dest: Path) -> Path:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+
+    def put_file(self, key: str, src: Path) -> StoredArtifact:
+        dest = self._path(key)
+        tmp = self._tmp_for(dest)
+        digest, size = hashlib.sha256(), 0
+        try:
+            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                while chunk := fin.read(_CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    fout.write(chunk)
+                fout.flush()
+                os.fsync(fout.fileno())
+            self._commit(tmp, dest, digest.hexdigest())
+        finally:
+            tmp.unlink(missing_ok=True)
+        return StoredArtifact(key, self.uri(key), digest.hexdigest(), size)
+
+    def put_bytes(self, key: str, data: bytes) -> StoredArtifact:
+        dest = self._path(key)
+        tmp = self._tmp_for(dest)
+        try:
+            with open(tmp, "wb") as fout:
+                fout.write(data)
+                fout.flush()
+                os.fsync(fout.fileno())
+            self._commit(tmp, dest, sha256_bytes(data))
+        finally:
+            tmp.unlink(missing_ok=True)
+        return StoredArtifact(key, self.uri(key), sha256_bytes(data), len(data))
+
+    def recorded_sha256(self, key: str) -> str:
+        path = self._path(key)
+        sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+        if not path.is_file():
+            raise ArtifactNotFoundError(f"{self.uri(key)}: no such artifact")
+        if not sidecar.is_file():
+            raise ArtifactIntegrityError(f"{self.uri(key)}: no recorded sha256 ({sidecar.name} missing)")
+        return sidecar.read_text().split()[0]
+
+    def fetch(self, key: str, expected_sha256: str | None = None) -> Path:
+        path = self._path(key)
+        recorded = self.recorded_sha256(key)
+        actual, size = sha256_file(path)
+        if actual != recorded:
+            raise _integrity_error(self.uri(key), recorded, actual, size, "recorded")
+        if expected_sha256 is not None and actual != expected_sha256:
+            raise _integrity_error(self.uri(key), expected_sha256, actual, size, "expected")
+        return path
+
+    def get_bytes(self, key: str, expected_sha256: str | None = None) -> bytes:
+        path = self._path(key)
+        recorded = self.recorded_sha256(key)
+        data = path.read_bytes()
+        actual = sha256_bytes(data)
+        if actual != recorded:
+            raise _integrity_error(self.uri(key), recorded, actual, len(data), "recorded")
+        if expected_sha256 is not None and actual != expected_sha256:
+            raise _integrity_error(self.uri(key), expected_sha256, actual, len(data), "expected")
+        return data
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def _walk(self, base: Path) -> Iterator[str]:
+        for path in base.rglob("*"):
+            name = path.name
+            if path.is_file() and not name.endswith(SIDECAR_SUFFIX) and not name.endswith(".tmp"):
+                yield path.relative_to(self._root).as_posix()
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        base = self._root / prefix if prefix else self._root
+        if not base.exists():
+            return []
+        return sorted(k for k in self._walk(base) if k.startswith(prefix))
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + SIDECAR_SUFFIX).unlink(missing_ok=True)
+
+
+class S3ArtifactStore(ArtifactStore):
+    """Artifacts in ``s3://bucket/prefix/``; the sha256 travels in object metadata."""
+
+    def __init__(
+        self,
+        client_factory: Callable[[], Any],
+        bucket: str,
+        prefix: str = "",
+        cache_dir: str = "/tmp/adas-artifact-cache",
+    ) -> None:
+        self._client_factory = client_factory
+        self._client: Any = None
+        self.bucket = bucket
+        self.prefix = prefix
+        self.cache_dir = cache_dir
+
+    def __repr__(self) -> str:
+        return f"S3ArtifactStore(bucket={self.bucket!r}, prefix={self.prefix!r})"
+
+    @property
+    def client(self) -> Any:
+        """The boto3 S3 client, made on first use."""
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    def _object_key(self, key: str) -> str:
+        validate_key(key)
+        return f"{self.prefix.strip('/')}/{key}" if self.prefix.strip("/") else key
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._object_key(key)}"
+
+    def put_bytes(self, key: str, data: bytes) -> StoredArtifact:
+        digest = hashlib.sha256(data)
+        # One PUT is atomic on S3; ChecksumSHA256 makes S3 reject a body corrupted in transit.
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=self._object_key(key),
+            Body=data,
+            Metadata={"sha256": digest.hexdigest()},
+            ChecksumSHA256=base64.b64encode(digest.digest()).decode(),
+        )
+        return StoredArtifact(key, self.uri(key), digest.hexdigest(), len(data))
+
+    def put_file(self, key: str, src: Path) -> StoredArtifact:
+        return self.put_bytes(key, Path(src).read_bytes())
+
+    def _head(self, key: str) -> dict:
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self._object_key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise ArtifactNotFoundError(f"{self.uri(key)}: no such artifact") from exc
+            raise
+
+    def recorded_sha256(self, key: str) -> str:
+        meta = self._head(key).get("Metadata", {})
+        if "sha256" not in meta:
+            raise ArtifactIntegrityError(f"{self.uri(key)}: no recorded sha256 in object metadata")
+        return meta["sha256"]
+
+    def get_bytes(self, key: str, expected_sha256: str | None = None) -> bytes:
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=self._object_key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise ArtifactNotFoundError(f"{self.uri(key)}: no such artifact") from exc
+            raise
+        data = obj["Body"].read()
+        recorded = obj.get("Metadata", {}).get("sha256")
+        if recorded is None:
+            raise ArtifactIntegrityError(f"{self.uri(key)}: no recorded sha256 in object metadata")
+        actual = sha256_bytes(data)
+        if actual != recorded:
+            raise _integrity_error(self.uri(key), recorded, actual, len(data), "recorded")
+        if expected_sha256 is not None and actual != expected_sha256:
+            raise _integrity_error(self.uri(key), expected_sha256, actual, len(data), "expected")
+        return data
+
+    def fetch(self, key: str, expected_sha256: str | None = None) -> Path:
+        local = Path(self.cache_dir) / self.bucket / self._object_key(key)
+        recorded = self.recorded_sha256(key)
+        if local.is_file() and sha256_file(local)[0] == recorded:
+            if expected_sha256 is not None and recorded != expected_sha256:
+                raise _integrity_error(
+                    self.uri(key), expected_sha256, recorded, local.stat().st_size, "expected"
+                )
+            return local
+        atomic_write_bytes(local, self.get_bytes(key, expected_sha256))
+        return local
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._head(key)
+            return True
+        except ArtifactNotFoundError:
+            return False
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        if ".." in prefix.split("/"):
+            raise ValueError(f"invalid artifact prefix {prefix!r}")
+        root = self.prefix.strip("/")
+        base = f"{root}/{prefix}" if root else prefix
+        strip = len(self.prefix.strip("/")) + 1 if self.prefix.strip("/") else 0
+        keys = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base):
+            keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._object_key(key))
+
+
+ENVIRONMENTS = ("local", "production")
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Where the artifact store of an environment lives, read from the environment in one place.
+
+    ``ADAS_ENV=local`` (default): ``$ADAS_HOME/artifacts``. ``ADAS_ENV=production``: S3 bucket
+    ``$ADAS_ARTIFACT_BUCKET`` under ``$ADAS_ARTIFACT_PREFIX`` (default ``gold``), region
+    ``$AWS_REGION``, endpoint ``$ADAS_S3_ENDPOINT_URL`` (for S3-compatible stores). The Dagster
+    resources and the Dagster-free entry points (registry CLI, simulation shard pods) both use it.
+    """
+
+    env: str
+    root: str = ""
+    bucket: str = ""
+    prefix: str = ""
+    region: str = ""
+    endpoint_url: str | None = None
+
+    @classmethod
+    def from_env(cls, env: str | None = None, artifacts_root: Path | None = None) -> "StoreSettings":
+        env = env or os.environ.get("ADAS_ENV", "local")
+        if env == "local":
+            if artifacts_root is None:
+                artifacts_root = AdasHome.from_env().artifacts
+            return cls(env=env, root=str(artifacts_root))
+        if env == "production":
+            return cls(
+                env=env,
+                bucket=os.environ.get("ADAS_ARTIFACT_BUCKET", ""),
+                prefix=os.environ.get("ADAS_ARTIFACT_PREFIX", "gold"),
+                region=os.environ.get("AWS_REGION", ""),
+                endpoint_url=os.environ.get("ADAS_S3_ENDPOINT_URL") or None,
+            )
+        raise ValueError(f"ADAS_ENV={env!r} is not one of {ENVIRONMENTS}")
+
+    def build(self) -> ArtifactStore:
+        if self.env == "local":
+            return LocalArtifactStore(self.root)
+        if not self.bucket:
+            raise ValueError("ADAS_ENV=production needs ADAS_ARTIFACT_BUCKET (the artifact bucket)")
+
+        def client() -> Any:
+            import boto3  # noqa: PLC0415 - boto3's import costs ~0.3 s; only production needs it
+
+            return boto3.client("s3", region_name=self.region or None, endpoint_url=self.endpoint_url)
+
+        return S3ArtifactStore(client, self.bucket, self.prefix)

@@ -1,0 +1,112 @@
+"""The registry step of ``make demo``: record the four approvals (and, for a pack that could not
+be scanned offline, a written vulnerability waiver), then run ``promote_candidate`` for each
+CPU cell. The result is the candidate promoted through a real local canary, or refused with
+every reason; the registry history shows every move.
+
+Called from ``scripts/run_demo.py`` with the demo's Definitions and instance::
+
+    from jobs.demo_promotion import promote_demo_candidate
+    lines, ok = promote_demo_candidate(defs, instance)
+"""
+
+from typing import Any
+
+import dagster as dg
+
+from adas.registry.models import ROLES, target_name
+
+DEMO_WAIVER = (
+    "Offline demo environment: the vulnerability scanner has no database here. The SBOM was "
+    "reviewed by the security lead; production images are scanned in CI before release."
+)
+
+
+def _failure(result: dg.ExecuteInProcessResult) -> str:
+    return "; ".join(
+        str(e.event_specific_data.error.message).strip().splitlines()[0]  # type: ignore[union-attr]
+        for e in result.all_events
+        if e.event_type_value == "STEP_FAILURE"
+    )
+
+
+def promote_demo_candidate(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    cells: list[str] | None = None,
+    actor: str = "demo",
+) -> tuple[list[str], bool]:
+    """Approve and promote the registered candidate on each cell (default: the supported
+    x86-cpu cells); returns report lines and whether every cell ended promoted or refused
+    with reasons (a crash or an unexpected error is False)."""
+    from adas.catalog import default_catalog
+    from adas_assets.partitions import partition_key
+
+    resource = defs.resources["registry"]
+    reg = resource.store()
+    cells = cells or [
+        str(partition_key(d, p)) for d, p in default_catalog().supported_pairs() if d == "x86-cpu"
+    ]
+    lines: list[str] = []
+    ok = True
+    for cell in cells:
+        device, precision = cell.split("|")
+        target = target_name(device, precision)
+        staged = reg.alias_entry(target, "staging")
+        if staged is None:
+            lines.append(f"{target}: no registry entry (registry_entry not materialized)")
+            ok = False
+            continue
+        for role in ROLES:
+            cfg: dict[str, Any] = {
+                "version": staged.version,
+                "target": target,
+                "model_name": staged.body.model_name,
+                "role": role,
+                "actor": f"{actor}:{role}-lead",
+                "reason": f"{role} review of {staged.version} (demo)",
+            }
+            if role == "security" and staged.body.security.vulnerability_status != "scanned":
+                cfg["waive_vulnerabilities"] = DEMO_WAIVER
+            result = defs.resolve_job_def("approve").execute_in_process(
+                run_config={"ops": {"record_approval": {"config": cfg}}},
+                instance=instance,
+                raise_on_error=False,
+            )
+            if not result.success:
+                lines.append(f"{target}: {role} approval failed: {_failure(result)}")
+                ok = False
+        result = defs.resolve_job_def("promote_candidate").execute_in_process(
+            run_config={
+                "ops": {
+                    "production_alias": {
+                        "config": {
+                            "actor": f"{actor}:release-manager",
+                            "reason": "demo release through a local canary",
+                        }
+                    }
+                }
+            },
+            instance=instance,
+            partition_key=cell,
+            raise_on_error=False,
+        )
+        if result.success:
+            mat = result.asset_materializations_for_node("production_alias")[0].metadata
+            line = f"{target}: {mat['outcome'].value}: {mat['message'].value}"
+            if "throughput_rps" in mat:
+                line += (
+                    f" ({mat['requests'].value} requests at {mat['throughput_rps'].value} req/s, "
+                    f"{mat['dropped_requests'].value} dropped)"
+                )
+            lines.append(line)
+        else:
+            message = _failure(result)
+            lines.append(f"{target}: {message}")
+            ok = ok and "promotion refused" in message
+        history = reg.history(target)
+        versions = {e.id: e.version for e in reg.entries(target=target)}
+        for c in history.changes:
+            lines.append(
+                f"    {c.at:%H:%M:%S} production -> {versions.get(c.to_entry_id or -1, 'none')} by {c.actor}: {c.reason}"
+            )
+    return lines, ok
