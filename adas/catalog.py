@@ -6,7 +6,6 @@ and the latency gates are all derived from this one file.
 
 from __future__ import annotations
 
-import functools
 import re
 from pathlib import Path
 from typing import Literal
@@ -134,12 +133,6 @@ def load_catalog(path: Path | str = TARGETS_FILE) -> TargetCatalog:
     return load_yaml_model(Path(path), TargetCatalog)
 
 
-@functools.cache
-def default_catalog() -> TargetCatalog:
-    """The catalog shipped in ``config/targets.yaml`` (read once per process)."""
-    return load_catalog(TARGETS_FILE)
-
-
 def require_supported(catalog: TargetCatalog, device: str, precision: str) -> Target:
     """Return the target, or raise naming the catalog when the combination is not offered."""
     target = catalog.target(device)
@@ -156,7 +149,6 @@ __all__ = [
     "Target",
     "TargetCatalog",
     "UnsupportedTargetError",
-    "default_catalog",
     "load_catalog",
     "require_supported",
 ]

@@ -1,13 +1,12 @@
 """Declarative automation that knows which device x precision cells exist in the catalog."""
 
-from __future__ import annotations
-
 import os
 
 import dagster as dg
 
-from adas.catalog import default_catalog
-from adas_assets.partitions import supported_partition_keys
+from adas.cell import supported_cells
+from adas_assets.partitions import partition_key
+from resources.targets import TARGET_CATALOG
 
 
 def automated_devices() -> list[str]:
@@ -17,7 +16,7 @@ def automated_devices() -> list[str]:
     production (GPU node pools exist there); locally only devices that need no GPU, so a laptop
     never queues TensorRT cells it cannot build (a person can still launch them by hand).
     """
-    catalog = default_catalog()
+    catalog = TARGET_CATALOG
     raw = os.environ.get("ADAS_AUTOMATION_DEVICES", "").strip()
     if raw == "all" or (not raw and os.environ.get("ADAS_ENV") == "production"):
         return catalog.devices
@@ -44,7 +43,7 @@ class SupportedTargetCondition(dg.AutomationCondition):
 
     def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
         devices = set(automated_devices())
-        keys = {k for k in supported_partition_keys(default_catalog()) if k.split("|")[0] in devices}
+        keys = {partition_key(c) for c in supported_cells(TARGET_CATALOG) if c.device in devices}
         return dg.AutomationResult(
             context, true_subset=context.candidate_subset.compute_intersection_with_partition_keys(keys)
         )

@@ -1,46 +1,37 @@
-"""The ``device`` x ``precision`` partitions, generated from the target catalog."""
+"""The ``device`` x ``precision`` partitions, generated from the target catalog.
 
-from __future__ import annotations
+Partition keys are parsed and formatted by :class:`adas.cell.Cell` only; this module turns
+cells into Dagster's partition objects and back.
+"""
 
 import warnings
 
 import dagster as dg
 
-from adas.catalog import TargetCatalog, default_catalog
-
-DEVICE = "device"
-PRECISION = "precision"
+from adas.catalog import TargetCatalog
+from adas.cell import DEVICE_DIMENSION, PRECISION_DIMENSION, Cell, supported_cells
+from resources.targets import TARGET_CATALOG
 
 
 def target_partitions(catalog: TargetCatalog) -> dg.MultiPartitionsDefinition:
     """Every device x precision cell; unsupported cells exist so the grid shows them, marked."""
     return dg.MultiPartitionsDefinition(
         {
-            DEVICE: dg.StaticPartitionsDefinition(catalog.devices),
-            PRECISION: dg.StaticPartitionsDefinition(list(catalog.precisions)),
+            DEVICE_DIMENSION: dg.StaticPartitionsDefinition(catalog.devices),
+            PRECISION_DIMENSION: dg.StaticPartitionsDefinition(list(catalog.precisions)),
         }
     )
 
 
-def partition_key(device: str, precision: str) -> dg.MultiPartitionKey:
-    return dg.MultiPartitionKey({DEVICE: device, PRECISION: precision})
+def partition_key(cell: Cell) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey(cell.dimensions)
 
 
-def supported_partition_keys(catalog: TargetCatalog) -> list[str]:
-    return [partition_key(d, p) for d, p in catalog.supported_pairs()]
+def supported_partition_keys(catalog: TargetCatalog) -> list[dg.MultiPartitionKey]:
+    return [partition_key(c) for c in supported_cells(catalog)]
 
 
-def device_and_precision(key: str | dg.MultiPartitionKey) -> tuple[str, str]:
-    """Split a partition key into (device, precision), whatever form Dagster hands it in."""
-    if isinstance(key, dg.MultiPartitionKey):
-        dims = key.keys_by_dimension
-        return dims[DEVICE], dims[PRECISION]
-    # Dagster joins dimension values in alphabetical order of dimension name: device|precision.
-    device, precision = str(key).split("|")
-    return device, precision
-
-
-TARGET_PARTITIONS = target_partitions(default_catalog())
+TARGET_PARTITIONS = target_partitions(TARGET_CATALOG)
 
 
 def per_target_description(summary: str) -> str:
@@ -48,7 +39,7 @@ def per_target_description(summary: str) -> str:
     return (
         f"{summary.strip()}\n\nPartitioned by `device` x `precision` from `config/targets.yaml`; "
         "cells marked unsupported are never built or requested by automation:\n\n"
-        + default_catalog().support_matrix_markdown()
+        + TARGET_CATALOG.support_matrix_markdown()
     )
 
 

@@ -13,7 +13,9 @@ from typing import Any
 
 import dagster as dg
 
-from adas.registry.models import ROLES, target_name
+from adas.cell import Cell, supported_cells
+from adas.registry.models import ROLES
+from resources.targets import TARGET_CATALOG
 
 DEMO_WAIVER = (
     "Offline demo environment: the vulnerability scanner has no database here. The SBOM was "
@@ -38,19 +40,13 @@ def promote_demo_candidate(
     """Approve and promote the registered candidate on each cell (default: the supported
     x86-cpu cells); returns report lines and whether every cell ended promoted or refused
     with reasons (a crash or an unexpected error is False)."""
-    from adas.catalog import default_catalog
-    from adas_assets.partitions import partition_key
-
     resource = defs.resources["registry"]
     reg = resource.store()
-    cells = cells or [
-        str(partition_key(d, p)) for d, p in default_catalog().supported_pairs() if d == "x86-cpu"
-    ]
+    cells = cells or [c.key for c in supported_cells(TARGET_CATALOG) if c.device == "x86-cpu"]
     lines: list[str] = []
     ok = True
     for cell in cells:
-        device, precision = cell.split("|")
-        target = target_name(device, precision)
+        target = Cell.parse(cell).target_name
         staged = reg.alias_entry(target, "staging")
         if staged is None:
             lines.append(f"{target}: no registry entry (registry_entry not materialized)")

@@ -2,9 +2,10 @@
 
 import dagster as dg
 
-from adas.catalog import default_catalog
+from adas.cell import supported_cells
 from adas_assets.automation import automated_devices
 from adas_assets.partitions import partition_key
+from resources.targets import TARGET_CATALOG
 from sensors.automation import default_schedule_status
 
 engine_rebuild_job = dg.define_asset_job(
@@ -17,7 +18,7 @@ engine_rebuild_job = dg.define_asset_job(
 def rebuild_cells() -> list[str]:
     """Every catalog-supported cell on the devices this deployment automates."""
     devices = set(automated_devices())
-    return [partition_key(d, p) for d, p in default_catalog().supported_pairs() if d in devices]
+    return [partition_key(c) for c in supported_cells(TARGET_CATALOG) if c.device in devices]
 
 
 @dg.schedule(

@@ -30,9 +30,7 @@ def build_artifact_store(
     settings = StoreSettings.from_env(env, home.artifacts if home else None)
     if settings.env == "local":
         return LocalArtifactStoreResource(root=settings.root)
-    return S3ArtifactStoreResource(
-        s3=_s3(), bucket=dg.EnvVar("ADAS_ARTIFACT_BUCKET"), prefix=settings.prefix
-    )
+    return S3ArtifactStoreResource(s3=_s3(), bucket=dg.EnvVar("ADAS_ARTIFACT_BUCKET"), prefix=settings.prefix)
 
 
 def _s3() -> S3Resource:

@@ -13,7 +13,8 @@ from dagster_k8s import K8sRunLauncher
 from dagster_k8s.container_context import K8sContainerContext
 from dagster_k8s.job import UserDefinedDagsterK8sConfig
 
-from adas.catalog import Target, TargetCatalog, default_catalog
+from adas.catalog import Target, TargetCatalog
+from resources.targets import TARGET_CATALOG
 
 DEVICE_TAG = "dagster/partition/device"
 
@@ -53,4 +54,4 @@ class CatalogK8sRunLauncher(K8sRunLauncher):
     def get_container_context_for_run(self, dagster_run: DagsterRun) -> K8sContainerContext:
         base = super().get_container_context_for_run(dagster_run)
         # The catalog comes last so a hand-written tag cannot under-provision a GPU run.
-        return base.merge(container_context_for_tags(dict(dagster_run.tags), default_catalog()))
+        return base.merge(container_context_for_tags(dict(dagster_run.tags), TARGET_CATALOG))

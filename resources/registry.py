@@ -18,6 +18,8 @@ from adas.registry.finalize import WebhookNotifier
 from adas.registry.promotion import PromotionSettings
 from adas.registry.store import RegistryStore
 from adas.settings import AdasHome
+from adas.storage import ArtifactStore
+from resources.targets import TARGET_CATALOG
 
 _STORES: dict[str, RegistryStore] = {}
 _LOCK = threading.Lock()
@@ -74,10 +76,11 @@ class RegistryResource(dg.ConfigurableResource):
         notifier = self.notifier()
         return notifier.deliver_pending(self.store()) if notifier is not None else {}
 
-    def settings(self, artifact_store: Any) -> PromotionSettings:
+    def settings(self, artifact_store: ArtifactStore) -> PromotionSettings:
         return PromotionSettings(
             registry=self.store(),
             store=artifact_store,
+            catalog=TARGET_CATALOG,
             policy=self.policy(),
             pinned_public_key_pem=self.public_key_pem(),
             notifier=self.notifier(),

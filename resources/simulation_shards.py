@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import dagster as dg
 from pydantic import Field
 
+from resources.targets import TARGET_CATALOG
+
 if TYPE_CHECKING:
     import kubernetes
 
@@ -92,10 +94,8 @@ class SimulationShardRunner(dg.ConfigurableResource):
 
         if self.mode == "local":
             return LocalProcessExecutor(processes=processes)
-        from adas.catalog import default_catalog
-
         try:
-            target = default_catalog().target(device)
+            target = TARGET_CATALOG.target(device)
         except KeyError as exc:
             raise ShardSetupError(str(exc)) from exc
         image = self.image or os.environ.get("DAGSTER_CURRENT_IMAGE")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adas.catalog import default_catalog
+from adas.catalog import load_catalog
+from adas.cell import Cell
 from adas_assets.partitions import partition_key
 
 LAUNCH = """
@@ -61,11 +62,11 @@ def graphql(url: str, query: str, variables: dict) -> dict:
 
 
 def cells(device: str | None, precision: str | None) -> list[str]:
-    catalog = default_catalog()
+    catalog = load_catalog()
     if device is not None:
         catalog.target(device)  # unknown device: a clear error naming the catalog
     return [
-        partition_key(d, p)
+        partition_key(Cell(d, p))
         for d, p in catalog.supported_pairs()
         if (device is None or d == device) and (precision is None or p == precision)
     ]

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write", action="store_true", help="append the results to BENCHMARKS.md")
     args = ap.parse_args(argv)
 
-    from adas.catalog import default_catalog
+    from adas.catalog import load_catalog
     from adas.datasets.slices import load_slices
     from adas.evaluation.config import default_evaluation_settings
     from adas.evaluation.gates import Latency, evaluate_gates
@@ -135,16 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     from adas.packaging.latency import machine_info
 
     if not (args.data / "golden_test.json").is_file():
-        print(
-            f"no dataset at {args.data}: generate it with `python -m adas.datasets --out {args.data}`"
-        )
+        print(f"no dataset at {args.data}: generate it with `python -m adas.datasets --out {args.data}`")
         return 2
     trained = not args.untrained
     if trained and not (args.candidate.is_dir() and args.production.is_dir()):
         print(f"bundles missing ({args.candidate}, {args.production}); use --untrained for timings only")
         return 2
     settings = default_evaluation_settings()
-    budget = default_catalog().target("x86-cpu").latency_budget_ms.p95
+    budget = load_catalog().target("x86-cpu").latency_budget_ms.p95
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-eval-") as tmp_s:
         tmp = Path(tmp_s)

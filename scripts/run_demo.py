@@ -116,7 +116,8 @@ def summarize(
     instance: dg.DagsterInstance, defs: dg.Definitions, runs: list[dg.ExecuteInProcessResult]
 ) -> str:
     """Latest state of every per-target asset on the CPU cells, and every check the runs evaluated."""
-    from adas.catalog import default_catalog
+    from adas.catalog import load_catalog
+    from adas.cell import Cell
     from adas_assets.partitions import partition_key
 
     graph = defs.resolve_asset_graph()
@@ -124,7 +125,7 @@ def summarize(
         (k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None),
         key=lambda k: k.to_user_string(),
     )
-    cells = [partition_key(d, p) for d, p in default_catalog().supported_pairs() if d == "x86-cpu"]
+    cells = [partition_key(Cell(d, p)) for d, p in load_catalog().supported_pairs() if d == "x86-cpu"]
     lines = ["", "  per-target assets (supported CPU cells):"]
     for key in partitioned:
         states = []

@@ -12,16 +12,19 @@ from typing import Any
 import numpy as np
 
 from adas.catalog import TargetCatalog, require_supported
+from adas.cell import Cell
 from adas.intake.bundle import load_model
 from adas.intake.refs import CandidateRef, DatasetRef, StoredFile
 from adas.packaging.config import PackagingConfig
-from adas.packaging.refs import EngineRef, ExportRef, model_prefix, pack_prefix
+from adas.packaging.refs import EngineRef, ExportRef, model_prefix
 from adas.storage import ArtifactStore
 
 RUNTIMES = ("onnxruntime", "tensorrt")
 
 
-def stored_file(store: ArtifactStore, key: str, src: Path | None = None, data: bytes | None = None) -> StoredFile:
+def stored_file(
+    store: ArtifactStore, key: str, src: Path | None = None, data: bytes | None = None
+) -> StoredFile:
     """Put a file (or bytes) and describe it with the hash the store recorded."""
     stored = store.put_file(key, src) if src is not None else store.put_bytes(key, data or b"")
     return StoredFile(key=stored.key, uri=stored.uri, sha256=stored.sha256, size=stored.size)
@@ -115,7 +118,7 @@ def build_engine(
     contract = export.candidate.contract
     onnx_path = store.fetch(export.onnx.key, expected_sha256=export.onnx.sha256)
     require_supported_ops(coverage_report(onnx_path, target.runtime))
-    prefix = pack_prefix(contract.task, contract.version, device, precision)
+    prefix = Cell(device, precision).pack_prefix(contract.task, contract.version)
     cache: StoredFile | None = None
     if target.runtime == "onnxruntime":
         from adas.packaging.ort_engines import build_fp32_engine, build_int8_engine

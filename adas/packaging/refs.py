@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from adas.cell import Cell
 from adas.intake.contract import Contract
 from adas.intake.refs import CandidateRef, StoredFile
 
@@ -13,11 +14,6 @@ from adas.intake.refs import CandidateRef, StoredFile
 def model_prefix(task: str, version: str) -> str:
     """The specification's layout: ``models/<task>/<version>/``."""
     return f"models/{task}/{version}"
-
-
-def pack_prefix(task: str, version: str, device: str, precision: str) -> str:
-    """``models/<task>/<version>/<device>/<precision>/``: one model pack per target cell."""
-    return f"{model_prefix(task, version)}/{device}/{precision}"
 
 
 class StagedRef(BaseModel):
@@ -59,7 +55,7 @@ class EngineRef(BaseModel):
 
     @property
     def prefix(self) -> str:
-        return pack_prefix(self.contract.task, self.contract.version, self.device, self.precision)
+        return Cell(self.device, self.precision).pack_prefix(self.contract.task, self.contract.version)
 
 
 class TritonRepositoryRef(BaseModel):

@@ -47,7 +47,9 @@ class BuiltRepository:
     serving: str
 
 
-def build_repository(store: ArtifactStore, engine: EngineRef, workdir: Path, cpu_serving: str) -> BuiltRepository:
+def build_repository(
+    store: ArtifactStore, engine: EngineRef, workdir: Path, cpu_serving: str
+) -> BuiltRepository:
     """Write the repository for ``engine`` and store it under ``<pack prefix>/triton/``."""
     from adas.packaging.triton_repository import write_triton_repository
 
@@ -289,7 +291,9 @@ def log_pack_artifact(engine: EngineRef, manifest: dict[str, Any], uri: str) -> 
     return f"{name}:{engine.contract.version}"
 
 
-def verify_stored_pack(store: ArtifactStore, pack: PackRef, public_key_pem: bytes | str, workdir: Path) -> list[str]:
+def verify_stored_pack(
+    store: ArtifactStore, pack: PackRef, public_key_pem: bytes | str, workdir: Path
+) -> list[str]:
     """Re-hash every file against the manifest and verify every signature with a pinned key."""
     from adas.packaging.signing import verify_pack
 

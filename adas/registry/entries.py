@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from adas.catalog import TargetCatalog
+from adas.cell import supported_cells
 from adas.evaluation.refs import EvalReportRef, GateRef
 from adas.intake.refs import StoredFile
 from adas.packaging.refs import EngineRef, PackRef, TritonRepositoryRef
@@ -22,7 +23,6 @@ from adas.registry.models import (
     Security,
     SliceRow,
     Verdict,
-    target_name,
 )
 from adas.simulation.refs import SimVerdictRef
 from adas.storage import ArtifactStore
@@ -168,7 +168,7 @@ def entry_from_pack(
         performance=perf,
         slices=slices,
         latency_budget_ms={"p95": budget},
-        supported_targets=[target_name(d, p) for d, p in catalog.supported_pairs()],
+        supported_targets=[c.target_name for c in supported_cells(catalog)],
         calibration_cache_version=engine.calibration_cache.sha256[:16] if engine.calibration_cache else None,
         evaluation=evaluation_verdict(gate),
         simulation=simulation_verdict(sim),
@@ -216,7 +216,7 @@ def adopted_entry(
         ),
         performance=Performance(),
         latency_budget_ms={"p95": catalog.target(engine.device).latency_budget_ms.p95},
-        supported_targets=[target_name(d, p) for d, p in catalog.supported_pairs()],
+        supported_targets=[c.target_name for c in supported_cells(catalog)],
         calibration_cache_version=engine.calibration_cache.sha256[:16] if engine.calibration_cache else None,
         adopted=True,
     )

@@ -10,32 +10,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from adas.cell import Cell
+
 ALIASES: tuple[str, ...] = ("staging", "candidate", "production", "rollback")
 ROLES: tuple[str, ...] = ("technical", "safety", "security", "product")
 Alias = Literal["staging", "candidate", "production", "rollback"]
 Role = Literal["technical", "safety", "security", "product"]
 
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
-_TARGET = re.compile(r"^[a-z0-9][a-z0-9-]*/(fp32|fp16|int8)$")
 
 
 class RegistryError(RuntimeError):
     """Base class of registry failures; messages say what to do next."""
-
-
-def target_name(device: str, precision: str) -> str:
-    """A deployment target as the registry names it: ``device/precision`` (``orin/int8``)."""
-    name = f"{device}/{precision}"
-    if not _TARGET.match(name):
-        raise ValueError(f"{name!r} is not a deployment target (device/precision, e.g. 'orin/int8')")
-    return name
-
-
-def split_target(target: str) -> tuple[str, str]:
-    if not _TARGET.match(target):
-        raise ValueError(f"{target!r} is not a deployment target (device/precision, e.g. 'orin/int8')")
-    device, precision = target.split("/")
-    return device, precision
 
 
 def semver_key(version: str) -> tuple[int, int, int, int, str]:
@@ -161,7 +147,7 @@ class EntryBody(_Frozen):
 
     @property
     def target(self) -> str:
-        return target_name(self.device, self.precision)
+        return Cell(self.device, self.precision).target_name
 
     def digest(self) -> str:
         return hashlib.sha256(canonical_json(self.model_dump(mode="json")).encode()).hexdigest()

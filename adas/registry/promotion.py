@@ -30,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel
 
+from adas.catalog import TargetCatalog
 from adas.registry.config import RegistryPolicy, Strategy
 from adas.registry.entries import triton_files
 from adas.registry.finalize import (
@@ -47,6 +48,7 @@ from adas.registry.governance import GovernanceReport, check_governance, verify_
 from adas.registry.models import Entry, RegistryError, Verdict
 from adas.registry.rollout import LocalRollout, PromotionPlan, RolloutReport, make_plan, plan_documents
 from adas.registry.store import RegistryStore
+from adas.storage import ArtifactStore
 
 
 class SimulatedCrash(RuntimeError):
@@ -64,9 +66,11 @@ class Traffic:
 @dataclass
 class PromotionSettings:
     registry: RegistryStore
-    store: Any  # ArtifactStore
+    store: ArtifactStore
     policy: RegistryPolicy
     pinned_public_key_pem: bytes | None
+    # Placement of the rendered Argo / SageMaker documents; None renders them without one.
+    catalog: TargetCatalog | None = None
     notifier: WebhookNotifier | None = None
     workdir: Path | None = None
     triton_venv: Path | None = None
@@ -367,11 +371,11 @@ def promote(
 def _plan_documents(
     settings: PromotionSettings, entry: Entry, plan: PromotionPlan, pid: str
 ) -> dict[str, str]:
-    from adas.catalog import default_catalog
-
     b = entry.body
     try:
-        t = default_catalog().target(b.device)
+        if settings.catalog is None:
+            raise KeyError(b.device)
+        t = settings.catalog.target(b.device)
         node_selector = dict(t.kubernetes.node_selector)
         tolerations = [tol.model_dump(exclude_none=True) for tol in t.kubernetes.tolerations]
         gpus = t.kubernetes.gpu_count

@@ -37,6 +37,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from adas.cell import Cell
 from adas.registry.models import (
     ALIASES,
     ROLES,
@@ -49,7 +50,6 @@ from adas.registry.models import (
     TargetState,
     canonical_json,
     semver_key,
-    split_target,
 )
 
 
@@ -526,7 +526,8 @@ class RegistryStore:
         return self._entry(row)
 
     def find_entry(self, model_name: str, version: str, target: str) -> Entry:
-        device, precision = split_target(target)
+        cell = Cell.from_target_name(target)
+        device, precision = cell.device, cell.precision
         with self._tx() as conn:
             row = conn.execute(
                 sa.select(entries).where(
@@ -549,8 +550,8 @@ class RegistryStore:
         if version:
             q = q.where(entries.c.version == version)
         if target:
-            device, precision = split_target(target)
-            q = q.where(entries.c.device == device, entries.c.precision == precision)
+            cell = Cell.from_target_name(target)
+            q = q.where(entries.c.device == cell.device, entries.c.precision == cell.precision)
         with self._tx() as conn:
             rows = conn.execute(q.order_by(entries.c.id)).all()
         return [self._entry(r) for r in rows]
@@ -695,7 +696,7 @@ class RegistryStore:
 
     # ------------------------------------------------------------------ aliases and targets
     def target_state(self, target: str) -> TargetState:
-        split_target(target)
+        Cell.from_target_name(target)
         with self._tx() as conn:
             row = conn.execute(sa.select(targets).where(targets.c.target == target)).first()
         if row is None:
@@ -753,7 +754,7 @@ class RegistryStore:
         production/rollback: anyone else gets :class:`PromotionConflict`. A replay of the same
         key returns the events first recorded and changes nothing.
         """
-        split_target(target)
+        Cell.from_target_name(target)
         moves = dict(moves or {})
         for alias in moves:
             if alias not in ALIASES:
@@ -934,7 +935,7 @@ class RegistryStore:
     def history(self, target: str, at: datetime | None = None, alias: str = "production") -> History:
         """Moves of ``alias`` on ``target`` up to ``at`` and the entry it pointed to then:
         ``history("orin/int8", at=X).version`` is the version in production at X."""
-        split_target(target)
+        Cell.from_target_name(target)
         q = sa.select(events).where(
             events.c.kind == "alias_moved", events.c.target == target, events.c.alias == alias
         )

@@ -17,7 +17,8 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from adas.catalog import TargetCatalog, UnsupportedTargetError, default_catalog, require_supported
+from adas.catalog import TargetCatalog, UnsupportedTargetError, require_supported
+from adas.cell import DEVICE_DIMENSION, Cell
 from adas.datasets.slices import load_slices
 from adas.evaluation.config import EVALUATION_FILE, default_evaluation_settings, file_sha256
 from adas.evaluation.gates import (
@@ -52,20 +53,19 @@ from adas.evaluation.runner import (
 )
 from adas.evaluation.slices import catalog_slices, pct, signed_pct, to_parquet_bytes
 from adas.intake.refs import DatasetRef, ReplayBundleRef, SliceCatalogRef
-from adas.packaging.refs import EngineRef, pack_prefix
+from adas.packaging.refs import EngineRef
 from adas.settings import AdasHome
 from adas.storage import ArtifactStore
 from adas_assets.automation import SupportedTargetCondition, eager_on_supported_targets
 from adas_assets.metadata import table as _table
 from adas_assets.partitions import (
-    DEVICE,
     TARGET_PARTITIONS,
-    device_and_precision,
     per_target_description,
     supported_partition_keys,
 )
 from resources.artifact_store import ArtifactStoreParam
 from resources.io_manager import read_value
+from resources.targets import TARGET_CATALOG
 from sensors.automation import default_schedule_status, default_sensor_status
 
 EVALUATION = "evaluation"
@@ -247,7 +247,8 @@ def eval_report(
     target_catalog: TargetCatalog,
     artifact_store: ArtifactStoreParam,
 ) -> dg.MaterializeResult:
-    device, precision = device_and_precision(context.partition_key)
+    cell = Cell.parse(context.partition_key)
+    device, precision = cell.device, cell.precision
     try:
         target = require_supported(target_catalog, device, precision)
     except UnsupportedTargetError as exc:
@@ -548,7 +549,7 @@ def load_slices_from_store(store: ArtifactStore, ref: SliceCatalogRef):  # type:
 with warnings.catch_warnings():  # MultiPartitionMapping is beta in Dagster 1.13
     warnings.simplefilter("ignore", dg.BetaWarning)
     _ALL_PRECISIONS_OF_DEVICE = dg.MultiPartitionMapping(
-        {DEVICE: dg.DimensionPartitionMapping(DEVICE, dg.IdentityPartitionMapping())}
+        {DEVICE_DIMENSION: dg.DimensionPartitionMapping(DEVICE_DIMENSION, dg.IdentityPartitionMapping())}
     )
 
 
@@ -585,13 +586,14 @@ def quantization_sensitivity(
     slice_catalog: SliceCatalogRef,
     artifact_store: ArtifactStoreParam,
 ) -> dg.MaterializeResult:
-    device, precision = device_and_precision(context.partition_key)
-    require = default_catalog()
+    cell = Cell.parse(context.partition_key)
+    device, precision = cell.device, cell.precision
+    require = TARGET_CATALOG
     try:
         require_supported(require, device, precision)
     except UnsupportedTargetError as exc:
         raise dg.Failure(description=str(exc)) from exc
-    reports = {device_and_precision(k)[1]: r for k, r in eval_report.items()}
+    reports = {Cell.parse(k).precision: r for k, r in eval_report.items()}
     if not reports:
         raise dg.Failure(description=f"no eval_report of {device} is materialized yet: nothing to compare")
     # The cell's own evaluation may still be running: compare what exists, say what is missing.
@@ -617,7 +619,7 @@ def quantization_sensitivity(
     report["versions"] = {p: r.version for p, r in reports.items()}
     stored = write_files(
         artifact_store,
-        pack_prefix(mine.engine.contract.task, mine.engine.contract.version, device, precision),
+        Cell(device, precision).pack_prefix(mine.engine.contract.task, mine.engine.contract.version),
         {
             "quantization_sensitivity.json": json_bytes(report),
             "quantization_sensitivity.parquet": to_parquet_bytes(sensitivity_frame(report)),
@@ -696,7 +698,8 @@ def quantization_sensitivity(
 def regression_gate(
     context: dg.AssetExecutionContext, eval_report: EvalReportRef, artifact_store: ArtifactStoreParam
 ) -> dg.MaterializeResult:
-    device, precision = device_and_precision(context.partition_key)
+    cell = Cell.parse(context.partition_key)
+    device, precision = cell.device, cell.precision
     budget = eval_report.latency.budget_p95_ms if eval_report.latency else None
     verdict = evaluate_gates(
         eval_report.snapshot, eval_report.production_snapshot, eval_report.latency, budget
@@ -804,7 +807,7 @@ evaluation_job = dg.define_asset_job(
 def _evaluated_cells(instance: dg.DagsterInstance) -> list[str]:
     """Supported cells whose engine exists: what a re-evaluation can run on."""
     done = instance.get_materialized_partitions(dg.AssetKey("engine"))
-    return [str(k) for k in supported_partition_keys(default_catalog()) if str(k) in {str(d) for d in done}]
+    return [str(k) for k in supported_partition_keys(TARGET_CATALOG) if str(k) in {str(d) for d in done}]
 
 
 def _eval_run_config(profile: str, suites: list[str]) -> dict[str, Any]:

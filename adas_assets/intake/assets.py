@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from adas.catalog import TARGETS_FILE, default_catalog
+from adas.catalog import TARGETS_FILE
 from adas.datasets.generator import dataset_tag, generate_dataset, load_datagen_config
 from adas.datasets.slices import DEFAULT_SLICES_PATH as SLICES_FILE
 from adas.datasets.slices import load_slices
@@ -28,6 +28,7 @@ from adas.storage import ArtifactStore
 from adas_assets.metadata import table as _table
 from resources.artifact_store import ArtifactStoreParam
 from resources.inbox import Inbox, InboxItem, cleanup_local_copy
+from resources.targets import TARGET_CATALOG
 
 INTAKE = "intake"
 CATALOG_SHA256 = hashlib.sha256(TARGETS_FILE.read_bytes()).hexdigest()
@@ -48,7 +49,7 @@ def target_catalog() -> dg.MaterializeResult:
     Generated from `config/targets.yaml`; every device x precision asset depends on it, so a
     catalog change shows up as stale engines in the UI.
     """
-    catalog = default_catalog()
+    catalog = TARGET_CATALOG
     rows = [
         dg.TableRecord(
             {
@@ -369,7 +370,9 @@ def calibration_shard(
 
 
 @dg.asset(group_name=INTAKE, kinds={"json"})
-def replay_log_bundles(golden_dataset: DatasetRef, artifact_store: ArtifactStoreParam) -> dg.MaterializeResult:
+def replay_log_bundles(
+    golden_dataset: DatasetRef, artifact_store: ArtifactStoreParam
+) -> dg.MaterializeResult:
     """Recorded drive sequences (consecutive frames, ground truth with track ids) for open-loop replay."""
     manifest = golden_dataset.manifests["replay_sequences"]
     replay = _read_json(artifact_store, manifest)

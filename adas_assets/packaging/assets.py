@@ -9,6 +9,7 @@ import dagster as dg
 from pydantic import Field
 
 from adas.catalog import TargetCatalog, UnsupportedTargetError
+from adas.cell import Cell
 from adas.intake.bundle import BundleRejected
 from adas.intake.refs import CalibrationShardRef, CandidateRef, DatasetRef
 from adas.packaging.build import (
@@ -27,7 +28,6 @@ from adas_assets.automation import eager_on_supported_targets
 from adas_assets.metadata import table as _table
 from adas_assets.partitions import (
     TARGET_PARTITIONS,
-    device_and_precision,
     per_target_check,
     per_target_description,
 )
@@ -171,7 +171,9 @@ def _build_cell(
     from adas.packaging.operators import UnsupportedOperatorError
     from adas.packaging.tensorrt_engines import TensorRTUnavailable
 
-    device, precision = device_and_precision(context.partition_key)
+    cell = Cell.parse(context.partition_key)
+
+    device, precision = cell.device, cell.precision
     frames = _calibration_frames(store, shard, dataset) if precision == "int8" else None
     config = packaging_config()
     try:

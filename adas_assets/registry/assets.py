@@ -10,15 +10,16 @@ import dagster as dg
 from pydantic import Field
 
 from adas.catalog import TargetCatalog
+from adas.cell import Cell
 from adas.evaluation.refs import EvalReportRef, GateRef
 from adas.intake.refs import DatasetRef
 from adas.packaging.refs import EngineRef, PackRef
-from adas.registry.models import ALIASES, AliasRef, Entry, RegistryEntryRef, RegistryError, target_name
+from adas.registry.models import ALIASES, AliasRef, Entry, RegistryEntryRef, RegistryError
 from adas.simulation.refs import SimVerdictRef
 from adas.storage import ArtifactStore
 from adas_assets.automation import SupportedTargetCondition
 from adas_assets.metadata import table as _table
-from adas_assets.partitions import TARGET_PARTITIONS, device_and_precision, per_target_description
+from adas_assets.partitions import TARGET_PARTITIONS, per_target_description
 from resources.artifact_store import ArtifactStoreParam
 from resources.registry import RegistryResource
 
@@ -84,7 +85,7 @@ def _adopt_production_if_unknown(
     from adas.registry.promotion import adopt_production
 
     reg = resource.store()
-    target = target_name(production_engine.device, production_engine.precision)
+    target = Cell(production_engine.device, production_engine.precision).target_name
     if reg.alias_entry(target, "production") is not None:
         return None
     with tempfile.TemporaryDirectory(prefix="adopt-") as tmp:
@@ -125,8 +126,10 @@ def registry_entry(
     from adas.registry.finalize import registry_prefix
     from adas.registry.promotion import latest_verdicts, register_entry
 
-    device, precision = device_and_precision(context.partition_key)
-    target = target_name(device, precision)
+    cell = Cell.parse(context.partition_key)
+
+    device, precision = cell.device, cell.precision
+    target = Cell(device, precision).target_name
     adopted = _adopt_production_if_unknown(
         context, registry, artifact_store, production_engine, target_catalog
     )
@@ -292,8 +295,10 @@ def production_alias(
 ) -> dg.MaterializeResult:
     from adas.registry.promotion import default_promotion_key, promote, rollback
 
-    device, precision = device_and_precision(context.partition_key)
-    target = target_name(device, precision)
+    cell = Cell.parse(context.partition_key)
+
+    device, precision = cell.device, cell.precision
+    target = Cell(device, precision).target_name
     # The job says what to do; `action` only matters for a plain materialization.
     action = JOB_ACTIONS.get(context.job_name, config.action)
     if config.target and config.target != target:

@@ -20,7 +20,8 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from adas.catalog import UnsupportedTargetError, default_catalog, require_supported
+from adas.catalog import UnsupportedTargetError, require_supported
+from adas.cell import Cell
 from adas.config_errors import ConfigError
 from adas.intake.refs import ReplayBundleRef, StoredFile
 from adas.packaging.refs import EngineRef
@@ -29,9 +30,10 @@ from adas.simulation.refs import ReplayMetricsRef, ScenarioLibraryRef, Simulatio
 from adas.storage import ArtifactStore
 from adas_assets.automation import eager_on_supported_targets
 from adas_assets.metadata import table as _table
-from adas_assets.partitions import TARGET_PARTITIONS, device_and_precision, per_target_description
+from adas_assets.partitions import TARGET_PARTITIONS, per_target_description
 from resources.artifact_store import ArtifactStoreParam
 from resources.simulation_shards import ShardSetupError, SimulationShardRunner
+from resources.targets import TARGET_CATALOG
 
 SIMULATION = "simulation"
 
@@ -71,9 +73,10 @@ def _json(obj: Any) -> bytes:
 
 
 def _cell(context: dg.AssetExecutionContext, *engines: EngineRef) -> tuple[str, str]:
-    device, precision = device_and_precision(context.partition_key)
+    cell = Cell.parse(context.partition_key)
+    device, precision = cell.device, cell.precision
     try:
-        require_supported(default_catalog(), device, precision)
+        require_supported(TARGET_CATALOG, device, precision)
     except UnsupportedTargetError as exc:
         raise dg.Failure(description=str(exc)) from exc
     for e in engines:
@@ -669,7 +672,9 @@ def closed_loop_simulation(
     ),
 )
 def sim_verdict(
-    context: dg.AssetExecutionContext, closed_loop_simulation: SimulationRef, artifact_store: ArtifactStoreParam
+    context: dg.AssetExecutionContext,
+    closed_loop_simulation: SimulationRef,
+    artifact_store: ArtifactStoreParam,
 ) -> dg.MaterializeResult:
     from adas.simulation.gate import evaluate_gate
     from adas.simulation.metrics import RunRecord

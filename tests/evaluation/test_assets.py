@@ -12,15 +12,16 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from adas.catalog import default_catalog
+from adas.catalog import load_catalog
+from adas.cell import Cell
 from adas.datasets.slices import DEFAULT_SLICES_PATH, load_slices
-from adas_assets.evaluation import assets as ev
 from adas.evaluation.config import default_evaluation_settings
 from adas.evaluation.refs import EvalReportRef, GateRef, QuantizationRef
 from adas.intake.contract import Lineage
 from adas.intake.refs import CandidateRef, DatasetRef, ReplayBundleRef, SliceCatalogRef, StoredFile
 from adas.packaging.refs import EngineRef
 from adas.storage import LocalArtifactStore
+from adas_assets.evaluation import assets as ev
 from adas_assets.partitions import TARGET_PARTITIONS, partition_key
 from resources.io_manager import ArtifactJsonIOManager, decode_value, encode_value, value_key
 
@@ -151,9 +152,9 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory, onnx_engines) -> dict[st
     _write_value(store, "golden_dataset", dataset)
     _write_value(store, "slice_catalog", slices)
     _write_value(store, "replay_log_bundles", replay)
-    _write_value(store, "target_catalog", default_catalog())
+    _write_value(store, "target_catalog", load_catalog())
     for precision in ("fp32", "int8", "fp16"):
-        pk = str(partition_key("x86-cpu", precision))
+        pk = str(partition_key(Cell("x86-cpu", precision)))
         _write_value(store, "engine", _engine_ref(store, onnx_engines["noisy"], "x86-cpu", precision), pk)
     # Production exists for fp32 only (and predicts nothing at all): int8 has no baseline.
     _write_value(

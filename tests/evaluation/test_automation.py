@@ -6,8 +6,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from adas_assets.evaluation import assets as ev
 from adas.storage import LocalArtifactStore
+from adas_assets.evaluation import assets as ev
 from adas_assets.partitions import TARGET_PARTITIONS
 
 UPSTREAM = [

@@ -117,7 +117,7 @@ def test_local_write_is_atomic_when_it_fails_before_commit(
     def failing_fsync(fd: int) -> None:
         raise OSError("disk went away")
 
-    monkeypatch.setattr("resources.artifact_store.os.fsync", failing_fsync)
+    monkeypatch.setattr("adas.storage.os.fsync", failing_fsync)
     with pytest.raises(OSError, match="disk went away"):
         store.put_file("models/m.bin", src)
     with pytest.raises(OSError, match="disk went away"):

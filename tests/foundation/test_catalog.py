@@ -7,13 +7,12 @@ import yaml
 from adas.catalog import (
     ConfigError,
     UnsupportedTargetError,
-    default_catalog,
     load_catalog,
     require_supported,
 )
+from adas.cell import Cell, CellError
 from adas_assets.partitions import (
     TARGET_PARTITIONS,
-    device_and_precision,
     partition_key,
     supported_partition_keys,
 )
@@ -32,7 +31,7 @@ def _base() -> dict:
 
 
 def test_shipped_catalog_has_required_targets() -> None:
-    cat = default_catalog()
+    cat = load_catalog()
     assert {"x86-cpu", "t4", "a10g", "a100", "h100", "orin"} <= set(cat.devices)
     assert cat.target("x86-cpu").runtime == "onnxruntime"
     assert all(cat.target(d).runtime == "tensorrt" for d in ("t4", "a10g", "a100", "h100", "orin"))
@@ -42,24 +41,57 @@ def test_shipped_catalog_has_required_targets() -> None:
 
 
 def test_partition_keys_match_catalog() -> None:
-    cat = default_catalog()
+    cat = load_catalog()
     keys = set(TARGET_PARTITIONS.get_partition_keys())
     assert len(keys) == len(cat.devices) * len(cat.precisions)
     assert "x86-cpu|fp32" in keys and "orin|int8" in keys
     supported = set(supported_partition_keys(cat))
     assert supported == {f"{d}|{p}" for d, p in cat.supported_pairs()}
     assert "x86-cpu|fp16" not in supported and "orin|fp32" not in supported
-    assert device_and_precision(partition_key("t4", "int8")) == ("t4", "int8")
-    assert device_and_precision("orin|fp16") == ("orin", "fp16")
+    assert Cell.parse(partition_key(Cell("t4", "int8"))) == Cell("t4", "int8")
+    assert Cell.parse("orin|fp16") == Cell("orin", "fp16")
+
+
+def test_cell_is_the_one_codec_of_a_target_cell() -> None:
+    cell = Cell.parse("x86-cpu|int8")
+    assert (cell.device, cell.precision) == ("x86-cpu", "int8")
+    assert cell.key == "x86-cpu|int8" == str(partition_key(cell))
+    assert cell.target_name == "x86-cpu/int8"
+    assert Cell.from_target_name("x86-cpu/int8") == cell == Cell.parse("x86-cpu/int8")
+    assert cell.pack_prefix("detector", "1.3.0") == "models/detector/1.3.0/x86-cpu/int8"
+    assert cell.path == "device=x86-cpu/precision=int8"
+    assert cell.require_supported(load_catalog()).runtime == "onnxruntime"
+    with pytest.raises(UnsupportedTargetError, match="x86-cpu/fp16"):
+        Cell("x86-cpu", "fp16").require_supported(load_catalog())
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("x86-cpu", "is not a target cell"),
+        ("x86-cpu|fp64", "precision 'fp64'"),
+        ("X86|fp32", "device 'X86'"),
+        ("a|b|fp32", "precision 'b|fp32'"),
+        ("x86-cpu/int8\n", "precision"),
+    ],
+)
+def test_cell_refuses_malformed_keys(text: str, message: str) -> None:
+    with pytest.raises(CellError, match=message):
+        Cell.parse(text.replace("\\n", "\n"))
+
+
+def test_registry_target_names_need_a_slash() -> None:
+    with pytest.raises(CellError, match="not a deployment target"):
+        Cell.from_target_name("x86-cpu|int8")
 
 
 def test_require_supported_names_the_catalog() -> None:
     with pytest.raises(
         UnsupportedTargetError, match=r"x86-cpu/fp16 is not a supported combination.*targets.yaml"
     ):
-        require_supported(default_catalog(), "x86-cpu", "fp16")
+        require_supported(load_catalog(), "x86-cpu", "fp16")
     with pytest.raises(KeyError, match="unknown device 'v100'"):
-        require_supported(default_catalog(), "v100", "fp32")
+        require_supported(load_catalog(), "v100", "fp32")
 
 
 @pytest.mark.parametrize(
@@ -94,7 +126,7 @@ def test_unparsable_and_missing_catalog(tmp_path: Path) -> None:
 
 
 def test_support_matrix_marks_unsupported_cells() -> None:
-    md = default_catalog().support_matrix_markdown()
+    md = load_catalog().support_matrix_markdown()
     row = next(line for line in md.splitlines() if line.startswith("| orin "))
     assert "**unsupported**" in row.split("|")[3]  # the fp32 column
 
@@ -123,7 +155,7 @@ def test_automation_never_requests_unsupported_cells(monkeypatch: pytest.MonkeyP
     assert "orin|fp32" in _requested_after_upstream_update(dg.AutomationCondition.eager())
     # ...the catalog-aware condition asks for exactly the supported ones.
     requested = _requested_after_upstream_update(eager_on_supported_targets())
-    assert requested == set(supported_partition_keys(default_catalog()))
+    assert requested == set(supported_partition_keys(load_catalog()))
     assert "x86-cpu|fp16" not in requested and "orin|fp32" not in requested
 
 
@@ -135,7 +167,7 @@ def test_local_automation_builds_only_cells_this_machine_can(monkeypatch: pytest
     assert automated_devices() == ["x86-cpu"]
     assert _requested_after_upstream_update(eager_on_supported_targets()) == {"x86-cpu|fp32", "x86-cpu|int8"}
     monkeypatch.setenv("ADAS_ENV", "production")
-    assert set(automated_devices()) == set(default_catalog().devices)
+    assert set(automated_devices()) == set(load_catalog().devices)
     monkeypatch.setenv("ADAS_AUTOMATION_DEVICES", "x86-cpu, v100")
     with pytest.raises(KeyError, match="unknown device 'v100'"):
         automated_devices()

@@ -6,10 +6,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from adas_assets.intake import assets as intake
 from adas.intake.calibration import balanced_shard
 from adas.settings import AdasHome
 from adas.storage import LocalArtifactStore
+from adas_assets.intake import assets as intake
 from resources import build_resources
 
 DATA_ASSETS = [

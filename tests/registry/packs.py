@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from adas.cell import Cell
 from adas.detector.bundle import build_contract
 from adas.evaluation.gates import GateVerdict, Latency, MetricsSnapshot, SliceStat
 from adas.evaluation.refs import EvalReportRef, GateRef
 from adas.intake.contract import Contract, Lineage, Normalization
 from adas.intake.refs import CandidateRef, StoredFile
-from adas.packaging.refs import EngineRef, PackRef, TritonRepositoryRef, pack_prefix
+from adas.packaging.refs import EngineRef, PackRef, TritonRepositoryRef
 from adas.packaging.signing import load_or_create_signing_key, sign_pack
 from adas.simulation.refs import SimVerdictRef
 from adas.storage import LocalArtifactStore
@@ -102,7 +103,7 @@ def build_pack(
 
     c = contract(version)
     device, precision = CPU["device"], CPU["precision"]
-    prefix = pack_prefix(TASK, version, device, precision)
+    prefix = Cell(device, precision).pack_prefix(TASK, version)
     pack = workdir / f"pack-{version}"
     shutil.rmtree(pack, ignore_errors=True)
     pack.mkdir(parents=True)
@@ -239,7 +240,7 @@ def build_pack(
 
 def triton_ref_for(store: LocalArtifactStore, version: str, triton_dir: Path) -> TritonRepositoryRef:
     """Store a Triton repository as the packaging stage does (for adopted baselines)."""
-    prefix = f"{pack_prefix(TASK, version, CPU['device'], CPU['precision'])}/triton"
+    prefix = f"{Cell(CPU['device'], CPU['precision']).pack_prefix(TASK, version)}/triton"
     files = {
         p.relative_to(triton_dir).as_posix(): _put(
             store, f"{prefix}/{p.relative_to(triton_dir).as_posix()}", p.read_bytes()
