@@ -76,7 +76,7 @@ def _untrained(out: Path, version: str, seed: int) -> tuple[Path, Any]:
 
 
 def _coco_step(gt: dict, records: list[dict], slices: list[Any], backend: str) -> tuple[float, dict]:
-    from adas.evaluation.coco_metrics import coco_metrics
+    from adas.detector.coco_metrics import coco_metrics
 
     t = time.perf_counter()
     out = {s.name: coco_metrics(gt, records, image_ids=s.image_ids, backend=backend) for s in slices}
@@ -84,7 +84,7 @@ def _coco_step(gt: dict, records: list[dict], slices: list[Any], backend: str) -
 
 
 def _max_diff(a: dict, b: dict) -> float:
-    from adas.evaluation.coco_metrics import STAT_NAMES
+    from adas.detector.coco_metrics import STAT_NAMES
 
     worst = 0.0
     for name in a:

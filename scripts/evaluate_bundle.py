@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 from adas.detector.bundle import load_bundle_model, read_contract, run_detector  # noqa: E402
 from adas.detector.data import CocoFrames  # noqa: E402
-from adas.evaluation.coco_metrics import STAT_NAMES, coco_metrics  # noqa: E402
+from adas.detector.coco_metrics import STAT_NAMES, coco_metrics  # noqa: E402
 
 TAGS = ("scenario", "weather", "lighting", "density")
 

@@ -1,5 +1,2 @@
-"""Offline evaluation of detector outputs (COCO metrics)."""
-
-from adas.evaluation.coco_metrics import STAT_NAMES, coco_metrics
-
-__all__ = ["STAT_NAMES", "coco_metrics"]
+"""Evaluation and robustness (specification step 16): COCO metrics by slice, robustness, OOD,
+calibration, drift, quantization sensitivity and the regression gates. No Dagster here."""

@@ -1,6 +1,6 @@
 """Primary 2D detection evaluation: COCO metrics, per-class PR curves, confusion matrix, plots.
 
-Numbers come from :func:`adas.evaluation.coco_metrics.coco_metrics` (faster-coco-eval,
+Numbers come from :func:`adas.detector.coco_metrics.coco_metrics` (faster-coco-eval,
 equal to pycocotools); PR curves are COCOeval's interpolated precision at the 101 recall
 points, at IoU 0.5 and 0.75, area "all", 100 detections per image.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from adas.evaluation.coco_metrics import _dt_dataset, _prepared_dets, _prepared_gt, _run, coco_metrics
+from adas.detector.coco_metrics import _dt_dataset, _prepared_dets, _prepared_gt, _run, coco_metrics
 from adas.evaluation.matching import confusion_matrix
 
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)

@@ -41,7 +41,7 @@ import numpy as np
 
 from adas.datasets.weather import gaussian_blur, smooth_field
 from adas.detector.postprocess import Detections, box_iou
-from adas.evaluation.coco_metrics import coco_metrics
+from adas.detector.coco_metrics import coco_metrics
 
 Predict = Callable[[np.ndarray], list[Detections]]
 

@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 
 from adas.datasets.slices import SliceCatalog
-from adas.evaluation.coco_metrics import coco_metrics
+from adas.detector.coco_metrics import coco_metrics
 
 METRICS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR100")
 # A change smaller than both bands is reported as unchanged (noise on a few hundred frames).

@@ -391,7 +391,7 @@ def task_map_drop(
     contract's operating threshold (None keeps the contract's): COCO AP integrates over the
     low-score tail, so the default is the evaluation suite's 0.05 (config/evaluation.yaml).
     """
-    from adas.evaluation.coco_metrics import coco_metrics
+    from adas.detector.coco_metrics import coco_metrics
 
     if len(image_ids) != len(frames):
         raise ValueError(f"{len(image_ids)} image ids for {len(frames)} frames")

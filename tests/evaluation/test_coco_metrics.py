@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adas.evaluation.coco_metrics import STAT_NAMES, coco_metrics
+from adas.detector.coco_metrics import STAT_NAMES, coco_metrics
 
 CATEGORIES = [{"id": 1, "name": "car"}, {"id": 2, "name": "truck"}, {"id": 3, "name": "motorcycle"}]
 

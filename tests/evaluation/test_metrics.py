@@ -11,7 +11,7 @@ import pytest
 from adas.detector.postprocess import Detections
 from adas.evaluation import robustness as rob
 from adas.evaluation.calibration import best_f1_threshold, calibration_report, plot_reliability
-from adas.evaluation.coco_metrics import (
+from adas.detector.coco_metrics import (
     STAT_NAMES,
     _dt_dataset,
     _prepared_dets,
