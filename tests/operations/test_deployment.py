@@ -11,7 +11,7 @@ import pytest
 import yaml
 from dagster_k8s import DagsterK8sJobConfig, construct_dagster_k8s_job
 
-from adas.catalog import default_catalog
+from adas.catalog import load_catalog
 from resources.k8s import DEVICE_TAG, CatalogK8sRunLauncher, container_context_for_tags, placement_k8s_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,7 +19,7 @@ PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
 
 def _job_for(tags: dict[str, str]):  # type: ignore[no-untyped-def]
-    context = container_context_for_tags(tags, default_catalog())
+    context = container_context_for_tags(tags, load_catalog())
     return construct_dagster_k8s_job(
         DagsterK8sJobConfig(job_image="registry.example/adas:1.0", dagster_home="/opt/dagster/dagster_home"),
         ["dagster", "api", "execute_run"],
@@ -50,7 +50,7 @@ def test_cpu_partition_gets_no_gpu_and_unpartitioned_runs_are_untouched() -> Non
 
 
 def test_every_catalog_target_renders_a_placement() -> None:
-    for device, target in default_catalog().targets.items():
+    for device, target in load_catalog().targets.items():
         cfg = placement_k8s_config(target)
         gpus = cfg["container_config"]["resources"]["limits"].get("nvidia.com/gpu")
         assert (gpus == str(target.kubernetes.gpu_count)) if target.needs_gpu else gpus is None, device
@@ -150,7 +150,7 @@ def test_real_materialization_with_postgres_instance_storage(
         assert result.success
         event = instance.get_latest_materialization_event(dg.AssetKey("target_catalog"))
         assert event is not None and event.asset_materialization.metadata["supported_cells"].value == len(
-            default_catalog().supported_pairs()
+            load_catalog().supported_pairs()
         )
     assert os.environ["ADAS_HOME"].endswith("adas")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from adas.catalog import default_catalog
+from adas.catalog import load_catalog
 from adas.registry.config import load_policy
 from adas.registry.entries import entry_from_pack
 from adas.registry.governance import GovernanceRefused, check_governance, require_governance
@@ -22,7 +22,7 @@ POLICY = load_policy().governance
 
 
 def _register(registry: RegistryStore, store: LocalArtifactStore, built: Built) -> Entry:
-    body = entry_from_pack(store, built.pack, built.gate, built.sim, built.report, default_catalog())
+    body = entry_from_pack(store, built.pack, built.gate, built.sim, built.report, load_catalog())
     entry, _ = registry.register(body, render_model_card(body), actor="ci")
     return entry
 

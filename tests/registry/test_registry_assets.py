@@ -26,13 +26,13 @@ TARGET = "x86-cpu/fp32"
 
 
 def _definitions(resources: dict) -> dg.Definitions:
-    from adas.catalog import default_catalog
+    from adas.catalog import load_catalog
     from adas_assets.evaluation import assets as evaluation
     from adas_assets.intake import assets as intake
     from adas_assets.packaging import assets as packaging
     from adas_assets.simulation import assets as simulation
 
-    default_catalog()
+    load_catalog()
     return dg.Definitions(
         assets=[
             *dg.load_assets_from_modules([intake, packaging]),
@@ -104,9 +104,9 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, onnx_models: dict[str
     store = resources["artifact_store"]
     prod = build_pack(store, tmp_path / "build", home.keys, "1.2.0", onnx_models["agree"])
     cand = build_pack(store, tmp_path / "build", home.keys, "1.3.0", onnx_models["agree"])
-    from adas.catalog import default_catalog
+    from adas.catalog import load_catalog
 
-    _put_value(resources, "target_catalog", default_catalog())
+    _put_value(resources, "target_catalog", load_catalog())
     _put_value(resources, "golden_dataset", _dataset(store))
     for name, value in {
         "model_pack": cand.pack,

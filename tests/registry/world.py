@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adas.catalog import default_catalog
+from adas.catalog import load_catalog
 from adas.registry.config import CanaryStep, RegistryPolicy, load_policy
 from adas.registry.entries import adopted_entry, entry_from_pack
 from adas.registry.models import ROLES, Entry
@@ -72,10 +72,10 @@ def make_world(registry_url: str, tmp_path: Path, onnx_models: dict[str, Path], 
     prod = build_pack(store, tmp_path / "build", keys, "1.2.0", onnx_models["agree"])
     tref = triton_ref_for(store, "1.2.0", prod.triton_dir)
     production = adopt_production(
-        registry, adopted_entry(store, prod.pack.engine, tref, default_catalog()), actor="system:adoption"
+        registry, adopted_entry(store, prod.pack.engine, tref, load_catalog()), actor="system:adoption"
     )
     model = onnx_models[candidate.pop("model", "agree")]
     built = build_pack(store, tmp_path / "build", keys, candidate.pop("version", "1.3.0"), model, **candidate)
-    body = entry_from_pack(store, built.pack, built.gate, built.sim, built.report, default_catalog())
+    body = entry_from_pack(store, built.pack, built.gate, built.sim, built.report, load_catalog())
     entry, _ = register_entry(registry, body, actor="ci")
     return World(registry, store, keys, tmp_path, production, entry, built, fast_policy())

@@ -16,7 +16,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from adas.catalog import default_catalog
+from adas.catalog import load_catalog
 from adas.datasets.generator import DatagenConfig
 from adas.settings import REPO_ROOT, AdasHome
 from adas.simulation.config import SimulationConfig
@@ -70,7 +70,7 @@ def _settings(sim_cfg: SimulationConfig, datagen: DatagenConfig) -> EpisodeSetti
 def _job(runner: SimulationShardRunner, device: str, spec: ShardSpec, engine: EngineFile, environ=None):  # type: ignore[no-untyped-def]
     kwargs = shard_job_kwargs(
         runner,
-        target=default_catalog().target(device),
+        target=load_catalog().target(device),
         device=device,
         spec=spec,
         args=shard_args(spec, engine),
@@ -115,7 +115,7 @@ def test_a_shard_job_places_the_pod_on_the_cells_device(
     cell: str, gpu: bool, sim_cfg: SimulationConfig, datagen: DatagenConfig
 ) -> None:
     device = cell.split("|")[0]
-    target = default_catalog().target(device)
+    target = load_catalog().target(device)
     sha = "ab" * 32
     perception = PerceptionSpec(label="candidate", kind="engine", engine_sha256=sha)
     runs = plan_category(sim_cfg, "cut_in", 2)
