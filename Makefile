@@ -9,7 +9,7 @@ export WANDB_MODE ?= offline
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast ui lint clean-state
+.PHONY: setup demo test test-fast architecture ui lint clean-state
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version'
@@ -25,8 +25,13 @@ setup: $(STAMP)
 demo: setup  ## run the main job end to end on embedded defaults
 	$(BIN)/python scripts/run_demo.py
 
-test: setup  ## the whole test suite (what CI runs)
+test: setup architecture  ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest
+
+architecture: setup  ## the import contracts, ruff, and dg's check of the definitions
+	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+	bash scripts/check_defs.sh
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
