@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from adas.evaluation.matching import MatchedDetections
+from adas.evaluation.plots import png_bytes, pyplot
 
 _EPS = 1e-6
 
@@ -183,9 +184,7 @@ def calibration_report(
 
 def plot_reliability(report: Mapping[str, Any], title: str) -> bytes:
     """Reliability diagram (precision vs confidence per bin, bar width = bin) with counts."""
-    from adas.evaluation.primary import _plt, _png
-
-    plt = _plt()
+    plt = pyplot()
     fig, (ax, axc) = plt.subplots(
         2, 1, figsize=(5.2, 5.0), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
@@ -217,4 +216,4 @@ def plot_reliability(report: Mapping[str, Any], title: str) -> bytes:
     axc.set_xlim(0, 1)
     if not bins:
         ax.text(0.5, 0.5, "no detections", ha="center", transform=ax.transAxes)
-    return _png(fig)
+    return png_bytes(fig)

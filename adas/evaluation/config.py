@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adas.config_errors import load_yaml_model
+from adas.evaluation.corruptions import CORRUPTIONS
+from adas.evaluation.sensor_faults import SENSOR_FAULTS
 from adas.settings import CONFIG_DIR
 
 EVALUATION_FILE = CONFIG_DIR / "evaluation.yaml"
@@ -72,8 +74,6 @@ class RobustnessSettings(_Strict):
     @field_validator("corruptions")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        from adas.evaluation.robustness import CORRUPTIONS
-
         bad = [c for c in v if c not in CORRUPTIONS]
         if bad:
             raise ValueError(f"unknown corruption(s) {bad}; known: {', '.join(CORRUPTIONS)}")
@@ -82,8 +82,6 @@ class RobustnessSettings(_Strict):
     @field_validator("sensor_faults")
     @classmethod
     def _faults(cls, v: list[str]) -> list[str]:
-        from adas.evaluation.robustness import SENSOR_FAULTS
-
         bad = [f for f in v if f not in SENSOR_FAULTS]
         if bad:
             raise ValueError(f"unknown sensor fault(s) {bad}; known: {', '.join(SENSOR_FAULTS)}")

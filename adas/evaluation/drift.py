@@ -14,8 +14,10 @@ Evidently (~10 s to import) and pandas are imported inside the functions.
 from __future__ import annotations
 
 import math
+import tempfile
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -129,9 +131,6 @@ def drift_report(
 
 
 def _snapshot_html(snapshot: Any, name: str) -> bytes:
-    import tempfile
-    from pathlib import Path
-
     with tempfile.TemporaryDirectory(prefix="drift-") as tmp:
         path = Path(tmp) / f"{name}.html"
         snapshot.save_html(str(path))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -21,6 +21,8 @@ from adas.evaluation import calibration as cal
 from adas.evaluation import ood as ood_mod
 from adas.evaluation import robustness as rob
 from adas.evaluation.config import EvaluationSettings, Profile
+from adas.evaluation.corruptions import plot_decay, robustness_sweep
+from adas.evaluation.drift import drift_report
 from adas.evaluation.gates import (
     GatesConfig,
     GateVerdict,
@@ -32,10 +34,9 @@ from adas.evaluation.gates import (
 from adas.evaluation.matching import match_same_class
 from adas.evaluation.primary import PrimaryResult, evaluate_primary, plot_confusion, plot_pr_curves
 from adas.evaluation.runner import Engine, Predictions, predict, predict_fn
+from adas.evaluation.sensor_faults import fault_frames, sensor_fault_check
 from adas.evaluation.slices import SliceSpec, slice_metrics, slice_table
-
-if TYPE_CHECKING:
-    from adas.intake.contract import Contract
+from adas.intake.contract import Contract
 
 
 @dataclass
@@ -232,7 +233,7 @@ def evaluate_engine(
     index = {int(i): k for k, i in enumerate(ids)}
     rob_frames = data.frames[[index[i] for i in chosen]] if chosen else data.frames[:0]
     clean = cand.subset(chosen).detections
-    corruption = rob.robustness_sweep(
+    corruption = robustness_sweep(
         run, rob_frames, chosen, gt, rs.corruptions, rs.severities, rs.seed, clean=clean
     )
     corruption["base_slice"] = rs.base_slice if base else "all"
@@ -243,11 +244,11 @@ def evaluate_engine(
     if profile == "full" and production is not None:
         t = time.perf_counter()
         prun = predict_fn(production.engine, production.contract, thr, settings.batch_size)
-        pc = rob.robustness_sweep(prun, rob_frames, chosen, gt, rs.corruptions, rs.severities, rs.seed)
+        pc = robustness_sweep(prun, rob_frames, chosen, gt, rs.corruptions, rs.severities, rs.seed)
         corruption["production"] = {"clean": pc["clean"], "mPC": pc["mPC"], "rPC": pc["rPC"]}
         timings["robustness_production"] = time.perf_counter() - t
     t = time.perf_counter()
-    faults = rob.sensor_fault_check(
+    faults = sensor_fault_check(
         run, data.size_hw, rs.sensor_faults, rs.sensor_fault_frames, operating, rs.seed
     )
     temporal: dict[str, Any] | None = None
@@ -260,7 +261,7 @@ def evaluate_engine(
             score_threshold=thr,
             batch_size=settings.batch_size,
         )
-        blank = run(rob.fault_frames("black", 1, *data.size_hw))[0]
+        blank = run(fault_frames("black", 1, *data.size_hw))[0]
         ts = rs.temporal
         temporal = rob.temporal_stress(
             data.replay,
@@ -311,8 +312,6 @@ def evaluate_engine(
     files: dict[str, bytes] = {}
     drift_summary: dict[str, Any] | None = None
     if prod is not None and settings.drift.enabled:
-        from adas.evaluation.drift import drift_report
-
         t = time.perf_counter()
         names = {int(c["id"]): str(c["name"]) for c in gt["categories"]}
         html, drift_summary = drift_report(
@@ -328,7 +327,7 @@ def evaluate_engine(
     files["plots/pr_curves.png"] = plot_pr_curves(primary, f"{title}: PR curves")
     files["plots/confusion_matrix.png"] = plot_confusion(primary, title)
     files["plots/reliability.png"] = cal.plot_reliability(cand_cal, f"{title}: reliability")
-    files["plots/robustness_decay.png"] = rob.plot_decay(corruption, f"{title}: AP vs corruption severity")
+    files["plots/robustness_decay.png"] = plot_decay(corruption, f"{title}: AP vs corruption severity")
     files["predictions.json"] = cand.to_json()
     if prod is not None:
         files["production_predictions.json"] = prod.to_json()

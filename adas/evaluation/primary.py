@@ -7,7 +7,6 @@ points, at IoU 0.5 and 0.75, area "all", 100 detections per image.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import numpy as np
 
 from adas.detector.coco_metrics import _dt_dataset, _prepared_dets, _prepared_gt, _run, coco_metrics
 from adas.evaluation.matching import confusion_matrix
+from adas.evaluation.plots import png_bytes, pyplot
 
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 
@@ -86,26 +86,8 @@ def evaluate_primary(
 # --------------------------------------------------------------------------- plots
 
 
-def _png(fig: Any) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_pr_curves(result: PrimaryResult, title: str) -> bytes:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     ap = result.metrics.get("per_class_AP", {})
@@ -129,11 +111,11 @@ def plot_pr_curves(result: PrimaryResult, title: str) -> bytes:
     ax.legend(fontsize=7, loc="lower left")
     if drawn == 0:
         ax.text(0.5, 0.5, "no ground truth in these images", ha="center", transform=ax.transAxes)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def plot_confusion(result: PrimaryResult, title: str) -> bytes:
-    plt = _plt()
+    plt = pyplot()
     cm = result.confusion
     fig, ax = plt.subplots(figsize=(5.2, 4.4))
     ax.imshow(np.log1p(cm), cmap="Blues")
@@ -158,4 +140,4 @@ def plot_confusion(result: PrimaryResult, title: str) -> bytes:
     ax.set_xlabel("prediction")
     ax.set_ylabel("ground truth")
     ax.set_title(f"{title} (score >= {result.operating_threshold:g}, IoU >= .5)", fontsize=9)
-    return _png(fig)
+    return png_bytes(fig)

@@ -14,6 +14,7 @@ with ``allow_nan=False``: an undefined number is ``null``, never NaN.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import os
@@ -21,9 +22,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from adas.evaluation.gates import GateVerdict, verdict_markdown
 from adas.evaluation.slices import pct, signed_pct
 from adas.intake.refs import StoredFile
+from adas.settings import AdasHome
 from adas.storage import ArtifactStore
 
 
@@ -195,8 +199,6 @@ def summary_markdown(
 
 
 def wandb_dir(adas_home: Path | str | None = None) -> Path:
-    from adas.settings import AdasHome
-
     home = Path(adas_home) if adas_home is not None else AdasHome.from_env().root
     path = home / "wandb"
     path.mkdir(parents=True, exist_ok=True)
@@ -223,10 +225,7 @@ def log_to_wandb(
     directory = wandb_dir(adas_home)
     os.environ.setdefault("WANDB_SILENT", "true")
     try:
-        import io
-
         import wandb
-        from PIL import Image
 
         run = wandb.init(
             project=project,

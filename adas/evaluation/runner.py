@@ -27,15 +27,19 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
+from PIL import Image
 
 from adas.detector.postprocess import Detections, decode, sigmoid
 from adas.detector.preprocess import normalize
+from adas.intake.contract import Contract, Normalization
+from adas.packaging import tensorrt_engines
+from adas.packaging.ort_engines import OrtEngine
 
-if TYPE_CHECKING:
-    from adas.intake.contract import Contract, Normalization
+# ``frames -> detections``: what the robustness sweeps and sensor-fault checks call.
+Predict = Callable[[np.ndarray], list[Detections]]
 
 
 class Engine(Protocol):
@@ -49,13 +53,9 @@ class EngineUnavailableError(RuntimeError):
 def open_engine(path: str | Path, runtime: str, contract: Contract, intra_op_threads: int = 2) -> Engine:
     """An engine for a packaged model file; ``runtime`` is ``EngineRef.runtime``."""
     if runtime == "onnxruntime":
-        from adas.packaging.ort_engines import OrtEngine
-
         return OrtEngine(path, intra_op_threads=intra_op_threads, contract=contract)
     if runtime == "tensorrt":
         try:
-            from adas.packaging import tensorrt_engines  # type: ignore[attr-defined]
-
             return tensorrt_engines.TensorRTEngine(path, contract=contract)  # type: ignore[attr-defined]
         except (ImportError, AttributeError, RuntimeError) as exc:
             raise EngineUnavailableError(
@@ -211,7 +211,7 @@ def predict(
 
 def predict_fn(
     engine: Engine, contract: Contract, score_threshold: float | None, batch_size: int = 32
-) -> Callable[[np.ndarray], list[Detections]]:
+) -> Predict:
     """``frames -> detections`` closure for sweeps (robustness, sensor faults)."""
 
     def run(frames: np.ndarray) -> list[Detections]:
@@ -229,8 +229,6 @@ def predict_fn(
 def decode_frame(data: bytes, size_hw: tuple[int, int]) -> tuple[np.ndarray, tuple[float, float]]:
     """PNG/JPEG bytes -> uint8 RGB [H, W, 3] at the model input size, and the (sx, sy) that maps
     model-input boxes back to the original frame."""
-    from PIL import Image
-
     h, w = size_hw
     with Image.open(io.BytesIO(data)) as pil:
         rgb = pil.convert("RGB")

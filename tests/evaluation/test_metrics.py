@@ -3,14 +3,13 @@ confusion matrix, calibration, OOD scores, corruptions, sensor faults and tempor
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from adas.detector.postprocess import Detections
-from adas.evaluation import robustness as rob
-from adas.evaluation.calibration import best_f1_threshold, calibration_report, plot_reliability
 from adas.detector.coco_metrics import (
     STAT_NAMES,
     _dt_dataset,
@@ -19,7 +18,11 @@ from adas.detector.coco_metrics import (
     _run,
     coco_metrics,
 )
-from adas.evaluation.matching import confusion_matrix, match_same_class
+from adas.detector.postprocess import Detections
+from adas.evaluation import corruptions, sensor_faults
+from adas.evaluation import robustness as rob
+from adas.evaluation.calibration import best_f1_threshold, calibration_report, plot_reliability
+from adas.evaluation.matching import MatchedDetections, confusion_matrix, match_same_class
 from adas.evaluation.ood import aupr, auroc, ood_probe_frames, ood_report
 from adas.evaluation.primary import evaluate_primary, plot_confusion, plot_pr_curves, pr_curves
 from adas.evaluation.runner import (
@@ -131,8 +134,6 @@ def test_confusion_matrix_hand_case() -> None:
 
 
 def test_calibration_hand_computed() -> None:
-    from adas.evaluation.matching import MatchedDetections
-
     # Two bins used: 0.9 (2 TP of 2) and 0.3 (1 TP of 4).
     scores = np.array([0.9, 0.9, 0.3, 0.3, 0.3, 0.3])
     tp = np.array([1, 1, 1, 0, 0, 0], bool)
@@ -208,34 +209,37 @@ def _damage(name: str, a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_corruptions_are_deterministic_and_monotone(frames_case) -> None:  # type: ignore[no-untyped-def]
-    import io
-
-    from PIL import Image
-
     rng = np.random.default_rng(0)
     img = np.full((96, 384, 3), 100, np.uint8)
     for _ in range(12):
         x, y = rng.integers(0, 360), rng.integers(0, 88)
         img[y : y + 7, x : x + 16] = rng.integers(0, 255, 3)
-    for name in rob.CORRUPTIONS:
-        a = rob.corrupt(img, name, 3, np.random.default_rng(1))
-        b = rob.corrupt(img, name, 3, np.random.default_rng(1))
+    for name in corruptions.CORRUPTIONS:
+        a = corruptions.corrupt(img, name, 3, np.random.default_rng(1))
+        b = corruptions.corrupt(img, name, 3, np.random.default_rng(1))
         assert a.shape == img.shape and a.dtype == np.uint8 and np.array_equal(a, b), name
         if name == "jpeg_compression":
             continue  # checked against PIL below: on flat frames low quality can look closer
-        diffs = [_damage(name, img, rob.corrupt(img, name, s, np.random.default_rng(1))) for s in (1, 5)]
+        diffs = [
+            _damage(name, img, corruptions.corrupt(img, name, s, np.random.default_rng(1))) for s in (1, 5)
+        ]
         assert diffs[1] > diffs[0] > 0, name
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="JPEG", quality=7)
     expected = np.asarray(Image.open(buf).convert("RGB"))
-    assert np.abs(rob.corrupt(img, "jpeg_compression", 5, rng).astype(int) - expected).max() <= 1
+    assert np.abs(corruptions.corrupt(img, "jpeg_compression", 5, rng).astype(int) - expected).max() <= 1
     del frames_case
-    assert set(rob.CATEGORY.values()) == {"noise", "blur", "weather", "digital"}
-    assert {n for n, c in rob.CATEGORY.items() if c == "weather"} == {"snow", "frost", "fog", "brightness"}
+    assert set(corruptions.CATEGORY.values()) == {"noise", "blur", "weather", "digital"}
+    assert {n for n, c in corruptions.CATEGORY.items() if c == "weather"} == {
+        "snow",
+        "frost",
+        "fog",
+        "brightness",
+    }
     with pytest.raises(ValueError, match="unknown corruption"):
-        rob.corrupt(img, "zoom_blur", 1, np.random.default_rng(0))
+        corruptions.corrupt(img, "zoom_blur", 1, np.random.default_rng(0))
     with pytest.raises(ValueError, match="severity"):
-        rob.corrupt(img, "fog", 6, np.random.default_rng(0))
+        corruptions.corrupt(img, "fog", 6, np.random.default_rng(0))
 
 
 def test_robustness_sweep_metrics(frames_case) -> None:  # type: ignore[no-untyped-def]
@@ -249,7 +253,9 @@ def test_robustness_sweep_metrics(frames_case) -> None:  # type: ignore[no-untyp
         stds = batch.reshape(len(batch), -1).std(axis=1)
         return [gt_dets[ids[i]] if s > 0.6 * clean_std[i] else Detections.empty() for i, s in enumerate(stds)]
 
-    r = rob.robustness_sweep(contrast_sensitive, frames, ids, coco, ["contrast", "gaussian_noise"], [1, 3, 5])
+    r = corruptions.robustness_sweep(
+        contrast_sensitive, frames, ids, coco, ["contrast", "gaussian_noise"], [1, 3, 5]
+    )
     assert r["clean"]["AP"] == pytest.approx(1.0)
     contrast, noise = r["corruptions"]["contrast"]["AP"], r["corruptions"]["gaussian_noise"]["AP"]
     assert contrast[1:] == [0.0, 0.0] and contrast[0] < 0.2  # contrast x0.3 and below: blind
@@ -257,16 +263,18 @@ def test_robustness_sweep_metrics(frames_case) -> None:  # type: ignore[no-untyp
     assert r["mPC"] == pytest.approx(np.mean(contrast + noise)) and r["rPC"] == pytest.approx(r["mPC"])
     assert r["corruptions"]["contrast"]["decay_slope_AP_per_severity"] <= 0
     assert r["worst_corruptions"][0] == "contrast" and r["mPC_by_category"].keys() == {"digital", "noise"}
-    assert rob.decay_slope([1, 2, 3], [0.9, 0.7, 0.5]) == pytest.approx(-0.2)
-    assert rob.decay_slope([1, 2], [None, 0.5]) is None
-    png = rob.plot_decay(r, "t")
+    assert corruptions.decay_slope([1, 2, 3], [0.9, 0.7, 0.5]) == pytest.approx(-0.2)
+    assert corruptions.decay_slope([1, 2], [None, 0.5]) is None
+    png = corruptions.plot_decay(r, "t")
     assert png[:4] == b"\x89PNG"
 
 
 def test_sensor_faults(onnx_engines) -> None:  # type: ignore[no-untyped-def]
     e = onnx_engines["noisy"]
     inner = open_engine(e.path, "onnxruntime", e.contract)
-    safe = rob.sensor_fault_check(predict_fn(inner, e.contract, 0.05), (96, 384), rob.SENSOR_FAULTS, 2, 0.3)
+    safe = sensor_faults.sensor_fault_check(
+        predict_fn(inner, e.contract, 0.05), (96, 384), sensor_faults.SENSOR_FAULTS, 2, 0.3
+    )
     assert safe["passed"] and all(f["confident_detections"] == 0 for f in safe["faults"].values())
 
     class Hallucinating:
@@ -280,8 +288,8 @@ def test_sensor_faults(onnx_engines) -> None:  # type: ignore[no-untyped-def]
             outs["heatmap"] = heat
             return outs
 
-    bad = rob.sensor_fault_check(
-        predict_fn(Hallucinating(), e.contract, 0.05), (96, 384), rob.SENSOR_FAULTS, 2, 0.3
+    bad = sensor_faults.sensor_fault_check(
+        predict_fn(Hallucinating(), e.contract, 0.05), (96, 384), sensor_faults.SENSOR_FAULTS, 2, 0.3
     )
     assert not bad["passed"] and bad["failing"] == ["black", "white", "grey"]
     assert bad["faults"]["black"]["max_score"] > 0.99
