@@ -11,6 +11,7 @@ import contextlib
 import copy
 import io
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -166,3 +167,63 @@ def coco_metrics(
         names[c]: _mean_defined(precision[0, :, k, 0, -1]) for k, c in enumerate(cat_ids)
     }
     return result
+
+
+@dataclass(frozen=True)
+class ImageMatches:
+    """COCO's per-image matching of one class (area range "all", 100 detections per image).
+
+    ``dt_matched[t, d]``: detection ``d`` matched a ground truth at IoU threshold ``t``;
+    ``dt_ignored[t, d]``: it matched an ignored (crowd) ground truth; ``num_gt``: ground truths
+    that count. Everything COCOeval.accumulate needs, so AP can be rebuilt for any reweighting of
+    images without matching again (the paired bootstrap).
+    """
+
+    image_id: int
+    category_id: int
+    dt_scores: np.ndarray
+    dt_matched: np.ndarray
+    dt_ignored: np.ndarray
+    num_gt: int
+
+
+def per_image_matches(
+    gt: dict[str, Any], detections: list[dict[str, Any]], image_ids: list[int] | None = None
+) -> tuple[list[ImageMatches], np.ndarray]:
+    """COCOeval's ``evaluate()`` once (pycocotools), as plain arrays; also its IoU thresholds."""
+    from pycocotools.coco import COCO as PyCOCO  # heavy, and only evaluation needs it
+    from pycocotools.cocoeval import COCOeval
+
+    g = _prepared_gt(gt, image_ids)
+    img_set = {int(im["id"]) for im in g["images"]}
+    dets = _prepared_dets(detections, img_set, {int(c["id"]) for c in g["categories"]})
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink):
+        coco_gt, coco_dt = PyCOCO(), PyCOCO()
+        coco_gt.dataset, coco_dt.dataset = g, _dt_dataset(g, dets)
+        coco_gt.createIndex()
+        coco_dt.createIndex()
+        ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        ev.params.imgIds = sorted(img_set)
+        ev.evaluate()
+    n_area = len(ev.params.areaRng)
+    out = []
+    # evalImgs is ordered [category][area range][image]; area range 0 is "all".
+    n_img = len(ev.params.imgIds)
+    for k, cat in enumerate(ev.params.catIds):
+        for i, img in enumerate(ev.params.imgIds):
+            e = ev.evalImgs[k * n_area * n_img + i]
+            if e is None:
+                continue
+            gt_ignored = np.asarray(e["gtIgnore"], dtype=bool)
+            out.append(
+                ImageMatches(
+                    image_id=int(img),
+                    category_id=int(cat),
+                    dt_scores=np.asarray(e["dtScores"], dtype=np.float64),
+                    dt_matched=np.asarray(e["dtMatches"]) > 0,
+                    dt_ignored=np.asarray(e["dtIgnore"], dtype=bool),
+                    num_gt=int((~gt_ignored).sum()),
+                )
+            )
+    return out, np.asarray(ev.params.iouThrs, dtype=np.float64)
