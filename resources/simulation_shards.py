@@ -31,13 +31,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import dagster as dg
 from pydantic import Field
 
+from adas.catalog import Target
+from adas.simulation.executors import SHARD_MODULE, LocalProcessExecutor, RemoteShardExecutor, ShardExecutor
+from adas.simulation.shards import ShardSpec
+from resources.k8s import placement_k8s_config
 from resources.targets import TARGET_CATALOG
 
 if TYPE_CHECKING:
     import kubernetes
-
-    from adas.catalog import Target
-    from adas.simulation.orchestration import ShardExecutor, ShardSpec
 
 SHARD_PYTHON = "python"
 # What a shard pod needs to open the artifact store the run uses (resources.build_artifact_store).
@@ -88,10 +89,8 @@ class SimulationShardRunner(dg.ConfigurableResource):
     timeout_s: int = Field(default=4 * 3600, ge=60, description="k8s: a shard Job's deadline")
     backoff_limit: int = Field(default=1, ge=0, le=10, description="k8s: pod retries of a shard Job")
 
-    def executor(self, context: Any, device: str, processes: int = 2) -> "ShardExecutor":
+    def executor(self, context: Any, device: str, processes: int = 2) -> ShardExecutor:
         """The executor for one sweep of the partition's ``device`` (``context``: the asset's)."""
-        from adas.simulation.orchestration import LocalProcessExecutor, RemoteShardExecutor
-
         if self.mode == "local":
             return LocalProcessExecutor(processes=processes)
         try:
@@ -119,7 +118,7 @@ def _pod_namespace() -> str | None:
         return None
 
 
-def shard_job_name(run_id: str, spec: "ShardSpec") -> str:
+def shard_job_name(run_id: str, spec: ShardSpec) -> str:
     """A valid, unique-per-run Job name (dagster-k8s appends ``-<retry>`` on step retries)."""
     return f"adas-sim-{run_id[:8]}-{spec.key[:16]}".lower()
 
@@ -127,9 +126,9 @@ def shard_job_name(run_id: str, spec: "ShardSpec") -> str:
 def shard_job_kwargs(
     runner: SimulationShardRunner,
     *,
-    target: "Target",
+    target: Target,
     device: str,
-    spec: "ShardSpec",
+    spec: ShardSpec,
     args: Sequence[str],
     image: str,
     job_name: str,
@@ -137,9 +136,6 @@ def shard_job_kwargs(
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The ``execute_k8s_job`` arguments for one shard: the one place a shard pod is described."""
-    from adas.simulation.orchestration import SHARD_MODULE
-    from resources.k8s import placement_k8s_config
-
     environ = os.environ if environ is None else environ
     placement = placement_k8s_config(target)
     device_resources = placement["container_config"]["resources"]
@@ -225,12 +221,12 @@ class KubernetesShardLauncher:
 
     context: Any
     runner: SimulationShardRunner
-    target: "Target"
+    target: Target
     device: str
     image: str
     namespace: str | None
 
-    def kwargs(self, spec: "ShardSpec", args: Sequence[str]) -> dict[str, Any]:
+    def kwargs(self, spec: ShardSpec, args: Sequence[str]) -> dict[str, Any]:
         op_context = getattr(self.context, "op_execution_context", self.context)
         return shard_job_kwargs(
             self.runner,
@@ -243,7 +239,7 @@ class KubernetesShardLauncher:
             namespace=self.namespace,
         )
 
-    def __call__(self, spec: "ShardSpec", args: list[str]) -> None:
+    def __call__(self, spec: ShardSpec, args: list[str]) -> None:
         from dagster_k8s import execute_k8s_job
 
         op_context = getattr(self.context, "op_execution_context", self.context)

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from adas.detector.postprocess import box_iou
-from adas.simulation.closed_loop import ClipFrame
+from adas.simulation.episode import ClipFrame
 
 CAPTION_H = 12
 # Reserved overlay colours (appended to each frame's adaptive palette, in this order).

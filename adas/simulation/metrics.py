@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from adas.simulation.closed_loop import EpisodeSpec, EpisodeTrace
 from adas.simulation.config import MetricsConfig
+from adas.simulation.episode import EpisodeSpec, EpisodeTrace
 
 VRU_CLASSES = frozenset({"motorcycle"})
 VIOLATION_TYPES: tuple[str, ...] = (

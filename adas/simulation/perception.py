@@ -30,6 +30,7 @@ from adas.datasets.coco import CATEGORY_IDS
 from adas.detector.postprocess import Detections, decode
 from adas.detector.preprocess import normalize
 from adas.intake.contract import Contract
+from adas.packaging.ort_engines import OrtEngine
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,6 @@ class EnginePerception:
     def __init__(
         self, engine_path: str | Path, contract: Contract, label: str = "engine", threads: int = 1
     ) -> None:
-        from adas.packaging.ort_engines import OrtEngine
-
         self.label = label
         self.contract = contract
         self.engine = OrtEngine(engine_path, intra_op_threads=threads, contract=contract)

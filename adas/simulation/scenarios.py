@@ -1,6 +1,6 @@
 """Flagged replay intervals -> parameterized OpenSCENARIO 1.3 scenarios (+ OpenDRIVE roads) and sweeps.
 
-Each flagged segment (``replay.FlaggedSegment``) becomes a folder of three files, written with
+Each flagged segment (``replay_report.FlaggedSegment``) becomes a folder of three files, written with
 ``scenariogeneration`` and validated against the official schemas:
 
 * ``<id>.xosc``: an OpenSCENARIO 1.3 scenario: the ego and every ground-truth actor of the
@@ -19,47 +19,41 @@ Each flagged segment (``replay.FlaggedSegment``) becomes a folder of three files
   parameter assignments (the cross product), and ``runs_from_library`` maps those onto
   highway-env runs of the matching category (cut-in, stopped lead, merge, cruise).
 
-``.xosc`` files are validated with the XSD that ``asam-qc-openscenarioxml`` ships (the ASAM
-OpenSCENARIO 1.3 schema), ``.xodr`` with the OpenDRIVE 1.7 core schema that ``scenariogeneration``
-ships; an invalid file raises ``ScenarioValidationError`` naming file, line and schema message.
-
-Domain code: no dagster import.
+Every file is validated (``scenario_schema``); what a scenario is and how a segment is classified
+live in ``scenario_templates``, the sweeps' expansion into runs in ``scenario_sweeps``; this module
+writes the files. Domain code: no dagster import; scenariogeneration and lxml are imported where
+used (the code location loads without them).
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
-import importlib.resources
-import itertools
 from collections.abc import Sequence
-from functools import cache
 from pathlib import Path
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict
-
-from adas.simulation.closed_loop import EpisodeSpec
 from adas.simulation.config import SimulationConfig
-from adas.simulation.replay import FlaggedSegment, FlaggedTrack, TrackPoint
+from adas.simulation.replay_report import FlaggedSegment
+from adas.simulation.scenario_schema import validate_file
+from adas.simulation.scenario_templates import (
+    DEFAULT_EGO_SPEED,
+    LANE_WIDTH_M,
+    OSC_CATEGORY,
+    Condition,
+    ScenarioTemplate,
+    classify,
+    ego_frame,
+    fwd_right,
+)
 
 # A fixed header date keeps files byte-identical for identical inputs (content-addressed storage);
 # the real generation time is recorded in the library index.
 HEADER_DATE: Final[datetime.datetime] = datetime.datetime(2000, 1, 1)
 AUTHOR: Final[str] = "adas-assets scenario extraction"
-LANE_WIDTH_M: Final[float] = 4.0
 LANES: Final[int] = 4
 ROAD_LENGTH_M: Final[float] = 2000.0
 EGO_START: Final[tuple[float, float]] = (50.0, -6.0)  # x, y (OpenSCENARIO: y to the left): lane 2
-DEFAULT_EGO_SPEED: Final[dict[str, float]] = {
-    "highway": 25.0,
-    "merge": 25.0,
-    "intersection": 8.0,
-    "roundabout": 8.0,
-}
-OSC_CATEGORY: Final[dict[str, str]] = {"car": "car", "truck": "truck", "motorcycle": "motorbike"}
-FROM_OSC_CATEGORY: Final[dict[str, str]] = {v: k for k, v in OSC_CATEGORY.items()}
-FOG_RANGE_M: Final[dict[int, float]] = {1: 400.0, 2: 200.0, 3: 120.0, 4: 70.0, 5: 40.0}
 PARAMETERS: Final[tuple[str, ...]] = (
     "EgoSpeed",
     "GapTime",
@@ -73,160 +67,6 @@ PARAMETERS: Final[tuple[str, ...]] = (
     "SunIntensity",
     "SunElevation",
 )
-
-
-class ScenarioValidationError(ValueError):
-    """A generated OpenSCENARIO / OpenDRIVE file does not validate against its schema."""
-
-
-@cache
-def xosc_schema_path() -> Path:
-    """The ASAM OpenSCENARIO 1.3 XSD as shipped by ``asam-qc-openscenarioxml``."""
-    return Path(str(importlib.resources.files("qc_openscenario.schema") / "1.3.0" / "OpenSCENARIO.xsd"))
-
-
-@cache
-def xodr_schema_path() -> Path:
-    """The OpenDRIVE 1.7 core XSD shipped with ``scenariogeneration`` (its wheel installs ``schemas/``)."""
-    import scenariogeneration
-
-    return Path(scenariogeneration.__file__).resolve().parents[1] / "schemas" / "opendrive_17_core.xsd"
-
-
-@cache
-def _schema(path: str) -> Any:
-    from lxml import etree
-
-    return etree.XMLSchema(etree.parse(path))
-
-
-def validate_file(path: str | Path) -> None:
-    """Validate an ``.xosc`` or ``.xodr`` file; raises ``ScenarioValidationError`` naming the errors."""
-    from lxml import etree
-
-    path = Path(path)
-    schema_path = xosc_schema_path() if path.suffix == ".xosc" else xodr_schema_path()
-    try:
-        doc = etree.parse(str(path))
-    except etree.XMLSyntaxError as exc:
-        raise ScenarioValidationError(f"{path.name}: not well-formed XML: {exc}") from exc
-    schema = _schema(str(schema_path))
-    if not schema.validate(doc):
-        errors = [f"line {e.line}: {e.message}" for e in schema.error_log]
-        raise ScenarioValidationError(
-            f"{path.name} does not validate against {schema_path.parent.name}/{schema_path.name}: "
-            + "; ".join(errors[:5])
-            + (f" (+{len(errors) - 5} more)" if len(errors) > 5 else "")
-        )
-
-
-# ==================================================================================================
-# Templates
-
-
-class Condition(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    weather: str
-    lighting: str
-    severity: int
-
-    def parameters(self) -> dict[str, str]:
-        """The condition's physical OpenSCENARIO environment values."""
-        sev = max(1, min(5, self.severity))
-        fog = FOG_RANGE_M[sev] if self.weather == "fog" else 100000.0
-        precip = self.weather if self.weather in ("rain", "snow") else "dry"
-        intensity = round(0.15 * sev, 2) if precip != "dry" else 0.0
-        sun = {"day": (100000.0, 1.0), "night": (0.0, -0.3), "glare": (100000.0, 0.08)}[self.lighting]
-        return {
-            "Weather": self.weather,
-            "Lighting": self.lighting,
-            "Severity": str(self.severity),
-            "FogVisualRange": f"{fog:g}",
-            "Precipitation": precip,
-            "PrecipitationIntensity": f"{intensity:g}",
-            "SunIntensity": f"{sun[0]:g}",
-            "SunElevation": f"{sun[1]:g}",
-        }
-
-
-class ScenarioTemplate(BaseModel):
-    """One extracted scenario: where it came from, what it maps to, its files and its sweep."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    scenario_id: str
-    segment_id: str
-    source_scenario: str  # highway / merge / intersection / roundabout (the replay's)
-    category: str  # the closed-loop category it maps to
-    reasons: list[str]
-    key_actor: int | None
-    key_actor_type: str
-    actors: int
-    duration_s: float
-    defaults: dict[str, str]
-    sweep_single: dict[str, list[str]]
-    sweep_conditions: list[Condition]
-    actor_speed_delta_mps: float
-    xosc: str
-    xodr: str
-    sweep_xosc: str
-
-    @property
-    def sweep_size(self) -> int:
-        n = len(self.sweep_conditions)
-        for values in self.sweep_single.values():
-            n *= len(values)
-        return n
-
-
-def _ego_frame(seg: FlaggedSegment) -> tuple[bool, float, float]:
-    """(vertical, ego length, ego width): a taller-than-wide ego box drives along the frame's y axis."""
-    if not seg.ego_points:
-        return False, 4.5, 1.9
-    e = seg.ego_points[0]
-    vertical = e.width_m > e.length_m
-    return vertical, max(e.length_m, e.width_m), min(e.length_m, e.width_m)
-
-
-def _fwd_right(p: TrackPoint, vertical: bool) -> tuple[float, float, float, float]:
-    """(forward, right, length, width) of a point in the ego's frame (vertical egos assumed heading up)."""
-    if vertical:
-        return -p.y_m, p.x_m, p.width_m, p.length_m
-    return p.x_m, p.y_m, p.length_m, p.width_m
-
-
-def _key_actor(seg: FlaggedSegment, vertical: bool) -> FlaggedTrack | None:
-    if not seg.tracks:
-        return None
-
-    def rank(t: FlaggedTrack) -> tuple[float, float]:
-        fwd, _, _, _ = _fwd_right(t.points[0], vertical)
-        return (-(t.missed_by_candidate - t.missed_by_production) - 0.5 * t.missed_by_candidate, abs(fwd))
-
-    return min(seg.tracks, key=rank)
-
-
-def classify(seg: FlaggedSegment) -> tuple[str, FlaggedTrack | None, float]:
-    """(closed-loop category, key actor, key actor's speed deficit vs the ego [m/s])."""
-    vertical, _, _ = _ego_frame(seg)
-    key = _key_actor(seg, vertical)
-    ego_speed = DEFAULT_EGO_SPEED.get(seg.scenario, 20.0)
-    if key is None or len(key.points) < 2:
-        return ("merge" if seg.scenario == "merge" else "cruise"), key, 0.0
-    f0, r0, _, _ = _fwd_right(key.points[0], vertical)
-    f1, r1, _, _ = _fwd_right(key.points[-1], vertical)
-    dt = max(key.points[-1].t_s - key.points[0].t_s, 1e-3)
-    rel_speed = (f1 - f0) / dt
-    deficit = max(0.0, -rel_speed)
-    half_lane = LANE_WIDTH_M / 2
-    if f0 > 0 and abs(r0) > half_lane + 0.5 and abs(r1) < half_lane:
-        return "cut_in", key, deficit
-    if f0 > 0 and abs(r0) < half_lane and rel_speed < -0.6 * ego_speed:
-        return "stopped_lead", key, deficit
-    if seg.scenario == "merge":
-        return "merge", key, deficit
-    return "cruise", key, deficit
 
 
 def _num(v: float) -> str:
@@ -283,14 +123,14 @@ def extract_scenario(seg: FlaggedSegment, cfg: SimulationConfig, out_dir: Path) 
     digest = hashlib.sha256(seg.model_dump_json().encode()).hexdigest()[:8]
     sid = f"{seg.segment_id}-{digest}"
     category, key, deficit = classify(seg)
-    vertical, ego_len, ego_wid = _ego_frame(seg)
+    vertical, ego_len, ego_wid = ego_frame(seg)
     ego_speed0 = DEFAULT_EGO_SPEED.get(seg.scenario, 20.0)
     key_type = key.category if key is not None else "car"
     cond = Condition(weather=seg.weather, lighting=seg.lighting, severity=max(seg.severity, 1))
 
     g0 = 1.2
     if key is not None:
-        f0, _, klen, _ = _fwd_right(key.points[0], vertical)
+        f0, _, klen, _ = fwd_right(key.points[0], vertical)
         if f0 > 0:
             g0 = max(0.1, (f0 - (ego_len + klen) / 2) / ego_speed0)
     defaults = {
@@ -344,18 +184,18 @@ def extract_scenario(seg: FlaggedSegment, cfg: SimulationConfig, out_dir: Path) 
             continue
         name = f"Actor{track.gt_track}"
         is_key = key is not None and track.gt_track == key.gt_track
-        f, _, length, width = _fwd_right(track.points[0], vertical)
+        f, _, length, width = fwd_right(track.points[0], vertical)
         category_attr = "$ActorType" if is_key else OSC_CATEGORY.get(track.category, "car")
         entities.add_scenario_object(name, _vehicle(xosc, name.lower(), category_attr, length, width))
         shift = round(g0, 3) if is_key else None
         positions, times = [], []
         for p in track.points:
-            fwd, right, _, _ = _fwd_right(p, vertical)
+            fwd, right, _, _ = fwd_right(p, vertical)
             t = round(p.t_s - t_start, 3)
             positions.append(xosc.WorldPosition(_expr(x0, t, fwd, shift), _num(y0 - right), 0, 0))
             times.append(t)
         init.add_init_action(name, xosc.TeleportAction(positions[0]))
-        f_last, _, _, _ = _fwd_right(track.points[-1], vertical)
+        f_last, _, _, _ = fwd_right(track.points[-1], vertical)
         span = max(track.points[-1].t_s - track.points[0].t_s, 1e-3)
         rel = (f_last - f) / span
         init.add_init_action(
@@ -472,99 +312,3 @@ def build_library(
 ) -> list[ScenarioTemplate]:
     """One scenario folder per flagged segment under ``out_dir``; every file validated."""
     return [extract_scenario(seg, cfg, Path(out_dir) / seg.segment_id) for seg in flagged]
-
-
-# ==================================================================================================
-# Sweeps -> concrete runs
-
-
-def expand_sweep(sweep_file: str | Path) -> list[dict[str, str]]:
-    """Concrete parameter assignments of a ``ParameterValueDistribution`` file (deterministic part):
-    the cross product of every single-parameter set and every multi-parameter value set, in file order."""
-    from lxml import etree
-
-    validate_file(sweep_file)
-    root = etree.parse(str(sweep_file)).getroot()
-    det = root.find(".//ParameterValueDistribution/Deterministic")
-    if det is None:
-        raise ScenarioValidationError(f"{Path(sweep_file).name}: no deterministic ParameterValueDistribution")
-    axes: list[list[dict[str, str]]] = []
-    for single in det.findall("DeterministicSingleParameterDistribution"):
-        name = single.get("parameterName")
-        values = [e.get("value") for e in single.findall("DistributionSet/Element")]
-        axes.append([{name: v} for v in values])
-    for multi in det.findall("DeterministicMultiParameterDistribution"):
-        sets = []
-        for vs in multi.findall("ValueSetDistribution/ParameterValueSet"):
-            sets.append({a.get("parameterRef"): a.get("value") for a in vs.findall("ParameterAssignment")})
-        axes.append(sets)
-    out = []
-    for combo in itertools.product(*axes):
-        merged: dict[str, str] = {}
-        for part in combo:
-            merged.update(part)
-        out.append(merged)
-    return out
-
-
-def _int_seed(*parts: str | int) -> int:
-    h = hashlib.sha256("/".join(str(p) for p in parts).encode()).hexdigest()
-    return int(h[:8], 16)
-
-
-def runs_from_library(
-    library: Sequence[tuple[ScenarioTemplate, list[dict[str, str]]]],
-    cfg: SimulationConfig,
-    max_runs: int | None = None,
-) -> list[EpisodeSpec]:
-    """Map each scenario's concrete sweep points onto highway-env runs of its category.
-
-    Taken round-robin across scenarios (so a small budget still covers every scenario).
-    EgoSpeed -> ego speed, GapTime -> cut-in gap time, ActorType -> actor class,
-    Weather/Lighting/Severity -> the run's weather transform.
-    """
-    per: list[list[EpisodeSpec]] = []
-    for tpl, points in library:
-        cc = cfg.categories.get(tpl.category)  # type: ignore[call-overload]
-        if cc is None:
-            continue
-        runs = []
-        for k, p in enumerate(points):
-            actor = FROM_OSC_CATEGORY.get(p.get("ActorType", "car"), "car")
-            runs.append(
-                EpisodeSpec(
-                    run_id=f"lib-{tpl.scenario_id}-{k:02d}",
-                    category=tpl.category,  # type: ignore[arg-type]
-                    scenario=cc.scenario,
-                    density=cc.densities[0],
-                    weather=p.get("Weather", "clear"),
-                    lighting=p.get("Lighting", "day"),
-                    severity=int(p.get("Severity", "1")),
-                    seed=_int_seed(cfg.seed, tpl.scenario_id, k),
-                    duration_s=cc.duration_s,
-                    ego_speed_mps=float(p.get("EgoSpeed", cc.ego_speed_mps[0])),
-                    gap_time_s=float(p["GapTime"]) if tpl.category == "cut_in" and "GapTime" in p else None,
-                    actor_type=actor if tpl.category in ("cut_in", "stopped_lead") else None,
-                    actor_speed_delta_mps=tpl.actor_speed_delta_mps if tpl.category == "cut_in" else None,
-                    source=f"library:{tpl.scenario_id}",
-                )
-            )
-        per.append(runs)
-    out: list[EpisodeSpec] = []
-    for group in itertools.zip_longest(*per):
-        out.extend(r for r in group if r is not None)
-    return out if max_runs is None else out[:max_runs]
-
-
-def describe(t: ScenarioTemplate) -> dict[str, Any]:
-    """A table row for the UI."""
-    return {
-        "scenario": t.scenario_id,
-        "from": f"{t.source_scenario} {t.segment_id}",
-        "category": t.category,
-        "key_actor": t.key_actor_type,
-        "actors": t.actors,
-        "duration_s": t.duration_s,
-        "sweep_runs": t.sweep_size,
-        "why": "; ".join(t.reasons),
-    }

@@ -15,12 +15,13 @@ import pytest
 from PIL import Image
 
 from adas.datasets.generator import DatagenConfig
-from adas.simulation.closed_loop import EpisodeSpec
 from adas.simulation.config import SimulationConfig
+from adas.simulation.episode import EpisodeSpec
 from adas.simulation.gate import evaluate_gate
 from adas.simulation.metrics import RunRecord
-from adas.simulation.orchestration import EpisodeSettings, SweepResult, run_sweep
 from adas.simulation.perception import Fault, PerceptionSpec
+from adas.simulation.shards import EpisodeSettings
+from adas.simulation.sweep import SweepResult, run_sweep
 from adas.storage import LocalArtifactStore
 
 pytestmark = pytest.mark.slow

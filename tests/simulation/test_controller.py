@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from adas.detector.postprocess import Detections
-from adas.simulation.closed_loop import (
+from adas.simulation.config import ControllerConfig
+from adas.simulation.controller import (
     EgoState,
     ProxyController,
     Track,
@@ -16,7 +17,6 @@ from adas.simulation.closed_loop import (
     detections_to_world,
     idm_acceleration,
 )
-from adas.simulation.config import ControllerConfig
 
 
 class StraightLane:

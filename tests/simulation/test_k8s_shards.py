@@ -20,25 +20,19 @@ from adas.catalog import load_catalog
 from adas.datasets.generator import DatagenConfig
 from adas.settings import REPO_ROOT, AdasHome
 from adas.simulation.config import SimulationConfig
-from adas.simulation.orchestration import (
-    CHECKPOINT_PREFIX,
+from adas.simulation.executors import (
     SHARD_MODULE,
     EngineFile,
-    EpisodeSettings,
     LocalProcessExecutor,
     RemoteShardExecutor,
-    ShardSpec,
-    SweepError,
-    load_checkpoint,
-    main,
-    make_shards,
-    plan_category,
-    plan_runs,
-    run_sweep,
     shard_args,
     shard_spec_key,
 )
+from adas.simulation.orchestration import main
 from adas.simulation.perception import PerceptionSpec
+from adas.simulation.planning import plan_category, plan_runs
+from adas.simulation.shards import CHECKPOINT_PREFIX, EpisodeSettings, ShardSpec, load_checkpoint, make_shards
+from adas.simulation.sweep import SweepError, run_sweep
 from adas.storage import LocalArtifactStore
 from resources import build_resources
 from resources.simulation_shards import (

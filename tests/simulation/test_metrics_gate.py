@@ -5,9 +5,17 @@ from __future__ import annotations
 import math
 
 import pytest
+import yaml
 
-from adas.simulation.closed_loop import EpisodeSpec, EpisodeTrace
-from adas.simulation.config import CategoryCriteria, GateConfig, MetricsConfig
+from adas.config_errors import ConfigError
+from adas.simulation.config import (
+    SIMULATION_FILE,
+    CategoryCriteria,
+    GateConfig,
+    MetricsConfig,
+    load_simulation_config,
+)
+from adas.simulation.episode import EpisodeSpec, EpisodeTrace
 from adas.simulation.gate import evaluate_gate
 from adas.simulation.metrics import RunRecord, episode_metrics, summarize
 
@@ -224,11 +232,6 @@ def test_absolute_in_nominal_conditions_relative_in_adverse_ones(
 
 
 def test_malformed_simulation_config_names_file_and_field(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    import yaml
-
-    from adas.config_errors import ConfigError
-    from adas.simulation.config import SIMULATION_FILE, load_simulation_config
-
     raw = yaml.safe_load(SIMULATION_FILE.read_text())
     raw["sweeps"]["demo"]["runs"]["u_turn"] = 3
     raw["categories"]["cut_in"]["gap_time_s"] = "soon"

@@ -9,21 +9,21 @@ import polars as pl
 import pytest
 
 from adas.datasets.generator import DatagenConfig
-from adas.simulation.closed_loop import EpisodeSpec
 from adas.simulation.config import SimulationConfig
-from adas.simulation.orchestration import (
+from adas.simulation.episode import EpisodeSpec
+from adas.simulation.orchestration import main
+from adas.simulation.perception import Fault, PerceptionSpec
+from adas.simulation.planning import plan_category, plan_runs
+from adas.simulation.shards import (
     CHECKPOINT_PREFIX,
     EpisodeSettings,
     ShardResult,
     ShardSpec,
-    SweepError,
+    load_checkpoint,
     make_shards,
-    plan_category,
-    plan_runs,
     run_shard,
-    run_sweep,
 )
-from adas.simulation.perception import Fault, PerceptionSpec
+from adas.simulation.sweep import SweepError, run_sweep
 from adas.storage import LocalArtifactStore
 
 ORACLE = PerceptionSpec(label="production", kind="oracle")
@@ -140,8 +140,6 @@ def test_same_seeds_identical_summary_across_process_counts(
 def test_a_shard_runs_as_a_command_with_the_checkpoint_layout(
     tmp_path: Path, sim_cfg: SimulationConfig, datagen: DatagenConfig
 ) -> None:
-    from adas.simulation.orchestration import load_checkpoint, main
-
     st = EpisodeSettings.from_configs(sim_cfg, datagen)
     blind = ORACLE.with_faults("blind", Fault(kind="blind_in_weather", weathers=["clear", "fog"]))
     runs = [r.model_copy(update={"duration_s": 8.0}) for r in plan_category(sim_cfg, "stopped_lead", 1)]

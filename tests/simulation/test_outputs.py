@@ -10,8 +10,8 @@ from PIL import Image
 
 from adas.detector.postprocess import Detections
 from adas.simulation.clips import OVERLAY, make_gif, render_frame
-from adas.simulation.closed_loop import ClipFrame, EpisodeSpec, EpisodeTrace
 from adas.simulation.config import MetricsConfig
+from adas.simulation.episode import ClipFrame, EpisodeSpec, EpisodeTrace
 from adas.simulation.heatmap import heatmap_png, violation_matrix
 from adas.simulation.metrics import VIOLATION_TYPES, RunRecord, episode_metrics
 from adas.simulation.perception import GtBox

@@ -9,17 +9,16 @@ import pytest
 from lxml import etree
 
 from adas.simulation.config import SimulationConfig
-from adas.simulation.replay import FlaggedSegment, FlaggedTrack, TrackPoint
-from adas.simulation.scenarios import (
+from adas.simulation.replay_report import FlaggedSegment, FlaggedTrack, TrackPoint
+from adas.simulation.scenario_schema import (
     ScenarioValidationError,
-    build_library,
-    classify,
-    expand_sweep,
-    runs_from_library,
     validate_file,
     xodr_schema_path,
     xosc_schema_path,
 )
+from adas.simulation.scenario_sweeps import expand_sweep, runs_from_library
+from adas.simulation.scenario_templates import classify
+from adas.simulation.scenarios import build_library
 
 
 def _points(xs: list[float], ys: list[float], length: float = 4.5, width: float = 1.9) -> list[TrackPoint]:

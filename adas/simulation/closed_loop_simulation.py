@@ -1,0 +1,223 @@
+"""Use-case of the ``closed_loop_simulation`` asset: candidate and production over one sweep.
+
+Plans the sweep (config/simulation.yaml plus the scenario library's runs), runs it for production
+and then the candidate on identical seeds (``sweep.run_sweep``: checkpointed shards on the given
+executor), and stores the outputs under ``<pack>/simulation/``: ``sim_summary.parquet``,
+``runs.json``, one JSON per category, the violation heat map and a copy of every failure clip.
+
+Domain code: no dagster import.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+from adas.catalog import TargetCatalog
+from adas.cell import Cell
+from adas.datasets.generator import DatagenConfig
+from adas.intake.refs import StoredFile
+from adas.packaging.refs import EngineRef
+from adas.simulation.config import SimulationConfig
+from adas.simulation.episode import EpisodeSpec
+from adas.simulation.executors import ShardExecutor
+from adas.simulation.heatmap import heatmap_png
+from adas.simulation.metrics import RunRecord, summarize, summarize_by_category
+from adas.simulation.perception import PerceptionSpec
+from adas.simulation.planning import plan_runs
+from adas.simulation.refs import ScenarioLibraryRef, SimulationRef
+from adas.simulation.shards import EpisodeSettings, thumbnail_key
+from adas.simulation.steps import SimulationInputError, json_bytes, put_bytes, read_json, require_simulatable
+from adas.simulation.sweep import SweepResult, run_sweep
+from adas.storage import ArtifactStore
+
+# Lets runs launched by automation (no run config) use a smaller sweep.
+SIM_SWEEP_ENV = "ADAS_SIM_SWEEP"
+DEFAULT_SWEEP = "demo"
+
+
+@dataclass(frozen=True)
+class ClosedLoopResult:
+    ref: SimulationRef
+    candidate: SweepResult
+    production: SweepResult
+    runs: list[EpisodeSpec]  # the plan each model ran
+    thumbnails: dict[str, bytes]  # "<model>/<run_id>" -> a small copy of the failure clip
+    heatmap_png: bytes
+    location_uri: str  # where the outputs lie (the store's URI of ``ref.prefix``)
+
+    @property
+    def records(self) -> list[RunRecord]:
+        """Production's records, then the candidate's (the order of the stored tables)."""
+        return [*self.production.records, *self.candidate.records]
+
+    @property
+    def episodes_computed(self) -> int:
+        return self.candidate.episodes_computed + self.production.episodes_computed
+
+    @property
+    def compute_s(self) -> float:
+        return self.candidate.compute_s + self.production.compute_s
+
+
+def choose_sweep(cfg: SimulationConfig, requested: str | None, environ: Mapping[str, str]) -> str:
+    """The requested sweep, else ``$ADAS_SIM_SWEEP``, else ``demo``; it must be in the config."""
+    sweep = requested or environ.get(SIM_SWEEP_ENV) or DEFAULT_SWEEP
+    if sweep not in cfg.sweeps:
+        source = "run config" if requested else f"${SIM_SWEEP_ENV}"
+        raise SimulationInputError(
+            f"sweep {sweep!r} (from {source}) is not in config/simulation.yaml ({', '.join(cfg.sweeps)})"
+        )
+    return sweep
+
+
+def _copy_clips(
+    store: ArtifactStore, prefix: str, results: Sequence[SweepResult]
+) -> tuple[dict[str, StoredFile], dict[str, bytes]]:
+    """Every failure clip copied beside the pack, and the thumbnails the shards made of them."""
+    clips: dict[str, StoredFile] = {}
+    thumbs: dict[str, bytes] = {}
+    for res in results:
+        for run_id, key in res.clip_keys.items():
+            name = f"{res.perception}/{run_id}"
+            clips[name] = put_bytes(
+                store, f"{prefix}/clips/{res.perception}-{run_id}.gif", store.get_bytes(key)
+            )
+            if store.exists(thumbnail_key(key)):
+                thumbs[name] = store.get_bytes(thumbnail_key(key))
+    return clips, thumbs
+
+
+def _summary_parquet(records: Sequence[RunRecord], clips: Mapping[str, StoredFile]) -> bytes:
+    rows = []
+    for r in records:
+        clip = clips.get(f"{r.model}/{r.spec.run_id}")
+        rows.append({**r.row(), "clip_key": clip.key if clip else None})
+    buf = io.BytesIO()
+    pl.DataFrame(rows, infer_schema_length=None).write_parquet(buf)
+    return buf.getvalue()
+
+
+def _category_files(
+    store: ArtifactStore, prefix: str, cfg: SimulationConfig, cand: SweepResult, prod: SweepResult
+) -> dict[str, StoredFile]:
+    """``scenarios/<category>.json``: both models' summaries and every run side by side."""
+    files = {}
+    for cat in sorted({r.spec.category for r in [*prod.records, *cand.records]}):
+        c_recs = [r for r in cand.records if r.spec.category == cat]
+        p_recs = [r for r in prod.records if r.spec.category == cat]
+        body = {
+            "category": cat,
+            "description": cfg.categories[cat].description if cat in cfg.categories else "",  # type: ignore[index]
+            "candidate": summarize(c_recs).model_dump(),
+            "production": summarize(p_recs).model_dump(),
+            "runs": [
+                {
+                    "spec": c.spec.model_dump(mode="json"),
+                    "candidate": c.metrics.model_dump(),
+                    "production": p.metrics.model_dump(),
+                }
+                for c, p in zip(c_recs, p_recs, strict=True)
+            ],
+        }
+        files[f"scenarios/{cat}.json"] = put_bytes(store, f"{prefix}/scenarios/{cat}.json", json_bytes(body))
+    return files
+
+
+def run_closed_loop_simulation(
+    store: ArtifactStore,
+    *,
+    cell: Cell,
+    catalog: TargetCatalog,
+    cfg: SimulationConfig,
+    datagen: DatagenConfig,
+    engine: EngineRef,
+    production_engine: EngineRef,
+    library: ScenarioLibraryRef,
+    executor: Callable[[], ShardExecutor],
+    local_engine: bool,
+    sweep: str | None = None,
+    shards: int = 0,
+    environ: Mapping[str, str] | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> ClosedLoopResult:
+    """Run the sweep for production and candidate; store and describe the outputs.
+
+    ``executor`` builds the shard executor once the plan is known; ``local_engine``: the executor
+    runs shards here and needs a verified local copy of each engine (pods fetch it themselves).
+    ``shards`` 0 takes the sweep's setting. Raises ``SweepError`` when shards fail.
+    """
+    require_simulatable(cell, catalog, engine, production_engine)
+    name = choose_sweep(cfg, sweep, {} if environ is None else environ)
+    library_runs = [EpisodeSpec.model_validate(r) for r in read_json(store, library.index)["runs"]]
+    runs = plan_runs(cfg, name, library_runs)
+    settings = EpisodeSettings.from_configs(cfg, datagen)
+    n_shards = shards or cfg.sweeps[name].shards
+    shard_executor = executor()
+    results: dict[str, SweepResult] = {}
+    for label, ref in (("production", production_engine), ("candidate", engine)):
+        spec = PerceptionSpec(
+            label=label, kind="engine", engine_sha256=ref.engine.sha256, contract=ref.contract
+        )
+        path = store.fetch(ref.engine.key, expected_sha256=ref.engine.sha256) if local_engine else None
+        results[label] = run_sweep(
+            store,
+            runs,
+            spec,
+            settings,
+            engine_path=path,
+            engine_key=ref.engine.key,
+            shards=n_shards,
+            executor=shard_executor,
+            progress=log,
+        )
+    cand, prod = results["candidate"], results["production"]
+    prefix = f"{engine.prefix}/simulation"
+    clips, thumbs = _copy_clips(store, prefix, (cand, prod))
+    records = [*prod.records, *cand.records]
+    files = {
+        "sim_summary.parquet": put_bytes(
+            store, f"{prefix}/sim_summary.parquet", _summary_parquet(records, clips)
+        ),
+        "runs.json": put_bytes(
+            store,
+            f"{prefix}/runs.json",
+            json_bytes([r.model_dump(mode="json", exclude={"wall_s", "cpu_s"}) for r in records]),
+        ),
+        **_category_files(store, prefix, cfg, cand, prod),
+    }
+    title = (
+        f"{engine.contract.model_name} {engine.contract.version} vs production "
+        f"{production_engine.contract.version} ({cell.device}/{cell.precision})"
+    )
+    png = heatmap_png({"candidate": cand.records, "production": prod.records}, title=title)
+    files["violations_heatmap.png"] = put_bytes(store, f"{prefix}/violations_heatmap.png", png)
+    c_cat, p_cat = summarize_by_category(cand.records), summarize_by_category(prod.records)
+    c_cat["all"], p_cat["all"] = summarize(cand.records), summarize(prod.records)
+    ref = SimulationRef(
+        device=cell.device,
+        precision=cell.precision,
+        version=engine.contract.version,
+        production_version=production_engine.contract.version,
+        sweep=name,
+        prefix=prefix,
+        files=files,
+        clips=clips,
+        candidate=c_cat,
+        production=p_cat,
+        runs=len(runs),
+        shards_computed=len(cand.shards_computed) + len(prod.shards_computed),
+        shards_reused=len(cand.shards_reused) + len(prod.shards_reused),
+    )
+    return ClosedLoopResult(
+        ref=ref,
+        candidate=cand,
+        production=prod,
+        runs=runs,
+        thumbnails=thumbs,
+        heatmap_png=png,
+        location_uri=store.uri(prefix),
+    )

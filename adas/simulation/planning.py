@@ -1,0 +1,87 @@
+"""Sweep planning: a category's parameter axes (config/simulation.yaml) into concrete runs.
+
+``plan_runs`` samples each category's axes with balanced marginals into concrete ``EpisodeSpec``
+runs, each with its own seed derived from the sweep seed: the same config gives the same runs,
+for candidate and production alike. Domain code: no dagster import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from adas.simulation.config import CATEGORIES, SimulationConfig
+from adas.simulation.episode import EpisodeSpec
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+def _balanced(values: Sequence[Any], n: int, rng: np.random.Generator) -> list[Any]:
+    """``n`` draws where every value appears floor/ceil(n / len) times, in a seeded order."""
+    out: list[Any] = []
+    while len(out) < n:
+        out.extend(values[i] for i in rng.permutation(len(values)))
+    return out[:n]
+
+
+def plan_category(cfg: SimulationConfig, category: str, n: int) -> list[EpisodeSpec]:
+    cc = cfg.categories[category]  # type: ignore[index]
+    cat_index = CATEGORIES.index(category)
+    rng = np.random.default_rng([cfg.seed, cat_index, 17])
+    axes = {
+        "density": _balanced(cc.densities, n, rng),
+        "ego_speed_mps": _balanced(cc.ego_speed_mps, n, rng),
+        "gap_time_s": _balanced(cc.gap_time_s, n, rng),
+        "actor_type": _balanced(cc.actor_types, n, rng),
+        "actor_speed_delta_mps": _balanced(cc.actor_speed_delta_mps, n, rng),
+        "condition": _balanced(cc.conditions, n, rng),
+    }
+    scripted = category in ("cut_in", "stopped_lead")
+    runs = []
+    for i in range(n):
+        cond = axes["condition"][i]
+        runs.append(
+            EpisodeSpec(
+                run_id=f"{category}-{i:03d}",
+                category=category,  # type: ignore[arg-type]
+                scenario=cc.scenario,
+                density=axes["density"][i],
+                weather=cond.weather,
+                lighting=cond.lighting,
+                severity=cond.severity,
+                seed=_seed(cfg.seed, cat_index, i),
+                duration_s=cc.duration_s,
+                ego_speed_mps=float(axes["ego_speed_mps"][i]),
+                gap_time_s=float(axes["gap_time_s"][i]) if category == "cut_in" else None,
+                actor_type=axes["actor_type"][i] if scripted else None,
+                actor_speed_delta_mps=float(axes["actor_speed_delta_mps"][i])
+                if category == "cut_in"
+                else None,
+            )
+        )
+    return runs
+
+
+def plan_runs(cfg: SimulationConfig, size: str, library: Sequence[EpisodeSpec] = ()) -> list[EpisodeSpec]:
+    """Every run of a named sweep size: per-category sweeps, then up to ``library_runs`` library runs."""
+    if size not in cfg.sweeps:
+        raise ValueError(
+            f"unknown sweep size {size!r}; config/simulation.yaml defines: {', '.join(cfg.sweeps)}"
+        )
+    sweep = cfg.sweeps[size]
+    runs: list[EpisodeSpec] = []
+    for cat in CATEGORIES:
+        n = sweep.runs.get(cat, 0)  # type: ignore[call-overload]
+        if n and cat in cfg.categories:
+            runs.extend(plan_category(cfg, cat, n))
+    runs.extend(list(library)[: sweep.library_runs])
+    if sweep.duration_s is not None:
+        runs = [r.model_copy(update={"duration_s": sweep.duration_s}) for r in runs]
+    ids = [r.run_id for r in runs]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"duplicate run ids in sweep {size!r}")
+    return runs

@@ -1,0 +1,123 @@
+"""Use-case of the ``replay_metrics`` asset: the recorded drives through candidate and production.
+
+Reads the replay bundle's sequences from the store, runs every frame through both ONNX Runtime
+engines (``perception.EnginePerception``), scores them (``replay.replay``) and stores the report,
+the per-segment table and the flagged segments under ``<pack>/replay/``.
+
+Domain code: no dagster import.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+from PIL import Image
+
+from adas.catalog import TargetCatalog
+from adas.cell import Cell
+from adas.datasets.generator import DatagenConfig
+from adas.detector.postprocess import Detections
+from adas.intake.refs import ReplayBundleRef, StoredFile
+from adas.packaging.refs import EngineRef
+from adas.simulation.config import SimulationConfig
+from adas.simulation.perception import EnginePerception, FrameContext
+from adas.simulation.refs import ReplayMetricsRef
+from adas.simulation.replay import detect_frames, replay
+from adas.simulation.replay_report import ReplayReport
+from adas.simulation.steps import json_bytes, put_bytes, read_json, require_simulatable
+from adas.storage import ArtifactStore
+
+# Replay frames carry no simulator state: one neutral context for every frame.
+_NO_CONTEXT = FrameContext(seed=0, step=0, time_s=0.0, weather="", lighting="", severity=0)
+
+
+@dataclass(frozen=True)
+class ReplayMetricsResult:
+    ref: ReplayMetricsRef
+    report: ReplayReport
+
+
+def replay_px_per_m(datagen: DatagenConfig) -> float:
+    """Pixels per metre on the saved (downscaled) replay frames."""
+    return datagen.frame.scaling_px_per_m * datagen.frame.width / datagen.frame.render_width
+
+
+def _detections(
+    store: ArtifactStore,
+    coco: dict[str, Any],
+    base: str,
+    engines: dict[str, EngineRef],
+    log: Callable[[str], None],
+) -> dict[str, dict[int, Detections]]:
+    """Every replay frame through each labelled engine (frames read from the store once)."""
+    frames: dict[int, np.ndarray] = {}
+
+    def load(im: dict) -> np.ndarray:
+        if im["id"] not in frames:
+            path = store.fetch(f"{base}/{im['file_name']}")
+            frames[im["id"]] = np.asarray(Image.open(path).convert("RGB"))
+        return frames[im["id"]]
+
+    dets = {}
+    for label, ref in engines.items():
+        path = store.fetch(ref.engine.key, expected_sha256=ref.engine.sha256)
+        perception = EnginePerception(path, ref.contract, label=label, threads=2)
+        dets[label] = detect_frames(coco, load, lambda f, p=perception: p.detect(f, _NO_CONTEXT))
+        log(f"replayed {len(dets[label])} frames through {label} {ref.contract.version}")
+    return dets
+
+
+def _store_report(store: ArtifactStore, prefix: str, report: ReplayReport) -> dict[str, StoredFile]:
+    seg_rows = [
+        {"model": m.model, **s.model_dump()}
+        for m in (report.candidate, report.production)
+        for s in m.segments
+    ]
+    buf = io.BytesIO()
+    pl.DataFrame(seg_rows, infer_schema_length=None).write_parquet(buf)
+    flagged = [f.model_dump(mode="json") for f in report.flagged]
+    return {
+        "replay_report.json": put_bytes(
+            store, f"{prefix}/replay_report.json", report.model_dump_json(indent=1).encode()
+        ),
+        "replay_segments.parquet": put_bytes(store, f"{prefix}/replay_segments.parquet", buf.getvalue()),
+        "flagged_segments.json": put_bytes(store, f"{prefix}/flagged_segments.json", json_bytes(flagged)),
+    }
+
+
+def compute_replay_metrics(
+    store: ArtifactStore,
+    *,
+    cell: Cell,
+    catalog: TargetCatalog,
+    cfg: SimulationConfig,
+    datagen: DatagenConfig,
+    engine: EngineRef,
+    production_engine: EngineRef,
+    bundle: ReplayBundleRef,
+    log: Callable[[str], None] = lambda _: None,
+) -> ReplayMetricsResult:
+    """Replay the bundle through candidate and production; store and describe the report."""
+    require_simulatable(cell, catalog, engine, production_engine)
+    coco = read_json(store, bundle.manifest)
+    base = bundle.manifest.key.rsplit("/", 1)[0]
+    dets = _detections(store, coco, base, {"candidate": engine, "production": production_engine}, log)
+    report = replay(coco, dets["candidate"], dets["production"], cfg.replay, replay_px_per_m(datagen))
+    files = _store_report(store, f"{engine.prefix}/replay", report)
+    ref = ReplayMetricsRef(
+        device=cell.device,
+        precision=cell.precision,
+        version=engine.contract.version,
+        production_version=production_engine.contract.version,
+        prefix=engine.prefix,
+        files=files,
+        candidate=report.candidate.totals(),
+        production=report.production.totals(),
+        flagged=len(report.flagged),
+    )
+    return ReplayMetricsResult(ref=ref, report=report)

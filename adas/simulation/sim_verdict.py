@@ -1,0 +1,71 @@
+"""Use-case of the ``sim_verdict`` asset: the Sim Gate over the closed-loop runs.
+
+Reads ``runs.json`` of the simulation, applies the per-category pass criteria of
+``config/simulation.yaml`` (``gate.evaluate_gate``) and stores the verdict beside the runs
+(``sim_verdict.json``, ``sim_verdict.md``).
+
+Domain code: no dagster import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from adas.catalog import TargetCatalog
+from adas.cell import Cell
+from adas.simulation.config import SimulationConfig
+from adas.simulation.gate import SimVerdict, evaluate_gate
+from adas.simulation.metrics import RunRecord
+from adas.simulation.refs import SimulationRef, SimVerdictRef
+from adas.simulation.steps import json_bytes, put_bytes, read_json, require_simulatable
+from adas.storage import ArtifactStore
+
+
+@dataclass(frozen=True)
+class SimVerdictResult:
+    ref: SimVerdictRef
+    verdict: SimVerdict
+
+
+def decide_sim_verdict(
+    store: ArtifactStore,
+    *,
+    cell: Cell,
+    catalog: TargetCatalog,
+    cfg: SimulationConfig,
+    simulation: SimulationRef,
+) -> SimVerdictResult:
+    """Green or red with rationale, stored beside the simulation's outputs."""
+    require_simulatable(cell, catalog)
+    records = [
+        RunRecord.model_validate({**r, "wall_s": 0.0})
+        for r in read_json(store, simulation.files["runs.json"])
+    ]
+    cand = [r for r in records if r.model == "candidate"]
+    prod = [r for r in records if r.model == "production"]
+    verdict = evaluate_gate(cand, prod, cfg.gate)
+    body = {
+        "device": cell.device,
+        "precision": cell.precision,
+        "version": simulation.version,
+        "production_version": simulation.production_version,
+        "sweep": simulation.sweep,
+        "verdict": verdict.status,
+        **verdict.model_dump(mode="json"),
+    }
+    prefix = simulation.prefix
+    files = {
+        "sim_verdict.json": put_bytes(store, f"{prefix}/sim_verdict.json", json_bytes(body)),
+        "sim_verdict.md": put_bytes(store, f"{prefix}/sim_verdict.md", verdict.rationale.encode()),
+    }
+    ref = SimVerdictRef(
+        device=cell.device,
+        precision=cell.precision,
+        version=simulation.version,
+        production_version=simulation.production_version,
+        green=verdict.green,
+        rationale=verdict.rationale,
+        checks=verdict.checks,
+        files=files,
+    )
+    return SimVerdictResult(ref=ref, verdict=verdict)
