@@ -11,7 +11,12 @@ Four gates, each ``pass``, ``fail`` or ``skipped`` (with the reason):
 4. **calibration**: candidate ECE (or D-ECE) <= production + ``max_increase``.
 
 Red = any gate failed (or, with ``missing_baseline: block``, no baseline). A red verdict carries
-a blocking report naming the failing slices: the input of the data-mining loop.
+a blocking report naming the failing slices: the input of the data-mining loop (written by
+:mod:`adas.evaluation.reports`).
+
+Kept as one module (about 430 lines) because the gates' configuration, the snapshot they read
+and the four rules are one contract: ``config/gates.yaml`` means what this file says, read top
+to bottom.
 """
 
 from __future__ import annotations
@@ -157,7 +162,8 @@ class GateVerdict(BaseModel):
         return [g for g in self.gates if g.status == "fail"]
 
 
-def _pts(v: float | None) -> str:
+def points(v: float | None) -> str:
+    """A fraction as percent points with two decimals; ``n/a`` for undefined."""
     return "n/a" if v is None else f"{100 * v:.2f}"
 
 
@@ -210,7 +216,7 @@ def _weighted_map_gate(
             return GateResult(
                 name="weighted_map",
                 status="fail",
-                observed=f"{_pts(cand_w)}",
+                observed=f"{points(cand_w)}",
                 requirement="a production baseline (missing_baseline: block)",
                 rationale="no production baseline for this cell and gates.yaml says missing_baseline: block",
             )
@@ -218,11 +224,11 @@ def _weighted_map_gate(
         return GateResult(
             name="weighted_map",
             status="pass" if ok else "fail",
-            observed=f"{_pts(cand_w)}",
-            requirement=f">= {_pts(cfg.min_without_baseline)} (absolute floor: no production baseline)",
+            observed=f"{points(cand_w)}",
+            requirement=f">= {points(cfg.min_without_baseline)} (absolute floor: no production baseline)",
             rationale=(
-                f"weighted {metric} ({weights}) {_pts(cand_w)} "
-                f"{'meets' if ok else 'is below'} the no-baseline floor {_pts(cfg.min_without_baseline)}{note}"
+                f"weighted {metric} ({weights}) {points(cand_w)} "
+                f"{'meets' if ok else 'is below'} the no-baseline floor {points(cfg.min_without_baseline)}{note}"
             ),
         )
     prod_w = weighted_map(per_p, cfg.class_weights, classes)
@@ -234,11 +240,11 @@ def _weighted_map_gate(
     return GateResult(
         name="weighted_map",
         status="pass" if ok else "fail",
-        observed=f"{_pts(cand_w)} (production {_pts(prod_w)}, {100 * delta:+.2f} pts)",
-        requirement=f">= production + {cfg.min_improvement_points:g} pts = {_pts(need)}",
+        observed=f"{points(cand_w)} (production {points(prod_w)}, {100 * delta:+.2f} pts)",
+        requirement=f">= production + {cfg.min_improvement_points:g} pts = {points(need)}",
         rationale=(
             f"weighted {metric} ({weights}) {'improves' if delta > 0 else 'changes'} by {100 * delta:+.2f} pts "
-            f"over production ({_pts(prod_w)} -> {_pts(cand_w)}); "
+            f"over production ({points(prod_w)} -> {points(cand_w)}); "
             f"{'meets' if ok else 'misses'} the required +{cfg.min_improvement_points:g}{note}"
         ),
     )
@@ -295,7 +301,7 @@ def _critical_slices_gate(
     skipped_note = f"; not gated: {', '.join(skipped)}" if skipped else ""
     if failing:
         detail = ", ".join(
-            f"{f.slice} {_pts(f.production_AP)} -> {_pts(f.candidate_AP)} ({100 * (f.relative_change or 0):+.1f}%)"
+            f"{f.slice} {points(f.production_AP)} -> {points(f.candidate_AP)} ({100 * (f.relative_change or 0):+.1f}%)"
             for f in failing
         )
         return GateResult(
@@ -366,7 +372,7 @@ def _calibration_gate(
         return GateResult(
             name="calibration",
             status="fail" if block_missing else "skipped",
-            observed=_pts(cv),
+            observed=points(cv),
             requirement=req,
             rationale=f"no production baseline for this cell: {name} not compared",
         )
@@ -376,7 +382,7 @@ def _calibration_gate(
         return GateResult(
             name="calibration",
             status="skipped",
-            observed=f"{_pts(cv)} (production {_pts(pv)})",
+            observed=f"{points(cv)} (production {points(pv)})",
             requirement=req,
             rationale=f"{name} undefined for the {which} (no detections to calibrate)",
         )
@@ -384,9 +390,9 @@ def _calibration_gate(
     return GateResult(
         name="calibration",
         status="pass" if ok else "fail",
-        observed=f"{_pts(cv)} (production {_pts(pv)})",
+        observed=f"{points(cv)} (production {points(pv)})",
         requirement=req,
-        rationale=f"{name} {_pts(pv)} -> {_pts(cv)} pts ({100 * (cv - pv):+.2f}); {'within' if ok else 'beyond'} the +{100 * cfg.max_increase:g} tolerance",
+        rationale=f"{name} {points(pv)} -> {points(cv)} pts ({100 * (cv - pv):+.2f}); {'within' if ok else 'beyond'} the +{100 * cfg.max_increase:g} tolerance",
     )
 
 
@@ -429,69 +435,3 @@ def evaluate_gates(
         gates_version=cfg.version,
         gates_sha256=sha,
     )
-
-
-def verdict_markdown(verdict: GateVerdict, title: str) -> str:
-    icon = {"pass": "pass", "fail": "**FAIL**", "skipped": "skipped"}
-    lines = [
-        f"### {title}: {'GREEN' if verdict.passed else 'RED'}",
-        "",
-        verdict.rationale,
-        "",
-        "| gate | status | observed | requirement | rationale |",
-        "|---|---|---|---|---|",
-    ]
-    for g in verdict.gates:
-        lines.append(
-            f"| {g.name} | {icon[g.status]} | {g.observed} | {g.requirement} | {g.rationale.replace('|', '/')} |"
-        )
-    lines.append("")
-    lines.append(f"gates.yaml version {verdict.gates_version} (sha256 `{verdict.gates_sha256[:12]}`)")
-    return "\n".join(lines)
-
-
-def blocking_report(verdict: GateVerdict, title: str, context: Mapping[str, str] | None = None) -> str:
-    """The report a red verdict emits: failing gates and slices, and where to route the work."""
-    ctx = dict(context or {})
-    lines = [f"# BLOCKED: {title}", ""]
-    for k, v in ctx.items():
-        lines.append(f"- **{k}**: {v}")
-    lines += ["", "## Failing gates", ""]
-    for g in verdict.failed:
-        lines.append(f"- **{g.name}**: {g.rationale} (observed {g.observed}; required {g.requirement})")
-    lines += ["", "## Failing slices", ""]
-    if verdict.failing_slices:
-        lines += [
-            "| slice | production AP | candidate AP | relative change | images |",
-            "|---|---|---|---|---|",
-        ]
-        for f in verdict.failing_slices:
-            lines.append(
-                f"| {f.slice} | {_pts(f.production_AP)} | {_pts(f.candidate_AP)} | "
-                f"{'n/a' if f.relative_change is None else f'{100 * f.relative_change:+.1f}%'} | {f.images} |"
-            )
-    else:
-        lines.append("No critical slice regressed; the failure is elsewhere (see the gates above).")
-    lines += [
-        "",
-        "## Next actions",
-        "",
-        "- Promotion of this engine is blocked (`gate_is_green` asset check failed).",
-    ]
-    if verdict.failing_slices:
-        names = ", ".join(f.slice for f in verdict.failing_slices)
-        lines.append(
-            f"- Route to data mining (steps 8/12): collect and label more frames for {names}; "
-            "then retrain (step 14) and resubmit."
-        )
-    if any(g.name == "weighted_map" for g in verdict.failed):
-        lines.append(
-            "- Route to training (step 14): the overall weighted mAP does not beat production by the required margin."
-        )
-    if any(g.name == "latency" for g in verdict.failed):
-        lines.append(
-            "- Route to packaging (step 15): the engine is over its latency budget (lower precision, smaller model)."
-        )
-    if any(g.name == "calibration" for g in verdict.failed):
-        lines.append("- Recalibrate scores (temperature scaling) or retune thresholds before resubmitting.")
-    return "\n".join(lines) + "\n"

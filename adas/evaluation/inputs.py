@@ -11,25 +11,49 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from adas.datasets.slices import SliceCatalog, load_slices
 from adas.evaluation.runner import load_frames
 from adas.evaluation.slices import SliceSpec
+from adas.intake.refs import SliceCatalogRef, StoredFile
 from adas.storage import ArtifactStore
 
 SUITE_MANIFEST = "manifest.json"
+# Challenge suites are dropped under ``$ADAS_HOME/challenge_suites/<name>/`` and stored under
+# ``challenge_suites/<name>/<digest>/`` in the artifact store.
+CHALLENGE_SUITES_DIR = "challenge_suites"
 _SUITE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 # Challenge images get ids far above any generated dataset's, so they never collide.
 SUITE_ID_OFFSET = 10_000_000
 
 
-class ChallengeSuiteError(ValueError):
+class EvaluationInputError(ValueError):
+    """An input of the evaluation is missing or invalid; the message names it."""
+
+
+class ChallengeSuiteError(EvaluationInputError):
     """A challenge suite folder is malformed; the message names the folder and the problem."""
+
+
+def challenge_suites_root(adas_home: Path) -> Path:
+    """Where challenge suite folders are dropped: ``$ADAS_HOME/challenge_suites``."""
+    return Path(adas_home) / CHALLENGE_SUITES_DIR
+
+
+def read_json(store: ArtifactStore, stored: StoredFile) -> Any:
+    """A stored JSON file, verified against its recorded sha256."""
+    return json.loads(store.get_bytes(stored.key, expected_sha256=stored.sha256))
+
+
+def load_slice_catalog(store: ArtifactStore, ref: SliceCatalogRef) -> SliceCatalog:
+    """The slice catalog snapshot the slice_catalog asset stored (verified)."""
+    return load_slices(store.fetch(ref.slices_file.key, ref.slices_file.sha256))
 
 
 def load_split(
@@ -148,3 +172,33 @@ def list_suites(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir() if p.is_dir() and (p / SUITE_MANIFEST).is_file())
+
+
+def stage_challenge_suites(
+    store: ArtifactStore,
+    root: Path,
+    names: Sequence[str],
+    gt: dict[str, Any],
+    size_hw: tuple[int, int],
+    log: Callable[[str], None] = lambda _s: None,
+) -> tuple[list[MergedSuite], list[str]]:
+    """Validate each named suite under ``root``, copy it into the store (once per version), and
+    merge it into ``gt``; returns the merged suites and their ``name@digest`` labels."""
+    merged, used = [], []
+    for k, name in enumerate(names):
+        folder = Path(root) / name
+        try:
+            suite = read_suite(folder, gt["categories"])
+        except ChallengeSuiteError as exc:
+            raise ChallengeSuiteError(f"challenge suite {name!r}: {exc}") from exc
+        digest = suite_digest(folder)
+        prefix = f"{CHALLENGE_SUITES_DIR}/{name}/{digest[:12]}"
+        if not store.exists(f"{prefix}/{SUITE_MANIFEST}"):
+            store.put_tree(prefix, folder)
+        m = merge_suite(
+            gt, suite, lambda f, p=prefix: store.get_bytes(f"{p}/{f}"), size_hw, SUITE_ID_OFFSET * (k + 1)
+        )
+        log(f"challenge suite {name}: {len(m.image_ids)} frames (stored at {prefix})")
+        merged.append(m)
+        used.append(f"{name}@{digest[:12]}")
+    return merged, used

@@ -25,6 +25,13 @@ from adas.datasets.coco import TAG_VALUES
 from adas.evaluation.config import IntegritySettings
 
 MAX_NAMED = 20
+# The guards :func:`check_integrity` runs, by name (the ``dataset_integrity`` check names).
+INTEGRITY_CHECKS: tuple[str, ...] = (
+    "manifest_schema",
+    "no_scene_leakage",
+    "scenario_separation",
+    "temporal_separation",
+)
 
 
 @dataclass

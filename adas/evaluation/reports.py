@@ -1,4 +1,5 @@
-"""Reports beside the model pack: JSON, parquet, markdown summary, plots; W&B logging.
+"""Reports beside the model pack: JSON, parquet, markdown summary, plots, the gate verdict's
+markdown and blocking report; W&B logging.
 
 Layout under the pack prefix ``models/<task>/<version>/<device>/<precision>/``::
 
@@ -6,6 +7,7 @@ Layout under the pack prefix ``models/<task>/<version>/<device>/<precision>/``::
     latency_summary.json  predictions.json  production_predictions.json
     drift_per_frame.html  drift_per_detection.html
     plots/pr_curves.png  plots/confusion_matrix.png  plots/reliability.png  plots/robustness_decay.png
+    gate_verdict.json  blocking_report.md (red verdicts only)
 
 Every file goes through the artifact store (atomic write, sha256 recorded). JSON is written
 with ``allow_nan=False``: an undefined number is ``null``, never NaN.
@@ -24,7 +26,7 @@ from typing import Any
 
 from PIL import Image
 
-from adas.evaluation.gates import GateVerdict, verdict_markdown
+from adas.evaluation.gates import GateVerdict, points
 from adas.evaluation.slices import pct, signed_pct
 from adas.intake.refs import StoredFile
 from adas.settings import AdasHome
@@ -192,6 +194,75 @@ def summary_markdown(
     lines += ["", "## Gates (preview)", "", verdict_markdown(verdict, "Regression gates")]
     if links:
         lines += ["", "## Files", ""] + [f"- [{k}]({v})" for k, v in links.items()]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- gate verdict
+
+
+def verdict_markdown(verdict: GateVerdict, title: str) -> str:
+    icon = {"pass": "pass", "fail": "**FAIL**", "skipped": "skipped"}
+    lines = [
+        f"### {title}: {'GREEN' if verdict.passed else 'RED'}",
+        "",
+        verdict.rationale,
+        "",
+        "| gate | status | observed | requirement | rationale |",
+        "|---|---|---|---|---|",
+    ]
+    for g in verdict.gates:
+        lines.append(
+            f"| {g.name} | {icon[g.status]} | {g.observed} | {g.requirement} | {g.rationale.replace('|', '/')} |"
+        )
+    lines.append("")
+    lines.append(f"gates.yaml version {verdict.gates_version} (sha256 `{verdict.gates_sha256[:12]}`)")
+    return "\n".join(lines)
+
+
+def blocking_report(verdict: GateVerdict, title: str, context: Mapping[str, str] | None = None) -> str:
+    """The report a red verdict emits: failing gates and slices, and where to route the work."""
+    ctx = dict(context or {})
+    lines = [f"# BLOCKED: {title}", ""]
+    for k, v in ctx.items():
+        lines.append(f"- **{k}**: {v}")
+    lines += ["", "## Failing gates", ""]
+    for g in verdict.failed:
+        lines.append(f"- **{g.name}**: {g.rationale} (observed {g.observed}; required {g.requirement})")
+    lines += ["", "## Failing slices", ""]
+    if verdict.failing_slices:
+        lines += [
+            "| slice | production AP | candidate AP | relative change | images |",
+            "|---|---|---|---|---|",
+        ]
+        for f in verdict.failing_slices:
+            lines.append(
+                f"| {f.slice} | {points(f.production_AP)} | {points(f.candidate_AP)} | "
+                f"{'n/a' if f.relative_change is None else f'{100 * f.relative_change:+.1f}%'} | {f.images} |"
+            )
+    else:
+        lines.append("No critical slice regressed; the failure is elsewhere (see the gates above).")
+    lines += [
+        "",
+        "## Next actions",
+        "",
+        "- Promotion of this engine is blocked (`gate_is_green` asset check failed).",
+    ]
+    if verdict.failing_slices:
+        names = ", ".join(f.slice for f in verdict.failing_slices)
+        lines.append(
+            f"- Route to data mining (steps 8/12): collect and label more frames for {names}; "
+            "then retrain (step 14) and resubmit."
+        )
+    if any(g.name == "weighted_map" for g in verdict.failed):
+        lines.append(
+            "- Route to training (step 14): the overall weighted mAP does not beat production by the required margin."
+        )
+    if any(g.name == "latency" for g in verdict.failed):
+        lines.append(
+            "- Route to packaging (step 15): the engine is over its latency budget (lower precision, smaller model)."
+        )
+    if any(g.name == "calibration" for g in verdict.failed):
+        lines.append("- Recalibrate scores (temperature scaling) or retune thresholds before resubmitting.")
     return "\n".join(lines) + "\n"
 
 

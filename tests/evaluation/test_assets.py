@@ -22,8 +22,16 @@ from adas.intake.refs import CandidateRef, DatasetRef, ReplayBundleRef, SliceCat
 from adas.packaging.refs import EngineRef
 from adas.storage import LocalArtifactStore
 from adas_assets.evaluation import assets as ev
+from adas_assets.evaluation import checks as ev_checks
 from adas_assets.partitions import TARGET_PARTITIONS, partition_key
+from jobs.evaluation import (
+    evaluation_job,
+    evaluation_schedules,
+    nightly_regression_evaluation,
+    weekly_full_library_evaluation,
+)
 from resources.io_manager import ArtifactJsonIOManager, decode_value, encode_value, value_key
+from sensors.challenge_suite import challenge_suite_sensor
 
 from .synthetic import make_dataset
 
@@ -166,7 +174,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory, onnx_engines) -> dict[st
     _challenge_suite(home)
 
     resources = {"artifact_store": store, "io_manager": ArtifactJsonIOManager(store=store)}
-    assets = [*UPSTREAM, *ev.evaluation_assets, *ev.evaluation_checks, promotion_stub]
+    assets = [*UPSTREAM, *ev.evaluation_assets, *ev_checks.evaluation_checks, promotion_stub]
     results: dict[str, Any] = {}
     with dg.instance_for_test() as instance:
         results["fp32"] = dg.materialize(
@@ -351,7 +359,7 @@ def test_leaked_scenes_block_the_dataset(tmp_path: Path, adas_home: Path) -> Non
     resources = {"artifact_store": store, "io_manager": ArtifactJsonIOManager(store=store)}
     with dg.instance_for_test() as instance:
         result = dg.materialize(
-            [golden_dataset_stub, downstream_of_data, ev.dataset_integrity],
+            [golden_dataset_stub, downstream_of_data, ev_checks.dataset_integrity],
             resources=resources,
             instance=instance,
             raise_on_error=False,
@@ -362,7 +370,7 @@ def test_leaked_scenes_block_the_dataset(tmp_path: Path, adas_home: Path) -> Non
             for e in result.all_events
             if e.event_type_value == "ASSET_CHECK_EVALUATION"
         }
-        assert set(checks) == set(ev.INTEGRITY_CHECKS)
+        assert set(checks) == set(ev_checks.INTEGRITY_CHECKS)
         leak = checks["no_scene_leakage"]
         assert not leak.passed and leaked_scene in leak.metadata["offending_ids"].value
         assert f"{leaked_scene} in golden_test, golden_train" in leak.description
@@ -373,9 +381,9 @@ def test_leaked_scenes_block_the_dataset(tmp_path: Path, adas_home: Path) -> Non
 def test_challenge_suite_sensor_and_schedules(tmp_path: Path, adas_home: Path) -> None:
     defs = dg.Definitions(
         assets=[*UPSTREAM, *ev.evaluation_assets],
-        sensors=ev.evaluation_sensors,
-        schedules=ev.evaluation_schedules,
-        jobs=ev.evaluation_jobs,
+        sensors=[challenge_suite_sensor],
+        schedules=evaluation_schedules,
+        jobs=[evaluation_job],
         resources={
             "artifact_store": (store := LocalArtifactStore(root=str(adas_home / "artifacts"))),
             "io_manager": ArtifactJsonIOManager(store=store),
@@ -383,28 +391,28 @@ def test_challenge_suite_sensor_and_schedules(tmp_path: Path, adas_home: Path) -
     )
     with dg.instance_for_test() as instance:
         ctx = dg.build_sensor_context(instance=instance)
-        assert "no new or changed challenge suite" in ev.challenge_suite_sensor(ctx).skip_message
+        assert "no new or changed challenge suite" in challenge_suite_sensor(ctx).skip_message
         _challenge_suite(adas_home)
-        skip = ev.challenge_suite_sensor(dg.build_sensor_context(instance=instance))
+        skip = challenge_suite_sensor(dg.build_sensor_context(instance=instance))
         assert "no engine is built yet" in skip.skip_message
         instance.report_runless_asset_event(
             dg.AssetMaterialization(asset_key="engine", partition="x86-cpu|fp32")
         )
-        result = ev.challenge_suite_sensor(dg.build_sensor_context(instance=instance))
+        result = challenge_suite_sensor(dg.build_sensor_context(instance=instance))
         assert isinstance(result, dg.SensorResult)
         (req,) = result.run_requests
         assert req.partition_key == "x86-cpu|fp32"
         assert req.run_config["ops"]["eval_report"]["config"]["challenge_suites"] == ["tunnels"]
-        again = ev.challenge_suite_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
+        again = challenge_suite_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
         assert isinstance(again, dg.SkipReason)
         (adas_home / "challenge_suites" / "tunnels" / "manifest.json").write_text(
             json.dumps({"images": [], "annotations": [], "categories": [], "changed": True})
         )
-        changed = ev.challenge_suite_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
+        changed = challenge_suite_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
         assert isinstance(changed, dg.SensorResult) and len(changed.run_requests) == 1
 
-        nightly = ev.nightly_regression_evaluation(dg.build_schedule_context(instance=instance))
-        weekly = ev.weekly_full_library_evaluation(dg.build_schedule_context(instance=instance))
+        nightly = nightly_regression_evaluation(dg.build_schedule_context(instance=instance))
+        weekly = weekly_full_library_evaluation(dg.build_schedule_context(instance=instance))
         assert [r.partition_key for r in nightly] == ["x86-cpu|fp32"]
         assert nightly[0].run_config["ops"]["eval_report"]["config"] == {
             "profile": "standard",
@@ -414,5 +422,5 @@ def test_challenge_suite_sensor_and_schedules(tmp_path: Path, adas_home: Path) -
             "profile": "full",
             "challenge_suites": ["tunnels"],
         }
-    assert ev.nightly_regression_evaluation.cron_schedule == "0 2 * * *"
+    assert nightly_regression_evaluation.cron_schedule == "0 2 * * *"
     assert defs.resolve_job_def("evaluation_job") is not None

@@ -8,6 +8,7 @@ import dagster as dg
 
 from adas.storage import LocalArtifactStore
 from adas_assets.evaluation import assets as ev
+from adas_assets.evaluation import checks as ev_checks
 from adas_assets.partitions import TARGET_PARTITIONS
 
 UPSTREAM = [
@@ -32,7 +33,7 @@ def _requested(result: dg.EvaluateAutomationConditionsResult) -> dict[str, list[
 def test_evaluation_follows_engines_not_production_and_waits_for_dataset_checks(tmp_path: Path) -> None:
     defs = dg.Definitions(
         assets=[*UPSTREAM, *ev.evaluation_assets],
-        asset_checks=ev.evaluation_checks,
+        asset_checks=ev_checks.evaluation_checks,
         resources={"artifact_store": LocalArtifactStore(root=str(tmp_path))},
     )
     with dg.instance_for_test() as instance:
@@ -44,7 +45,7 @@ def test_evaluation_follows_engines_not_production_and_waits_for_dataset_checks(
         # The dataset's blocking integrity checks have not run: nothing is evaluated yet.
         blocked = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
         assert _requested(blocked)["eval_report"] == []
-        for name in ev.INTEGRITY_CHECKS:
+        for name in ev_checks.INTEGRITY_CHECKS:
             instance.report_runless_asset_event(
                 dg.AssetCheckEvaluation(asset_key=dg.AssetKey("golden_dataset"), check_name=name, passed=True)
             )

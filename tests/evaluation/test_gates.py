@@ -16,14 +16,13 @@ from adas.evaluation.gates import (
     GatesConfig,
     Latency,
     MetricsSnapshot,
-    blocking_report,
     default_gates,
     evaluate_gates,
     load_gates,
     weighted_map,
 )
 from adas.evaluation.pipeline import detection_calibration, snapshot
-from adas.evaluation.reports import json_bytes
+from adas.evaluation.reports import blocking_report, json_bytes
 from adas.evaluation.runner import Predictions
 from adas.evaluation.slices import catalog_slices, slice_metrics, slice_table
 

@@ -1,0 +1,79 @@
+"""The evaluation job and the schedules that re-evaluate every built engine."""
+
+from typing import Any
+
+import dagster as dg
+
+from adas.evaluation.inputs import challenge_suites_root, list_suites
+from adas.settings import AdasHome
+from adas_assets.automation import default_schedule_status
+from adas_assets.evaluation.assets import eval_report, quantization_sensitivity, regression_gate
+from adas_assets.partitions import TARGET_PARTITIONS, supported_partition_keys
+from resources.targets import TARGET_CATALOG
+
+evaluation_job = dg.define_asset_job(
+    "evaluation_job",
+    selection=dg.AssetSelection.assets(eval_report, quantization_sensitivity, regression_gate),
+    partitions_def=TARGET_PARTITIONS,
+    description="Re-evaluate engines: eval report, quantization sensitivity and regression gate of a cell.",
+)
+
+
+def evaluated_cells(instance: dg.DagsterInstance) -> list[str]:
+    """Supported cells whose engine exists: what a re-evaluation can run on."""
+    done = {str(d) for d in instance.get_materialized_partitions(dg.AssetKey("engine"))}
+    return [str(k) for k in supported_partition_keys(TARGET_CATALOG) if str(k) in done]
+
+
+def eval_run_config(profile: str, suites: list[str]) -> dict[str, Any]:
+    """Run config of ``evaluation_job`` for one profile and these challenge suites."""
+    return {"ops": {"eval_report": {"config": {"profile": profile, "challenge_suites": suites}}}}
+
+
+def _scheduled(
+    context: dg.ScheduleEvaluationContext, profile: str, with_suites: bool
+) -> list[dg.RunRequest] | dg.SkipReason:
+    cells = evaluated_cells(context.instance)
+    if not cells:
+        return dg.SkipReason("no engine built yet: nothing to evaluate")
+    root = challenge_suites_root(AdasHome.from_env().root)
+    suites = [p.name for p in list_suites(root)] if with_suites else []
+    return [
+        dg.RunRequest(
+            partition_key=cell,
+            run_config=eval_run_config(profile, suites),
+            tags={"adas/trigger": f"schedule-{profile}"},
+        )
+        for cell in cells
+    ]
+
+
+@dg.schedule(
+    job=evaluation_job,
+    cron_schedule="0 2 * * *",
+    execution_timezone="UTC",
+    default_status=default_schedule_status(),
+    name="nightly_regression_evaluation",
+    description="Nightly regression: every built engine re-evaluated against production (standard profile).",
+)
+def nightly_regression_evaluation(
+    context: dg.ScheduleEvaluationContext,
+) -> list[dg.RunRequest] | dg.SkipReason:
+    return _scheduled(context, "standard", with_suites=False)
+
+
+@dg.schedule(
+    job=evaluation_job,
+    cron_schedule="0 3 * * 0",
+    execution_timezone="UTC",
+    default_status=default_schedule_status(),
+    name="weekly_full_library_evaluation",
+    description="Weekly full-library evaluation: full robustness profile plus every challenge suite.",
+)
+def weekly_full_library_evaluation(
+    context: dg.ScheduleEvaluationContext,
+) -> list[dg.RunRequest] | dg.SkipReason:
+    return _scheduled(context, "full", with_suites=True)
+
+
+evaluation_schedules = [nightly_regression_evaluation, weekly_full_library_evaluation]
