@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from adas.datasets.generator import DatagenConfig, load_datagen_config
+from adas.datasets.config import DatagenConfig, load_datagen_config
 from adas.intake.contract import Contract, Normalization
 from adas.settings import DEMO_BUNDLES_DIR
 from adas.simulation.config import SimulationConfig, load_simulation_config

@@ -16,14 +16,9 @@ import polars as pl
 import pytest
 
 from adas.datasets.coco import REPLAY_SPLIT, split_file, write_coco
-from adas.datasets.generator import (
-    _assemble,
-    config_hash,
-    dataset_tag,
-    load_datagen_config,
-    plan_scenes,
-    run_scene,
-)
+from adas.datasets.config import config_hash, dataset_tag, load_datagen_config
+from adas.datasets.generator import _assemble, run_scene
+from adas.datasets.scene_plan import plan_scenes
 from adas.detector.bundle import build_contract
 from adas.intake.contract import Contract, Lineage
 from adas.intake.refs import CandidateRef, ReplayBundleRef, StoredFile
