@@ -1,4 +1,5 @@
-"""Declarative automation that knows which device x precision cells exist in the catalog."""
+"""Declarative automation that knows which device x precision cells exist in the catalog, and
+whether this deployment's sensors and schedules start running."""
 
 import os
 
@@ -7,6 +8,18 @@ import dagster as dg
 from adas.cell import supported_cells
 from adas_assets.partitions import partition_key
 from resources.targets import TARGET_CATALOG
+
+
+def default_sensor_status() -> dg.DefaultSensorStatus:
+    """Sensors start on; `ADAS_SENSORS_DEFAULT=stopped` starts them off (staging, UI tests)."""
+    stopped = os.environ.get("ADAS_SENSORS_DEFAULT", "running").lower() == "stopped"
+    return dg.DefaultSensorStatus.STOPPED if stopped else dg.DefaultSensorStatus.RUNNING
+
+
+def default_schedule_status() -> dg.DefaultScheduleStatus:
+    """Schedules follow the same switch as sensors."""
+    running = default_sensor_status() == dg.DefaultSensorStatus.RUNNING
+    return dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
 
 
 def automated_devices() -> list[str]:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from sensors.candidate_inbox import candidate_inbox_sensor
+
 
 class AutomationDriver:
     """Holds the evaluation cursor between ticks, like the automation sensor does on the instance.
@@ -98,8 +100,6 @@ def tick_inbox_sensor(
 ) -> list[dg.ExecuteInProcessResult]:
     """Tick `candidate_inbox_sensor` ``ticks`` times (its cursor carried between ticks, as the
     daemon does) and execute each intake run it requests. Stops at the first failed run."""
-    from sensors.candidate_inbox import candidate_inbox_sensor
-
     job = defs.resolve_job_def("candidate_intake")
     runs: list[dg.ExecuteInProcessResult] = []
     cursor = None

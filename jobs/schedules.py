@@ -3,10 +3,9 @@
 import dagster as dg
 
 from adas.cell import supported_cells
-from adas_assets.automation import automated_devices
+from adas_assets.automation import automated_devices, default_schedule_status
 from adas_assets.partitions import partition_key
 from resources.targets import TARGET_CATALOG
-from sensors.automation import default_schedule_status
 
 engine_rebuild_job = dg.define_asset_job(
     "engine_rebuild",

@@ -4,12 +4,12 @@ import json
 
 import dagster as dg
 
-from adas.intake.bundle import BundleRejected, validate_bundle
-from adas.intake.candidates import check_version_free
+from adas.intake.bundle import BundleRejected
+from adas.intake.candidates import screen_bundle
+from adas_assets.automation import default_sensor_status
 from jobs.intake import candidate_intake_job
 from resources.artifact_store import ArtifactStoreParam
 from resources.inbox import Inbox, cleanup_local_copy
-from sensors.automation import default_sensor_status
 
 # Remember this many requested bundle hashes; older ones are also deduplicated by run_key.
 _CURSOR_LIMIT = 500
@@ -30,8 +30,7 @@ def candidate_inbox_sensor(
     for item in inbox.pending():
         local = inbox.local_copy(item)
         try:
-            bundle = validate_bundle(local)
-            already_stored = check_version_free(artifact_store, bundle)
+            screened = screen_bundle(artifact_store, local)
         except BundleRejected as exc:
             where = inbox.reject(item, exc.field, exc.reason)
             notes.append(f"rejected {item.name}: {exc} (moved to {where})")
@@ -39,9 +38,10 @@ def candidate_inbox_sensor(
             continue
         finally:
             cleanup_local_copy(inbox, item, local)
+        bundle = screened.bundle
         sha = bundle.digest.sha256
         label = f"{bundle.contract.version}-{sha[:12]}"
-        if already_stored:
+        if screened.already_stored:
             where = inbox.archive(item, f"duplicate-{label}")
             notes.append(f"{item.name} is bundle {sha[:12]}, already taken in; moved to {where}, no new run")
             context.log.info(notes[-1])

@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from adas_assets.automation import default_sensor_status
 from resources.artifact_store import ArtifactStoreParam
-from sensors.automation import default_sensor_status
 
 
 def failure_report(run: dg.DagsterRun, message: str, failed_steps: list[str]) -> dict:

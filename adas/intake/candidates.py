@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
-from adas.intake.bundle import BundleRejected, ValidatedBundle
+from adas.intake.bundle import BundleRejected, ValidatedBundle, validate_bundle
 from adas.intake.refs import CandidateRef, StoredFile
 from adas.storage import ArtifactStore
 
@@ -33,6 +35,22 @@ def check_version_free(store: ArtifactStore, bundle: ValidatedBundle) -> bool:
             f"{c.task} {c.version} is already taken by bundle {others[0]}; versions are immutable, bump it",
         )
     return mine in taken
+
+
+@dataclass(frozen=True)
+class ScreenedBundle:
+    bundle: ValidatedBundle
+    already_stored: bool
+
+
+def screen_bundle(store: ArtifactStore, path: Path) -> ScreenedBundle:
+    """Validate the bundle at ``path`` against its contract and its version against the store.
+
+    Raises :class:`BundleRejected` naming the field at fault (a bad bundle, or a different
+    bundle reusing a stored version); ``already_stored`` is True for an exact re-drop.
+    """
+    bundle = validate_bundle(path)
+    return ScreenedBundle(bundle, check_version_free(store, bundle))
 
 
 def store_bundle(store: ArtifactStore, bundle: ValidatedBundle, source: str) -> CandidateRef:
