@@ -12,6 +12,7 @@ from adas_assets.registry import assets as registry
 from adas_assets.simulation import assets as simulation
 from jobs import candidate_intake_job, golden_data_job
 from jobs.evaluation import evaluation_job, evaluation_schedules
+from jobs.registry import registry_jobs
 from jobs.schedules import engine_rebuild_job, nightly_engine_rebuild
 from resources import build_resources
 from sensors import candidate_inbox_sensor, per_target_automation_sensor
@@ -34,7 +35,7 @@ def make_definitions(resources: dict[str, Any]) -> dg.Definitions:
             golden_data_job,
             engine_rebuild_job,
             evaluation_job,
-            *registry.registry_jobs,
+            *registry_jobs,
         ],
         sensors=[
             candidate_inbox_sensor,

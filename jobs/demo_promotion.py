@@ -14,6 +14,7 @@ from typing import Any
 import dagster as dg
 
 from adas.cell import Cell, supported_cells
+from adas.registry.aliases import entry_versions
 from adas.registry.models import ROLES
 from resources.targets import TARGET_CATALOG
 
@@ -100,7 +101,7 @@ def promote_demo_candidate(
             lines.append(f"{target}: {message}")
             ok = ok and "promotion refused" in message
         history = reg.history(target)
-        versions = {e.id: e.version for e in reg.entries(target=target)}
+        versions = entry_versions(reg, target)
         for c in history.changes:
             lines.append(
                 f"    {c.at:%H:%M:%S} production -> {versions.get(c.to_entry_id or -1, 'none')} by {c.actor}: {c.reason}"

@@ -2,19 +2,20 @@
 
 Assets pass *descriptors* between each other (a candidate's URIs and hashes, a dataset's
 manifest keys), never large binaries: those live in the artifact store and are verified
-when read. Values are pydantic models; the stored record names the model class so the
-downstream asset gets the same typed object back, from exactly the upstream materialization.
+when read. Values are pydantic models of the core; the stored record (``adas.values``: the
+one codec, also used outside Dagster) names the model class so the downstream asset gets the
+same typed object back, from exactly the upstream materialization.
 """
 
-import importlib
-import json
 import typing
 from typing import Any
 
 import dagster as dg
-from pydantic import BaseModel
 
 from adas.storage import ArtifactStore
+from adas.values import decode_value, encode_value, stored_value_key
+
+__all__ = ["ArtifactJsonIOManager", "decode_value", "encode_value", "read_value", "value_key"]
 
 
 def _partition_path(partition_key: str, partitions_def: dg.PartitionsDefinition | None) -> str:
@@ -27,36 +28,14 @@ def _partition_path(partition_key: str, partitions_def: dg.PartitionsDefinition 
     return f"partition={partition_key}"
 
 
-def encode_value(obj: Any) -> bytes:
-    """The stored record of a value: JSON naming the pydantic model class, if any."""
-    if isinstance(obj, BaseModel):
-        cls = type(obj)
-        record = {"model": f"{cls.__module__}:{cls.__qualname__}", "value": obj.model_dump(mode="json")}
-    else:
-        record = {"model": None, "value": obj}
-    return json.dumps(record, indent=2, sort_keys=True).encode()
-
-
-def decode_value(data: bytes) -> Any:
-    """The value of a stored record, as the pydantic model it was written from."""
-    record = json.loads(data)
-    if record["model"] is None:
-        return record["value"]
-    module, _, name = record["model"].partition(":")
-    cls = getattr(importlib.import_module(module), name)
-    return cls.model_validate(record["value"])
-
-
 def value_key(
     asset_key: dg.AssetKey,
     partition_key: str | None = None,
     partitions_def: dg.PartitionsDefinition | None = None,
 ) -> str:
     """Store key of an asset's (partition's) value: ``asset-values/<asset>/<dim>=<value>/....json``."""
-    base = "asset-values/" + "/".join(asset_key.path)
-    if partition_key is None:
-        return f"{base}/value.json"
-    return f"{base}/{_partition_path(partition_key, partitions_def)}.json"
+    partition = None if partition_key is None else _partition_path(partition_key, partitions_def)
+    return stored_value_key(asset_key.path, partition)
 
 
 def read_value(

@@ -23,6 +23,8 @@ import argparse
 import multiprocessing as mp
 import os
 import platform
+import re
+import shutil
 import sys
 import tempfile
 import time
@@ -30,16 +32,24 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import sqlalchemy as sa
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from adas.packaging.triton_repository import write_triton_repository  # noqa: E402
+from adas.registry.config import load_policy  # noqa: E402
+from adas.registry.rollout.controller import LocalRollout  # noqa: E402
+from adas.registry.rollout.plan import make_plan  # noqa: E402
+from adas.registry.store import PromotionConflict, RegistryStore  # noqa: E402
+from tests.registry.factories import make_body  # noqa: E402
+from tests.registry.packs import CPU, contract, export_untrained, frames  # noqa: E402
 
 ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 TARGET = "bench-device/fp32"
 
 
 def _writer(url: str, writer: int, events: int, entry_id: int, out: mp.Queue) -> None:
-    from adas.registry.store import PromotionConflict, RegistryStore
-
     store = RegistryStore(url, create=False)
     latencies, moves, conflicts, replays = [], 0, 0, 0
     for i in range(events):
@@ -79,9 +89,6 @@ def _writer(url: str, writer: int, events: int, entry_id: int, out: mp.Queue) ->
 
 
 def registry_benchmark(url: str, writers: int, events: int) -> dict:
-    from adas.registry.store import RegistryStore
-    from tests.registry.factories import make_body
-
     store = RegistryStore(url)
     entry, _ = store.register(make_body("1.0.0", "bench-device", "fp32"), "# bench", actor="bench")
     ctx = mp.get_context("fork")
@@ -130,14 +137,6 @@ def registry_benchmark(url: str, writers: int, events: int) -> dict:
 
 
 def canary_benchmark() -> dict:
-    import re
-    import shutil
-
-    from adas.packaging.triton_repository import write_triton_repository
-    from adas.registry.config import load_policy
-    from adas.registry.rollout import LocalRollout, make_plan
-    from tests.registry.packs import CPU, contract, export_untrained, frames
-
     root = Path(tempfile.mkdtemp(prefix="canary-bench-"))
     onnx = export_untrained(root / "m.onnx", seed=0)
     prod = write_triton_repository(root / "prod", contract("1.2.0"), onnx, **CPU).root
@@ -231,9 +230,6 @@ def main() -> int:
     parser.add_argument("--canary", action="store_true", help="also run the local canary benchmark")
     parser.add_argument("--write", action="store_true", help="append the results to BENCHMARKS.md")
     args = parser.parse_args()
-
-    import sqlalchemy as sa
-
     url, temp = args.url, None
     if url is None:
         temp = f"registry_bench_{uuid.uuid4().hex[:10]}"

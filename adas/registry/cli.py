@@ -5,9 +5,8 @@ database under ``ADAS_HOME``; artifacts come from the environment's artifact sto
 Exit status: 0 done, 1 refused / rolled back / verification failed / registry error, 2 usage.
 """
 
-from __future__ import annotations
-
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -16,35 +15,39 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from adas.catalog import load_catalog
+from adas.registry.aliases import entry_versions
+from adas.registry.approvals import approve_entries, entries_of_version
+from adas.registry.governance import verify_artifacts
 from adas.registry.models import ALIASES, ROLES, Entry, RegistryError
+from adas.registry.production import AliasMoveRequest, move_production_alias
+from adas.registry.promotion import PromotionResult
+from adas.registry.replay import Traffic, replay_traffic
+from adas.registry.settings import URL_ENV, RegistrySettings
+from adas.registry.store import RegistryStore
+from adas.storage import ArtifactStore, StoreSettings
+from adas.values import decode_value, stored_value_key
+
+GOLDEN_DATASET_KEY = stored_value_key(["golden_dataset"])
 
 
-def _resources(args: argparse.Namespace) -> tuple[Any, Any]:
-    """(RegistryResource, artifact store) for this environment, with ``--url`` honoured and
-    environment-variable fields resolved (outside Dagster nobody else resolves them)."""
-    from adas.settings import AdasHome
-    from resources import build_resources
-
-    resources = build_resources(os.environ.get("ADAS_ENV", "local"), AdasHome.from_env())
-    base = resources["registry"]
-    fields = {}
-    for name in type(base).model_fields:
-        value = getattr(base, name)
-        fields[name] = value.get_value() if hasattr(value, "get_value") else value
-    if args.url:
-        fields["url"] = args.url
-    return type(base)(**{k: v or "" for k, v in fields.items()}), resources["artifact_store"]
+def _settings(args: argparse.Namespace) -> RegistrySettings:
+    """This environment's registry settings (``ADAS_ENV``), the URL from ``--url``, else
+    ``ADAS_REGISTRY_URL``, else the environment's default."""
+    settings = RegistrySettings.from_env()
+    url = args.url or os.environ.get(URL_ENV) or settings.url
+    return dataclasses.replace(settings, url=url)
 
 
-def _registry(args: argparse.Namespace) -> Any:
-    from adas.settings import AdasHome
-    from resources.registry import open_registry
-
-    url = args.url or os.environ.get("ADAS_REGISTRY_URL") or f"sqlite:///{AdasHome.from_env().registry_db}"
-    return open_registry(url)
+def _registry(args: argparse.Namespace) -> RegistryStore:
+    return _settings(args).store()
 
 
-def _entry(reg: Any, args: argparse.Namespace) -> Entry:
+def _artifact_store() -> ArtifactStore:
+    return StoreSettings.from_env().build()
+
+
+def _entry(reg: RegistryStore, args: argparse.Namespace) -> Entry:
     if getattr(args, "entry", None):
         return reg.get_entry(int(args.entry))
     if not (args.version and args.target):
@@ -68,7 +71,7 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
         print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns))
 
 
-def _aliases_of(reg: Any, entry: Entry) -> list[str]:
+def _aliases_of(reg: RegistryStore, entry: Entry) -> list[str]:
     return [a for a, e in reg.aliases(entry.target).items() if e is not None and e.id == entry.id]
 
 
@@ -160,7 +163,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     reg = _registry(args)
     at = _parse_at(args.at) if args.at else None
     h = reg.history(args.target, at=at, alias=args.alias)
-    versions = {e.id: e.version for e in reg.entries(target=args.target)}
+    versions = entry_versions(reg, args.target)
     rows = [
         {
             "at": c.at.isoformat(timespec="microseconds"),
@@ -197,41 +200,35 @@ def cmd_approve(args: argparse.Namespace) -> int:
     reg = _registry(args)
     if args.entry:
         entries = [reg.get_entry(int(args.entry))]
+    elif args.version:
+        entries = entries_of_version(reg, args.version, model_name=args.model, target=args.target)
     else:
-        if not args.version:
-            raise RegistryError("name what to approve: --entry ID, or --version (and --target, default all)")
-        entries = reg.entries(
-            model_name=args.model,
-            version=args.version,
-            target=None if args.target in (None, "all") else args.target,
-        )
-        if not entries:
-            raise RegistryError(f"no entry for version {args.version} ({args.target or 'all targets'})")
-    if args.waive_vulnerabilities and args.role != "security":
-        raise RegistryError("only the security role can waive the vulnerability gate")
+        raise RegistryError("name what to approve: --entry ID, or --version (and --target, default all)")
     decision = "rejected" if args.reject else "approved"
-    for e in entries:
-        ev = reg.approve(e.id, args.role, actor=args.actor, reason=args.reason, decision=decision)
-        print(f"{e.ref}: {args.role} {decision} by {args.actor} (event #{ev.id})")
-        if args.waive_vulnerabilities:
-            w = reg.waive_vulnerabilities(e.id, actor=args.actor, justification=args.waive_vulnerabilities)
-            print(f"{e.ref}: vulnerability gate waived (event #{w.id})")
+    approvals = approve_entries(
+        reg,
+        entries,
+        role=args.role,
+        actor=args.actor,
+        reason=args.reason,
+        decision=decision,
+        waive_vulnerabilities=args.waive_vulnerabilities or "",
+    )
+    for a in approvals:
+        print(f"{a.entry.ref}: {args.role} {decision} by {args.actor} (event #{a.event.id})")
+        if a.waiver is not None:
+            print(f"{a.entry.ref}: vulnerability gate waived (event #{a.waiver.id})")
     return 0
 
 
-def _traffic(store: Any, max_frames: int) -> Any:
-    """Replay frames from the golden dataset the pipeline materialized (its IO manager record)."""
-    from adas_assets.registry.assets import _replay_traffic
-    from resources.io_manager import decode_value
-
-    try:
-        dataset = decode_value(store.get_bytes("asset-values/golden_dataset/value.json"))
-    except FileNotFoundError as exc:
-        raise RegistryError("no golden dataset materialized yet: nothing to replay for the canary") from exc
-    return _replay_traffic(store, dataset, max_frames)
+def _traffic(store: ArtifactStore, max_frames: int) -> Traffic:
+    """Replay frames from the golden dataset the pipeline materialized (its stored value)."""
+    if not store.exists(GOLDEN_DATASET_KEY):
+        raise RegistryError("no golden dataset materialized yet: nothing to replay for the canary")
+    return replay_traffic(store, decode_value(store.get_bytes(GOLDEN_DATASET_KEY)), max_frames)
 
 
-def _print_result(result: Any, as_json: bool, success: tuple[str, ...]) -> int:
+def _print_result(result: PromotionResult, as_json: bool, success: tuple[str, ...]) -> int:
     if as_json:
         print(result.model_dump_json(indent=2))
     else:
@@ -244,43 +241,43 @@ def _print_result(result: Any, as_json: bool, success: tuple[str, ...]) -> int:
     return 0 if result.status in success else 1
 
 
-def cmd_promote(args: argparse.Namespace) -> int:
-    from adas.registry.promotion import default_promotion_key, promote
+def _move(args: argparse.Namespace, request: AliasMoveRequest, entry: Entry | None = None) -> PromotionResult:
+    store = _artifact_store()
+    settings = _settings(args).promotion(store, load_catalog())
+    max_frames = settings.policy.rollout.local.max_frames
+    move = move_production_alias(settings, request, traffic=lambda: _traffic(store, max_frames), entry=entry)
+    return move.result
 
-    resource, store = _resources(args)
-    settings = resource.settings(store)
-    reg = settings.registry
-    entry = _entry(reg, args)
-    result = promote(
-        settings,
-        entry,
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    entry = _entry(_registry(args), args)
+    request = AliasMoveRequest(
+        action="promote",
+        target=entry.target,
         actor=args.actor,
         reason=args.reason,
-        idempotency_key=args.key or default_promotion_key(reg, entry),
+        idempotency_key=args.key or "",
         strategy=args.strategy,
-        traffic=lambda: _traffic(store, settings.policy.rollout.local.max_frames),
     )
-    return _print_result(result, args.json, ("promoted",))
+    return _print_result(_move(args, request, entry), args.json, ("promoted",))
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from adas.registry.promotion import rollback
-
-    resource, store = _resources(args)
-    settings = resource.settings(store)
-    production = settings.registry.alias_entry(args.target, "production")
-    key = args.key or f"rollback:{args.target}:{production.version if production else 'none'}"
-    result = rollback(settings, args.target, actor=args.actor, reason=args.reason, idempotency_key=key)
-    return _print_result(result, args.json, ("rolled_back", "aborted"))
+    request = AliasMoveRequest(
+        action="rollback",
+        target=args.target,
+        actor=args.actor,
+        reason=args.reason,
+        idempotency_key=args.key or "",
+    )
+    return _print_result(_move(args, request), args.json, ("rolled_back", "aborted"))
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from adas.registry.governance import verify_artifacts
-
-    resource, store = _resources(args)
-    reg = resource.store()
-    entry = _entry(reg, args)
-    pinned = Path(args.public_key).read_bytes() if args.public_key else resource.public_key_pem()
+    settings = _settings(args)
+    store = _artifact_store()
+    entry = _entry(settings.store(), args)
+    pinned = Path(args.public_key).read_bytes() if args.public_key else settings.public_key_pem()
     with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
         v = verify_artifacts(store, entry.body, pinned, Path(tmp))
     ok = v.ok and (entry.body.adopted or bool(v.signed))

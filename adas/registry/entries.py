@@ -6,7 +6,6 @@ descriptors the upstream assets hand downstream.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -229,7 +228,3 @@ def triton_files(body: EntryBody) -> dict[str, Pointer]:
         for rel, p in body.pointers.artifacts.items()
         if rel.startswith("triton/") and not rel.endswith(".sig")
     }
-
-
-def short_digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -26,8 +26,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel
 
+from adas.packaging.signing import (
+    PUBLIC_KEY_FILE,
+    SIG_SUFFIX,
+    SignatureError,
+    load_public_key,
+    pack_files,
+    verify_blob,
+)
 from adas.registry.config import GovernancePolicy
 from adas.registry.models import Entry, EntryBody, RegistryError, Verdict, semver_key
 from adas.registry.store import RegistryStore
@@ -95,10 +104,6 @@ class Verification:
 
 
 def key_id(public_key_pem: bytes) -> str:
-    from cryptography.hazmat.primitives import serialization
-
-    from adas.packaging.signing import load_public_key
-
     der = load_public_key(public_key_pem).public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -115,14 +120,6 @@ def verify_artifacts(
 ) -> Verification:
     """Re-hash every artifact the entry points to and verify every signature with the pinned
     key; every problem is collected (not only the first). Files land under ``workdir``."""
-    from adas.packaging.signing import (
-        PUBLIC_KEY_FILE,
-        SIG_SUFFIX,
-        SignatureError,
-        pack_files,
-        verify_blob,
-    )
-
     out = Verification(workdir=workdir)
     pointers = body.pointers
     artifacts = dict(pointers.artifacts)

@@ -38,6 +38,11 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def json_digest(obj: Any) -> str:
+    """12 hex digits of the sha256 of ``obj`` as sorted JSON (suffix of idempotency keys)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -173,6 +178,13 @@ class Entry(_Frozen):
     def ref(self) -> str:
         """``model@version for device/precision``: how people name an entry."""
         return f"{self.body.model_name}@{self.body.version} for {self.target}"
+
+
+def registry_prefix(entry: Entry) -> str:
+    """Where the registry keeps an entry's own documents (model card, access policy) in the
+    artifact store."""
+    b = entry.body
+    return f"registry/{b.model_name}/{b.version}/{b.device}/{b.precision}"
 
 
 class Event(_Frozen):

@@ -20,6 +20,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -106,7 +107,7 @@ class RequestCodec:
     """Pre-encoded request bodies (one per recorded frame) and response decoding."""
 
     def __init__(self, frames: np.ndarray) -> None:
-        import tritonclient.http as thttp
+        import tritonclient.http as thttp  # heavy; only the canary needs it
 
         self._thttp = thttp
         self.bodies: list[tuple[bytes, int]] = []
@@ -300,9 +301,7 @@ class AccessLogTail:
     upstream's own response time, so that a mirrored candidate is compared with production
     on equal terms (both timed by nginx, neither waiting on the other)."""
 
-    def __init__(self, path: Any) -> None:
-        from pathlib import Path
-
+    def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.position = 0
         self.samples: list[Sample] = []

@@ -18,7 +18,8 @@ from adas.packaging.triton_repository import write_triton_repository
 from adas.packaging.triton_server import default_triton_venv
 from adas.registry.config import load_policy
 from adas.registry.nginx import nginx_available
-from adas.registry.rollout import LocalRollout, PlanStep, PromotionPlan, make_plan
+from adas.registry.rollout.controller import LocalRollout
+from adas.registry.rollout.plan import PlanStep, PromotionPlan, make_plan
 from tests.registry.packs import CPU, contract, frames
 
 pytestmark = [

@@ -12,18 +12,15 @@ import pytest
 import sqlalchemy as sa
 
 from adas.packaging.triton_server import default_triton_venv
-from adas.registry.finalize import (
-    SIGNATURE_HEADER,
-    WebhookNotifier,
-    next_weekly_evaluation,
-    prune_intermediates,
-    readonly_iam_policy,
-    verify_signature,
-)
+from adas.registry.access_policy import readonly_iam_policy
+from adas.registry.hooks import next_weekly_evaluation
 from adas.registry.nginx import nginx_available
+from adas.registry.production import default_promotion_key
 from adas.registry.promotion import SimulatedCrash, promote, rollback
-from adas.registry.rollout import RolloutReport, StepRecord
+from adas.registry.retention import prune_intermediates
+from adas.registry.rollout.report import RolloutReport, StepRecord
 from adas.registry.store import PromotionConflict
+from adas.registry.webhook import SIGNATURE_HEADER, WebhookNotifier, verify_signature
 from tests.registry.receiver import Receiver
 from tests.registry.world import TARGET, World, make_world
 
@@ -323,8 +320,6 @@ def test_real_promotion_then_rollback(
 def test_default_key_resumes_replays_and_starts_afresh_after_a_rollback(
     tmp_path: Path, onnx_models: dict[str, Path]
 ) -> None:
-    from adas.registry.promotion import default_promotion_key
-
     world = make_world(f"sqlite:///{tmp_path / 'r.db'}", tmp_path, onnx_models)
     world.approve_all()
     reg = world.registry

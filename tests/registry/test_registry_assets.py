@@ -16,7 +16,8 @@ from adas.registry.models import ROLES
 from adas.registry.nginx import nginx_available
 from adas.settings import AdasHome
 from adas_assets.partitions import TARGET_PARTITIONS
-from adas_assets.registry.assets import registry_assets, registry_jobs
+from adas_assets.registry.assets import registry_assets
+from jobs.registry import registry_jobs
 from resources import build_resources
 from resources.io_manager import encode_value, value_key
 from tests.registry.packs import build_pack, frames

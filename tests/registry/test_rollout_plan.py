@@ -10,13 +10,10 @@ import yaml
 from adas.config_errors import ConfigError
 from adas.registry.config import POLICY_FILE, AnalysisPolicy, load_policy
 from adas.registry.nginx import Split, render_config
-from adas.registry.rollout import (
-    Guard,
-    analyze_window,
-    make_plan,
-    render_argo_rollout,
-    render_sagemaker_deployment,
-)
+from adas.registry.rollout.analysis import Guard, analyze_window
+from adas.registry.rollout.argo import render_argo_rollout
+from adas.registry.rollout.plan import make_plan
+from adas.registry.rollout.sagemaker import render_sagemaker_deployment
 from adas.registry.traffic import Answer, Sample, compare
 
 POLICY = load_policy()

@@ -10,7 +10,9 @@ from adas.catalog import load_catalog
 from adas.registry.config import CanaryStep, RegistryPolicy, load_policy
 from adas.registry.entries import adopted_entry, entry_from_pack
 from adas.registry.models import ROLES, Entry
-from adas.registry.promotion import PromotionSettings, Traffic, adopt_production, register_entry
+from adas.registry.registration import adopt_production, register_entry
+from adas.registry.replay import Traffic
+from adas.registry.settings import PromotionSettings
 from adas.registry.store import RegistryStore
 from adas.storage import LocalArtifactStore
 from tests.registry.packs import Built, build_pack, frames, triton_ref_for
