@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from adas.datasets.generator import DEFAULT_CONFIG_PATH, load_datagen_config, render_box_overlay
+from adas.datasets.config import DEFAULT_CONFIG_PATH, load_datagen_config
+from adas.datasets.overlay import render_box_overlay
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,12 +11,8 @@ from adas.datasets.coco import (
     load_coco,
     write_coco,
 )
-from adas.datasets.generator import (
-    DatagenConfig,
-    DatasetSummary,
-    generate_dataset,
-    load_datagen_config,
-)
+from adas.datasets.config import DatagenConfig, load_datagen_config
+from adas.datasets.generator import DatasetSummary, generate_dataset
 from adas.datasets.slices import SliceCatalog, load_slices
 from adas.datasets.weather import apply_weather
 

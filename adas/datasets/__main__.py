@@ -9,12 +9,9 @@ import sys
 from pathlib import Path
 
 from adas.config_errors import ConfigError
-from adas.datasets.generator import (
-    DEFAULT_CONFIG_PATH,
-    generate_dataset,
-    load_datagen_config,
-    render_box_overlay,
-)
+from adas.datasets.config import DEFAULT_CONFIG_PATH, load_datagen_config
+from adas.datasets.generator import generate_dataset
+from adas.datasets.overlay import render_box_overlay
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from adas.datasets.generator import DatagenConfig, SceneSimulator, _import_simulator
+from adas.datasets.config import DatagenConfig
+from adas.datasets.simulator import SceneSimulator, import_simulator
 from adas.simulation.episode import EpisodeSpec
 from adas.simulation.perception import GtBox
 
@@ -44,7 +45,7 @@ def _ego_class() -> type:
     """A ControlledVehicle steered on the map, whose acceleration the proxy controller sets."""
     if "cls" in _EGO_CLASS:
         return _EGO_CLASS["cls"]
-    _import_simulator()
+    import_simulator()
     from highway_env.vehicle.controller import ControlledVehicle
     from highway_env.vehicle.kinematics import Vehicle
 

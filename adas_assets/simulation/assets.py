@@ -19,7 +19,7 @@ from pydantic import Field
 from adas.catalog import UnsupportedTargetError
 from adas.cell import Cell
 from adas.config_errors import ConfigError
-from adas.datasets.generator import load_datagen_config
+from adas.datasets.config import load_datagen_config
 from adas.intake.refs import ReplayBundleRef
 from adas.packaging.refs import EngineRef
 from adas.simulation.closed_loop_simulation import run_closed_loop_simulation

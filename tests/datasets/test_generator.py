@@ -13,15 +13,10 @@ from PIL import Image
 
 from adas.config_errors import ConfigError
 from adas.datasets.coco import CATEGORIES, GOLDEN_SPLITS, REPLAY_SPLIT, load_coco, split_file
-from adas.datasets.generator import (
-    DEFAULT_CONFIG_PATH,
-    Box,
-    DatagenConfig,
-    SceneSimulator,
-    generate_dataset,
-    load_datagen_config,
-    plan_scenes,
-)
+from adas.datasets.config import DEFAULT_CONFIG_PATH, DatagenConfig, load_datagen_config
+from adas.datasets.generator import generate_dataset
+from adas.datasets.scene_plan import plan_scenes
+from adas.datasets.simulator import Box, SceneSimulator
 
 pytestmark = pytest.mark.slow
 MANIFESTS = ("golden_train.json", "golden_val.json", "golden_test.json", "replay_sequences.json")

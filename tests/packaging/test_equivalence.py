@@ -79,7 +79,8 @@ def fp32_engine(onnx_path: Path, contract: Contract) -> OrtEngine:
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.getbasetemp() / "packaging_tiny_ds"
     if not (root / "golden_val.json").exists():
-        from adas.datasets.generator import generate_dataset, load_datagen_config
+        from adas.datasets.config import load_datagen_config
+        from adas.datasets.generator import generate_dataset
 
         generate_dataset(root, load_datagen_config(), size="tiny", workers=1)
     return root
