@@ -38,16 +38,43 @@ sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("WANDB_MODE", "offline")
 
+import torch  # noqa: E402
+
+from adas.catalog import load_catalog  # noqa: E402
+from adas.datasets.slices import load_slices  # noqa: E402
+from adas.detector.bundle import build_contract, load_bundle_model, read_contract  # noqa: E402
+from adas.detector.coco_metrics import STAT_NAMES, coco_metrics  # noqa: E402
+from adas.detector.model import CenterNet  # noqa: E402
+from adas.evaluation.config import default_evaluation_settings  # noqa: E402
+from adas.evaluation.gates import Latency, evaluate_gates  # noqa: E402
+from adas.evaluation.pipeline import (  # noqa: E402
+    EvalData,
+    ModelUnderTest,
+    detection_calibration,
+    evaluate_engine,
+    snapshot,
+)
+from adas.evaluation.reports import json_bytes  # noqa: E402
+from adas.evaluation.runner import (  # noqa: E402
+    MaskedEngine,
+    fog_mask,
+    load_frames,
+    measure_latency,
+    open_engine,
+    predict,
+)
+from adas.evaluation.slices import catalog_slices, slice_metrics  # noqa: E402
+from adas.intake.contract import Normalization  # noqa: E402
+from adas.packaging.export import export_onnx  # noqa: E402
+from adas.packaging.latency import machine_info  # noqa: E402
+from adas.packaging.ort_engines import build_fp32_engine  # noqa: E402
+
 DEFAULT_DATA = REPO_ROOT / ".adas" / "datasets" / "demo"
 DEFAULT_CANDIDATE = REPO_ROOT / "demo" / "bundles" / "candidate"
 DEFAULT_PRODUCTION = REPO_ROOT / "demo" / "bundles" / "production"
 
 
 def _engine_from_bundle(bundle: Path, out: Path) -> tuple[Path, Any]:
-    from adas.detector.bundle import load_bundle_model, read_contract
-    from adas.packaging.export import export_onnx
-    from adas.packaging.ort_engines import build_fp32_engine
-
     contract = read_contract(bundle)
     exported = out / "export.onnx"
     export_onnx(load_bundle_model(bundle), contract, exported)
@@ -56,14 +83,6 @@ def _engine_from_bundle(bundle: Path, out: Path) -> tuple[Path, Any]:
 
 
 def _untrained(out: Path, version: str, seed: int) -> tuple[Path, Any]:
-    import torch
-
-    from adas.detector.bundle import build_contract
-    from adas.detector.model import CenterNet
-    from adas.intake.contract import Normalization
-    from adas.packaging.export import export_onnx
-    from adas.packaging.ort_engines import build_fp32_engine
-
     torch.manual_seed(seed)
     contract = build_contract(
         version=version,
@@ -76,16 +95,12 @@ def _untrained(out: Path, version: str, seed: int) -> tuple[Path, Any]:
 
 
 def _coco_step(gt: dict, records: list[dict], slices: list[Any], backend: str) -> tuple[float, dict]:
-    from adas.detector.coco_metrics import coco_metrics
-
     t = time.perf_counter()
     out = {s.name: coco_metrics(gt, records, image_ids=s.image_ids, backend=backend) for s in slices}
     return time.perf_counter() - t, out
 
 
 def _max_diff(a: dict, b: dict) -> float:
-    from adas.detector.coco_metrics import STAT_NAMES
-
     worst = 0.0
     for name in a:
         for k in STAT_NAMES:
@@ -110,29 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write every number here too")
     ap.add_argument("--write", action="store_true", help="append the results to BENCHMARKS.md")
     args = ap.parse_args(argv)
-
-    from adas.catalog import load_catalog
-    from adas.datasets.slices import load_slices
-    from adas.evaluation.config import default_evaluation_settings
-    from adas.evaluation.gates import Latency, evaluate_gates
-    from adas.evaluation.pipeline import (
-        EvalData,
-        ModelUnderTest,
-        detection_calibration,
-        evaluate_engine,
-        snapshot,
-    )
-    from adas.evaluation.reports import json_bytes
-    from adas.evaluation.runner import (
-        MaskedEngine,
-        fog_mask,
-        load_frames,
-        measure_latency,
-        open_engine,
-        predict,
-    )
-    from adas.evaluation.slices import catalog_slices, slice_metrics
-    from adas.packaging.latency import machine_info
 
     if not (args.data / "golden_test.json").is_file():
         print(f"no dataset at {args.data}: generate it with `python -m adas.datasets --out {args.data}`")

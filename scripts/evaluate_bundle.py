@@ -3,9 +3,8 @@
     python scripts/evaluate_bundle.py demo/bundles/candidate demo/bundles/production \\
         --data .adas/datasets/demo [--split golden_test] [--markdown] [--cross-check]
 
-Slices come from ``config/slices.yaml`` (``adas.datasets.slices``) when it is
-available, otherwise one slice per value of each image tag (scenario, weather, lighting,
-density). Detections use each bundle's own contract (normalization, postprocess, score
+Slices come from the slice catalog (``adas.datasets.slices``): ``config/slices.yaml``, or
+the file given with ``--slices``. Detections use each bundle's own contract (normalization, postprocess, score
 threshold) unless ``--score-threshold`` overrides it. ``--cross-check`` recomputes every
 number with pycocotools and reports the largest difference to faster-coco-eval.
 """
@@ -28,27 +27,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
+from adas.datasets.slices import DEFAULT_SLICES_PATH, load_slices  # noqa: E402
 from adas.detector.bundle import load_bundle_model, read_contract, run_detector  # noqa: E402
-from adas.detector.data import CocoFrames  # noqa: E402
 from adas.detector.coco_metrics import STAT_NAMES, coco_metrics  # noqa: E402
-
-TAGS = ("scenario", "weather", "lighting", "density")
+from adas.detector.data import CocoFrames  # noqa: E402
 
 
 def slice_image_ids(coco: dict[str, Any], slices_path: Path | None) -> dict[str, list[int]]:
-    """slice name -> image ids, from the slice catalog if importable, else from the image tags."""
-    try:
-        from adas.datasets.slices import DEFAULT_SLICES_PATH, load_slices
-
-        catalog = load_slices(slices_path or DEFAULT_SLICES_PATH)
-        return {name: list(catalog.image_ids(coco, name)) for name in catalog.names}
-    except ImportError:
-        pass
-    out: dict[str, list[int]] = {"all": [int(im["id"]) for im in coco["images"]]}
-    for tag in TAGS:
-        for value in sorted({str(im.get(tag)) for im in coco["images"] if tag in im}):
-            out[f"{tag}={value}"] = [int(im["id"]) for im in coco["images"] if str(im.get(tag)) == value]
-    return out
+    """slice name -> image ids, from the slice catalog (``--slices``, default config/slices.yaml)."""
+    catalog = load_slices(slices_path or DEFAULT_SLICES_PATH)
+    return {name: list(catalog.image_ids(coco, name)) for name in catalog.names}
 
 
 def evaluate(

@@ -4,7 +4,7 @@
   source): unique ids, required fields present, tags within the closed vocabulary, frame size,
   severity 0-5, boxes inside the frame with positive size, annotations pointing at known images
   and categories. Great Expectations takes ~10 s to import, so it is imported inside
-  :func:`validate_schema` only.
+  :func:`validate_schema` only; so is pandas (~1 s), which only Great Expectations needs.
 * **Scene leakage**: no scene id in two splits (frames of one drive are near-duplicates).
 * **Scenario separation**: scenarios held out of some splits (``config/evaluation.yaml``).
 * **Temporal separation**: consecutive golden frames of one scene at least ``min_frame_gap_s``

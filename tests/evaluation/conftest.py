@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from adas.intake.contract import Contract, Normalization
+from adas.intake.contract import Contract
 
-NORMALIZATION = Normalization(scale=1 / 255, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+from .stubs import NORMALIZATION
 
 
 @dataclass(frozen=True)

@@ -7,44 +7,25 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import numpy as np
 import polars as pl
 import pytest
-from PIL import Image
 
 from adas.catalog import load_catalog
 from adas.cell import Cell
 from adas.datasets.slices import DEFAULT_SLICES_PATH, load_slices
 from adas.evaluation.config import default_evaluation_settings
 from adas.evaluation.refs import EvalReportRef, GateRef, QuantizationRef
-from adas.intake.contract import Lineage
-from adas.intake.refs import CandidateRef, DatasetRef, ReplayBundleRef, SliceCatalogRef, StoredFile
-from adas.packaging.refs import EngineRef
+from adas.intake.refs import DatasetRef, ReplayBundleRef, SliceCatalogRef
 from adas.storage import LocalArtifactStore
 from adas_assets.evaluation import assets as ev
 from adas_assets.evaluation import checks as ev_checks
 from adas_assets.partitions import TARGET_PARTITIONS, partition_key
-from jobs.evaluation import (
-    evaluation_job,
-    evaluation_schedules,
-    nightly_regression_evaluation,
-    weekly_full_library_evaluation,
-)
 from resources.io_manager import ArtifactJsonIOManager, decode_value, encode_value, value_key
-from sensors.challenge_suite import challenge_suite_sensor
 
+from .stubs import UPSTREAM, engine_ref, stored, write_challenge_suite
 from .synthetic import make_dataset
 
 pytestmark = pytest.mark.slow
-
-UPSTREAM = [
-    dg.AssetSpec("engine", partitions_def=TARGET_PARTITIONS),
-    dg.AssetSpec("production_engine", partitions_def=TARGET_PARTITIONS),
-    dg.AssetSpec("golden_dataset"),
-    dg.AssetSpec("slice_catalog"),
-    dg.AssetSpec("replay_log_bundles"),
-    dg.AssetSpec("target_catalog"),
-]
 
 
 @dg.asset(partitions_def=TARGET_PARTITIONS, deps=["regression_gate"])
@@ -52,40 +33,9 @@ def promotion_stub() -> None:
     """Stands in for promotion: must not run after a red gate in the same run."""
 
 
-def _stored(store: LocalArtifactStore, key: str) -> StoredFile:
-    return StoredFile(
-        key=key, uri=store.uri(key), sha256=store.recorded_sha256(key), size=len(store.get_bytes(key))
-    )
-
-
 def _write_value(store: LocalArtifactStore, asset: str, value: Any, pk: str | None = None) -> None:
     key = value_key(dg.AssetKey(asset), pk, TARGET_PARTITIONS if pk else None)
     store.put_bytes(key, encode_value(value))
-
-
-def _engine_ref(store: LocalArtifactStore, exported: Any, device: str, precision: str) -> EngineRef:
-    c = exported.contract
-    model_key = f"candidates/{c.task}/{c.version}/model.onnx"
-    store.put_file(model_key, exported.path)
-    candidate = CandidateRef(
-        bundle_sha256=store.recorded_sha256(model_key),
-        prefix=f"candidates/{c.task}/{c.version}",
-        files={"model.onnx": _stored(store, model_key)},
-        contract=c,
-        lineage=Lineage(training_run_id="test", dataset_tag="sim-synthetic", git_sha="abcdef0"),
-        parameter_count=1,
-        received_at="2026-01-01T00:00:00+00:00",
-        source="test",
-    )
-    key = f"models/{c.task}/{c.version}/{device}/{precision}/model.onnx"
-    store.put_file(key, exported.path)
-    return EngineRef(
-        device=device,
-        precision=precision,
-        runtime="onnxruntime",
-        candidate=candidate,
-        engine=_stored(store, key),
-    )
 
 
 def _small_settings():  # type: ignore[no-untyped-def]
@@ -104,25 +54,6 @@ def _small_settings():  # type: ignore[no-untyped-def]
             "ood": s.ood.model_copy(update={"frames": 8, "in_distribution_frames": 16}),
         }
     )
-
-
-def _challenge_suite(home: Path) -> None:
-    folder = home / "challenge_suites" / "tunnels"
-    (folder / "frames").mkdir(parents=True)
-    images, anns = [], []
-    for k in range(3):
-        img = np.full((96, 384, 3), 40, np.uint8)
-        img[40:47, 100 + 20 * k : 116 + 20 * k] = 230
-        Image.fromarray(img).save(folder / "frames" / f"{k}.png")
-        images.append({"id": k + 1, "file_name": f"frames/{k}.png", "width": 384, "height": 96})
-        anns.append({"id": k + 1, "image_id": k + 1, "category_id": 7, "bbox": [100 + 20 * k, 40, 16, 7]})
-    manifest = {
-        "images": images,
-        "annotations": anns,
-        "categories": [{"id": 7, "name": "car"}],
-        "critical": True,
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
 @pytest.fixture(scope="module")
@@ -144,13 +75,13 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory, onnx_engines) -> dict[st
         config_hash="0" * 64,
         frame_size=[96, 384],
         counts={s: len(m["images"]) for s, m in manifests.items()},
-        manifests={n: _stored(store, f"{prefix}/{n}.json") for n in [*manifests, "dataset"]},
+        manifests={n: stored(store, f"{prefix}/{n}.json") for n in [*manifests, "dataset"]},
         file_count=len(store.list_keys(prefix + "/")),
     )
     store.put_file("config-snapshots/slices/test.yaml", DEFAULT_SLICES_PATH)
     slices = SliceCatalogRef(
         dataset_tag=dataset.tag,
-        slices_file=_stored(store, "config-snapshots/slices/test.yaml"),
+        slices_file=stored(store, "config-snapshots/slices/test.yaml"),
         critical=load_slices().critical,
         counts={},
     )
@@ -163,15 +94,22 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory, onnx_engines) -> dict[st
     _write_value(store, "target_catalog", load_catalog())
     for precision in ("fp32", "int8", "fp16"):
         pk = str(partition_key(Cell("x86-cpu", precision)))
-        _write_value(store, "engine", _engine_ref(store, onnx_engines["noisy"], "x86-cpu", precision), pk)
+        _write_value(
+            store,
+            "engine",
+            engine_ref(
+                store, onnx_engines["noisy"].contract, onnx_engines["noisy"].path, "x86-cpu", precision
+            ),
+            pk,
+        )
     # Production exists for fp32 only (and predicts nothing at all): int8 has no baseline.
     _write_value(
         store,
         "production_engine",
-        _engine_ref(store, onnx_engines["silent"], "x86-cpu", "fp32"),
+        engine_ref(store, onnx_engines["silent"].contract, onnx_engines["silent"].path, "x86-cpu", "fp32"),
         "x86-cpu|fp32",
     )
-    _challenge_suite(home)
+    write_challenge_suite(home)
 
     resources = {"artifact_store": store, "io_manager": ArtifactJsonIOManager(store=store)}
     assets = [*UPSTREAM, *ev.evaluation_assets, *ev_checks.evaluation_checks, promotion_stub]
@@ -344,7 +282,7 @@ def test_leaked_scenes_block_the_dataset(tmp_path: Path, adas_home: Path) -> Non
         config_hash="0" * 64,
         frame_size=[96, 384],
         counts={},
-        manifests={n: _stored(store, f"datasets/leaky/{n}.json") for n in manifests},
+        manifests={n: stored(store, f"datasets/leaky/{n}.json") for n in manifests},
         file_count=0,
     )
 
@@ -376,51 +314,3 @@ def test_leaked_scenes_block_the_dataset(tmp_path: Path, adas_home: Path) -> Non
         assert f"{leaked_scene} in golden_test, golden_train" in leak.description
         assert checks["manifest_schema"].passed and checks["scenario_separation"].passed
         assert not instance.fetch_materializations(dg.AssetKey("downstream_of_data"), limit=1).records
-
-
-def test_challenge_suite_sensor_and_schedules(tmp_path: Path, adas_home: Path) -> None:
-    defs = dg.Definitions(
-        assets=[*UPSTREAM, *ev.evaluation_assets],
-        sensors=[challenge_suite_sensor],
-        schedules=evaluation_schedules,
-        jobs=[evaluation_job],
-        resources={
-            "artifact_store": (store := LocalArtifactStore(root=str(adas_home / "artifacts"))),
-            "io_manager": ArtifactJsonIOManager(store=store),
-        },
-    )
-    with dg.instance_for_test() as instance:
-        ctx = dg.build_sensor_context(instance=instance)
-        assert "no new or changed challenge suite" in challenge_suite_sensor(ctx).skip_message
-        _challenge_suite(adas_home)
-        skip = challenge_suite_sensor(dg.build_sensor_context(instance=instance))
-        assert "no engine is built yet" in skip.skip_message
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(asset_key="engine", partition="x86-cpu|fp32")
-        )
-        result = challenge_suite_sensor(dg.build_sensor_context(instance=instance))
-        assert isinstance(result, dg.SensorResult)
-        (req,) = result.run_requests
-        assert req.partition_key == "x86-cpu|fp32"
-        assert req.run_config["ops"]["eval_report"]["config"]["challenge_suites"] == ["tunnels"]
-        again = challenge_suite_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
-        assert isinstance(again, dg.SkipReason)
-        (adas_home / "challenge_suites" / "tunnels" / "manifest.json").write_text(
-            json.dumps({"images": [], "annotations": [], "categories": [], "changed": True})
-        )
-        changed = challenge_suite_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
-        assert isinstance(changed, dg.SensorResult) and len(changed.run_requests) == 1
-
-        nightly = nightly_regression_evaluation(dg.build_schedule_context(instance=instance))
-        weekly = weekly_full_library_evaluation(dg.build_schedule_context(instance=instance))
-        assert [r.partition_key for r in nightly] == ["x86-cpu|fp32"]
-        assert nightly[0].run_config["ops"]["eval_report"]["config"] == {
-            "profile": "standard",
-            "challenge_suites": [],
-        }
-        assert weekly[0].run_config["ops"]["eval_report"]["config"] == {
-            "profile": "full",
-            "challenge_suites": ["tunnels"],
-        }
-    assert nightly_regression_evaluation.cron_schedule == "0 2 * * *"
-    assert defs.resolve_job_def("evaluation_job") is not None

@@ -9,16 +9,8 @@ import dagster as dg
 from adas.storage import LocalArtifactStore
 from adas_assets.evaluation import assets as ev
 from adas_assets.evaluation import checks as ev_checks
-from adas_assets.partitions import TARGET_PARTITIONS
 
-UPSTREAM = [
-    dg.AssetSpec("engine", partitions_def=TARGET_PARTITIONS),
-    dg.AssetSpec("production_engine", partitions_def=TARGET_PARTITIONS),
-    dg.AssetSpec("golden_dataset"),
-    dg.AssetSpec("slice_catalog"),
-    dg.AssetSpec("replay_log_bundles"),
-    dg.AssetSpec("target_catalog"),
-]
+from .stubs import UPSTREAM
 
 
 def _requested(result: dg.EvaluateAutomationConditionsResult) -> dict[str, list[str]]:
