@@ -9,14 +9,21 @@ import dagster as dg
 import pytest
 from PIL import Image
 
+from adas.catalog import load_catalog
 from adas.intake.refs import DatasetRef, StoredFile
 from adas.packaging.triton_server import default_triton_venv
 from adas.registry.config import POLICY_FILE
 from adas.registry.models import ROLES
 from adas.registry.nginx import nginx_available
 from adas.settings import AdasHome
+from adas.storage import ArtifactStore, LocalArtifactStore
+from adas_assets.evaluation import assets as evaluation
+from adas_assets.intake import assets as intake
+from adas_assets.packaging import assets as packaging
 from adas_assets.partitions import TARGET_PARTITIONS
 from adas_assets.registry.assets import registry_assets
+from adas_assets.simulation import assets as simulation
+from jobs.demo_promotion import promote_demo_candidate
 from jobs.registry import registry_jobs
 from resources import build_resources
 from resources.io_manager import encode_value, value_key
@@ -27,13 +34,6 @@ TARGET = "x86-cpu/fp32"
 
 
 def _definitions(resources: dict) -> dg.Definitions:
-    from adas.catalog import load_catalog
-    from adas_assets.evaluation import assets as evaluation
-    from adas_assets.intake import assets as intake
-    from adas_assets.packaging import assets as packaging
-    from adas_assets.simulation import assets as simulation
-
-    load_catalog()
     return dg.Definitions(
         assets=[
             *dg.load_assets_from_modules([intake, packaging]),
@@ -46,9 +46,9 @@ def _definitions(resources: dict) -> dg.Definitions:
     )
 
 
-def _put_value(resources: dict, name: str, value: object, partition: str | None = None) -> None:
+def _put_value(store: ArtifactStore, name: str, value: object, partition: str | None = None) -> None:
     key = value_key(dg.AssetKey(name), partition, TARGET_PARTITIONS if partition else None)
-    resources["artifact_store"].put_bytes(key, encode_value(value))
+    store.put_bytes(key, encode_value(value))
 
 
 def _dataset(store, n: int = 8) -> DatasetRef:  # type: ignore[no-untyped-def]
@@ -102,13 +102,11 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, onnx_models: dict[str
     )
     monkeypatch.setenv("ADAS_REGISTRY_POLICY", str(policy))
     resources = build_resources("local", home)
-    store = resources["artifact_store"]
+    store = LocalArtifactStore(home.artifacts)  # where the artifact_store resource keeps them
     prod = build_pack(store, tmp_path / "build", home.keys, "1.2.0", onnx_models["agree"])
     cand = build_pack(store, tmp_path / "build", home.keys, "1.3.0", onnx_models["agree"])
-    from adas.catalog import load_catalog
-
-    _put_value(resources, "target_catalog", load_catalog())
-    _put_value(resources, "golden_dataset", _dataset(store))
+    _put_value(store, "target_catalog", load_catalog())
+    _put_value(store, "golden_dataset", _dataset(store))
     for name, value in {
         "model_pack": cand.pack,
         "regression_gate": cand.gate,
@@ -116,7 +114,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, onnx_models: dict[str
         "eval_report": cand.report,
         "production_engine": prod.pack.engine,
     }.items():
-        _put_value(resources, name, value, CELL)
+        _put_value(store, name, value, CELL)
     return home, resources, _definitions(resources)
 
 
@@ -221,8 +219,6 @@ def test_register_approve_promote_rollback_through_dagster(world) -> None:  # ty
             },
         )
         assert not missing_role.success and "no registry entry for version '7.0.0'" in _failure(missing_role)
-
-        from jobs.demo_promotion import promote_demo_candidate
 
         lines, ok = promote_demo_candidate(defs, instance, cells=[CELL])
         assert ok, lines
