@@ -3,6 +3,10 @@
 The registry URL comes from ``--url``, else ``ADAS_REGISTRY_URL``, else the local SQLite
 database under ``ADAS_HOME``; artifacts come from the environment's artifact store (``ADAS_ENV``).
 Exit status: 0 done, 1 refused / rolled back / verification failed / registry error, 2 usage.
+
+Dagster-free: the registry settings come from :mod:`adas.registry.settings`, the artifact store
+from :class:`adas.storage.StoreSettings`, the golden dataset's stored value through
+:mod:`adas.values`; promote and rollback run the same use-case as the ``production_alias`` asset.
 """
 
 import argparse

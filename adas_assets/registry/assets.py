@@ -12,7 +12,7 @@ from adas.cell import Cell
 from adas.evaluation.refs import EvalReportRef, GateRef
 from adas.intake.refs import DatasetRef
 from adas.packaging.refs import EngineRef, PackRef
-from adas.registry.models import ALIASES, RegistryEntryRef, RegistryError
+from adas.registry.models import RegistryEntryRef, RegistryError
 from adas.registry.production import AliasMoveRequest, move_production_alias
 from adas.registry.registration import CandidateInputs, register_candidate
 from adas.registry.replay import replay_traffic
@@ -146,4 +146,4 @@ def production_alias(
 
 registry_assets = [registry_entry, production_alias]
 
-__all__ = ["ALIASES", "registry_assets"]
+__all__ = ["AliasMoveConfig", "production_alias", "registry_assets", "registry_entry"]
