@@ -34,31 +34,31 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
-from adas.datasets.generator import load_datagen_config  # noqa: E402
+from adas.datasets.config import load_datagen_config  # noqa: E402
+from adas.detector.bundle import build_contract, load_bundle_model, read_contract  # noqa: E402
+from adas.detector.model import build_model  # noqa: E402
 from adas.intake.contract import Contract, Normalization  # noqa: E402
+from adas.packaging.config import default_packaging_config  # noqa: E402
+from adas.packaging.export import export_onnx  # noqa: E402
 from adas.packaging.latency import machine_info  # noqa: E402
+from adas.packaging.ort_engines import build_int8_engine  # noqa: E402
 from adas.settings import DEMO_BUNDLES_DIR  # noqa: E402
 from adas.simulation.config import load_simulation_config  # noqa: E402
-from adas.simulation.orchestration import EpisodeSettings, plan_runs, run_sweep  # noqa: E402
 from adas.simulation.perception import PerceptionSpec  # noqa: E402
+from adas.simulation.planning import plan_runs  # noqa: E402
+from adas.simulation.shards import EpisodeSettings  # noqa: E402
+from adas.simulation.sweep import run_sweep  # noqa: E402
 from adas.storage import LocalArtifactStore  # noqa: E402
 
 
 def _export(bundle: Path | None, out: Path) -> tuple[Path, Contract, bool]:
-    from adas.packaging.export import export_onnx
-
     if bundle is not None and (bundle / "contract.yaml").is_file():
-        from adas.detector.bundle import load_bundle_model, read_contract
-
         contract = read_contract(bundle)
         export_onnx(load_bundle_model(bundle), contract, out)
         return out, contract, True
-    import torch
-
-    from adas.detector.bundle import build_contract
-    from adas.detector.model import build_model
-
     torch.manual_seed(0)
     contract = build_contract(
         version="0.0.0",
@@ -72,11 +72,6 @@ def _export(bundle: Path | None, out: Path) -> tuple[Path, Contract, bool]:
 
 def _int8(fp32: Path, contract: Contract, out_dir: Path) -> Path:
     """The INT8 Q/DQ engine as packaging builds it, calibrated on demo frames when present."""
-    from PIL import Image
-
-    from adas.packaging.config import default_packaging_config
-    from adas.packaging.ort_engines import build_int8_engine
-
     pngs = sorted((REPO_ROOT / ".adas" / "datasets" / "demo" / "images" / "golden_val").glob("*.png"))[:64]
     if pngs:
         frames = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in pngs])

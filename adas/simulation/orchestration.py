@@ -98,8 +98,9 @@ def _main_store(args: Any) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """One shard as a command, in two forms.
 
-    Store form (what a Kubernetes pod runs; the store comes from the environment, as in
-    ``resources.build_artifact_store``: S3 with ``ADAS_ENV=production``, ``ADAS_HOME`` locally)::
+    Store form (what a Kubernetes pod runs; the store comes from the environment through
+    ``adas.storage.StoreSettings.from_env()``, as for the code location: S3 with
+    ``ADAS_ENV=production``, ``ADAS_HOME`` locally)::
 
         python -m adas.simulation.orchestration --spec-key sim-cache/specs/<key>.json \\
             [--engine-key <key> --engine-sha256 <hex>]
