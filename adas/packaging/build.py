@@ -4,30 +4,30 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from adas.catalog import TargetCatalog, require_supported
 from adas.cell import Cell
 from adas.intake.bundle import load_model
-from adas.intake.refs import CandidateRef, DatasetRef, StoredFile
+from adas.intake.refs import CalibrationShardRef, CandidateRef, DatasetRef, StoredFile
+from adas.intake.stored import read_json, stored_file
 from adas.packaging.config import PackagingConfig
+from adas.packaging.export import export_onnx
+from adas.packaging.operators import coverage_report, require_supported_ops
+from adas.packaging.ort_engines import build_fp32_engine
+from adas.packaging.ort_int8 import build_int8_engine
 from adas.packaging.refs import EngineRef, ExportRef, model_prefix
+from adas.packaging.tensorrt_engines import build_tensorrt_engine
 from adas.storage import ArtifactStore
 
 RUNTIMES = ("onnxruntime", "tensorrt")
-
-
-def stored_file(
-    store: ArtifactStore, key: str, src: Path | None = None, data: bytes | None = None
-) -> StoredFile:
-    """Put a file (or bytes) and describe it with the hash the store recorded."""
-    stored = store.put_file(key, src) if src is not None else store.put_bytes(key, data or b"")
-    return StoredFile(key=stored.key, uri=stored.uri, sha256=stored.sha256, size=stored.size)
 
 
 def fetch_bundle(store: ArtifactStore, candidate: CandidateRef) -> Path:
@@ -38,8 +38,6 @@ def fetch_bundle(store: ArtifactStore, candidate: CandidateRef) -> Path:
 
 def load_frames(store: ArtifactStore, dataset: DatasetRef, file_names: Sequence[str]) -> np.ndarray:
     """uint8 RGB frames [N, H, W, 3] from the dataset in the store (each file hash-verified)."""
-    from PIL import Image
-
     frames = [
         np.asarray(Image.open(io.BytesIO(store.get_bytes(f"{dataset.prefix}/{name}"))).convert("RGB"))
         for name in file_names
@@ -47,8 +45,9 @@ def load_frames(store: ArtifactStore, dataset: DatasetRef, file_names: Sequence[
     return np.stack(frames).astype(np.uint8)
 
 
-def read_json(store: ArtifactStore, f: StoredFile) -> Any:
-    return json.loads(store.get_bytes(f.key, expected_sha256=f.sha256))
+def calibration_frames(store: ArtifactStore, shard: CalibrationShardRef, dataset: DatasetRef) -> np.ndarray:
+    """The frames of the INT8 calibration shard."""
+    return load_frames(store, dataset, read_json(store, shard.shard)["file_names"])
 
 
 @dataclass
@@ -62,9 +61,6 @@ def export_graph(
     store: ArtifactStore, candidate: CandidateRef, config: PackagingConfig, workdir: Path
 ) -> ExportOutcome:
     """ONNX (opset from config, dynamic batch) + the bundle's torch program + operator coverage."""
-    from adas.packaging.export import export_onnx
-    from adas.packaging.operators import coverage_report
-
     bundle_dir = fetch_bundle(store, candidate)
     contract = candidate.contract
     module = load_model(bundle_dir, contract)
@@ -87,6 +83,12 @@ def export_graph(
         runtimes_supported={rt: r.supported for rt, r in reports.items()},
     )
     return ExportOutcome(ref, result.to_metadata(), {rt: r.markdown() for rt, r in reports.items()})
+
+
+def export_candidate(store: ArtifactStore, candidate: CandidateRef, config: PackagingConfig) -> ExportOutcome:
+    """:func:`export_graph` in a scratch folder of its own."""
+    with tempfile.TemporaryDirectory(prefix="export-") as tmp:
+        return export_graph(store, candidate, config, Path(tmp))
 
 
 @dataclass
@@ -112,8 +114,6 @@ def build_engine(
     ``UnsupportedOperatorError`` naming node and op when the runtime cannot run the graph,
     ``TensorRTUnavailable`` ("needs a <device> node with TensorRT") off a GPU node.
     """
-    from adas.packaging.operators import coverage_report, require_supported_ops
-
     target = require_supported(catalog, device, precision)
     contract = export.candidate.contract
     onnx_path = store.fetch(export.onnx.key, expected_sha256=export.onnx.sha256)
@@ -121,8 +121,6 @@ def build_engine(
     prefix = Cell(device, precision).pack_prefix(contract.task, contract.version)
     cache: StoredFile | None = None
     if target.runtime == "onnxruntime":
-        from adas.packaging.ort_engines import build_fp32_engine, build_int8_engine
-
         if precision == "fp32":
             build = build_fp32_engine(onnx_path, workdir / "model.onnx")
             details = build.to_metadata()
@@ -138,8 +136,6 @@ def build_engine(
             raise ValueError(f"onnxruntime engines are built for fp32 and int8, not {precision}")
         engine_file = stored_file(store, f"{prefix}/model.onnx", build.path)
     else:
-        from adas.packaging.tensorrt_engines import build_tensorrt_engine
-
         trt = build_tensorrt_engine(
             onnx_path,
             device,

@@ -9,6 +9,7 @@ float rounding, INT8 engines only to quantization noise plus a bounded task-metr
 from __future__ import annotations
 
 import functools
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -19,6 +20,8 @@ from adas.config_errors import load_yaml_model
 from adas.settings import CONFIG_DIR
 
 PACKAGING_FILE = CONFIG_DIR / "packaging.yaml"
+# A different packaging.yaml for this process (e.g. lighter checks in tests); default config/packaging.yaml.
+PACKAGING_CONFIG_ENV = "ADAS_PACKAGING_CONFIG"
 PrecisionName = Literal["fp32", "fp16", "int8"]
 
 
@@ -227,3 +230,9 @@ def load_packaging_config(path: Path | str = PACKAGING_FILE) -> PackagingConfig:
 def default_packaging_config() -> PackagingConfig:
     """The configuration shipped in ``config/packaging.yaml`` (read once per process)."""
     return load_packaging_config(PACKAGING_FILE)
+
+
+def packaging_config_from_env() -> PackagingConfig:
+    """``$ADAS_PACKAGING_CONFIG`` when set, else the shipped configuration."""
+    path = os.environ.get(PACKAGING_CONFIG_ENV)
+    return load_packaging_config(path) if path else default_packaging_config()

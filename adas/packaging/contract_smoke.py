@@ -18,11 +18,9 @@ Every check lands in the report with pass/fail and a detail that names what disa
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,16 +29,25 @@ import numpy as np
 
 from adas.detector.postprocess import Detections
 from adas.intake.contract import Contract
-from adas.packaging.inference_config import (
-    ENSEMBLE_OUTPUTS,
-    FRAMES_INPUT,
-    INFERENCE_CONFIG_FILE,
-    build_inference_config,
+from adas.packaging.contract_checks import (
+    TRITON_DTYPE,
+    ServedDetections,
+    format_problems,
+    infer,
+    inference_config_problems,
+    io_diff,
+    match_problems,
+    normalization_problems,
+    postprocess_problems,
+    range_problems,
+    served_equal,
+    served_parameters,
+    shape_problems,
 )
+from adas.packaging.inference_config import FRAMES_INPUT, INFERENCE_CONFIG_FILE
 from adas.packaging.triton_repository import TritonRepository
 from adas.packaging.triton_server import TritonNotInstalledError, TritonServer, TritonServerError
 
-_TRITON_DTYPE = {"float32": "FP32", "float16": "FP16", "uint8": "UINT8", "int64": "INT64", "int32": "INT32"}
 PROTOCOLS = ("http", "grpc")
 # Replaces tritonclient's defaults, so the message limits are restated; a proxy configured in
 # the environment must never see requests to our loopback server.
@@ -123,226 +130,173 @@ class _Recorder:
         return self.add(name, passed, detail)
 
 
-# --------------------------------------------------------------------------- helpers
-
-
-def _shape(v: Sequence[Any]) -> list[int]:
-    return [int(d) for d in v]  # gRPC's JSON renders int64 dims as strings
-
-
-def _io_diff(kind: str, served: list[dict[str, Any]], wanted: list[tuple[str, str, list[int]]]) -> list[str]:
-    got = {t["name"]: (t["datatype"], _shape(t["shape"])) for t in served}
-    problems = []
-    for name, dtype, shape in wanted:
-        if name not in got:
-            problems.append(f"{kind} {name!r} missing (served {sorted(got)})")
-            continue
-        if got[name][0] != dtype:
-            problems.append(f"{kind} {name!r} datatype {got[name][0]} != {dtype}")
-        if got[name][1] != shape:
-            problems.append(f"{kind} {name!r} shape {got[name][1]} != {shape}")
-    extra = sorted(set(got) - {n for n, _, _ in wanted})
-    if extra:
-        problems.append(f"unexpected {kind}s {extra}")
-    return problems
-
-
-def _close(a: float, b: float) -> bool:
-    return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-
-
-def _params(config: dict[str, Any]) -> dict[str, str]:
-    return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-
-
-def _normalization_problems(params: dict[str, str], contract: Contract) -> list[str]:
-    norm = contract.input.normalization
-    problems = []
-    served_scale = float(params["scale"])
-    if not _close(served_scale, norm.scale):
-        problems.append(f"normalization scale: served {served_scale!r} != contract {norm.scale!r}")
-    for key in ("mean", "std"):
-        served = [float(v) for v in json.loads(params[key])]
-        wanted = [float(v) for v in getattr(norm, key)]
-        if len(served) != len(wanted) or not all(_close(a, b) for a, b in zip(served, wanted, strict=False)):
-            problems.append(f"normalization {key}: served {served} != contract {wanted}")
-    return problems
-
-
-def _postprocess_problems(params: dict[str, str], contract: Contract) -> list[str]:
-    post = contract.postprocess
-    wanted: dict[str, Any] = {
-        "stride": post.stride,
-        "heatmap_output": post.heatmap_output,
-        "size_output": post.size_output,
-        "offset_output": post.offset_output,
-        "score_threshold": post.score_threshold,
-        "nms_iou_threshold": post.nms_iou_threshold,
-        "max_detections": post.max_detections,
-    }
-    problems = []
-    for key, value in wanted.items():
-        if key not in params:
-            problems.append(f"postprocess parameter {key} missing")
-            continue
-        raw = params[key]
-        same = raw == value if isinstance(value, str) else _close(float(raw), float(value))
-        if not same:
-            problems.append(f"postprocess {key}: served {raw} != contract {value}")
-    served_ids = json.loads(params.get("class_ids", "null"))
-    wanted_ids = [c.id for c in contract.classes]
-    if served_ids != wanted_ids:
-        problems.append(f"postprocess class_ids: served {served_ids} != contract {wanted_ids}")
-    return problems
-
-
-def _inference_config_problems(path: Path, contract: Contract) -> list[str]:
-    if not path.is_file():
-        return [f"{path.name} missing from the repository"]
-    served = json.loads(path.read_text())
-    target = served.get("target", {})
-    wanted = build_inference_config(
-        contract, target.get("device", "?"), target.get("precision", "?"), target.get("runtime", "?")
-    )
-    return [
-        f"{INFERENCE_CONFIG_FILE} {key}: {served.get(key)} != contract {wanted[key]}"
-        for key in (
-            "model_name",
-            "input",
-            "normalization",
-            "model_outputs",
-            "outputs",
-            "postprocess",
-            "class_map",
-        )
-        if served.get(key) != wanted[key]
-    ]
+# --------------------------------------------------------------------------- the smoke test
 
 
 @dataclass(frozen=True)
-class _Served:
-    boxes: np.ndarray
-    scores: np.ndarray
-    classes: np.ndarray
-    num_detections: np.ndarray
+class _ServedModel:
+    """The served model's names and the contract they are held to."""
 
-    def detections(self) -> list[Detections]:
-        return [
-            Detections(
-                self.boxes[i, :n].astype(np.float32),
-                self.scores[i, :n].astype(np.float32),
-                self.classes[i, :n].astype(np.int64),
-            )
-            for i, n in enumerate(self.num_detections.tolist())
-        ]
+    contract: Contract
+    model: str
+    steps: dict[str, str]
+
+    @property
+    def max_detections(self) -> int:
+        return self.contract.postprocess.max_detections
 
 
-def _infer(client: Any, module: Any, model: str, frames: np.ndarray, batch: int) -> _Served:
-    parts: dict[str, list[np.ndarray]] = {n: [] for n in ENSEMBLE_OUTPUTS}
-    for s in range(0, len(frames), batch):
-        chunk = np.ascontiguousarray(frames[s : s + batch])
-        inp = module.InferInput(FRAMES_INPUT, list(chunk.shape), "UINT8")
-        inp.set_data_from_numpy(chunk)
-        outs = [module.InferRequestedOutput(n) for n in ENSEMBLE_OUTPUTS]
-        result = client.infer(model, [inp], outputs=outs)
-        for n in ENSEMBLE_OUTPUTS:
-            parts[n].append(result.as_numpy(n))
-    return _Served(*(np.concatenate(parts[n]) for n in ENSEMBLE_OUTPUTS))
+def _metadata(client: Any, proto: str, name: str) -> dict[str, Any]:
+    if proto == "grpc":
+        return client.get_model_metadata(name, as_json=True)
+    return client.get_model_metadata(name)
 
 
-def _format_problems(problems: list[str], limit: int = 6) -> str:
-    more = f" (+{len(problems) - limit} more)" if len(problems) > limit else ""
-    return "; ".join(problems[:limit]) + more
+def _server_checks(rec: _Recorder, proto: str, client: Any, served: _ServedModel) -> None:
+    """Liveness, server metadata, model readiness, and the ensemble's and engine's tensors."""
+    model, steps, contract = served.model, served.steps, served.contract
+    _, c, h, w = contract.input.shape
+    k = served.max_detections
+    rec.run(
+        f"{proto}: server live and ready",
+        lambda: (bool(client.is_server_live() and client.is_server_ready()), "live and ready"),
+    )
+
+    def server_meta() -> tuple[bool, str]:
+        meta = client.get_server_metadata(as_json=True) if proto == "grpc" else client.get_server_metadata()
+        rec.report.server_version = meta.get("version")
+        return meta.get("name") == "triton" and bool(meta.get("version")), (
+            f"{meta.get('name')} {meta.get('version')}"
+        )
+
+    rec.run(f"{proto}: server metadata", server_meta)
+
+    def models_ready() -> tuple[bool, str]:
+        not_ready = [n for n in (model, *steps.values()) if not client.is_model_ready(n)]
+        return not not_ready, (
+            f"not ready: {not_ready}" if not_ready else f"{model} + {len(steps)} steps ready"
+        )
+
+    rec.run(f"{proto}: models ready", models_ready)
+
+    def ensemble_meta() -> tuple[bool, str]:
+        meta = _metadata(client, proto, model)
+        problems = io_diff("input", meta["inputs"], [(FRAMES_INPUT, "UINT8", [-1, h, w, c])])
+        problems += io_diff(
+            "output",
+            meta["outputs"],
+            [
+                ("boxes", "FP32", [-1, k, 4]),
+                ("scores", "FP32", [-1, k]),
+                ("classes", "INT32", [-1, k]),
+                ("num_detections", "INT32", [-1]),
+            ],
+        )
+        if meta.get("platform") != "ensemble":
+            problems.append(f"platform {meta.get('platform')!r} != 'ensemble'")
+        return not problems, format_problems(problems) or "frames -> boxes/scores/classes/num_detections"
+
+    rec.run(f"{proto}: ensemble metadata matches inference_config", ensemble_meta)
+
+    def engine_meta() -> tuple[bool, str]:
+        meta = _metadata(client, proto, steps["engine"])
+        i = contract.input
+        problems = io_diff("input", meta["inputs"], [(i.name, TRITON_DTYPE[i.dtype], list(i.shape))])
+        problems += io_diff(
+            "output",
+            meta["outputs"],
+            [(o.name, TRITON_DTYPE[o.dtype], list(o.shape)) for o in contract.outputs],
+        )
+        return not problems, format_problems(problems) or "engine tensors match the contract"
+
+    rec.run(f"{proto}: engine metadata matches the contract", engine_meta)
 
 
-def _shape_problems(served: _Served, n_frames: int, k: int) -> list[str]:
-    wanted = {
-        "boxes": ((n_frames, k, 4), np.float32),
-        "scores": ((n_frames, k), np.float32),
-        "classes": ((n_frames, k), np.int32),
-        "num_detections": ((n_frames,), np.int32),
-    }
-    problems = []
-    for name, (shape, dtype) in wanted.items():
-        arr = getattr(served, name)
-        if arr.shape != shape or arr.dtype != dtype:
-            problems.append(f"{name} {arr.dtype}{list(arr.shape)} != {np.dtype(dtype)}{list(shape)}")
-    return problems
+def _served_config_checks(rec: _Recorder, client: Any, served: _ServedModel) -> int:
+    """The configuration the server actually loaded (not the files on disk) against the contract;
+    returns the preprocess step's max batch size."""
+    configs: dict[str, dict[str, Any]] = {}
+
+    def served_params(
+        step: str, problems_of: Callable[[dict[str, str], Contract], list[str]]
+    ) -> tuple[bool, str]:
+        configs[step] = client.get_model_config(served.steps[step])
+        problems = problems_of(served_parameters(configs[step]), served.contract)
+        return not problems, format_problems(problems) or "ok"
+
+    rec.run(
+        "preprocess normalization matches the contract",
+        lambda: served_params("preprocess", normalization_problems),
+    )
+    rec.run(
+        "postprocess parameters match the contract",
+        lambda: served_params("postprocess", postprocess_problems),
+    )
+    return max(1, int(configs.get("preprocess", {}).get("max_batch_size", 1)))
 
 
-def _range_problems(served: _Served, contract: Contract) -> list[str]:
-    _, _, h, w = contract.input.shape
-    k = contract.postprocess.max_detections
-    class_ids = {c.id for c in contract.classes}
-    problems = []
-    for i, n in enumerate(served.num_detections.tolist()):
-        if not 0 <= n <= k:
-            problems.append(f"frame {i}: num_detections {n} outside [0, {k}]")
+def _answer_checks(
+    rec: _Recorder,
+    clients: dict[str, Any],
+    modules: dict[str, Any],
+    served: _ServedModel,
+    frames: np.ndarray,
+    batch: int,
+    expected: list[Detections],
+    box_tol: float,
+    tolerance: float,
+) -> dict[str, ServedDetections]:
+    """Known frames through the ensemble over each protocol: shapes, ranges, the local engine's
+    detections, and the same answer over HTTP and gRPC."""
+    answers: dict[str, ServedDetections] = {}
+    for proto, client in clients.items():
+        try:
+            answers[proto] = infer(client, modules[proto], served.model, frames, batch)
+        except Exception as exc:
+            rec.add(f"{proto}: inference", False, f"{type(exc).__name__}: {exc}")
             continue
-        b, s, c = served.boxes[i, :n], served.scores[i, :n], served.classes[i, :n]
-        if not np.all(np.isfinite(b)) or not np.all(np.isfinite(s)):
-            problems.append(f"frame {i}: non-finite boxes or scores")
-        if b.size and (
-            b[:, [0, 2]].min() < 0
-            or b[:, [1, 3]].min() < 0
-            or b[:, [0, 2]].max() > w
-            or b[:, [1, 3]].max() > h
-        ):
-            problems.append(f"frame {i}: boxes outside the {w}x{h} frame")
-        if b.size and (np.any(b[:, 2] < b[:, 0]) or np.any(b[:, 3] < b[:, 1])):
-            problems.append(f"frame {i}: boxes with x1 < x0 or y1 < y0")
-        if s.size and (s.min() < 0 or s.max() > 1):
-            problems.append(f"frame {i}: scores outside [0, 1] ({s.min():.4g}..{s.max():.4g})")
-        if s.size > 1 and np.any(np.diff(s) > 0):
-            problems.append(f"frame {i}: scores not sorted descending")
-        bad = sorted(set(c.tolist()) - class_ids)
-        if bad:
-            problems.append(f"frame {i}: classes {bad} not in the class map {sorted(class_ids)}")
-        if np.any(served.boxes[i, n:]) or np.any(served.scores[i, n:]) or np.any(served.classes[i, n:]):
-            problems.append(f"frame {i}: non-zero padding past num_detections={n}")
-    return problems
-
-
-def _match_problems(
-    got: list[Detections], expected: list[Detections], box_tol: float, score_tol: float
-) -> list[str]:
-    """Same count per frame; each expected detection has a served one of the same class with
-    every box coordinate within ``box_tol`` px and the score within ``score_tol``."""
-    if len(got) != len(expected):
-        return [f"{len(got)} frames served, {len(expected)} expected"]
-    problems = []
-    for i, (g, e) in enumerate(zip(got, expected, strict=True)):
-        if len(g) != len(e):
-            problems.append(f"frame {i}: {len(g)} detections served, {len(e)} expected")
+        out = answers[proto]
+        shapes = shape_problems(out, len(frames), served.max_detections)
+        rec.add(f"{proto}: output shapes and dtypes", not shapes, format_problems(shapes) or "ok")
+        if shapes:
             continue
-        used = np.zeros(len(g), bool)
-        for j in np.argsort(-e.scores, kind="stable"):
-            same = np.flatnonzero((g.category_ids == e.category_ids[j]) & ~used)
-            if same.size == 0:
-                problems.append(f"frame {i}: expected class {int(e.category_ids[j])} detection not served")
-                continue
-            dist = np.abs(g.boxes[same] - e.boxes[j]).max(axis=1)
-            best = int(same[np.argmin(dist)])
-            used[best] = True
-            db = float(np.abs(g.boxes[best] - e.boxes[j]).max())
-            ds = abs(float(g.scores[best]) - float(e.scores[j]))
-            if db > box_tol or ds > score_tol:
-                problems.append(
-                    f"frame {i}: class {int(e.category_ids[j])} detection at {np.round(e.boxes[j], 1).tolist()} "
-                    f"differs by {db:.3g} px (tolerance {box_tol:g}) / score {ds:.3g} (tolerance {score_tol:g})"
-                )
-    return problems
+        ranges = range_problems(out, served.contract)
+        rec.add(f"{proto}: output value ranges", not ranges, format_problems(ranges) or "ok")
+        match = match_problems(out.detections(), expected, box_tol, tolerance)
+        total = int(out.num_detections.sum())
+        rec.add(
+            f"{proto}: detections equal the local engine's",
+            not match,
+            format_problems(match)
+            or f"{total} detections on {len(frames)} frames within {box_tol:g} px / {tolerance:g}",
+        )
+    if len(answers) == 2:
+        diff = served_equal(answers["http"], answers["grpc"])
+        rec.add("http and grpc answers identical", not diff, format_problems(diff) or "bit-identical")
+    return answers
 
 
-def _served_equal(a: _Served, b: _Served) -> list[str]:
-    return [
-        f"{n} differs between HTTP and gRPC"
-        for n in ENSEMBLE_OUTPUTS
-        if not np.array_equal(getattr(a, n), getattr(b, n))
-    ]
-
-
-# --------------------------------------------------------------------------- the smoke test
+def _latency(
+    rec: _Recorder,
+    client: Any,
+    module: Any,
+    proto: str,
+    model: str,
+    frame: np.ndarray,
+    requests: int,
+) -> None:
+    """p50 of batch-1 requests after one warm-up request (stub imports, first ORT run)."""
+    try:
+        infer(client, module, model, frame, 1)
+        times = []
+        for _ in range(max(1, requests)):
+            t0 = time.perf_counter()
+            infer(client, module, model, frame, 1)
+            times.append((time.perf_counter() - t0) * 1000.0)
+    except Exception as exc:
+        rec.add(f"{proto}: latency requests", False, f"{type(exc).__name__}: {exc}")
+        return
+    rec.report.latency_ms_p50[proto] = float(statistics.median(times))
 
 
 def run_contract_smoke(
@@ -378,18 +332,17 @@ def run_contract_smoke(
         raise ValueError(f"{len(expected)} expected detection lists for {len(frames)} frames")
     box_tol = tolerance if box_tolerance_px is None else box_tolerance_px
     model = contract.model_name
-    names = {
-        "preprocess": f"{model}_preprocess",
-        "engine": f"{model}_engine",
-        "postprocess": f"{model}_postprocess",
-    }
-    k = contract.postprocess.max_detections
+    served = _ServedModel(
+        contract,
+        model,
+        {step: f"{model}_{step}" for step in ("preprocess", "engine", "postprocess")},
+    )
     report = ContractSmokeReport(repository=str(repo_root), model=model, frames=len(frames))
     rec = _Recorder(report)
 
     # Offline checks of the repository's own record (no server needed).
-    ic = _inference_config_problems(repo_root / INFERENCE_CONFIG_FILE, contract)
-    rec.add("inference_config.json matches the contract", not ic, _format_problems(ic) or "ok")
+    ic = inference_config_problems(repo_root / INFERENCE_CONFIG_FILE, contract)
+    rec.add("inference_config.json matches the contract", not ic, format_problems(ic) or "ok")
 
     server = TritonServer(repo_root, venv=venv, log_path=log_path, startup_timeout_s=startup_timeout_s)
     try:
@@ -409,141 +362,12 @@ def run_contract_smoke(
         clients["http"] = thttp.InferenceServerClient(server.http_url)
         clients["grpc"] = tgrpc.InferenceServerClient(server.grpc_url, channel_args=_GRPC_CHANNEL_ARGS)
         modules = {"http": thttp, "grpc": tgrpc}
-
-        def metadata(proto: str, name: str) -> dict[str, Any]:
-            client = clients[proto]
-            if proto == "grpc":
-                return client.get_model_metadata(name, as_json=True)
-            return client.get_model_metadata(name)
-
         for proto, client in clients.items():
-            rec.run(
-                f"{proto}: server live and ready",
-                lambda client=client: (
-                    bool(client.is_server_live() and client.is_server_ready()),
-                    "live and ready",
-                ),
-            )
-
-            def server_meta(client: Any = client, proto: str = proto) -> tuple[bool, str]:
-                meta = (
-                    client.get_server_metadata(as_json=True)
-                    if proto == "grpc"
-                    else client.get_server_metadata()
-                )
-                report.server_version = meta.get("version")
-                return meta.get("name") == "triton" and bool(meta.get("version")), (
-                    f"{meta.get('name')} {meta.get('version')}"
-                )
-
-            rec.run(f"{proto}: server metadata", server_meta)
-
-            def models_ready(client: Any = client) -> tuple[bool, str]:
-                not_ready = [n for n in (model, *names.values()) if not client.is_model_ready(n)]
-                return not not_ready, (
-                    f"not ready: {not_ready}" if not_ready else f"{model} + {len(names)} steps ready"
-                )
-
-            rec.run(f"{proto}: models ready", models_ready)
-
-            def ensemble_meta(proto: str = proto) -> tuple[bool, str]:
-                meta = metadata(proto, model)
-                problems = _io_diff("input", meta["inputs"], [(FRAMES_INPUT, "UINT8", [-1, h, w, c])])
-                problems += _io_diff(
-                    "output",
-                    meta["outputs"],
-                    [
-                        ("boxes", "FP32", [-1, k, 4]),
-                        ("scores", "FP32", [-1, k]),
-                        ("classes", "INT32", [-1, k]),
-                        ("num_detections", "INT32", [-1]),
-                    ],
-                )
-                if meta.get("platform") != "ensemble":
-                    problems.append(f"platform {meta.get('platform')!r} != 'ensemble'")
-                return not problems, _format_problems(
-                    problems
-                ) or "frames -> boxes/scores/classes/num_detections"
-
-            rec.run(f"{proto}: ensemble metadata matches inference_config", ensemble_meta)
-
-            def engine_meta(proto: str = proto) -> tuple[bool, str]:
-                meta = metadata(proto, names["engine"])
-                i = contract.input
-                problems = _io_diff(
-                    "input", meta["inputs"], [(i.name, _TRITON_DTYPE[i.dtype], list(i.shape))]
-                )
-                problems += _io_diff(
-                    "output",
-                    meta["outputs"],
-                    [(o.name, _TRITON_DTYPE[o.dtype], list(o.shape)) for o in contract.outputs],
-                )
-                return not problems, _format_problems(problems) or "engine tensors match the contract"
-
-            rec.run(f"{proto}: engine metadata matches the contract", engine_meta)
-
-        # The served configuration (what the server actually loaded, not the files on disk).
-        configs: dict[str, dict[str, Any]] = {}
-
-        def served_params(
-            step: str, problems_of: Callable[[dict[str, str], Contract], list[str]]
-        ) -> tuple[bool, str]:
-            configs[step] = clients["http"].get_model_config(names[step])
-            problems = problems_of(_params(configs[step]), contract)
-            return not problems, _format_problems(problems) or "ok"
-
-        rec.run(
-            "preprocess normalization matches the contract",
-            lambda: served_params("preprocess", _normalization_problems),
-        )
-        rec.run(
-            "postprocess parameters match the contract",
-            lambda: served_params("postprocess", _postprocess_problems),
-        )
-        batch = max(1, int(configs.get("preprocess", {}).get("max_batch_size", 1)))
-
-        served: dict[str, _Served] = {}
-        for proto, client in clients.items():
-            try:
-                served[proto] = _infer(client, modules[proto], model, frames, batch)
-            except Exception as exc:
-                rec.add(f"{proto}: inference", False, f"{type(exc).__name__}: {exc}")
-                continue
-            out = served[proto]
-            shapes = _shape_problems(out, len(frames), k)
-            rec.add(f"{proto}: output shapes and dtypes", not shapes, _format_problems(shapes) or "ok")
-            if shapes:
-                continue
-            ranges = _range_problems(out, contract)
-            rec.add(f"{proto}: output value ranges", not ranges, _format_problems(ranges) or "ok")
-            match = _match_problems(out.detections(), expected, box_tol, tolerance)
-            total = int(out.num_detections.sum())
-            rec.add(
-                f"{proto}: detections equal the local engine's",
-                not match,
-                _format_problems(match)
-                or f"{total} detections on {len(frames)} frames within {box_tol:g} px / {tolerance:g}",
-            )
-        if len(served) == 2:
-            diff = _served_equal(served["http"], served["grpc"])
-            rec.add("http and grpc answers identical", not diff, _format_problems(diff) or "bit-identical")
-
-        # Latency at batch 1 after one warm-up request (stub imports, first ORT run).
-        for proto, client in clients.items():
-            if proto not in served:
-                continue
-            one = frames[:1]
-            try:
-                _infer(client, modules[proto], model, one, 1)
-                times = []
-                for _ in range(max(1, latency_requests)):
-                    t0 = time.perf_counter()
-                    _infer(client, modules[proto], model, one, 1)
-                    times.append((time.perf_counter() - t0) * 1000.0)
-            except Exception as exc:
-                rec.add(f"{proto}: latency requests", False, f"{type(exc).__name__}: {exc}")
-                continue
-            report.latency_ms_p50[proto] = float(statistics.median(times))
+            _server_checks(rec, proto, client, served)
+        batch = _served_config_checks(rec, clients["http"], served)
+        answers = _answer_checks(rec, clients, modules, served, frames, batch, expected, box_tol, tolerance)
+        for proto in answers:
+            _latency(rec, clients[proto], modules[proto], proto, model, frames[:1], latency_requests)
     finally:
         # Close clients before stopping the server: an open HTTP keep-alive connection would
         # make it wait out its exit timeout.

@@ -14,6 +14,9 @@ Three levels, each with tolerances per precision from ``config/packaging.yaml``:
 3. for INT8, the task metric: ``task_map_drop`` (COCO mAP@[.5:.95] on a validation subset).
 
 Every failure is a sentence naming the head (or "decode") and the metric against its bound.
+
+Kept as one module because the three levels share the tolerances, the reference run and the
+decode. torch is imported where the reference runs: the code location imports this module.
 """
 
 from __future__ import annotations
@@ -21,16 +24,18 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
-from torch import nn
 
+from adas.detector.coco_metrics import coco_metrics
 from adas.detector.postprocess import Detections, box_iou, decode
 from adas.detector.preprocess import normalize
 from adas.intake.contract import Contract, Postprocess
 from adas.packaging.config import EquivalenceConfig, PackagingConfig, PrecisionTolerance
+
+if TYPE_CHECKING:
+    from torch import nn
 
 # COCO AP needs the low-score tail: the evaluation suite decodes at 0.05 too.
 MAP_SCORE_THRESHOLD = 0.05
@@ -171,6 +176,8 @@ def run_reference(module: nn.Module, x: np.ndarray, output_names: Sequence[str])
     layout on CPU (measured, batch 50), and the reference pass is most of the check's time.
     Same program and weights; the results differ from NCHW by float rounding (~1e-6).
     """
+    import torch
+
     with torch.inference_mode():
         outs = module(torch.from_numpy(x).contiguous(memory_format=torch.channels_last))
     outs = outs if isinstance(outs, (tuple, list)) else [outs]
@@ -391,8 +398,6 @@ def task_map_drop(
     contract's operating threshold (None keeps the contract's): COCO AP integrates over the
     low-score tail, so the default is the evaluation suite's 0.05 (config/evaluation.yaml).
     """
-    from adas.detector.coco_metrics import coco_metrics
-
     if len(image_ids) != len(frames):
         raise ValueError(f"{len(image_ids)} image ids for {len(frames)} frames")
     post = contract.postprocess

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
+from adas.detector.preprocess import normalize
 from adas.intake.contract import Contract
 
 if TYPE_CHECKING:
@@ -220,8 +221,6 @@ def export_onnx(
 
 def _sanity_batch(contract: Contract, batch: int = _SANITY_BATCH, seed: int = 0) -> np.ndarray:
     """Uniform pixels [0, 255] pushed through the contract's normalization."""
-    from adas.detector.preprocess import normalize
-
     _, _, h, w = contract.input.shape
     rng = np.random.default_rng(seed)
     frames = rng.integers(0, 256, size=(batch, h, w, 3), dtype=np.uint8)

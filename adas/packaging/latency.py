@@ -1,6 +1,6 @@
 """Latency and throughput of an engine (or of the PyTorch eager baseline) on this CPU.
 
-Every measurement runs in its own subprocess (``python -m adas.packaging.latency``)
+Every measurement runs in its own subprocess (``python -m adas.packaging.latency_worker``)
 with ``OMP_WAIT_POLICY=PASSIVE``: torch's OpenMP workers and ORT's intra-op threads spin
 between calls, and on a 2-core node two runtimes in one process (or the Dagster process's own
 torch) fight over the cores; measured in-process, eager latency spread 22-90 ms. The child
@@ -12,17 +12,15 @@ calls (or ``max_window_seconds``, whichever ends first, at least ``min_window_ru
 throughput come from the last ``stable_windows`` windows. The child reports its peak RSS
 (``resource.getrusage``), which includes the runtime's own libraries.
 
-This module imports neither torch nor onnxruntime at import time: the child imports only
-the runtime it measures.
+This module imports neither torch nor onnxruntime: the child (:mod:`adas.packaging.latency_worker`)
+imports only the runtime it measures.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -35,9 +33,10 @@ from typing import Any
 import numpy as np
 
 from adas.intake.contract import Contract
-from adas.packaging.config import LatencyConfig, PackagingConfig
+from adas.packaging.config import LatencyConfig, PackagingConfig, default_packaging_config
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16)
+WORKER_MODULE = "adas.packaging.latency_worker"
 
 
 class LatencyMeasurementError(RuntimeError):
@@ -119,8 +118,6 @@ def machine_info() -> dict[str, Any]:
 
 def _latency_config(config: LatencyConfig | PackagingConfig | None) -> LatencyConfig:
     if config is None:
-        from adas.packaging.config import default_packaging_config
-
         return default_packaging_config().latency
     return config.latency if isinstance(config, PackagingConfig) else config
 
@@ -132,7 +129,7 @@ def _run_child(args: list[str], cfg: LatencyConfig) -> dict[str, Any]:
     env.setdefault("PYTHONWARNINGS", "ignore")
     with tempfile.TemporaryDirectory(prefix="latency-") as tmp:
         out = Path(tmp) / "report.json"
-        cmd = [sys.executable, "-m", "adas.packaging.latency", *args, "--out", str(out)]
+        cmd = [sys.executable, "-m", WORKER_MODULE, *args, "--out", str(out)]
         cmd += ["--config-json", cfg.model_dump_json()]
         try:
             proc = subprocess.run(
@@ -293,7 +290,7 @@ def compare_latency(
             cmd = [
                 sys.executable,
                 "-m",
-                "adas.packaging.latency",
+                WORKER_MODULE,
                 spec.kind,
                 "--model",
                 str(spec.model),
@@ -340,10 +337,10 @@ def compare_latency(
     return Comparison(batch_size, rounds, per, speed, quiet, baseline, rss, rounds_p50)
 
 
-# --------------------------------------------------------------------------- child side
+# --------------------------------------------------------------------------- timing (runs in the child)
 
 
-def _time_window(fn: Callable[[], Any], cfg: LatencyConfig) -> np.ndarray:
+def time_window(fn: Callable[[], Any], cfg: LatencyConfig) -> np.ndarray:
     """Milliseconds of ``window_size`` calls, or fewer once ``max_window_seconds`` is spent."""
     times: list[float] = []
     budget_ms = cfg.max_window_seconds * 1000.0
@@ -362,7 +359,7 @@ def measure_callable(fn: Callable[[], Any], batch_size: int, cfg: LatencyConfig)
     p50s: list[float] = []
     stable = False
     while len(windows) < cfg.max_windows:
-        ts = _time_window(fn, cfg)
+        ts = time_window(fn, cfg)
         windows.append(ts)
         p50s.append(float(np.median(ts)))
         if len(windows) >= max(cfg.min_windows, cfg.stable_windows):
@@ -372,100 +369,3 @@ def measure_callable(fn: Callable[[], Any], batch_size: int, cfg: LatencyConfig)
                 break
     stats = _stats(np.concatenate(windows[-cfg.stable_windows :]), batch_size, len(windows), stable)
     return replace(stats, timed_runs=int(sum(len(w) for w in windows)))
-
-
-def _ort_runner(
-    args: argparse.Namespace, cfg: LatencyConfig
-) -> tuple[Callable[[np.ndarray], Any], dict[str, str], int]:
-    import onnxruntime as ort
-
-    from adas.packaging.ort_engines import session_options
-
-    sess = ort.InferenceSession(
-        args.model, session_options(cfg.intra_op_threads), providers=["CPUExecutionProvider"]
-    )
-    name = args.input_name
-
-    def run(x: np.ndarray) -> Any:
-        return sess.run(None, {name: x})
-
-    return run, {"onnxruntime": ort.__version__}, Path(args.model).stat().st_size
-
-
-def _torch_runner(
-    args: argparse.Namespace, cfg: LatencyConfig
-) -> tuple[Callable[[np.ndarray], Any], dict[str, str], int]:
-    import torch
-
-    from adas.detector.bundle import load_bundle_model, read_contract
-
-    torch.set_num_threads(cfg.intra_op_threads)
-    torch.set_num_interop_threads(1)
-    contract = read_contract(args.model)
-    module = load_bundle_model(args.model)
-    args.shape = ",".join(str(d) for d in contract.input.shape[1:])
-
-    def run(x: np.ndarray) -> Any:
-        with torch.inference_mode():
-            return module(torch.from_numpy(x))
-
-    size = (Path(args.model) / contract.model_file).stat().st_size
-    return run, {"torch": torch.__version__}, size
-
-
-def _child(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m adas.packaging.latency")
-    p.add_argument("kind", choices=["ort", "torch"])
-    p.add_argument("--model", required=True, help="engine file (ort) or bundle directory (torch)")
-    p.add_argument("--input-name", default="images")
-    p.add_argument("--shape", default="", help="C,H,W (ort; torch reads the contract)")
-    p.add_argument("--batch-sizes", required=True)
-    p.add_argument("--config-json", required=True)
-    p.add_argument("--out", default="")
-    p.add_argument("--serve", action="store_true", help="time windows on request (stdin) for compare_latency")
-    args = p.parse_args(argv)
-    cfg = LatencyConfig.model_validate_json(args.config_json)
-    t0 = time.perf_counter()
-    make = _ort_runner if args.kind == "ort" else _torch_runner
-    run, versions, size = make(args, cfg)
-    c, h, w = (int(v) for v in args.shape.split(","))
-    rng = np.random.default_rng(0)
-    if args.serve:
-        _serve(run, rng.standard_normal((int(args.batch_sizes), c, h, w), dtype=np.float32), cfg)
-        return
-    per_batch: dict[str, Any] = {}
-    for b in (int(v) for v in args.batch_sizes.split(",")):
-        # Values in a typical normalized range; latency of these graphs does not depend on them.
-        x = rng.standard_normal((b, c, h, w), dtype=np.float32)
-        per_batch[str(b)] = asdict(measure_callable(lambda x=x: run(x), b, cfg))
-    report = {
-        "runtime": "onnxruntime" if args.kind == "ort" else "torch-eager",
-        "model": args.model,
-        "model_size_bytes": size,
-        "per_batch": per_batch,
-        # ru_maxrss is in KiB on Linux.
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        "threads": cfg.intra_op_threads,
-        "seconds": time.perf_counter() - t0,
-        "versions": versions | {"python": platform.python_version(), "numpy": np.__version__},
-        "machine": machine_info(),
-        "protocol": cfg.model_dump() | {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "")},
-    }
-    Path(args.out).write_text(json.dumps(report))
-
-
-def _serve(run: Callable[[np.ndarray], Any], x: np.ndarray, cfg: LatencyConfig) -> None:
-    """Warm up, say "ready", then time one window per "window" line on stdin (JSON out)."""
-    for _ in range(cfg.warmup_runs):
-        run(x)
-    print(json.dumps({"ready": True}), flush=True)
-    for line in sys.stdin:
-        if line.strip() != "window":
-            break
-        print(json.dumps({"ms": _time_window(lambda: run(x), cfg).tolist()}), flush=True)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(json.dumps({"peak_rss_mib": rss}), flush=True)
-
-
-if __name__ == "__main__":
-    _child()

@@ -9,8 +9,17 @@ from typing import Any
 from adas.catalog import TargetCatalog
 from adas.intake.bundle import load_model
 from adas.intake.refs import DatasetRef, StoredFile
-from adas.packaging.build import fetch_bundle, load_frames, read_json, stored_file
+from adas.intake.stored import read_json, stored_file
+from adas.packaging.build import fetch_bundle, load_frames
 from adas.packaging.config import PackagingConfig
+from adas.packaging.equivalence import (
+    EquivalenceReport,
+    check_equivalence,
+    map_drop_failure,
+    task_map_drop,
+)
+from adas.packaging.latency import LatencyReport, measure_latency
+from adas.packaging.ort_engines import OrtEngine
 from adas.packaging.refs import EngineRef
 from adas.storage import ArtifactStore
 
@@ -20,10 +29,10 @@ VALIDATION_FRAMES = 200
 
 @dataclass
 class EngineQuality:
-    equivalence: Any  # EquivalenceReport
+    equivalence: EquivalenceReport
     map_drop: float | None
     map_failure: str | None
-    latency: Any  # LatencyReport
+    latency: LatencyReport
     budget_ms: float
     equivalence_file: StoredFile
     latency_file: StoredFile
@@ -63,10 +72,6 @@ def validation_sample(
 def engine_quality(
     store: ArtifactStore, ref: EngineRef, dataset: DatasetRef, catalog: TargetCatalog, config: PackagingConfig
 ) -> EngineQuality:
-    from adas.packaging.equivalence import check_equivalence, map_drop_failure, task_map_drop
-    from adas.packaging.latency import measure_latency
-    from adas.packaging.ort_engines import OrtEngine
-
     if ref.runtime != "onnxruntime":
         raise NotImplementedError(f"build-time checks run ONNX Runtime engines here, not {ref.runtime}")
     contract = ref.contract

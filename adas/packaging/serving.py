@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from adas.detector.postprocess import Detections, decode
+from adas.detector.preprocess import normalize
 from adas.intake.refs import DatasetRef, StoredFile
-from adas.packaging.build import load_frames, read_json, stored_file
+from adas.intake.stored import read_json, stored_file
+from adas.packaging.build import load_frames
+from adas.packaging.contract_smoke import ContractSmokeReport, run_contract_smoke
+from adas.packaging.licenses import license_report
+from adas.packaging.ort_engines import OrtEngine
 from adas.packaging.pack import (
     EXPORT_REPORT_FILE,
     MANIFEST_FILE,
@@ -23,6 +31,10 @@ from adas.packaging.pack import (
     write_json,
 )
 from adas.packaging.refs import EngineRef, ExportRef, PackRef, StagedRef, TritonRepositoryRef
+from adas.packaging.sbom import build_sbom, write_sbom
+from adas.packaging.signing import load_or_create_signing_key, sign_pack, verify_pack
+from adas.packaging.triton_repository import write_triton_repository
+from adas.packaging.vulnscan import scan
 from adas.settings import AdasHome
 from adas.storage import ArtifactStore
 
@@ -51,8 +63,6 @@ def build_repository(
     store: ArtifactStore, engine: EngineRef, workdir: Path, cpu_serving: str
 ) -> BuiltRepository:
     """Write the repository for ``engine`` and store it under ``<pack prefix>/triton/``."""
-    from adas.packaging.triton_repository import write_triton_repository
-
     serving = serving_mode(engine.runtime, cpu_serving)
     engine_path = store.fetch(engine.engine.key, expected_sha256=engine.engine.sha256)
     repo = write_triton_repository(
@@ -79,12 +89,8 @@ def build_repository(
     return BuiltRepository(ref, repo.root, repo.model_names, serving)
 
 
-def reference_detections(store: ArtifactStore, engine: EngineRef, frames: Any) -> list[Any]:
+def reference_detections(store: ArtifactStore, engine: EngineRef, frames: Any) -> list[Detections]:
     """What our own engine + decode say on ``frames``: the contract test's expected answer."""
-    from adas.detector.postprocess import decode
-    from adas.detector.preprocess import normalize
-    from adas.packaging.ort_engines import OrtEngine
-
     contract = engine.contract
     runner = OrtEngine(
         store.fetch(engine.engine.key, expected_sha256=engine.engine.sha256), contract=contract
@@ -95,12 +101,33 @@ def reference_detections(store: ArtifactStore, engine: EngineRef, frames: Any) -
 
 def smoke_test_repository(
     store: ArtifactStore, engine: EngineRef, dataset: DatasetRef, root: Path, n_frames: int
-) -> Any:
-    from adas.packaging.contract_smoke import run_contract_smoke
-
+) -> ContractSmokeReport:
     coco = read_json(store, dataset.manifests["golden_val"])
     frames = load_frames(store, dataset, [img["file_name"] for img in coco["images"][:n_frames]])
     return run_contract_smoke(root, engine.contract, frames, reference_detections(store, engine, frames))
+
+
+@dataclass
+class ServedRepository:
+    built: BuiltRepository
+    smoke: ContractSmokeReport
+
+
+def build_and_smoke_repository(
+    store: ArtifactStore,
+    engine: EngineRef,
+    dataset: DatasetRef,
+    cpu_serving: str,
+    smoke_frames: int,
+    log: Callable[[str], None] = print,
+) -> ServedRepository:
+    """Write and store the repository of ``engine``, then serve it from a real Triton server and
+    check the contract on ``smoke_frames`` validation frames (HTTP and gRPC)."""
+    with tempfile.TemporaryDirectory(prefix="triton-") as tmp:
+        built = build_repository(store, engine, Path(tmp), cpu_serving)
+        log(f"repository written ({len(built.ref.files)} files); starting Triton for the contract test")
+        smoke = smoke_test_repository(store, engine, dataset, built.local_root, smoke_frames)
+    return ServedRepository(built, smoke)
 
 
 @dataclass
@@ -136,11 +163,6 @@ def assemble_pack(
     log: Callable[[str], None] = print,
 ) -> PackOutcome:
     """Gather, scan, sign and store the pack; ``pack_manifest.json`` goes in last."""
-    from adas.packaging.licenses import license_report
-    from adas.packaging.sbom import build_sbom, write_sbom
-    from adas.packaging.signing import load_or_create_signing_key, sign_pack
-    from adas.packaging.vulnscan import scan
-
     contract, lineage = engine.contract, engine.candidate.lineage
     pack = workdir / "pack"
     model_name = Path(engine.engine.key).name
@@ -245,6 +267,19 @@ def assemble_pack(
     return PackOutcome(ref, len(signatures), summary, licenses.to_markdown(), vulns.to_markdown(), wandb_name)
 
 
+def package_cell(
+    store: ArtifactStore,
+    engine: EngineRef,
+    triton: TritonRepositoryRef,
+    export: ExportRef,
+    staged: StagedRef,
+    log: Callable[[str], None] = print,
+) -> PackOutcome:
+    """:func:`assemble_pack` in a scratch folder of its own."""
+    with tempfile.TemporaryDirectory(prefix="pack-") as tmp:
+        return assemble_pack(store, engine, triton, export, staged, Path(tmp), log=log)
+
+
 def _sha(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -255,8 +290,6 @@ def _sha(path: Path) -> str:
 
 def log_pack_artifact(engine: EngineRef, manifest: dict[str, Any], uri: str) -> str:
     """Record the pack as a W&B artifact (offline by default) linking dataset, git SHA and run."""
-    import os
-
     import wandb
 
     lineage = engine.candidate.lineage
@@ -295,12 +328,17 @@ def verify_stored_pack(
     store: ArtifactStore, pack: PackRef, public_key_pem: bytes | str, workdir: Path
 ) -> list[str]:
     """Re-hash every file against the manifest and verify every signature with a pinned key."""
-    from adas.packaging.signing import verify_pack
-
     manifest = json.loads(store.get_bytes(pack.manifest.key, expected_sha256=pack.manifest.sha256))
     for rel, sha in manifest["files"].items():
         _copy(store, StoredFile(key=f"{pack.prefix}/{rel}", uri="", sha256=sha, size=0), workdir / rel)
     return verify_pack(workdir, public_key_pem)
 
 
-__all__ = ["assemble_pack", "build_repository", "smoke_test_repository", "verify_stored_pack"]
+__all__ = [
+    "assemble_pack",
+    "build_and_smoke_repository",
+    "build_repository",
+    "package_cell",
+    "smoke_test_repository",
+    "verify_stored_pack",
+]

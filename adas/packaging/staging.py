@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import importlib.util
+import json
 import os
 import platform
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from adas.detector.preprocess import normalize
 from adas.intake.bundle import (
     BundleRejected,
     check_finite_weights,
@@ -21,6 +23,8 @@ from adas.intake.bundle import (
     smoke_forward,
 )
 from adas.intake.refs import CandidateRef
+from adas.intake.stored import stored_file
+from adas.packaging.refs import StagedRef, model_prefix
 from adas.storage import ArtifactStore
 
 # Versions recorded in every pack; the rest of the environment is in requirements.lock.
@@ -107,8 +111,6 @@ def random_forward_ranges(module: Any, candidate: CandidateRef, seed: int) -> di
     """One batch of random frames through the model; every output must be finite."""
     import torch
 
-    from adas.detector.preprocess import normalize
-
     contract = candidate.contract
     _, _, h, w = contract.input.shape
     frames = np.random.default_rng(seed).integers(0, 256, size=(4, h, w, 3), dtype=np.uint8)
@@ -124,3 +126,22 @@ def random_forward_ranges(module: Any, candidate: CandidateRef, seed: int) -> di
             )
         ranges[spec.name] = (float(arr.min()), float(arr.max()))
     return ranges
+
+
+@dataclass(frozen=True)
+class StagingOutcome:
+    ref: StagedRef
+    staged: StagedCheckpoint
+
+
+def stage_candidate(store: ArtifactStore, candidate: CandidateRef) -> StagingOutcome:
+    """:func:`stage_checkpoint`, then ``requirements.lock`` and ``environment.json`` stored under
+    ``models/<task>/<version>/staging/``."""
+    staged = stage_checkpoint(store, candidate)
+    c = candidate.contract
+    prefix = f"{model_prefix(c.task, c.version)}/staging"
+    lock = stored_file(store, f"{prefix}/requirements.lock", data=staged.requirements_lock.encode())
+    env = stored_file(
+        store, f"{prefix}/environment.json", data=json.dumps(staged.environment, indent=2).encode()
+    )
+    return StagingOutcome(StagedRef(candidate=candidate, requirements_lock=lock, environment=env), staged)

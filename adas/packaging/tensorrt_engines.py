@@ -13,7 +13,7 @@ graph itself:
   float16, the network input and outputs stay float32 behind Cast nodes so the contract's
   I/O dtypes do not change, and inputs the ONNX spec requires in float32 (Resize scales)
   are left alone;
-* int8: the Q/DQ graph from ``ort_engines.build_int8_engine(..., runtime="tensorrt")``
+* int8: the Q/DQ graph from ``ort_int8.build_int8_engine(..., runtime="tensorrt")``
   (symmetric int8, zero points 0, FP32 biases), calibrated once on CPU.
 
 ``tensorrt`` is imported lazily and CUDA is probed through the driver library (ctypes, no
@@ -36,8 +36,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from adas.intake.contract import Contract
-from adas.packaging.config import Int8Config
+from adas.packaging.config import Int8Config, default_packaging_config
 from adas.packaging.export import sha256_file
+from adas.packaging.ort_int8 import build_int8_engine
 
 PLAN_FILE = "model.plan"
 # Substring of the CUDA device name expected on each catalog device's nodes: a plan is
@@ -274,9 +275,6 @@ def build_tensorrt_engine(
                     f"{src}: int8 TensorRT engines are built from a Q/DQ graph: pass the graph of "
                     "build_int8_engine(..., runtime='tensorrt'), or calibration_frames and contract"
                 )
-            from adas.packaging.config import default_packaging_config
-            from adas.packaging.ort_engines import build_int8_engine
-
             qdq = build_int8_engine(
                 src,
                 calibration_frames,

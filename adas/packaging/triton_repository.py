@@ -39,6 +39,15 @@ from adas.packaging.inference_config import (
     build_inference_config,
     write_json_atomic,
 )
+from adas.packaging.triton_pbtxt import (
+    dynamic_batching,
+    instance_group,
+    model_header,
+    parameters_text,
+    quoted,
+    tensor_entry,
+    tensor_list,
+)
 
 Serving = Literal["python-onnxruntime", "onnxruntime", "tensorrt"]
 RuntimeName = Literal["onnxruntime", "tensorrt"]
@@ -120,54 +129,11 @@ def vendored_source(source: Path) -> str:
     header = (
         f"# Vendored verbatim from {rel} (sha256 {hashlib.sha256(data).hexdigest()})\n"
         "# by adas.packaging.triton_repository: the Triton server's Python environment does\n"
-        "# not have the adas_assets package. Do not edit: regenerate the repository instead.\n"
+        "# not have the adas package. Do not edit: regenerate the repository instead.\n"
         "\n"
     )
     assert header.count("\n") == VENDOR_HEADER_LINES
     return header + data.decode("utf-8")
-
-
-# --------------------------------------------------------------------------- config.pbtxt text
-
-
-def _q(s: str) -> str:
-    return json.dumps(s)  # a JSON string literal is a valid protobuf text-format string
-
-
-def _dims(dims: Sequence[int]) -> str:
-    return "[ " + ", ".join(str(int(d)) for d in dims) + " ]"
-
-
-def _tensor(name: str, dtype: str, dims: Sequence[int]) -> str:
-    return f"  {{ name: {_q(name)} data_type: {dtype} dims: {_dims(dims)} }}"
-
-
-def _tensors(kind: str, items: Sequence[str]) -> str:
-    return f"{kind} [\n" + ",\n".join(items) + "\n]\n"
-
-
-def _parameters(params: dict[str, str]) -> str:
-    return "".join(
-        f"parameters {{ key: {_q(k)} value: {{ string_value: {_q(v)} }} }}\n" for k, v in params.items()
-    )
-
-
-def _instance_group(gpu: bool, count: int, gpus: Sequence[int]) -> str:
-    if gpu:
-        return f"instance_group [ {{ kind: KIND_GPU count: {count} gpus: {_dims(gpus)} }} ]\n"
-    return f"instance_group [ {{ kind: KIND_CPU count: {count} }} ]\n"
-
-
-def _dynamic_batching(max_batch_size: int) -> str:
-    preferred = sorted({b for b in (1, 2, 4, 8, 16, 32) if b <= max_batch_size} | {max_batch_size})
-    # A short queue delay: batching is for throughput under load, not worth latency at batch 1.
-    return (
-        f"dynamic_batching {{ preferred_batch_size: {_dims(preferred)} max_queue_delay_microseconds: 200 }}\n"
-    )
-
-
-def _header(name: str, kind_line: str, max_batch_size: int) -> str:
-    return f"name: {_q(name)}\n{kind_line}\nmax_batch_size: {max_batch_size}\n"
 
 
 # --------------------------------------------------------------------------- the writer
@@ -310,12 +276,12 @@ def _write_models(
     (d / VENDORED_PREPROCESS[1]).write_text(vendored_source(VENDORED_PREPROCESS[0]))
     norm = contract.input.normalization
     (root / names["pre"] / "config.pbtxt").write_text(
-        _header(names["pre"], 'backend: "python"', max_batch_size)
-        + _tensors("input", [_tensor(FRAMES_INPUT, "TYPE_UINT8", [h, w, c])])
-        + _tensors("output", [_tensor(contract.input.name, in_type, [c, h, w])])
-        + _dynamic_batching(max_batch_size)
-        + _instance_group(False, instance_count, gpus)
-        + _parameters(
+        model_header(names["pre"], 'backend: "python"', max_batch_size)
+        + tensor_list("input", [tensor_entry(FRAMES_INPUT, "TYPE_UINT8", [h, w, c])])
+        + tensor_list("output", [tensor_entry(contract.input.name, in_type, [c, h, w])])
+        + dynamic_batching(max_batch_size)
+        + instance_group(False, instance_count, gpus)
+        + parameters_text(
             {
                 "scale": repr(float(norm.scale)),
                 "mean": json.dumps([float(v) for v in norm.mean]),
@@ -326,31 +292,31 @@ def _write_models(
 
     # Engine.
     d = version_dir(names["engine"])
-    engine_io = _tensors("input", [_tensor(contract.input.name, in_type, [c, h, w])]) + _tensors(
-        "output", [_tensor(n, t, dims) for n, t, dims in model_outputs]
+    engine_io = tensor_list("input", [tensor_entry(contract.input.name, in_type, [c, h, w])]) + tensor_list(
+        "output", [tensor_entry(n, t, dims) for n, t, dims in model_outputs]
     )
     if serving == "tensorrt":
         shutil.copyfile(model_file, d / "model.plan")
-        head = _header(names["engine"], 'platform: "tensorrt_plan"', max_batch_size)
+        head = model_header(names["engine"], 'platform: "tensorrt_plan"', max_batch_size)
         head += 'default_model_filename: "model.plan"\n'
-        tail = _instance_group(True, instance_count, gpus)
+        tail = instance_group(True, instance_count, gpus)
     elif serving == "onnxruntime":
         shutil.copyfile(model_file, d / "model.onnx")
-        head = _header(names["engine"], 'platform: "onnxruntime_onnx"', max_batch_size)
+        head = model_header(names["engine"], 'platform: "onnxruntime_onnx"', max_batch_size)
         head += 'default_model_filename: "model.onnx"\n'
         # ORT backend knobs (same meaning as the python stand-in's intra_op_threads).
-        tail = _instance_group(False, instance_count, gpus) + _parameters(
+        tail = instance_group(False, instance_count, gpus) + parameters_text(
             {"intra_op_thread_count": str(intra_op_threads), "inter_op_thread_count": "1"}
         )
     else:
         shutil.copyfile(model_file, d / "model.onnx")
         shutil.copyfile(TEMPLATES_DIR / "onnxruntime_engine.py", d / "model.py")
-        head = _header(names["engine"], 'backend: "python"', max_batch_size)
-        tail = _instance_group(False, instance_count, gpus) + _parameters(
+        head = model_header(names["engine"], 'backend: "python"', max_batch_size)
+        tail = instance_group(False, instance_count, gpus) + parameters_text(
             {"model_file": "model.onnx", "intra_op_threads": str(intra_op_threads)}
         )
     (root / names["engine"] / "config.pbtxt").write_text(
-        head + engine_io + _dynamic_batching(max_batch_size) + tail
+        head + engine_io + dynamic_batching(max_batch_size) + tail
     )
 
     # Postprocess: not batched (max_batch_size 0, explicit -1 batch axis) so that
@@ -367,11 +333,11 @@ def _write_models(
     ]
     heads = {n: (t, dims) for n, t, dims in model_outputs}
     (root / names["post"] / "config.pbtxt").write_text(
-        _header(names["post"], 'backend: "python"', 0)
-        + _tensors("input", [_tensor(n, heads[n][0], [-1, *heads[n][1]]) for n in head_names])
-        + _tensors("output", [_tensor(n, t, dims) for n, t, dims in out_defs])
-        + _instance_group(False, instance_count, gpus)
-        + _parameters(
+        model_header(names["post"], 'backend: "python"', 0)
+        + tensor_list("input", [tensor_entry(n, heads[n][0], [-1, *heads[n][1]]) for n in head_names])
+        + tensor_list("output", [tensor_entry(n, t, dims) for n, t, dims in out_defs])
+        + instance_group(False, instance_count, gpus)
+        + parameters_text(
             {
                 "stride": str(post.stride),
                 "heatmap_output": post.heatmap_output,
@@ -393,9 +359,9 @@ def _write_models(
     )
 
     def step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
-        imap = " ".join(f"input_map {{ key: {_q(k_)} value: {_q(v)} }}" for k_, v in inputs.items())
-        omap = " ".join(f"output_map {{ key: {_q(k_)} value: {_q(v)} }}" for k_, v in outputs.items())
-        return f"    {{ model_name: {_q(model)} model_version: {version} {imap} {omap} }}"
+        imap = " ".join(f"input_map {{ key: {quoted(k_)} value: {quoted(v)} }}" for k_, v in inputs.items())
+        omap = " ".join(f"output_map {{ key: {quoted(k_)} value: {quoted(v)} }}" for k_, v in outputs.items())
+        return f"    {{ model_name: {quoted(model)} model_version: {version} {imap} {omap} }}"
 
     steps = [
         step(names["pre"], {FRAMES_INPUT: FRAMES_INPUT}, {contract.input.name: contract.input.name}),
@@ -405,9 +371,9 @@ def _write_models(
         step(names["post"], {n: n for n in head_names}, {n: n for n, _, _ in out_defs}),
     ]
     (root / m / "config.pbtxt").write_text(
-        _header(m, 'platform: "ensemble"', 0)
-        + _tensors("input", [_tensor(FRAMES_INPUT, "TYPE_UINT8", [-1, h, w, c])])
-        + _tensors("output", [_tensor(n, t, dims) for n, t, dims in out_defs])
+        model_header(m, 'platform: "ensemble"', 0)
+        + tensor_list("input", [tensor_entry(FRAMES_INPUT, "TYPE_UINT8", [-1, h, w, c])])
+        + tensor_list("output", [tensor_entry(n, t, dims) for n, t, dims in out_defs])
         + "ensemble_scheduling {\n  step [\n"
         + ",\n".join(steps)
         + "\n  ]\n}\n"

@@ -10,15 +10,9 @@ import pytest
 
 from adas.intake.contract import Contract
 from adas.packaging.config import Int8Config, default_packaging_config
-from adas.packaging.ort_engines import (
-    Int8Build,
-    OrtEngine,
-    build_fp32_engine,
-    build_int8_engine,
-    node_precisions,
-    read_calibration_cache,
-    shard_sha256,
-)
+from adas.packaging.ort_engines import OrtEngine, build_fp32_engine
+from adas.packaging.ort_int8 import Int8Build, build_int8_engine, shard_sha256
+from adas.packaging.qdq_graph import node_precisions, read_calibration_cache
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +22,8 @@ def frames(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
 
     root = tmp_path_factory.getbasetemp() / "packaging_tiny_ds"
     if not (root / "golden_train.json").exists():
-        from adas.datasets.generator import generate_dataset, load_datagen_config
+        from adas.datasets.config import load_datagen_config
+        from adas.datasets.generator import generate_dataset
 
         generate_dataset(root, load_datagen_config(), size="tiny", workers=1)
     return CocoFrames.load(root / "golden_train.json").frames

@@ -266,7 +266,7 @@ def test_vendored_sources_are_identical(
     )
     assert "".join(body) == source.read_text()
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    assert f"adas_assets/detector/{source.name} (sha256 {digest})" in header[0]
+    assert f"adas/detector/{source.name} (sha256 {digest})" in header[0]
     # The python-backend model imports the vendored module, never our package.
     model_py = (repo.root / step / "1" / "model.py").read_text()
     assert f"from {Path(vendored).stem} import" in model_py

@@ -1,0 +1,120 @@
+"""The latency measuring subprocess: ``python -m adas.packaging.latency_worker {ort,torch} ...``.
+
+Started by :mod:`adas.packaging.latency` (``measure_latency``, ``compare_latency``); imports
+only the runtime it measures (onnxruntime or torch), inside the runner that needs it, so the
+other runtime's threads never share the cores with the one being timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adas.intake.bundle import load_model, read_contract
+from adas.packaging.config import LatencyConfig
+from adas.packaging.latency import machine_info, measure_callable, time_window
+from adas.packaging.ort_session import session_options
+
+
+def _ort_runner(
+    args: argparse.Namespace, cfg: LatencyConfig
+) -> tuple[Callable[[np.ndarray], Any], dict[str, str], int]:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(
+        args.model, session_options(cfg.intra_op_threads), providers=["CPUExecutionProvider"]
+    )
+    name = args.input_name
+
+    def run(x: np.ndarray) -> Any:
+        return sess.run(None, {name: x})
+
+    return run, {"onnxruntime": ort.__version__}, Path(args.model).stat().st_size
+
+
+def _torch_runner(
+    args: argparse.Namespace, cfg: LatencyConfig
+) -> tuple[Callable[[np.ndarray], Any], dict[str, str], int]:
+    import torch
+
+    torch.set_num_threads(cfg.intra_op_threads)
+    torch.set_num_interop_threads(1)
+    contract = read_contract(Path(args.model))
+    module = load_model(Path(args.model), contract)
+    args.shape = ",".join(str(d) for d in contract.input.shape[1:])
+
+    def run(x: np.ndarray) -> Any:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x))
+
+    size = (Path(args.model) / contract.model_file).stat().st_size
+    return run, {"torch": torch.__version__}, size
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m adas.packaging.latency_worker")
+    p.add_argument("kind", choices=["ort", "torch"])
+    p.add_argument("--model", required=True, help="engine file (ort) or bundle directory (torch)")
+    p.add_argument("--input-name", default="images")
+    p.add_argument("--shape", default="", help="C,H,W (ort; torch reads the contract)")
+    p.add_argument("--batch-sizes", required=True)
+    p.add_argument("--config-json", required=True)
+    p.add_argument("--out", default="")
+    p.add_argument("--serve", action="store_true", help="time windows on request (stdin) for compare_latency")
+    args = p.parse_args(argv)
+    cfg = LatencyConfig.model_validate_json(args.config_json)
+    t0 = time.perf_counter()
+    make = _ort_runner if args.kind == "ort" else _torch_runner
+    run, versions, size = make(args, cfg)
+    c, h, w = (int(v) for v in args.shape.split(","))
+    rng = np.random.default_rng(0)
+    if args.serve:
+        _serve(run, rng.standard_normal((int(args.batch_sizes), c, h, w), dtype=np.float32), cfg)
+        return
+    per_batch: dict[str, Any] = {}
+    for b in (int(v) for v in args.batch_sizes.split(",")):
+        # Values in a typical normalized range; latency of these graphs does not depend on them.
+        x = rng.standard_normal((b, c, h, w), dtype=np.float32)
+        per_batch[str(b)] = asdict(measure_callable(lambda x=x: run(x), b, cfg))
+    report = {
+        "runtime": "onnxruntime" if args.kind == "ort" else "torch-eager",
+        "model": args.model,
+        "model_size_bytes": size,
+        "per_batch": per_batch,
+        # ru_maxrss is in KiB on Linux.
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "threads": cfg.intra_op_threads,
+        "seconds": time.perf_counter() - t0,
+        "versions": versions | {"python": platform.python_version(), "numpy": np.__version__},
+        "machine": machine_info(),
+        "protocol": cfg.model_dump() | {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "")},
+    }
+    Path(args.out).write_text(json.dumps(report))
+
+
+def _serve(run: Callable[[np.ndarray], Any], x: np.ndarray, cfg: LatencyConfig) -> None:
+    """Warm up, say "ready", then time one window per "window" line on stdin (JSON out)."""
+    for _ in range(cfg.warmup_runs):
+        run(x)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "window":
+            break
+        print(json.dumps({"ms": time_window(lambda: run(x), cfg).tolist()}), flush=True)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(json.dumps({"peak_rss_mib": rss}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
