@@ -41,7 +41,7 @@ def test_golden_data_assets_materialize_and_reuse(adas_home: Path) -> None:
         shard = mats["calibration_shard"].materialization
         assert shard.metadata["frames"].value == 8
         # Every stored file verifies against its recorded hash.
-        store: LocalArtifactStore = resources["artifact_store"]
+        store = LocalArtifactStore(resources["artifact_store"].root)
         keys = store.list_keys(f"datasets/{tag}/")
         assert any(k.endswith(".png") for k in keys) and any(k.endswith("golden_test.json") for k in keys)
         for key in keys[:50]:
