@@ -34,6 +34,13 @@ def greedy_match(iou: np.ndarray, iou_threshold: float) -> list[tuple[int, int]]
     return out
 
 
+def match_boxes(a: np.ndarray, b: np.ndarray, iou_threshold: float) -> list[tuple[int, int]]:
+    """(index in ``a``, index in ``b``) pairs of xyxy boxes, greedy by descending IoU."""
+    if len(a) == 0 or len(b) == 0:
+        return []
+    return greedy_match(box_iou(a, b), iou_threshold)
+
+
 class IouTracker:
     """Greedy IoU association of detections to live tracks, with constant-velocity prediction.
 

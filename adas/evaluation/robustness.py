@@ -11,70 +11,14 @@ Domain code: no Dagster import.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from adas.detector.postprocess import Detections, box_iou
+from adas.detector.postprocess import Detections
+from adas.detector.tracking import IouTracker, match_boxes
 
 # --------------------------------------------------------------------------- temporal stress
-
-
-@dataclass
-class _Track:
-    tid: int
-    box: np.ndarray
-    velocity: np.ndarray  # px/s of the box corners
-    t: float
-    misses: int = 0
-
-
-class IouTracker:
-    """Constant-velocity IoU tracker: predicts each track to the frame's timestamp, associates
-    greedily by IoU, spawns tracks for unmatched detections, drops tracks after ``max_age`` misses."""
-
-    def __init__(self, iou_threshold: float = 0.3, max_age: int = 2) -> None:
-        self.iou_threshold = iou_threshold
-        self.max_age = max_age
-        self.tracks: list[_Track] = []
-        self._next = 1
-
-    def update(self, boxes: np.ndarray, t: float) -> np.ndarray:
-        """Track id of every box (xyxy) observed at time ``t``."""
-        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-        ids = np.zeros(len(boxes), np.int64)
-        predicted = (
-            np.stack([tr.box + tr.velocity * (t - tr.t) for tr in self.tracks])
-            if self.tracks
-            else np.zeros((0, 4))
-        )
-        iou = box_iou(boxes, predicted)
-        used_t: set[int] = set()
-        for k in np.argsort(-(iou.max(axis=1) if iou.size else np.zeros(len(boxes)))):
-            row = iou[k].copy() if iou.size else np.zeros(0)
-            for j in used_t:
-                row[j] = -1.0
-            j = int(np.argmax(row)) if row.size else -1
-            if j >= 0 and row[j] >= self.iou_threshold:
-                tr = self.tracks[j]
-                dt = t - tr.t
-                if abs(dt) > 1e-6:
-                    tr.velocity = 0.5 * tr.velocity + 0.5 * (boxes[k] - tr.box) / dt
-                tr.box, tr.t, tr.misses = boxes[k], t, 0
-                used_t.add(j)
-                ids[k] = tr.tid
-            else:
-                ids[k] = -1
-        for j, tr in enumerate(self.tracks):
-            if j not in used_t:
-                tr.misses += 1
-        self.tracks = [tr for tr in self.tracks if tr.misses <= self.max_age]
-        for k in np.flatnonzero(ids == -1):
-            self.tracks.append(_Track(self._next, boxes[k], np.zeros(4), t))
-            ids[k] = self._next
-            self._next += 1
-        return ids
 
 
 def _gt_frames(
@@ -106,17 +50,7 @@ def _continuity(
     for i in order:
         gb, gtid = gt[i]
         pb, pid = assigned.get(i, (np.zeros((0, 4)), np.zeros(0, np.int64)))
-        iou = box_iou(gb, pb)
-        match: dict[int, int] = {}
-        taken: set[int] = set()
-        for k in np.argsort(-(iou.max(axis=1) if iou.size else np.zeros(len(gb)))):
-            row = iou[k].copy() if iou.size else np.zeros(0)
-            for j in taken:
-                row[j] = -1
-            j = int(np.argmax(row)) if row.size else -1
-            if j >= 0 and row[j] >= 0.5:
-                match[int(k)] = int(pid[j])
-                taken.add(j)
+        match = {g: int(pid[d]) for g, d in match_boxes(gb, pb, 0.5)}
         for k, g in enumerate(gtid.tolist()):
             counts["observations"] += 1
             now = match.get(k)

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from adas.detector.postprocess import box_iou
+from adas.detector.tracking import greedy_match
 from adas.packaging.inference_config import ENSEMBLE_OUTPUTS, FRAMES_INPUT
 
 
@@ -60,17 +62,6 @@ class Sample:
         return (self.t_end - self.t_start) * 1000.0
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
 def compare(
     candidate: Answer,
     production: Answer,
@@ -90,12 +81,10 @@ def compare(
     matched_c = np.zeros(nc, bool)
     matched_p = np.zeros(np_, bool)
     if nc and np_:
-        ious = _iou(production.boxes, candidate.boxes)
         same = production.classes[:, None] == candidate.classes[None, :]
-        ious = np.where(same, ious, 0.0)
-        for pi, ci in sorted(np.argwhere(ious >= iou).tolist(), key=lambda ij: -ious[ij[0], ij[1]]):
-            if not matched_p[pi] and not matched_c[ci]:
-                matched_p[pi] = matched_c[ci] = True
+        ious = np.where(same, box_iou(production.boxes, candidate.boxes), 0.0)
+        for pi, ci in greedy_match(ious, iou):
+            matched_p[pi] = matched_c[ci] = True
     m = int(matched_p.sum())
     missed = Counter(int(c) for c in production.classes[~matched_p])
     extra = Counter(int(c) for c in candidate.classes[~matched_c])

@@ -17,10 +17,8 @@ truth with track ids, the ego flagged ``is_ego``):
   segment carries the ground-truth tracks in metres relative to the ego, which is what
   ``scenarios`` turns into OpenSCENARIO.
 
-The result types live in ``replay_report``. Kept as one module of about 450 lines because the
-IoU matching, the tracker and the two evaluations that call them (``evaluate_model``,
-``flag_segments``) change together: they are being unified with ``adas.detector.tracking``
-separately (issue 13), which removes the matching and the tracker from here.
+The result types live in ``replay_report``; box matching and the tracker are the shared ones
+of ``adas.detector.tracking`` (the robustness suite's temporal stress uses the same).
 
 Domain code: no dagster import.
 """
@@ -35,6 +33,7 @@ import numpy as np
 
 from adas.datasets.coco import CATEGORY_IDS
 from adas.detector.postprocess import Detections, box_iou
+from adas.detector.tracking import IouTracker, match_boxes
 from adas.simulation.config import ReplayConfig
 from adas.simulation.replay_report import (
     FlaggedSegment,
@@ -51,102 +50,9 @@ from adas.simulation.replay_report import (
 CLASS_NAMES: dict[int, str] = {v: k for k, v in CATEGORY_IDS.items()}
 
 
-# ==================================================================================================
-# Matching and tracking
-
-
 def _xywh_to_xyxy(b: Sequence[float]) -> tuple[float, float, float, float]:
     x, y, w, h = b
     return (x, y, x + w, y + h)
-
-
-def greedy_match(gt: np.ndarray, det: np.ndarray, iou_threshold: float) -> list[tuple[int, int]]:
-    """(gt index, det index) pairs, greedy by descending IoU, each side at most once."""
-    if len(gt) == 0 or len(det) == 0:
-        return []
-    return _greedy(box_iou(gt, det), iou_threshold)
-
-
-def _greedy(iou: np.ndarray, iou_threshold: float) -> list[tuple[int, int]]:
-    pairs = np.argwhere(iou >= iou_threshold)
-    order = np.argsort(-iou[pairs[:, 0], pairs[:, 1]], kind="stable")
-    used_g: set[int] = set()
-    used_d: set[int] = set()
-    out = []
-    for k in order:
-        g, d = (int(v) for v in pairs[k])
-        if g in used_g or d in used_d:
-            continue
-        used_g.add(g)
-        used_d.add(d)
-        out.append((g, d))
-    return out
-
-
-class IouTracker:
-    """Greedy IoU association of detections to live tracks.
-
-    A detection is scored against both the track's last box and its constant-velocity
-    prediction (last frame-to-frame displacement): at 5 fps a small object can move more than
-    its own length between frames, while 3-px boxes jitter by a pixel when nothing moves. What
-    IoU leaves unmatched is matched to the nearest predicted centre within one box length.
-    """
-
-    def __init__(self, iou_threshold: float, max_age: int) -> None:
-        self.iou_threshold, self.max_age = iou_threshold, max_age
-        # id -> (last box, displacement per frame, frames since seen)
-        self._tracks: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}
-        self._next = 0
-
-    def update(self, boxes: np.ndarray) -> list[int]:
-        boxes = np.asarray(boxes, float).reshape(-1, 4)
-        ids = list(self._tracks)
-        last = np.asarray([self._tracks[i][0] for i in ids]).reshape(-1, 4)
-        pred = np.asarray(
-            [self._tracks[i][0] + self._tracks[i][1] * (self._tracks[i][2] + 1) for i in ids]
-        ).reshape(-1, 4)
-        assigned: list[int] = [-1] * len(boxes)
-        if len(ids) and len(boxes):
-            # Best of "stayed put" and "kept moving": pixel jitter on 3-px boxes makes either alone flaky.
-            iou = np.maximum(box_iou(last, boxes), box_iou(pred, boxes))
-            used_t: set[int] = set()
-            for ti, di in _greedy(iou, self.iou_threshold):
-                assigned[di] = ids[ti]
-                used_t.add(ti)
-            # Fallback for small, fast objects (no overlap between frames yet): nearest predicted
-            # centre within one box length, similar size.
-            pc = (pred[:, :2] + pred[:, 2:]) / 2
-            bc = (boxes[:, :2] + boxes[:, 2:]) / 2
-            p_wh = np.maximum(pred[:, 2:] - pred[:, :2], 1e-3)
-            b_wh = np.maximum(boxes[:, 2:] - boxes[:, :2], 1e-3)
-            dist = np.linalg.norm(pc[:, None, :] - bc[None, :, :], axis=2)
-            ratio = np.prod(p_wh, axis=1)[:, None] / np.prod(b_wh, axis=1)[None, :]
-            ok = (dist <= p_wh.max(axis=1)[:, None]) & (ratio > 0.5) & (ratio < 2.0)
-            for ti, di in sorted(zip(*np.nonzero(ok), strict=True), key=lambda td: dist[td[0], td[1]]):
-                if ti in used_t or assigned[di] >= 0:
-                    continue
-                assigned[di] = ids[int(ti)]
-                used_t.add(int(ti))
-        seen = set()
-        for di, tid in enumerate(assigned):
-            if tid < 0:
-                tid = self._next
-                self._next += 1
-                assigned[di] = tid
-                velocity = np.zeros(4)
-            else:
-                last, _, age = self._tracks[tid]
-                velocity = (boxes[di] - last) / (age + 1)
-            self._tracks[tid] = (boxes[di].copy(), velocity, 0)
-            seen.add(tid)
-        for tid in list(self._tracks):
-            if tid not in seen:
-                box, vel, age = self._tracks[tid]
-                if age + 1 > self.max_age:
-                    del self._tracks[tid]
-                else:
-                    self._tracks[tid] = (box, vel, age + 1)
-        return assigned
 
 
 # ==================================================================================================
@@ -191,9 +97,9 @@ def evaluate_model(
             if ego and len(boxes):
                 ego_iou = box_iou(np.asarray([_xywh_to_xyxy(ego[0]["bbox"])]), boxes)[0]
                 boxes = boxes[ego_iou < 0.3]
-            track_ids = tracker.update(boxes)
+            track_ids = tracker.update(boxes).tolist()
             gt_boxes = np.asarray([_xywh_to_xyxy(a["bbox"]) for a in gts]).reshape(-1, 4)
-            matches = greedy_match(gt_boxes, boxes, cfg.match_iou)
+            matches = match_boxes(gt_boxes, boxes, cfg.match_iou)
             matched_g = {g: d for g, d in matches}
             matched_d = {d for _, d in matches}
             for gi, a in enumerate(gts):
@@ -386,7 +292,7 @@ def flag_segments(
             gt_boxes = np.asarray([_xywh_to_xyxy(a["bbox"]) for a in gts]).reshape(-1, 4)
             for dets, missed in ((cand_dets, missed_c), (prod_dets, missed_p)):
                 d = dets.get(image_id, Detections.empty())
-                hit = {g for g, _ in greedy_match(gt_boxes, d.boxes, cfg.match_iou)}
+                hit = {g for g, _ in match_boxes(gt_boxes, d.boxes, cfg.match_iou)}
                 for gi, a in enumerate(gts):
                     if gi not in hit:
                         missed[a["track_id"]] += 1

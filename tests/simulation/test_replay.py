@@ -7,7 +7,7 @@ import pytest
 
 from adas.detector.postprocess import Detections
 from adas.simulation.config import ReplayConfig
-from adas.simulation.replay import IouTracker, evaluate_model, flag_segments, replay
+from adas.simulation.replay import evaluate_model, flag_segments, replay
 
 PX_PER_M = 3.52
 EGO = [100.0, 40.0, 16.0, 7.0]  # xywh
@@ -111,12 +111,6 @@ def test_ghost_tracks_are_persistent_false_positives_only() -> None:
     r = evaluate_model(coco, dets, ReplayConfig(min_ghost_track_frames=3), "cand")
     assert r.sequences[0].ghost_tracks == 1  # the one-frame blip is a false positive, not a ghost track
     assert r.totals()["fp_per_frame"] == pytest.approx(21 / 20)
-
-
-def test_iou_tracker_keeps_identity_of_a_small_fast_object() -> None:
-    tr = IouTracker(iou_threshold=0.3, max_age=2)
-    ids = [tr.update(np.array([[10.0 + 6 * k, 40.0, 18.0 + 6 * k, 43.0]]))[0] for k in range(8)]
-    assert len(set(ids)) == 1, "constant-velocity prediction must follow an 8-px box moving 6 px/frame"
 
 
 def test_divergent_segments_are_flagged_with_tracks_in_metres() -> None:
