@@ -29,8 +29,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import dagster as dg  # noqa: E402
+from dagster._core.scheduler.instigation import InstigatorType  # noqa: E402
 
+from adas.packaging.staging import cpu_model  # noqa: E402
 from adas.settings import DEMO_BUNDLES_DIR, AdasHome  # noqa: E402
+from adas_assets.definitions import make_definitions  # noqa: E402
+from jobs.automation_driver import AutomationDriver, drop_and_drive, drop_bundle  # noqa: E402
+from jobs.schedules import rebuild_cells  # noqa: E402
+from resources import build_resources  # noqa: E402
+from resources.dagster_dev import dagster_dev  # noqa: E402
 from resources.instance import prepare_local_instance  # noqa: E402
 
 
@@ -45,8 +52,6 @@ def step_seconds(instance: dg.DagsterInstance, run_ids: list[str]) -> dict[str, 
 
 
 def _sensor_has_ticked(instance: dg.DagsterInstance, name: str) -> bool:
-    from dagster._core.scheduler.instigation import InstigatorType
-
     for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
         if state.instigator_name == name and instance.get_ticks(
             state.instigator_origin_id, state.selector_id, limit=1
@@ -59,9 +64,6 @@ def drive_with_daemon(
     home: AdasHome, golden: Callable[[dg.DagsterInstance], None], timeout_s: float
 ) -> tuple[float, list[str], list[str]]:
     """`dagster dev` runs everything; returns (drop -> last registry entry s, run ids, failed run ids)."""
-    from jobs.automation_driver import drop_bundle
-    from jobs.schedules import rebuild_cells
-    from resources.dagster_dev import dagster_dev
 
     cells = set(rebuild_cells())
     log_path = home.root / "dagster-dev.log"
@@ -113,9 +115,6 @@ def main() -> int:
     args = parser.parse_args()
     home = AdasHome(Path(tempfile.mkdtemp(prefix="adas-e2e-")))
     prepare_local_instance(home)
-    from adas_assets.definitions import make_definitions
-    from jobs.automation_driver import AutomationDriver, drop_and_drive
-    from resources import build_resources
 
     defs = make_definitions(build_resources("local", home))
 
@@ -160,8 +159,6 @@ def main() -> int:
     ]
     print("\n".join(lines))
     if args.write:
-        from adas.packaging.staging import cpu_model
-
         command = f"python scripts/benchmark_e2e.py --size {args.size}" + (" --daemon" if args.daemon else "")
         with open(REPO / "BENCHMARKS.md", "a") as f:
             f.write(

@@ -28,6 +28,10 @@ sys.path.insert(0, str(REPO_ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from adas.detector.data import CocoFrames  # noqa: E402
+from adas.intake.bundle import load_model, validate_bundle  # noqa: E402
+from adas.packaging.config import load_packaging_config  # noqa: E402
+from adas.packaging.equivalence import check_equivalence, task_map_drop  # noqa: E402
 from adas.packaging.torch_cuda import (  # noqa: E402
     MODES,
     PRECISIONS,
@@ -70,10 +74,6 @@ def main() -> int:
         print(f"benchmark_gpu: {exc}", file=sys.stderr)
         return 2
 
-    from adas.intake.bundle import load_model, validate_bundle
-    from adas.packaging.config import load_packaging_config
-    from adas.packaging.equivalence import check_equivalence, task_map_drop
-
     contract = validate_bundle(args.bundle).contract  # every intake check, checksums included
     reference = load_model(args.bundle, contract)
     cfg = load_packaging_config()
@@ -82,8 +82,6 @@ def main() -> int:
     batches = [int(b) for b in args.batches.split(",")]
     val = None
     if args.data is not None:
-        from adas.detector.data import CocoFrames
-
         val = CocoFrames.load(args.data / "golden_val.json", limit=args.frames)
     torch.set_num_threads(min(8, os.cpu_count() or 1))
     cpu_ms = {b: _cpu_latency_ms(reference, shape, b, max(10, args.iterations // 10)) for b in batches}

@@ -35,9 +35,20 @@ sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
+from adas.datasets.slices import load_slices  # noqa: E402
+from adas.detector.bundle import load_bundle_model, read_contract, write_bundle  # noqa: E402
+from adas.detector.data import CocoFrames, load_manifest  # noqa: E402
+from adas.detector.model import CenterNet  # noqa: E402
+from adas.intake.calibration import balanced_shard  # noqa: E402
+from adas.intake.contract import Lineage, Normalization  # noqa: E402
 from adas.packaging.config import default_packaging_config  # noqa: E402
+from adas.packaging.equivalence import check_equivalence, task_map_drop  # noqa: E402
+from adas.packaging.export import export_onnx  # noqa: E402
 from adas.packaging.latency import LatencySpec, compare_latency, machine_info  # noqa: E402
+from adas.packaging.ort_engines import OrtEngine, build_fp32_engine  # noqa: E402
+from adas.packaging.ort_int8 import build_int8_engine  # noqa: E402
 
 DEFAULT_BUNDLE = REPO_ROOT / "demo" / "bundles" / "candidate"
 DEFAULT_DATA = REPO_ROOT / ".adas" / "datasets" / "demo"
@@ -47,12 +58,6 @@ CALIBRATION_STRATA = ["clear_day", "night", "fog", "rain", "snow", "glare", "den
 
 
 def _untrained_bundle(tmp: Path) -> Path:
-    import torch
-
-    from adas.detector.bundle import write_bundle
-    from adas.detector.model import CenterNet
-    from adas.intake.contract import Lineage, Normalization
-
     torch.manual_seed(0)
     return write_bundle(
         CenterNet().eval(),
@@ -84,9 +89,6 @@ def _calibration_frames(data: Path | None, n: int, shape: tuple[int, int]) -> tu
     if data is None:
         rng = np.random.default_rng(0)
         return rng.integers(0, 256, (n, *shape, 3), dtype=np.uint8), f"{n} random frames (no dataset)"
-    from adas.datasets.slices import load_slices
-    from adas.detector.data import CocoFrames, load_manifest
-    from adas.intake.calibration import balanced_shard
 
     coco = load_manifest(data / "golden_val.json")
     catalog = load_slices()
@@ -109,10 +111,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fp32-mode", choices=["optimized", "plain"], default="optimized")
     ap.add_argument("--write", action="store_true", help="append the results to BENCHMARKS.md")
     args = ap.parse_args(argv)
-
-    from adas.detector.bundle import load_bundle_model, read_contract
-    from adas.packaging.export import export_onnx
-    from adas.packaging.ort_engines import OrtEngine, build_fp32_engine, build_int8_engine
 
     cfg = default_packaging_config()
     tmp = Path(tempfile.mkdtemp(prefix="bench-packaging-"))
@@ -157,9 +155,6 @@ def main(argv: list[str] | None = None) -> int:
     maps: dict[str, tuple[float, float, float]] = {}
     map_desc = "-"
     if data is not None:
-        from adas.detector.data import CocoFrames
-        from adas.packaging.equivalence import task_map_drop
-
         val = CocoFrames.load(data / "golden_val.json", limit=args.map_frames or None)
         map_desc = f"golden_val, {len(val.image_ids)} frames, score threshold {MAP_SCORE_THRESHOLD}"
         for name, path in (("ort_fp32", fp32.path), ("ort_int8", int8.path)):
@@ -175,9 +170,6 @@ def main(argv: list[str] | None = None) -> int:
 
     equivalence: dict[str, Any] = {}
     if args.equivalence:
-        from adas.detector.data import CocoFrames
-        from adas.packaging.equivalence import check_equivalence
-
         frames = CocoFrames.load(data / "golden_val.json", limit=200).frames if data else None
         for name, path, prec in (("ort_fp32", fp32.path, "fp32"), ("ort_int8", int8.path, "int8")):
             rep = check_equivalence(

@@ -17,6 +17,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from adas.packaging.staging import cpu_model  # noqa: E402
+from adas.settings import AdasHome  # noqa: E402
+from resources.dagster_dev import dagster_dev, launch_chromium  # noqa: E402
+from resources.instance import prepare_local_instance  # noqa: E402
+
 GROUPS = ("intake", "packaging", "evaluation", "simulation", "registry")
 
 
@@ -28,11 +34,6 @@ def main() -> int:
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
-
-    from adas.packaging.staging import cpu_model
-    from adas.settings import AdasHome
-    from resources.dagster_dev import dagster_dev, launch_chromium
-    from resources.instance import prepare_local_instance
 
     prepare_local_instance(AdasHome.from_env())
     env = {**os.environ, "ADAS_SENSORS_DEFAULT": "stopped"}

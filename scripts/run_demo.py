@@ -27,7 +27,13 @@ sys.path.insert(0, str(REPO))
 
 import dagster as dg  # noqa: E402
 
+from adas.catalog import load_catalog  # noqa: E402
+from adas.cell import Cell  # noqa: E402
 from adas.settings import DEMO_BUNDLES_DIR, AdasHome  # noqa: E402
+from adas_assets.definitions import defs  # noqa: E402
+from adas_assets.partitions import partition_key  # noqa: E402
+from jobs.automation_driver import AutomationDriver, drop_bundle, tick_inbox_sensor  # noqa: E402
+from jobs.demo_promotion import promote_demo_candidate  # noqa: E402
 from resources.instance import prepare_local_instance  # noqa: E402
 
 
@@ -44,9 +50,6 @@ def main() -> int:
 
     home = AdasHome.from_env()
     prepare_local_instance(home)
-
-    from adas_assets.definitions import defs
-    from jobs.automation_driver import AutomationDriver, drop_bundle, tick_inbox_sensor
 
     t0 = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
@@ -87,7 +90,6 @@ def main() -> int:
         failed_runs = [r for r in runs if not r.success]
 
         banner("5/5 registry: approvals, governance, local canary (two Triton servers behind nginx)")
-        from jobs.demo_promotion import promote_demo_candidate
 
         promotion_lines, _ = promote_demo_candidate(defs, instance)  # promoted or refused: both are reported
         report = summarize(instance, defs, runs) + "\n\n" + "\n".join(promotion_lines)
@@ -116,9 +118,6 @@ def summarize(
     instance: dg.DagsterInstance, defs: dg.Definitions, runs: list[dg.ExecuteInProcessResult]
 ) -> str:
     """Latest state of every per-target asset on the CPU cells, and every check the runs evaluated."""
-    from adas.catalog import load_catalog
-    from adas.cell import Cell
-    from adas_assets.partitions import partition_key
 
     graph = defs.resolve_asset_graph()
     partitioned = sorted(
