@@ -71,6 +71,14 @@ def candidate_summary(ref: CandidateRef) -> str:
 """
 
 
+def _candidate_identity(ref: CandidateRef) -> dict:
+    return {
+        "summary": dg.MetadataValue.md(candidate_summary(ref)),
+        "version": ref.contract.version,
+        "bundle_sha256": ref.bundle_sha256,
+    }
+
+
 def candidate_result(
     ref: CandidateRef, store: ArtifactStore, already_stored: bool, archived: str
 ) -> dg.MaterializeResult:
@@ -79,10 +87,8 @@ def candidate_result(
         value=ref,
         data_version=dg.DataVersion(ref.bundle_sha256),
         metadata={
-            "summary": dg.MetadataValue.md(candidate_summary(ref)),
-            "version": ref.contract.version,
+            **_candidate_identity(ref),
             "model_name": ref.contract.model_name,
-            "bundle_sha256": ref.bundle_sha256,
             "training_run_id": ref.lineage.training_run_id,
             "dataset_tag": ref.lineage.dataset_tag,
             "git_sha": ref.lineage.git_sha,
@@ -99,12 +105,7 @@ def production_result(ref: CandidateRef, bundle_dir: str) -> dg.MaterializeResul
     return dg.MaterializeResult(
         value=ref,
         data_version=dg.DataVersion(ref.bundle_sha256),
-        metadata={
-            "summary": dg.MetadataValue.md(candidate_summary(ref)),
-            "version": ref.contract.version,
-            "bundle_sha256": ref.bundle_sha256,
-            "source": dg.MetadataValue.path(bundle_dir),
-        },
+        metadata={**_candidate_identity(ref), "source": dg.MetadataValue.path(bundle_dir)},
     )
 
 
