@@ -451,7 +451,7 @@ class StoreSettings:
             raise ValueError("ADAS_ENV=production needs ADAS_ARTIFACT_BUCKET (the artifact bucket)")
 
         def client() -> Any:
-            import boto3  # noqa: PLC0415 - boto3's import costs ~0.3 s; only production needs it
+            import boto3  # boto3's import costs ~0.3 s; only production needs it
 
             return boto3.client("s3", region_name=self.region or None, endpoint_url=self.endpoint_url)
 

@@ -13,27 +13,11 @@ from dagster_k8s import K8sRunLauncher
 from dagster_k8s.container_context import K8sContainerContext
 from dagster_k8s.job import UserDefinedDagsterK8sConfig
 
-from adas.catalog import Target, TargetCatalog
+from adas.catalog import TargetCatalog
+from resources.placement import placement_k8s_config
 from resources.targets import TARGET_CATALOG
 
 DEVICE_TAG = "dagster/partition/device"
-
-
-def placement_k8s_config(target: Target) -> dict[str, Any]:
-    """The `dagster-k8s/config` shape (container resources + pod placement) for one target."""
-    k8s = target.kubernetes
-    limits: dict[str, str] = {"cpu": k8s.cpu, "memory": k8s.memory}
-    if k8s.gpu_count:
-        limits["nvidia.com/gpu"] = str(k8s.gpu_count)
-    return {
-        "container_config": {
-            "resources": {"requests": {"cpu": k8s.cpu, "memory": k8s.memory}, "limits": limits}
-        },
-        "pod_spec_config": {
-            "node_selector": dict(k8s.node_selector),
-            "tolerations": [t.model_dump(exclude_none=True) for t in k8s.tolerations],
-        },
-    }
 
 
 def placement_for_tags(tags: dict[str, str], catalog: TargetCatalog) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ through ``dagster_k8s.execute_k8s_job``: the store form of the shard command
     python -m adas.simulation.orchestration --spec-key sim-cache/specs/<shard key>.json \\
         --engine-key <engine key> --engine-sha256 <hex>
 
-in the run's own image, on the partition's device nodes (``resources.k8s.placement_k8s_config``:
+in the run's own image, on the partition's device nodes (``resources.placement.placement_k8s_config``:
 node selector, tolerations, GPU limit) with one shard's CPU and memory, and the environment the
 pod needs to open the same artifact store. ``run_sweep`` still plans, reuses checkpoints,
 reports progress and raises ``SweepError``; the pods only compute and checkpoint.
@@ -34,7 +34,7 @@ from pydantic import Field
 from adas.catalog import Target
 from adas.simulation.executors import SHARD_MODULE, LocalProcessExecutor, RemoteShardExecutor, ShardExecutor
 from adas.simulation.shards import ShardSpec
-from resources.k8s import placement_k8s_config
+from resources.placement import placement_k8s_config
 from resources.targets import TARGET_CATALOG
 
 if TYPE_CHECKING:

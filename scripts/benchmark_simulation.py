@@ -44,7 +44,7 @@ from adas.intake.contract import Contract, Normalization  # noqa: E402
 from adas.packaging.config import default_packaging_config  # noqa: E402
 from adas.packaging.export import export_onnx  # noqa: E402
 from adas.packaging.latency import machine_info  # noqa: E402
-from adas.packaging.ort_engines import build_int8_engine  # noqa: E402
+from adas.packaging.ort_int8 import build_int8_engine  # noqa: E402
 from adas.settings import DEMO_BUNDLES_DIR  # noqa: E402
 from adas.simulation.config import load_simulation_config  # noqa: E402
 from adas.simulation.perception import PerceptionSpec  # noqa: E402

@@ -227,3 +227,17 @@ def per_image_matches(
                 )
             )
     return out, np.asarray(ev.params.iouThrs, dtype=np.float64)
+
+
+def precision_table(
+    gt: dict[str, Any], detections: Sequence[dict[str, Any]], image_ids: Sequence[int] | None = None
+) -> tuple[np.ndarray, list[int]] | None:
+    """COCOeval's interpolated precision ``[IoU thresholds, 101 recalls, classes, areas, maxDets]``
+    and the class ids in its class order; None when the images hold no ground truth."""
+    g = _prepared_gt(gt, image_ids)
+    if not g["images"] or not g["annotations"]:
+        return None
+    img_set = {int(im["id"]) for im in g["images"]}
+    dets = _prepared_dets(detections, img_set, {int(c["id"]) for c in g["categories"]})
+    _, precision, cat_ids = _run(g, _dt_dataset(g, dets), "faster")
+    return precision, cat_ids

@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from adas.detector.bundle import build_contract, run_detector
+from adas.detector.coco_metrics import coco_metrics
 from adas.detector.data import CenterNetDataset, CocoFrames, estimate_normalization
 from adas.detector.model import CenterNet, build_model, count_parameters
-from adas.detector.coco_metrics import coco_metrics
 from adas.intake.contract import Normalization
 
 # Score threshold used for the validation AP printed during training (AP is measured over the

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from adas.detector.coco_metrics import _dt_dataset, _prepared_dets, _prepared_gt, _run, coco_metrics
+from adas.detector.coco_metrics import coco_metrics, precision_table
 from adas.evaluation.matching import confusion_matrix
 from adas.evaluation.plots import png_bytes, pyplot
 
@@ -50,16 +50,14 @@ def pr_curves(
 
     ``None`` for a class without ground truth in the images (its curve is undefined).
     """
-    g = _prepared_gt(dict(gt), image_ids)
-    names = {int(c["id"]): str(c["name"]) for c in g["categories"]}
+    names = {int(c["id"]): str(c["name"]) for c in gt["categories"]}
     out: dict[str, dict[str, list[float] | None]] = {
         n: {"iou50": None, "iou75": None} for n in names.values()
     }
-    if not g["images"] or not g["annotations"]:
+    table = precision_table(dict(gt), [dict(r) for r in records], image_ids)
+    if table is None:
         return out
-    img_set = {int(im["id"]) for im in g["images"]}
-    dets = _prepared_dets(records, img_set, set(names))
-    _, precision, cat_ids = _run(g, _dt_dataset(g, dets), "faster")
+    precision, cat_ids = table
     for k, c in enumerate(cat_ids):
         for label, t in (("iou50", 0), ("iou75", 5)):
             p = precision[t, :, k, 0, -1]

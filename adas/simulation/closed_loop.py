@@ -3,7 +3,7 @@
 Each control step (5 Hz):
 
 1. the ego's top-down frame is rendered by the same simulator wrapper that made the training
-   data (``world.ClosedLoopSimulator`` over ``adas.datasets.generator.SceneSimulator``);
+   data (``world.ClosedLoopSimulator`` over ``adas.datasets.simulator.SceneSimulator``);
 2. the run's weather/lighting transform is applied (``adas.datasets.weather.apply_weather``);
 3. the perception (normally the packaged ONNX Runtime engine) returns detections;
 4. detections become world-frame tracks and the proxy controller acts ONLY on those
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from adas.datasets.generator import DatagenConfig
+from adas.datasets.config import DatagenConfig
 from adas.datasets.weather import apply_weather
 from adas.detector.postprocess import Detections
 from adas.simulation.config import ControllerConfig

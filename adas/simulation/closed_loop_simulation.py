@@ -18,7 +18,7 @@ import polars as pl
 
 from adas.catalog import TargetCatalog
 from adas.cell import Cell
-from adas.datasets.generator import DatagenConfig
+from adas.datasets.config import DatagenConfig
 from adas.intake.refs import StoredFile
 from adas.packaging.refs import EngineRef
 from adas.simulation.config import SimulationConfig

@@ -20,7 +20,7 @@ from PIL import Image
 
 from adas.catalog import TargetCatalog
 from adas.cell import Cell
-from adas.datasets.generator import DatagenConfig
+from adas.datasets.config import DatagenConfig
 from adas.detector.postprocess import Detections
 from adas.intake.refs import ReplayBundleRef, StoredFile
 from adas.packaging.refs import EngineRef

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from adas.datasets.generator import DatagenConfig
+from adas.datasets.config import DatagenConfig
 from adas.simulation.clips import make_gif
 from adas.simulation.closed_loop import run_episode
 from adas.simulation.config import ClipConfig, ControllerConfig, MetricsConfig, SimulationConfig

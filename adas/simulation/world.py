@@ -1,6 +1,6 @@
 """The simulator side of a closed-loop episode: highway-env with a perception-driven ego and scripted actors.
 
-The scene is the generator's (``adas.datasets.generator.SceneSimulator``: class-sized vehicles,
+The scene is the generator's (``adas.datasets.simulator.SceneSimulator``: class-sized vehicles,
 box extraction, 96x384 frames downscaled from 150x600 renders); the ego is a ``ControlledVehicle``
 whose acceleration the proxy controller sets; each category's key actor is placed and scripted
 here (``setup_category``, ``script_step``). Ground truth from the simulator is read here only to

@@ -12,7 +12,8 @@ import yaml
 from dagster_k8s import DagsterK8sJobConfig, construct_dagster_k8s_job
 
 from adas.catalog import load_catalog
-from resources.k8s import DEVICE_TAG, CatalogK8sRunLauncher, container_context_for_tags, placement_k8s_config
+from resources.k8s import DEVICE_TAG, CatalogK8sRunLauncher, container_context_for_tags
+from resources.placement import placement_k8s_config
 
 REPO = Path(__file__).resolve().parents[2]
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
