@@ -7,6 +7,7 @@ import dagster as dg
 from adas.evaluation.inputs import challenge_suites_root, list_suites
 from adas.settings import AdasHome
 from adas_assets.automation import default_schedule_status
+from adas_assets.cadence import NIGHTLY_REGRESSION_CRON, SCHEDULE_TIMEZONE, WEEKLY_FULL_LIBRARY_CRON
 from adas_assets.evaluation.assets import eval_report, quantization_sensitivity, regression_gate
 from adas_assets.partitions import TARGET_PARTITIONS, supported_partition_keys
 from resources.targets import TARGET_CATALOG
@@ -48,32 +49,38 @@ def _scheduled(
     ]
 
 
-@dg.schedule(
-    job=evaluation_job,
-    cron_schedule="0 2 * * *",
-    execution_timezone="UTC",
-    default_status=default_schedule_status(),
-    name="nightly_regression_evaluation",
-    description="Nightly regression: every built engine re-evaluated against production (standard profile).",
+def evaluation_schedule(
+    name: str, cron: str, description: str, profile: str, *, with_suites: bool
+) -> dg.ScheduleDefinition:
+    """A schedule of ``evaluation_job`` that evaluates every built cell with ``profile``."""
+
+    @dg.schedule(
+        job=evaluation_job,
+        cron_schedule=cron,
+        execution_timezone=SCHEDULE_TIMEZONE,
+        default_status=default_schedule_status(),
+        name=name,
+        description=description,
+    )
+    def _evaluation_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
+        return _scheduled(context, profile, with_suites=with_suites)
+
+    return _evaluation_schedule
+
+
+nightly_regression_evaluation = evaluation_schedule(
+    "nightly_regression_evaluation",
+    NIGHTLY_REGRESSION_CRON,
+    "Nightly regression: every built engine re-evaluated against production (standard profile).",
+    "standard",
+    with_suites=False,
 )
-def nightly_regression_evaluation(
-    context: dg.ScheduleEvaluationContext,
-) -> list[dg.RunRequest] | dg.SkipReason:
-    return _scheduled(context, "standard", with_suites=False)
-
-
-@dg.schedule(
-    job=evaluation_job,
-    cron_schedule="0 3 * * 0",
-    execution_timezone="UTC",
-    default_status=default_schedule_status(),
-    name="weekly_full_library_evaluation",
-    description="Weekly full-library evaluation: full robustness profile plus every challenge suite.",
+weekly_full_library_evaluation = evaluation_schedule(
+    "weekly_full_library_evaluation",
+    WEEKLY_FULL_LIBRARY_CRON,
+    "Weekly full-library evaluation: full robustness profile plus every challenge suite.",
+    "full",
+    with_suites=True,
 )
-def weekly_full_library_evaluation(
-    context: dg.ScheduleEvaluationContext,
-) -> list[dg.RunRequest] | dg.SkipReason:
-    return _scheduled(context, "full", with_suites=True)
-
 
 evaluation_schedules = [nightly_regression_evaluation, weekly_full_library_evaluation]

@@ -4,6 +4,7 @@ import dagster as dg
 
 from adas.cell import supported_cells
 from adas_assets.automation import automated_devices, default_schedule_status
+from adas_assets.cadence import NIGHTLY_ENGINE_REBUILD_CRON, SCHEDULE_TIMEZONE
 from adas_assets.partitions import partition_key
 from resources.targets import TARGET_CATALOG
 
@@ -22,8 +23,8 @@ def rebuild_cells() -> list[str]:
 
 @dg.schedule(
     job=engine_rebuild_job,
-    cron_schedule="0 1 * * *",
-    execution_timezone="UTC",
+    cron_schedule=NIGHTLY_ENGINE_REBUILD_CRON,
+    execution_timezone=SCHEDULE_TIMEZONE,
     default_status=default_schedule_status(),
     description="01:00 UTC: rebuild every automated cell's engine against the runtime stack now installed.",
 )

@@ -27,7 +27,9 @@ from adas.intake.refs import DatasetRef, ReplayBundleRef, SliceCatalogRef
 from adas.packaging.refs import EngineRef
 from adas.settings import AdasHome
 from adas_assets.automation import SupportedTargetCondition, eager_on_supported_targets
+from adas_assets.cadence import EVALUATION_FRESHNESS
 from adas_assets.evaluation.presenters import eval_report_result, gate_result, quantization_result
+from adas_assets.owners import EVALUATION_OWNERS
 from adas_assets.partitions import TARGET_PARTITIONS, per_target_description
 from resources.artifact_store import ArtifactStoreParam
 from resources.io_manager import read_value
@@ -81,12 +83,14 @@ def _eval_condition() -> dg.AutomationCondition:
 
 @dg.asset(
     group_name=EVALUATION,
+    owners=EVALUATION_OWNERS,
     kinds={"onnx", "polars"},
     partitions_def=TARGET_PARTITIONS,
     deps=[dg.AssetDep(PRODUCTION_ENGINE)],
     automation_condition=_eval_condition(),
     pool="cpu-heavy",
     code_version=f"eval-v1-{SETTINGS_SHA256[:8]}",
+    freshness_policy=EVALUATION_FRESHNESS,
     description=per_target_description(
         "Evaluation of the packaged engine of one cell on the golden test split against the "
         "production model packaged for the same cell: COCO metrics (faster-coco-eval), per-class "
@@ -163,6 +167,7 @@ def _quant_condition() -> dg.AutomationCondition:
 
 @dg.asset(
     group_name=EVALUATION,
+    owners=EVALUATION_OWNERS,
     kinds={"polars"},
     partitions_def=TARGET_PARTITIONS,
     ins={"eval_report": dg.AssetIn(partition_mapping=_ALL_PRECISIONS_OF_DEVICE)},
@@ -200,6 +205,7 @@ def quantization_sensitivity(
 
 @dg.asset(
     group_name=EVALUATION,
+    owners=EVALUATION_OWNERS,
     kinds={"python"},
     partitions_def=TARGET_PARTITIONS,
     automation_condition=eager_on_supported_targets(),

@@ -18,6 +18,8 @@ from adas.packaging.serving import build_and_smoke_repository, package_cell
 from adas.packaging.staging import stage_candidate
 from adas.storage import ArtifactStore
 from adas_assets.automation import eager_on_supported_targets
+from adas_assets.cadence import NIGHTLY_ENGINE_FRESHNESS
+from adas_assets.owners import PACKAGING_OWNERS
 from adas_assets.packaging import checks, presenters
 from adas_assets.partitions import TARGET_PARTITIONS, per_target_description
 from resources.artifact_store import ArtifactStoreParam
@@ -26,7 +28,7 @@ PACKAGING = "packaging"
 EAGER = dg.AutomationCondition.eager()
 
 
-@dg.asset(group_name=PACKAGING, kinds={"pytorch"}, automation_condition=EAGER)
+@dg.asset(group_name=PACKAGING, owners=PACKAGING_OWNERS, kinds={"pytorch"}, automation_condition=EAGER)
 def staged_checkpoint(
     candidate_checkpoint: CandidateRef, artifact_store: ArtifactStoreParam
 ) -> dg.MaterializeResult:
@@ -39,7 +41,7 @@ def staged_checkpoint(
     return presenters.staged_result(outcome)
 
 
-@dg.asset(group_name=PACKAGING, kinds={"onnx"}, automation_condition=EAGER)
+@dg.asset(group_name=PACKAGING, owners=PACKAGING_OWNERS, kinds={"onnx"}, automation_condition=EAGER)
 def exported_graph(staged_checkpoint: StagedRef, artifact_store: ArtifactStoreParam) -> dg.MaterializeResult:
     """ONNX graph (opset 17, dynamic batch axis) beside the bundle's `torch.export` program,
     with an operator coverage report per runtime (ONNX Runtime CPU, TensorRT)."""
@@ -76,10 +78,12 @@ def _cell_engine(
 
 @dg.asset(
     group_name=PACKAGING,
+    owners=PACKAGING_OWNERS,
     kinds={"onnx"},
     partitions_def=TARGET_PARTITIONS,
     automation_condition=eager_on_supported_targets(),
     pool="cpu-heavy",
+    freshness_policy=NIGHTLY_ENGINE_FRESHNESS,
     # With check specs, a `-> MaterializeResult` annotation makes Dagster type the output
     # Nothing and drop the value; dagster_type says it carries one.
     dagster_type=dg.Any,
@@ -106,10 +110,12 @@ def engine(
 
 @dg.asset(
     group_name=PACKAGING,
+    owners=PACKAGING_OWNERS,
     kinds={"onnx"},
     partitions_def=TARGET_PARTITIONS,
     automation_condition=eager_on_supported_targets(),
     pool="cpu-heavy",
+    freshness_policy=NIGHTLY_ENGINE_FRESHNESS,
     description=per_target_description(
         "The current production model packaged for the same cell, with the same export and engine "
         "code as the candidate, so evaluation and simulation compare like with like."
@@ -148,6 +154,7 @@ class TritonRepositoryConfig(dg.Config):
 
 @dg.asset(
     group_name=PACKAGING,
+    owners=PACKAGING_OWNERS,
     kinds={"triton"},
     partitions_def=TARGET_PARTITIONS,
     automation_condition=eager_on_supported_targets(),
@@ -174,6 +181,7 @@ def triton_model_repository(
 
 @dg.asset(
     group_name=PACKAGING,
+    owners=PACKAGING_OWNERS,
     kinds={"triton", "docker"},
     partitions_def=TARGET_PARTITIONS,
     automation_condition=eager_on_supported_targets(),

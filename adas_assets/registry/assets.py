@@ -18,6 +18,7 @@ from adas.registry.registration import CandidateInputs, register_candidate
 from adas.registry.replay import replay_traffic
 from adas.simulation.refs import SimVerdictRef
 from adas_assets.automation import SupportedTargetCondition
+from adas_assets.owners import REGISTRY_OWNERS
 from adas_assets.partitions import TARGET_PARTITIONS, per_target_description
 from adas_assets.registry.presenters import alias_move_result, refusal, registration_result
 from resources.artifact_store import ArtifactStoreParam
@@ -31,6 +32,7 @@ JOB_ACTIONS: dict[str, Action] = {"promote_candidate": "promote", "rollback": "r
 
 @dg.asset(
     group_name=REGISTRY,
+    owners=REGISTRY_OWNERS,
     kinds={"sql"},
     partitions_def=TARGET_PARTITIONS,
     automation_condition=(dg.AutomationCondition.eager() & SupportedTargetCondition()).with_label(
@@ -93,6 +95,7 @@ class AliasMoveConfig(dg.Config):
 
 @dg.asset(
     group_name=REGISTRY,
+    owners=REGISTRY_OWNERS,
     kinds={"sql"},
     partitions_def=TARGET_PARTITIONS,
     dagster_type=dg.Any,

@@ -32,6 +32,7 @@ from adas.simulation.sim_verdict import decide_sim_verdict
 from adas.simulation.steps import Section, SimulationInputError, code_version
 from adas.simulation.sweep import SweepError
 from adas_assets.automation import eager_on_supported_targets
+from adas_assets.owners import SIMULATION_OWNERS
 from adas_assets.partitions import TARGET_PARTITIONS, per_target_description
 from adas_assets.simulation.presenters import (
     closed_loop_output,
@@ -83,6 +84,7 @@ def _failing_step() -> Iterator[None]:
 
 @dg.asset(
     group_name=SIMULATION,
+    owners=SIMULATION_OWNERS,
     kinds={"python"},
     partitions_def=TARGET_PARTITIONS,
     automation_condition=eager_on_supported_targets(),
@@ -121,6 +123,7 @@ def replay_metrics(
 
 @dg.asset(
     group_name=SIMULATION,
+    owners=SIMULATION_OWNERS,
     kinds={"python"},
     partitions_def=TARGET_PARTITIONS,
     automation_condition=eager_on_supported_targets(),
@@ -169,6 +172,7 @@ class ClosedLoopConfig(dg.Config):
 
 @dg.asset(
     group_name=SIMULATION,
+    owners=SIMULATION_OWNERS,
     kinds={"python"},
     partitions_def=TARGET_PARTITIONS,
     automation_condition=eager_on_supported_targets(),
@@ -233,6 +237,7 @@ def closed_loop_simulation(
 
 @dg.asset(
     group_name=SIMULATION,
+    owners=SIMULATION_OWNERS,
     kinds={"python"},
     partitions_def=TARGET_PARTITIONS,
     automation_condition=eager_on_supported_targets(),
