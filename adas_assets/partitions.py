@@ -5,6 +5,8 @@ cells into Dagster's partition objects and back.
 """
 
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import dagster as dg
 
@@ -43,6 +45,13 @@ def per_target_description(summary: str) -> str:
     )
 
 
+@contextmanager
+def _partitioned_checks() -> Iterator[None]:
+    with warnings.catch_warnings():  # partitioned asset checks are "preview" in Dagster 1.13
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        yield
+
+
 def per_target_check(name: str, asset: str, *, blocking: bool = False, description: str) -> dg.AssetCheckSpec:
     """A check of one target cell of a partitioned asset.
 
@@ -50,8 +59,26 @@ def per_target_check(name: str, asset: str, *, blocking: bool = False, descripti
     ``all_deps_blocking_checks_passed`` judges a cell by that cell's result, not by whichever
     cell's check ran last.
     """
-    with warnings.catch_warnings():  # partitioned asset checks are "preview" in Dagster 1.13
-        warnings.simplefilter("ignore", dg.PreviewWarning)
+    with _partitioned_checks():
         return dg.AssetCheckSpec(
             name, asset=asset, blocking=blocking, description=description, partitions_def=TARGET_PARTITIONS
         )
+
+
+def per_target_asset_check(
+    asset: dg.AssetKey | dg.AssetsDefinition, *, name: str, blocking: bool = False, description: str
+) -> Callable[[Callable[..., dg.AssetCheckResult]], dg.AssetChecksDefinition]:
+    """``@dg.asset_check`` of one target cell of a partitioned asset, partitioned like
+    :func:`per_target_check`; the check function takes the asset's value by its name."""
+
+    def decorate(fn: Callable[..., dg.AssetCheckResult]) -> dg.AssetChecksDefinition:
+        with _partitioned_checks():
+            return dg.asset_check(
+                asset=asset,
+                name=name,
+                blocking=blocking,
+                partitions_def=TARGET_PARTITIONS,
+                description=description,
+            )(fn)
+
+    return decorate

@@ -1,6 +1,5 @@
 """Evaluation checks: dataset integrity on the golden dataset, and the blocking regression gate."""
 
-import warnings
 from collections.abc import Iterator
 
 import dagster as dg
@@ -11,7 +10,7 @@ from adas.evaluation.refs import GateRef
 from adas.evaluation.usecases import dataset_integrity as check_dataset
 from adas.intake.refs import DatasetRef
 from adas_assets.evaluation.presenters import gate_check_result, integrity_check_results
-from adas_assets.partitions import TARGET_PARTITIONS
+from adas_assets.partitions import per_target_asset_check
 from resources.artifact_store import ArtifactStoreParam
 
 GOLDEN_DATASET = dg.AssetKey("golden_dataset")
@@ -41,19 +40,15 @@ def dataset_integrity(
     yield from integrity_check_results(report, GOLDEN_DATASET)
 
 
-def _gate_is_green(regression_gate: GateRef) -> dg.AssetCheckResult:
+@per_target_asset_check(
+    REGRESSION_GATE,
+    name="gate_is_green",
+    blocking=True,
+    description="The regression gate is green. Blocking: promotion downstream of a red gate does not run.",
+)
+def gate_is_green(regression_gate: GateRef) -> dg.AssetCheckResult:
     return gate_check_result(regression_gate)
 
-
-with warnings.catch_warnings():  # partitioned asset checks are "preview" in Dagster 1.13
-    warnings.simplefilter("ignore", dg.PreviewWarning)
-    gate_is_green = dg.asset_check(
-        asset=REGRESSION_GATE,
-        name="gate_is_green",
-        blocking=True,
-        partitions_def=TARGET_PARTITIONS,
-        description="The regression gate is green. Blocking: promotion downstream of a red gate does not run.",
-    )(_gate_is_green)
 
 evaluation_checks = [dataset_integrity, gate_is_green]
 

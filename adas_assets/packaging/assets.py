@@ -1,7 +1,8 @@
 """Packaging assets (specification step 15): staging, export, engines per device x precision."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -49,6 +50,28 @@ def exported_graph(staged_checkpoint: StagedRef, artifact_store: ArtifactStorePa
     return presenters.export_result(outcome)
 
 
+def _cell_asset(
+    summary: str, *, kinds: set[str], checks: Sequence[dg.AssetCheckSpec] = (), **kwargs: Any
+) -> Callable[[Callable[..., dg.MaterializeResult]], dg.AssetsDefinition]:
+    """``@dg.asset`` of a packaging asset per target cell, eager on the catalog's supported cells.
+
+    With ``checks``, the asset returns their results beside its materialization; a
+    ``-> MaterializeResult`` annotation would then make Dagster type the output Nothing and drop
+    the value, so ``dagster_type`` says it carries one.
+    """
+    if checks:
+        kwargs.update(check_specs=list(checks), dagster_type=dg.Any)
+    return dg.asset(
+        group_name=PACKAGING,
+        owners=PACKAGING_OWNERS,
+        kinds=kinds,
+        partitions_def=TARGET_PARTITIONS,
+        automation_condition=eager_on_supported_targets(),
+        description=per_target_description(summary),
+        **kwargs,
+    )
+
+
 def _cell_engine(
     context: dg.AssetExecutionContext,
     build: Callable[..., CellEngine],
@@ -76,23 +99,14 @@ def _cell_engine(
     return presenters.engine_result(cell)
 
 
-@dg.asset(
-    group_name=PACKAGING,
-    owners=PACKAGING_OWNERS,
+@_cell_asset(
+    "Inference engine of the candidate for one target cell: ONNX Runtime FP32 / INT8 (static Q/DQ "
+    "calibrated on the slice-balanced shard, per-layer FP32 fallback, `calibration.cache`) on "
+    "`x86-cpu`; TensorRT `model.plan` on NVIDIA targets (needs a GPU node with TensorRT).",
     kinds={"onnx"},
-    partitions_def=TARGET_PARTITIONS,
-    automation_condition=eager_on_supported_targets(),
+    checks=checks.ENGINE_CHECKS,
     pool="cpu-heavy",
     freshness_policy=NIGHTLY_ENGINE_FRESHNESS,
-    # With check specs, a `-> MaterializeResult` annotation makes Dagster type the output
-    # Nothing and drop the value; dagster_type says it carries one.
-    dagster_type=dg.Any,
-    check_specs=checks.ENGINE_CHECKS,
-    description=per_target_description(
-        "Inference engine of the candidate for one target cell: ONNX Runtime FP32 / INT8 (static Q/DQ "
-        "calibrated on the slice-balanced shard, per-layer FP32 fallback, `calibration.cache`) on "
-        "`x86-cpu`; TensorRT `model.plan` on NVIDIA targets (needs a GPU node with TensorRT)."
-    ),
 )
 def engine(
     context: dg.AssetExecutionContext,
@@ -108,18 +122,12 @@ def engine(
     )
 
 
-@dg.asset(
-    group_name=PACKAGING,
-    owners=PACKAGING_OWNERS,
+@_cell_asset(
+    "The current production model packaged for the same cell, with the same export and engine "
+    "code as the candidate, so evaluation and simulation compare like with like.",
     kinds={"onnx"},
-    partitions_def=TARGET_PARTITIONS,
-    automation_condition=eager_on_supported_targets(),
     pool="cpu-heavy",
     freshness_policy=NIGHTLY_ENGINE_FRESHNESS,
-    description=per_target_description(
-        "The current production model packaged for the same cell, with the same export and engine "
-        "code as the candidate, so evaluation and simulation compare like with like."
-    ),
 )
 def production_engine(
     context: dg.AssetExecutionContext,
@@ -152,19 +160,12 @@ class TritonRepositoryConfig(dg.Config):
     smoke_frames: int = Field(default=4, ge=1, le=64)
 
 
-@dg.asset(
-    group_name=PACKAGING,
-    owners=PACKAGING_OWNERS,
+@_cell_asset(
+    "Triton model repository: ensemble preprocess -> engine -> postprocess (decode + NMS), so "
+    "clients send raw frames and get boxes, plus `inference_config.json`.",
     kinds={"triton"},
-    partitions_def=TARGET_PARTITIONS,
-    automation_condition=eager_on_supported_targets(),
+    checks=checks.TRITON_CHECKS,
     pool="cpu-heavy",
-    dagster_type=dg.Any,
-    check_specs=checks.TRITON_CHECKS,
-    description=per_target_description(
-        "Triton model repository: ensemble preprocess -> engine -> postprocess (decode + NMS), so "
-        "clients send raw frames and get boxes, plus `inference_config.json`."
-    ),
 )
 def triton_model_repository(
     context: dg.AssetExecutionContext,
@@ -179,18 +180,12 @@ def triton_model_repository(
     return presenters.repository_result(outcome, artifact_store)
 
 
-@dg.asset(
-    group_name=PACKAGING,
-    owners=PACKAGING_OWNERS,
+@_cell_asset(
+    "The signed model pack of one target cell, under `models/<task>/<version>/<device>/<precision>/`: "
+    "engine, torch program, `inference_config.json`, `calibration.cache` (INT8), Triton repository, "
+    "CycloneDX SBOM, license and vulnerability reports, serving container build context, "
+    "`export_report.json`, ECDSA P-256 signatures (cosign verify-blob), and `pack_manifest.json` written last.",
     kinds={"triton", "docker"},
-    partitions_def=TARGET_PARTITIONS,
-    automation_condition=eager_on_supported_targets(),
-    description=per_target_description(
-        "The signed model pack of one target cell, under `models/<task>/<version>/<device>/<precision>/`: "
-        "engine, torch program, `inference_config.json`, `calibration.cache` (INT8), Triton repository, "
-        "CycloneDX SBOM, license and vulnerability reports, serving container build context, "
-        "`export_report.json`, ECDSA P-256 signatures (cosign verify-blob), and `pack_manifest.json` written last."
-    ),
 )
 def model_pack(
     context: dg.AssetExecutionContext,

@@ -9,9 +9,9 @@ typed result to a presenter (``presenters``) for the metadata a person reads in 
 
 import functools
 import os
-import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -33,7 +33,7 @@ from adas.simulation.steps import Section, SimulationInputError, code_version
 from adas.simulation.sweep import SweepError
 from adas_assets.automation import eager_on_supported_targets
 from adas_assets.owners import SIMULATION_OWNERS
-from adas_assets.partitions import TARGET_PARTITIONS, per_target_description
+from adas_assets.partitions import TARGET_PARTITIONS, per_target_asset_check, per_target_description
 from adas_assets.simulation.presenters import (
     closed_loop_output,
     replay_metrics_output,
@@ -70,6 +70,23 @@ def _digest(section: Section) -> str:
     return code_version(_config_at_import(), section)
 
 
+def _sim_asset(
+    section: Section, summary: str, **kwargs: Any
+) -> Callable[[Callable[..., dg.MaterializeResult]], dg.AssetsDefinition]:
+    """``@dg.asset`` of a simulation asset per target cell, eager on the catalog's supported cells,
+    whose code version is the digest of its section of `config/simulation.yaml`."""
+    return dg.asset(
+        group_name=SIMULATION,
+        owners=SIMULATION_OWNERS,
+        kinds={"python"},
+        partitions_def=TARGET_PARTITIONS,
+        automation_condition=eager_on_supported_targets(),
+        code_version=_digest(section),
+        description=per_target_description(summary),
+        **kwargs,
+    )
+
+
 @contextmanager
 def _failing_step() -> Iterator[None]:
     """A domain error the step cannot recover from becomes a ``dg.Failure`` with its message."""
@@ -82,19 +99,12 @@ def _failing_step() -> Iterator[None]:
 # --------------------------------------------------------------------------- open-loop replay
 
 
-@dg.asset(
-    group_name=SIMULATION,
-    owners=SIMULATION_OWNERS,
-    kinds={"python"},
-    partitions_def=TARGET_PARTITIONS,
-    automation_condition=eager_on_supported_targets(),
-    code_version=_digest("replay"),
-    description=per_target_description(
-        "Open-loop replay of the recorded drive sequences through the candidate engine and the production "
-        "engine: per-frame and per-segment detection metrics against ground truth, time to first "
-        "detection of every object, track continuity of a simple IoU tracker (fragmentations, identity "
-        "switches), ghost tracks; segments where candidate and production diverge are flagged for review."
-    ),
+@_sim_asset(
+    "replay",
+    "Open-loop replay of the recorded drive sequences through the candidate engine and the production "
+    "engine: per-frame and per-segment detection metrics against ground truth, time to first "
+    "detection of every object, track continuity of a simple IoU tracker (fragmentations, identity "
+    "switches), ghost tracks; segments where candidate and production diverge are flagged for review.",
 )
 def replay_metrics(
     context: dg.AssetExecutionContext,
@@ -121,19 +131,12 @@ def replay_metrics(
 # --------------------------------------------------------------------------- scenario library
 
 
-@dg.asset(
-    group_name=SIMULATION,
-    owners=SIMULATION_OWNERS,
-    kinds={"python"},
-    partitions_def=TARGET_PARTITIONS,
-    automation_condition=eager_on_supported_targets(),
-    code_version=_digest("scenarios"),
-    description=per_target_description(
-        "Each flagged replay interval as an OpenSCENARIO 1.3 scenario (`.xosc`, actors following their "
-        "recorded trajectories, environment) with its OpenDRIVE road (`.xodr`) and a parameter sweep "
-        "(`ParameterValueDistribution` over ego speed, gap time, actor type, weather). Every file is "
-        "validated against the official schema; the sweep's concrete points become closed-loop runs."
-    ),
+@_sim_asset(
+    "scenarios",
+    "Each flagged replay interval as an OpenSCENARIO 1.3 scenario (`.xosc`, actors following their "
+    "recorded trajectories, environment) with its OpenDRIVE road (`.xodr`) and a parameter sweep "
+    "(`ParameterValueDistribution` over ego speed, gap time, actor type, weather). Every file is "
+    "validated against the official schema; the sweep's concrete points become closed-loop runs.",
 )
 def scenario_library(
     context: dg.AssetExecutionContext, replay_metrics: ReplayMetricsRef, artifact_store: ArtifactStoreParam
@@ -170,13 +173,14 @@ class ClosedLoopConfig(dg.Config):
     shards: int = Field(default=0, ge=0, le=4096, description="Shards (0: the sweep's setting)")
 
 
-@dg.asset(
-    group_name=SIMULATION,
-    owners=SIMULATION_OWNERS,
-    kinds={"python"},
-    partitions_def=TARGET_PARTITIONS,
-    automation_condition=eager_on_supported_targets(),
-    code_version=_digest("closed_loop"),
+@_sim_asset(
+    "closed_loop",
+    "Closed-loop simulation on highway-env with the engine's detections driving a proxy controller "
+    "(IDM/ACC longitudinal control, lane keeping, safe lane changes): a sweep over categories (cut-in, "
+    "stopped lead, cruise, merge), seeds, density, weather and the scenario library's runs, for the "
+    "candidate and production on identical seeds. Shards run in local processes (in production: one "
+    "Kubernetes pod each), checkpoint to the store and resume after a crash. Outputs: "
+    "`sim_summary.parquet`, per-category JSON, a violation heat map and failure clips.",
     pool="cpu-heavy",
     # Locally the shards run in this step's processes (the cores below). In production the
     # `sim_shards` resource fans them out as one Kubernetes Job per shard (dagster-k8s), each running
@@ -192,14 +196,6 @@ class ClosedLoopConfig(dg.Config):
             }
         }
     },
-    description=per_target_description(
-        "Closed-loop simulation on highway-env with the engine's detections driving a proxy controller "
-        "(IDM/ACC longitudinal control, lane keeping, safe lane changes): a sweep over categories (cut-in, "
-        "stopped lead, cruise, merge), seeds, density, weather and the scenario library's runs, for the "
-        "candidate and production on identical seeds. Shards run in local processes (in production: one "
-        "Kubernetes pod each), checkpoint to the store and resume after a crash. Outputs: "
-        "`sim_summary.parquet`, per-category JSON, a violation heat map and failure clips."
-    ),
 )
 def closed_loop_simulation(
     context: dg.AssetExecutionContext,
@@ -235,19 +231,12 @@ def closed_loop_simulation(
 # --------------------------------------------------------------------------- sim gate
 
 
-@dg.asset(
-    group_name=SIMULATION,
-    owners=SIMULATION_OWNERS,
-    kinds={"python"},
-    partitions_def=TARGET_PARTITIONS,
-    automation_condition=eager_on_supported_targets(),
-    code_version=_digest("gate"),
-    description=per_target_description(
-        "The Sim Gate: per-category pass criteria from `config/simulation.yaml` (zero collisions in "
-        "cut-in and stopped-lead scenes, no increase in near misses vs production on the same seeds, none "
-        "with vulnerable road users, bounded driving-score and comfort regressions). Green or red with "
-        "rationale; the blocking `sim_gate_is_green` check stops promotion on red."
-    ),
+@_sim_asset(
+    "gate",
+    "The Sim Gate: per-category pass criteria from `config/simulation.yaml` (zero collisions in "
+    "cut-in and stopped-lead scenes, no increase in near misses vs production on the same seeds, none "
+    "with vulnerable road users, bounded driving-score and comfort regressions). Green or red with "
+    "rationale; the blocking `sim_gate_is_green` check stops promotion on red.",
 )
 def sim_verdict(
     context: dg.AssetExecutionContext,
@@ -268,19 +257,14 @@ def sim_verdict(
     return sim_verdict_output(result)
 
 
-def _sim_gate_is_green(sim_verdict: SimVerdictRef) -> dg.AssetCheckResult:
+@per_target_asset_check(
+    sim_verdict,
+    name="sim_gate_is_green",
+    blocking=True,
+    description="The sim gate is green. Blocking: promotion downstream of a red sim verdict does not run.",
+)
+def sim_gate_is_green(sim_verdict: SimVerdictRef) -> dg.AssetCheckResult:
     return sim_gate_check_output(sim_verdict)
-
-
-with warnings.catch_warnings():  # partitioned asset checks are "preview" in Dagster 1.13
-    warnings.simplefilter("ignore", dg.PreviewWarning)
-    sim_gate_is_green = dg.asset_check(
-        asset=sim_verdict,
-        name="sim_gate_is_green",
-        blocking=True,
-        partitions_def=TARGET_PARTITIONS,
-        description="The sim gate is green. Blocking: promotion downstream of a red sim verdict does not run.",
-    )(_sim_gate_is_green)
 
 
 simulation_assets = [replay_metrics, scenario_library, closed_loop_simulation, sim_verdict]
