@@ -24,7 +24,6 @@ from adas.evaluation.inputs import (
     challenge_suites_root,
     load_slice_catalog,
     load_split,
-    read_json,
     stage_challenge_suites,
 )
 from adas.evaluation.pipeline import EvalData, EvaluationOutcome, ModelUnderTest, evaluate_engine
@@ -33,6 +32,7 @@ from adas.evaluation.reports import json_bytes, log_to_wandb, summary_markdown, 
 from adas.evaluation.runner import Engine, latency_from_build, measure_latency, open_engine
 from adas.evaluation.slices import catalog_slices, to_parquet_bytes
 from adas.intake.refs import DatasetRef, ReplayBundleRef, SliceCatalogRef, StoredFile
+from adas.intake.stored import read_json
 from adas.packaging.refs import EngineRef
 from adas.storage import ArtifactStore
 

@@ -21,7 +21,7 @@ import numpy as np
 from adas.datasets.slices import SliceCatalog, load_slices
 from adas.evaluation.runner import load_frames
 from adas.evaluation.slices import SliceSpec
-from adas.intake.refs import SliceCatalogRef, StoredFile
+from adas.intake.refs import SliceCatalogRef
 from adas.storage import ArtifactStore
 
 SUITE_MANIFEST = "manifest.json"
@@ -44,11 +44,6 @@ class ChallengeSuiteError(EvaluationInputError):
 def challenge_suites_root(adas_home: Path) -> Path:
     """Where challenge suite folders are dropped: ``$ADAS_HOME/challenge_suites``."""
     return Path(adas_home) / CHALLENGE_SUITES_DIR
-
-
-def read_json(store: ArtifactStore, stored: StoredFile) -> Any:
-    """A stored JSON file, verified against its recorded sha256."""
-    return json.loads(store.get_bytes(stored.key, expected_sha256=stored.sha256))
 
 
 def load_slice_catalog(store: ArtifactStore, ref: SliceCatalogRef) -> SliceCatalog:

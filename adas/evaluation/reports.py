@@ -29,6 +29,7 @@ from PIL import Image
 from adas.evaluation.gates import GateVerdict, points
 from adas.evaluation.slices import pct, signed_pct
 from adas.intake.refs import StoredFile
+from adas.intake.stored import stored_file
 from adas.settings import AdasHome
 from adas.storage import ArtifactStore
 
@@ -53,11 +54,9 @@ def json_bytes(obj: Any) -> bytes:
 
 def write_files(store: ArtifactStore, prefix: str, files: Mapping[str, bytes]) -> dict[str, StoredFile]:
     """Put every file under ``prefix`` (atomic, hashed); name -> StoredFile."""
-    out = {}
-    for name, data in files.items():
-        stored = store.put_bytes(f"{prefix.rstrip('/')}/{name}", data)
-        out[name] = StoredFile(key=stored.key, uri=stored.uri, sha256=stored.sha256, size=stored.size)
-    return out
+    return {
+        name: stored_file(store, f"{prefix.rstrip('/')}/{name}", data=data) for name, data in files.items()
+    }
 
 
 # --------------------------------------------------------------------------- summary

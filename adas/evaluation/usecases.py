@@ -14,7 +14,7 @@ from adas.catalog import TargetCatalog
 from adas.cell import Cell
 from adas.evaluation.config import EvaluationSettings, IntegritySettings
 from adas.evaluation.gates import evaluate_gates
-from adas.evaluation.inputs import EvaluationInputError, load_slice_catalog, read_json
+from adas.evaluation.inputs import EvaluationInputError, load_slice_catalog
 from adas.evaluation.integrity import check_integrity
 from adas.evaluation.quantization import quantization_sensitivity, sensitivity_frame
 from adas.evaluation.refs import EvalReportRef, GateRef, QuantizationRef
@@ -22,6 +22,7 @@ from adas.evaluation.reports import blocking_report, json_bytes, write_files
 from adas.evaluation.runner import Predictions
 from adas.evaluation.slices import catalog_slices, to_parquet_bytes
 from adas.intake.refs import DatasetRef, SliceCatalogRef
+from adas.intake.stored import read_json
 from adas.storage import ArtifactStore
 
 Log = Callable[[str], None]

@@ -328,7 +328,7 @@ def verify_stored_pack(
     store: ArtifactStore, pack: PackRef, public_key_pem: bytes | str, workdir: Path
 ) -> list[str]:
     """Re-hash every file against the manifest and verify every signature with a pinned key."""
-    manifest = json.loads(store.get_bytes(pack.manifest.key, expected_sha256=pack.manifest.sha256))
+    manifest = read_json(store, pack.manifest)
     for rel, sha in manifest["files"].items():
         _copy(store, StoredFile(key=f"{pack.prefix}/{rel}", uri="", sha256=sha, size=0), workdir / rel)
     return verify_pack(workdir, public_key_pem)

@@ -6,13 +6,13 @@ descriptors the upstream assets hand downstream.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from adas.catalog import TargetCatalog
 from adas.cell import supported_cells
 from adas.evaluation.refs import EvalReportRef, GateRef
 from adas.intake.refs import StoredFile
+from adas.intake.stored import read_json
 from adas.packaging.refs import EngineRef, PackRef, TritonRepositoryRef
 from adas.registry.models import (
     EntryBody,
@@ -45,10 +45,6 @@ REPORT_FILES = frozenset(
 
 def pointer(f: StoredFile) -> Pointer:
     return Pointer(key=f.key, uri=f.uri, sha256=f.sha256, size=f.size)
-
-
-def _json(store: ArtifactStore, f: StoredFile) -> Any:
-    return json.loads(store.get_bytes(f.key, expected_sha256=f.sha256))
 
 
 def wandb_artifact_name(engine: EngineRef) -> str:
@@ -120,8 +116,8 @@ def simulation_verdict(sim: SimVerdictRef) -> Verdict:
 
 def _security(store: ArtifactStore, pack: PackRef) -> Security:
     files = pack.files
-    vuln = _json(store, files["vulnerability_scan.json"]) if "vulnerability_scan.json" in files else None
-    lic = _json(store, files["license_report.json"]) if "license_report.json" in files else None
+    vuln = read_json(store, files["vulnerability_scan.json"]) if "vulnerability_scan.json" in files else None
+    lic = read_json(store, files["license_report.json"]) if "license_report.json" in files else None
     return Security(
         sbom=pointer(files["sbom.cdx.json"]) if "sbom.cdx.json" in files else None,
         vulnerability_status=vuln.get("status") if vuln else None,

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from adas.intake.refs import DatasetRef
-from adas.packaging.build import load_frames, read_json
+from adas.intake.stored import read_json
+from adas.packaging.build import load_frames
 from adas.storage import ArtifactStore
 
 FRAME_TAGS = ("scenario", "weather", "lighting", "density", "scene_id")

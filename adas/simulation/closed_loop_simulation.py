@@ -20,6 +20,7 @@ from adas.catalog import TargetCatalog
 from adas.cell import Cell
 from adas.datasets.config import DatagenConfig
 from adas.intake.refs import StoredFile
+from adas.intake.stored import read_json, stored_file
 from adas.packaging.refs import EngineRef
 from adas.simulation.config import SimulationConfig
 from adas.simulation.episode import EpisodeSpec
@@ -30,7 +31,7 @@ from adas.simulation.perception import PerceptionSpec
 from adas.simulation.planning import plan_runs
 from adas.simulation.refs import ScenarioLibraryRef, SimulationRef
 from adas.simulation.shards import EpisodeSettings, thumbnail_key
-from adas.simulation.steps import SimulationInputError, json_bytes, put_bytes, read_json, require_simulatable
+from adas.simulation.steps import SimulationInputError, json_bytes, require_simulatable
 from adas.simulation.sweep import SweepResult, run_sweep
 from adas.storage import ArtifactStore
 
@@ -83,8 +84,8 @@ def _copy_clips(
     for res in results:
         for run_id, key in res.clip_keys.items():
             name = f"{res.perception}/{run_id}"
-            clips[name] = put_bytes(
-                store, f"{prefix}/clips/{res.perception}-{run_id}.gif", store.get_bytes(key)
+            clips[name] = stored_file(
+                store, f"{prefix}/clips/{res.perception}-{run_id}.gif", data=store.get_bytes(key)
             )
             if store.exists(thumbnail_key(key)):
                 thumbs[name] = store.get_bytes(thumbnail_key(key))
@@ -123,7 +124,9 @@ def _category_files(
                 for c, p in zip(c_recs, p_recs, strict=True)
             ],
         }
-        files[f"scenarios/{cat}.json"] = put_bytes(store, f"{prefix}/scenarios/{cat}.json", json_bytes(body))
+        files[f"scenarios/{cat}.json"] = stored_file(
+            store, f"{prefix}/scenarios/{cat}.json", data=json_bytes(body)
+        )
     return files
 
 
@@ -179,13 +182,13 @@ def run_closed_loop_simulation(
     clips, thumbs = _copy_clips(store, prefix, (cand, prod))
     records = [*prod.records, *cand.records]
     files = {
-        "sim_summary.parquet": put_bytes(
-            store, f"{prefix}/sim_summary.parquet", _summary_parquet(records, clips)
+        "sim_summary.parquet": stored_file(
+            store, f"{prefix}/sim_summary.parquet", data=_summary_parquet(records, clips)
         ),
-        "runs.json": put_bytes(
+        "runs.json": stored_file(
             store,
             f"{prefix}/runs.json",
-            json_bytes([r.model_dump(mode="json", exclude={"wall_s", "cpu_s"}) for r in records]),
+            data=json_bytes([r.model_dump(mode="json", exclude={"wall_s", "cpu_s"}) for r in records]),
         ),
         **_category_files(store, prefix, cfg, cand, prod),
     }
@@ -194,7 +197,7 @@ def run_closed_loop_simulation(
         f"{production_engine.contract.version} ({cell.device}/{cell.precision})"
     )
     png = heatmap_png({"candidate": cand.records, "production": prod.records}, title=title)
-    files["violations_heatmap.png"] = put_bytes(store, f"{prefix}/violations_heatmap.png", png)
+    files["violations_heatmap.png"] = stored_file(store, f"{prefix}/violations_heatmap.png", data=png)
     c_cat, p_cat = summarize_by_category(cand.records), summarize_by_category(prod.records)
     c_cat["all"], p_cat["all"] = summarize(cand.records), summarize(prod.records)
     ref = SimulationRef(

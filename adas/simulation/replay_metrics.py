@@ -23,13 +23,14 @@ from adas.cell import Cell
 from adas.datasets.config import DatagenConfig
 from adas.detector.postprocess import Detections
 from adas.intake.refs import ReplayBundleRef, StoredFile
+from adas.intake.stored import read_json, stored_file
 from adas.packaging.refs import EngineRef
 from adas.simulation.config import SimulationConfig
 from adas.simulation.perception import EnginePerception, FrameContext
 from adas.simulation.refs import ReplayMetricsRef
 from adas.simulation.replay import detect_frames, replay
 from adas.simulation.replay_report import ReplayReport
-from adas.simulation.steps import json_bytes, put_bytes, read_json, require_simulatable
+from adas.simulation.steps import json_bytes, require_simulatable
 from adas.storage import ArtifactStore
 
 # Replay frames carry no simulator state: one neutral context for every frame.
@@ -82,11 +83,15 @@ def _store_report(store: ArtifactStore, prefix: str, report: ReplayReport) -> di
     pl.DataFrame(seg_rows, infer_schema_length=None).write_parquet(buf)
     flagged = [f.model_dump(mode="json") for f in report.flagged]
     return {
-        "replay_report.json": put_bytes(
-            store, f"{prefix}/replay_report.json", report.model_dump_json(indent=1).encode()
+        "replay_report.json": stored_file(
+            store, f"{prefix}/replay_report.json", data=report.model_dump_json(indent=1).encode()
         ),
-        "replay_segments.parquet": put_bytes(store, f"{prefix}/replay_segments.parquet", buf.getvalue()),
-        "flagged_segments.json": put_bytes(store, f"{prefix}/flagged_segments.json", json_bytes(flagged)),
+        "replay_segments.parquet": stored_file(
+            store, f"{prefix}/replay_segments.parquet", data=buf.getvalue()
+        ),
+        "flagged_segments.json": stored_file(
+            store, f"{prefix}/flagged_segments.json", data=json_bytes(flagged)
+        ),
     }
 
 

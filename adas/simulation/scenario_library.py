@@ -17,6 +17,7 @@ from pathlib import Path
 
 from adas.catalog import TargetCatalog
 from adas.cell import Cell
+from adas.intake.stored import as_stored_file, read_json, stored_file
 from adas.simulation.config import SimulationConfig
 from adas.simulation.episode import EpisodeSpec
 from adas.simulation.refs import ReplayMetricsRef, ScenarioLibraryRef
@@ -25,7 +26,7 @@ from adas.simulation.scenario_schema import ScenarioValidationError
 from adas.simulation.scenario_sweeps import expand_sweep, runs_from_library
 from adas.simulation.scenario_templates import ScenarioTemplate
 from adas.simulation.scenarios import build_library
-from adas.simulation.steps import json_bytes, put_bytes, read_json, require_simulatable, stored_file
+from adas.simulation.steps import json_bytes, require_simulatable
 from adas.storage import ArtifactStore
 
 
@@ -70,8 +71,8 @@ def build_scenario_library(
         "sweep_points": {t.scenario_id: pts for t, pts in pairs},
         "runs": [r.model_dump(mode="json") for r in runs],
     }
-    index_file = put_bytes(store, f"{prefix}/scenario_library.json", json_bytes(index))
-    files = {s.key.removeprefix(prefix + "/"): stored_file(s) for s in stored}
+    index_file = stored_file(store, f"{prefix}/scenario_library.json", data=json_bytes(index))
+    files = {s.key.removeprefix(prefix + "/"): as_stored_file(s) for s in stored}
     ref = ScenarioLibraryRef(
         device=cell.device,
         precision=cell.precision,

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 from adas.catalog import TargetCatalog
 from adas.cell import Cell
+from adas.intake.stored import read_json, stored_file
 from adas.simulation.config import SimulationConfig
 from adas.simulation.gate import SimVerdict, evaluate_gate
 from adas.simulation.metrics import RunRecord
 from adas.simulation.refs import SimulationRef, SimVerdictRef
-from adas.simulation.steps import json_bytes, put_bytes, read_json, require_simulatable
+from adas.simulation.steps import json_bytes, require_simulatable
 from adas.storage import ArtifactStore
 
 
@@ -55,8 +56,8 @@ def decide_sim_verdict(
     }
     prefix = simulation.prefix
     files = {
-        "sim_verdict.json": put_bytes(store, f"{prefix}/sim_verdict.json", json_bytes(body)),
-        "sim_verdict.md": put_bytes(store, f"{prefix}/sim_verdict.md", verdict.rationale.encode()),
+        "sim_verdict.json": stored_file(store, f"{prefix}/sim_verdict.json", data=json_bytes(body)),
+        "sim_verdict.md": stored_file(store, f"{prefix}/sim_verdict.md", data=verdict.rationale.encode()),
     }
     ref = SimVerdictRef(
         device=cell.device,

@@ -4,6 +4,7 @@ The use-cases (``replay_metrics``, ``scenario_library``, ``closed_loop_simulatio
 ``sim_verdict``) run one target cell each and store what they compute beside the model pack
 (``models/<task>/<version>/<device>/<precision>/{replay,scenarios,simulation}/``).
 
+Outputs are stored and read back with :mod:`adas.intake.stored` (``stored_file``, ``read_json``).
 Domain code: no dagster import.
 """
 
@@ -15,11 +16,9 @@ from typing import Any, Literal
 
 from adas.catalog import TargetCatalog
 from adas.cell import Cell
-from adas.intake.refs import StoredFile
 from adas.packaging.refs import EngineRef
 from adas.simulation.config import SimulationConfig
 from adas.simulation.shards import SIM_CODE_VERSION
-from adas.storage import ArtifactStore, StoredArtifact
 
 Section = Literal["replay", "scenarios", "closed_loop", "gate"]
 
@@ -57,18 +56,3 @@ def code_version(cfg: SimulationConfig | None, section: Section) -> str:
 def json_bytes(obj: Any) -> bytes:
     """The stored form of a JSON output: indented, sorted keys, a final newline."""
     return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
-
-
-def stored_file(s: StoredArtifact) -> StoredFile:
-    """The descriptor a ref carries for a stored artifact."""
-    return StoredFile(key=s.key, uri=s.uri, sha256=s.sha256, size=s.size)
-
-
-def put_bytes(store: ArtifactStore, key: str, data: bytes) -> StoredFile:
-    """Store ``data`` and describe it with the hash the store recorded."""
-    return stored_file(store.put_bytes(key, data))
-
-
-def read_json(store: ArtifactStore, file: StoredFile) -> Any:
-    """A stored JSON file, verified against the sha256 its descriptor names."""
-    return json.loads(store.get_bytes(file.key, expected_sha256=file.sha256))

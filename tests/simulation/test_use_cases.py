@@ -10,6 +10,7 @@ import pytest
 
 from adas.catalog import UnsupportedTargetError, load_catalog
 from adas.cell import Cell
+from adas.intake.stored import read_json, stored_file
 from adas.packaging.refs import EngineRef
 from adas.simulation.closed_loop_simulation import SIM_SWEEP_ENV, choose_sweep
 from adas.simulation.config import SimulationConfig
@@ -17,14 +18,7 @@ from adas.simulation.refs import ReplayMetricsRef, SimulationRef
 from adas.simulation.replay_report import FlaggedSegment
 from adas.simulation.scenario_library import build_scenario_library
 from adas.simulation.sim_verdict import decide_sim_verdict
-from adas.simulation.steps import (
-    SimulationInputError,
-    code_version,
-    json_bytes,
-    put_bytes,
-    read_json,
-    require_simulatable,
-)
+from adas.simulation.steps import SimulationInputError, code_version, json_bytes, require_simulatable
 from adas.storage import LocalArtifactStore
 from tests.simulation.test_metrics_gate import _record
 from tests.simulation.test_scenarios import _segment
@@ -75,7 +69,9 @@ def _replay_ref(store: LocalArtifactStore, flagged: list[FlaggedSegment]) -> Rep
         version="1.0.0",
         production_version="0.9.0",
         prefix=PREFIX,
-        files={"flagged_segments.json": put_bytes(store, f"{PREFIX}/replay/flagged_segments.json", body)},
+        files={
+            "flagged_segments.json": stored_file(store, f"{PREFIX}/replay/flagged_segments.json", data=body)
+        },
         candidate={},
         production={},
         flagged=len(flagged),
@@ -129,7 +125,7 @@ def _simulation_ref(store: LocalArtifactStore, candidate_collides: bool) -> Simu
         production_version="0.9.0",
         sweep="smoke",
         prefix=prefix,
-        files={"runs.json": put_bytes(store, f"{prefix}/runs.json", runs)},
+        files={"runs.json": stored_file(store, f"{prefix}/runs.json", data=runs)},
         clips={},
         candidate={},
         production={},
