@@ -17,11 +17,9 @@ from dataclasses import dataclass
 import polars as pl
 
 from adas.catalog import TargetCatalog
-from adas.cell import Cell
 from adas.datasets.config import DatagenConfig
 from adas.intake.refs import StoredFile
 from adas.intake.stored import read_json, stored_file
-from adas.packaging.refs import EngineRef
 from adas.simulation.config import SimulationConfig
 from adas.simulation.episode import EpisodeSpec
 from adas.simulation.executors import ShardExecutor
@@ -31,7 +29,7 @@ from adas.simulation.perception import PerceptionSpec
 from adas.simulation.planning import plan_runs
 from adas.simulation.refs import ScenarioLibraryRef, SimulationRef
 from adas.simulation.shards import EpisodeSettings, thumbnail_key
-from adas.simulation.steps import SimulationInputError, json_bytes, require_simulatable
+from adas.simulation.steps import EnginePair, SimulationInputError, json_bytes
 from adas.simulation.sweep import SweepResult, run_sweep
 from adas.storage import ArtifactStore
 
@@ -133,12 +131,10 @@ def _category_files(
 def run_closed_loop_simulation(
     store: ArtifactStore,
     *,
-    cell: Cell,
+    pair: EnginePair,
     catalog: TargetCatalog,
     cfg: SimulationConfig,
     datagen: DatagenConfig,
-    engine: EngineRef,
-    production_engine: EngineRef,
     library: ScenarioLibraryRef,
     executor: Callable[[], ShardExecutor],
     local_engine: bool,
@@ -153,7 +149,8 @@ def run_closed_loop_simulation(
     runs shards here and needs a verified local copy of each engine (pods fetch it themselves).
     ``shards`` 0 takes the sweep's setting. Raises ``SweepError`` when shards fail.
     """
-    require_simulatable(cell, catalog, engine, production_engine)
+    pair.require_simulatable(catalog)
+    cell, engine, production_engine = pair.cell, pair.candidate, pair.production
     name = choose_sweep(cfg, sweep, {} if environ is None else environ)
     library_runs = [EpisodeSpec.model_validate(r) for r in read_json(store, library.index)["runs"]]
     runs = plan_runs(cfg, name, library_runs)
@@ -201,10 +198,7 @@ def run_closed_loop_simulation(
     c_cat, p_cat = summarize_by_category(cand.records), summarize_by_category(prod.records)
     c_cat["all"], p_cat["all"] = summarize(cand.records), summarize(prod.records)
     ref = SimulationRef(
-        device=cell.device,
-        precision=cell.precision,
-        version=engine.contract.version,
-        production_version=production_engine.contract.version,
+        **pair.identity(),
         sweep=name,
         prefix=prefix,
         files=files,

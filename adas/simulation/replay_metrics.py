@@ -19,7 +19,6 @@ import polars as pl
 from PIL import Image
 
 from adas.catalog import TargetCatalog
-from adas.cell import Cell
 from adas.datasets.config import DatagenConfig
 from adas.detector.postprocess import Detections
 from adas.intake.refs import ReplayBundleRef, StoredFile
@@ -30,7 +29,7 @@ from adas.simulation.perception import EnginePerception, FrameContext
 from adas.simulation.refs import ReplayMetricsRef
 from adas.simulation.replay import detect_frames, replay
 from adas.simulation.replay_report import ReplayReport
-from adas.simulation.steps import json_bytes, require_simulatable
+from adas.simulation.steps import EnginePair, json_bytes
 from adas.storage import ArtifactStore
 
 # Replay frames carry no simulator state: one neutral context for every frame.
@@ -98,27 +97,23 @@ def _store_report(store: ArtifactStore, prefix: str, report: ReplayReport) -> di
 def compute_replay_metrics(
     store: ArtifactStore,
     *,
-    cell: Cell,
+    pair: EnginePair,
     catalog: TargetCatalog,
     cfg: SimulationConfig,
     datagen: DatagenConfig,
-    engine: EngineRef,
-    production_engine: EngineRef,
     bundle: ReplayBundleRef,
     log: Callable[[str], None] = lambda _: None,
 ) -> ReplayMetricsResult:
     """Replay the bundle through candidate and production; store and describe the report."""
-    require_simulatable(cell, catalog, engine, production_engine)
+    pair.require_simulatable(catalog)
+    engine = pair.candidate
     coco = read_json(store, bundle.manifest)
     base = bundle.manifest.key.rsplit("/", 1)[0]
-    dets = _detections(store, coco, base, {"candidate": engine, "production": production_engine}, log)
+    dets = _detections(store, coco, base, {"candidate": engine, "production": pair.production}, log)
     report = replay(coco, dets["candidate"], dets["production"], cfg.replay, replay_px_per_m(datagen))
     files = _store_report(store, f"{engine.prefix}/replay", report)
     ref = ReplayMetricsRef(
-        device=cell.device,
-        precision=cell.precision,
-        version=engine.contract.version,
-        production_version=production_engine.contract.version,
+        **pair.identity(),
         prefix=engine.prefix,
         files=files,
         candidate=report.candidate.totals(),

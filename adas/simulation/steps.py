@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from adas.catalog import TargetCatalog
@@ -37,6 +38,28 @@ def require_simulatable(cell: Cell, catalog: TargetCatalog, *engines: EngineRef)
                 "closed-loop perception needs an ONNX Runtime engine here (TensorRT cells need a GPU "
                 "simulation worker with the tensorrt runtime)"
             )
+
+
+@dataclass(frozen=True)
+class EnginePair:
+    """The candidate's engine and production's for one cell: what replay and the closed loop compare."""
+
+    cell: Cell
+    candidate: EngineRef
+    production: EngineRef
+
+    def require_simulatable(self, catalog: TargetCatalog) -> None:
+        """The catalog offers the cell and both engines run in this simulator."""
+        require_simulatable(self.cell, catalog, self.candidate, self.production)
+
+    def identity(self) -> dict[str, str]:
+        """The fields that name an output of the pair: its cell, and what it compares."""
+        return {
+            "device": self.cell.device,
+            "precision": self.cell.precision,
+            "version": self.candidate.contract.version,
+            "production_version": self.production.contract.version,
+        }
 
 
 def code_version(cfg: SimulationConfig | None, section: Section) -> str:

@@ -29,7 +29,7 @@ from adas.simulation.replay_metrics import compute_replay_metrics
 from adas.simulation.scenario_library import build_scenario_library
 from adas.simulation.scenario_schema import ScenarioValidationError
 from adas.simulation.sim_verdict import decide_sim_verdict
-from adas.simulation.steps import Section, SimulationInputError, code_version
+from adas.simulation.steps import EnginePair, Section, SimulationInputError, code_version
 from adas.simulation.sweep import SweepError
 from adas_assets.automation import eager_on_supported_targets
 from adas_assets.owners import SIMULATION_OWNERS
@@ -116,12 +116,10 @@ def replay_metrics(
     with _failing_step():
         result = compute_replay_metrics(
             artifact_store,
-            cell=Cell.parse(context.partition_key),
+            pair=EnginePair(Cell.parse(context.partition_key), engine, production_engine),
             catalog=TARGET_CATALOG,
             cfg=load_simulation_config(),
             datagen=load_datagen_config(),
-            engine=engine,
-            production_engine=production_engine,
             bundle=replay_log_bundles,
             log=context.log.info,
         )
@@ -210,12 +208,10 @@ def closed_loop_simulation(
     with _failing_step():
         result = run_closed_loop_simulation(
             artifact_store,
-            cell=cell,
+            pair=EnginePair(cell, engine, production_engine),
             catalog=TARGET_CATALOG,
             cfg=load_simulation_config(),
             datagen=load_datagen_config(),
-            engine=engine,
-            production_engine=production_engine,
             library=scenario_library,
             executor=functools.partial(sim_shards.executor, context, cell.device, processes=config.processes),
             # Local processes read a verified local copy; shard pods fetch and verify it themselves.
