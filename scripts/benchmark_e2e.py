@@ -39,6 +39,7 @@ from jobs.schedules import rebuild_cells  # noqa: E402
 from resources import build_resources  # noqa: E402
 from resources.dagster_dev import dagster_dev  # noqa: E402
 from resources.instance import prepare_local_instance  # noqa: E402
+from scripts.benchmark_report import append_to_benchmarks  # noqa: E402
 
 
 def step_seconds(instance: dg.DagsterInstance, run_ids: list[str]) -> dict[str, float]:
@@ -160,12 +161,11 @@ def main() -> int:
     print("\n".join(lines))
     if args.write:
         command = f"python scripts/benchmark_e2e.py --size {args.size}" + (" --daemon" if args.daemon else "")
-        with open(REPO / "BENCHMARKS.md", "a") as f:
-            f.write(
-                f"\n## End to end (bundle drop -> verdict)\n\n- **Machine:** {cpu_model()}, {os.cpu_count()} cores; "
-                f"**date:** {datetime.now(UTC):%Y-%m-%d}; dataset size `{args.size}`; `{command}`.\n"
-                f"- {how}; SQLite instance.\n\n" + "\n".join(f"    {line}" for line in lines) + "\n"
-            )
+        append_to_benchmarks(
+            f"\n## End to end (bundle drop -> verdict)\n\n- **Machine:** {cpu_model()}, {os.cpu_count()} cores; "
+            f"**date:** {datetime.now(UTC):%Y-%m-%d}; dataset size `{args.size}`; `{command}`.\n"
+            f"- {how}; SQLite instance.\n\n" + "\n".join(f"    {line}" for line in lines) + "\n"
+        )
     shutil.rmtree(home.root, ignore_errors=True)
     return 1 if failed else 0
 

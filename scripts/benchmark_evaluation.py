@@ -23,7 +23,6 @@ Without trained bundles, ``--untrained`` exports untrained detectors (timings on
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import statistics
@@ -66,8 +65,8 @@ from adas.evaluation.runner import (  # noqa: E402
 from adas.evaluation.slices import catalog_slices, slice_metrics  # noqa: E402
 from adas.intake.contract import Normalization  # noqa: E402
 from adas.packaging.export import export_onnx  # noqa: E402
-from adas.packaging.latency import machine_info  # noqa: E402
 from adas.packaging.ort_engines import build_fp32_engine  # noqa: E402
+from scripts.benchmark_report import append_to_benchmarks, cpu_section_head  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT / ".adas" / "datasets" / "demo"
 DEFAULT_CANDIDATE = REPO_ROOT / "demo" / "bundles" / "candidate"
@@ -261,18 +260,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str))
     if args.write:
-        info = machine_info()
         m = outcome.primary.metrics
         pm = outcome.eval_report.get("production_primary") or {}
         rs = outcome.eval_report["robustness_summary"]
         rob = settings.robustness
         lines = [
-            "",
-            "## Evaluation (CPU)",
-            "",
-            f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-            f"- machine: {info.get('cpu_model', '?')}, {info.get('cpus', '?')} CPUs (lscpu); "
-            f"{args.threads} ONNX Runtime intra-op threads; other jobs may share the machine",
+            *cpu_section_head(
+                "Evaluation (CPU)",
+                f"{args.threads} ONNX Runtime intra-op threads; other jobs may share the machine",
+            ),
             f"- models: candidate {cand_contract.model_name} {cand_contract.version}, production "
             f"{prod_contract.version}{'' if trained else ' (untrained: timings only)'}; x86-cpu/fp32 ORT engines",
             f"- data: {args.data.name}, {settings.split} ({len(gt['images'])} frames), replay ({len(replay['images'])} frames)",
@@ -296,9 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             *[f"- {v}" for v in verdicts],
             *[f"- gate, {name}: {v.rationale}" for name, v in gate_rows],
         ]
-        with open(REPO_ROOT / "BENCHMARKS.md", "a") as f:  # append only: shared with other benchmarks
-            f.write("\n".join(lines) + "\n")
-        print(f"appended to {REPO_ROOT / 'BENCHMARKS.md'}")
+        append_to_benchmarks("\n".join(lines) + "\n")
     return 0
 
 

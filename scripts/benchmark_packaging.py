@@ -20,7 +20,6 @@ BENCHMARKS.md (append only: other benchmarks share the file).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import sys
@@ -46,9 +45,10 @@ from adas.intake.contract import Lineage, Normalization  # noqa: E402
 from adas.packaging.config import default_packaging_config  # noqa: E402
 from adas.packaging.equivalence import check_equivalence, task_map_drop  # noqa: E402
 from adas.packaging.export import export_onnx  # noqa: E402
-from adas.packaging.latency import LatencySpec, compare_latency, machine_info  # noqa: E402
+from adas.packaging.latency import LatencySpec, compare_latency  # noqa: E402
 from adas.packaging.ort_engines import OrtEngine, build_fp32_engine  # noqa: E402
 from adas.packaging.ort_int8 import build_int8_engine  # noqa: E402
+from scripts.benchmark_report import append_to_benchmarks, cpu_section_head  # noqa: E402
 
 DEFAULT_BUNDLE = REPO_ROOT / "demo" / "bundles" / "candidate"
 DEFAULT_DATA = REPO_ROOT / ".adas" / "datasets" / "demo"
@@ -217,15 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(verdicts))
 
     if args.write:
-        info = machine_info()
         lines = [
-            "",
-            "## Packaging (CPU)",
-            "",
-            f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-            f"- machine: {info.get('cpu_model', '?')}, {info.get('cpus', '?')} CPUs (lscpu); "
-            f"{cfg.latency.intra_op_threads} intra-op threads, OMP_WAIT_POLICY=PASSIVE, ORT spinning off; "
-            f"load average during the run {load_before:.1f} -> {os.getloadavg()[0]:.1f} (shared machine)",
+            *cpu_section_head(
+                "Packaging (CPU)",
+                f"{cfg.latency.intra_op_threads} intra-op threads, OMP_WAIT_POLICY=PASSIVE, ORT spinning off; "
+                f"load average during the run {load_before:.1f} -> {os.getloadavg()[0]:.1f} (shared machine)",
+            ),
             f"- bundle: {contract.model_name} {contract.version}{'' if trained else ' (untrained)'} "
             f"(trained on {_lineage_tag(bundle)}); data: {_dataset_tag(data)}",
             f"- protocol: each runtime in its own subprocess, warm-up {cfg.latency.warmup_runs}, then "
@@ -251,9 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r.real_frames} real frames, {r.seconds:.1f} s)"
                 for k, r in equivalence.items()
             ]
-        with open(REPO_ROOT / "BENCHMARKS.md", "a") as f:  # append only: shared with other benchmarks
-            f.write("\n".join(lines) + "\n")
-        print(f"appended to {REPO_ROOT / 'BENCHMARKS.md'}")
+        append_to_benchmarks("\n".join(lines) + "\n")
     return 0
 
 

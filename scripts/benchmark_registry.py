@@ -29,7 +29,6 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -42,6 +41,7 @@ from adas.registry.config import load_policy  # noqa: E402
 from adas.registry.rollout.controller import LocalRollout  # noqa: E402
 from adas.registry.rollout.plan import make_plan  # noqa: E402
 from adas.registry.store import PromotionConflict, RegistryStore  # noqa: E402
+from scripts.benchmark_report import append_to_benchmarks, utc_now  # noqa: E402
 from tests.registry.factories import make_body  # noqa: E402
 from tests.registry.packs import CPU, contract, export_untrained, frames  # noqa: E402
 
@@ -177,7 +177,7 @@ def canary_benchmark() -> dict:
 
 
 def _markdown(reg: dict, canary: dict | None, url: str) -> str:
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    now = utc_now()
     lines = [
         "",
         "## Registry (PostgreSQL)",
@@ -249,9 +249,7 @@ def main() -> int:
     text = _markdown(reg, canary, url)
     print(text)
     if args.write:
-        with open(REPO / "BENCHMARKS.md", "a") as f:  # append only: other sections belong to others
-            f.write(text)
-        print(f"appended to {REPO / 'BENCHMARKS.md'}")
+        append_to_benchmarks(text)
     return 0 if reg["ok"] else 1
 
 

@@ -20,7 +20,6 @@ episodes end early; the per-simulated-second figures stay meaningful). ``--write
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import sys
 import tempfile
@@ -43,7 +42,6 @@ from adas.detector.model import build_model  # noqa: E402
 from adas.intake.contract import Contract, Normalization  # noqa: E402
 from adas.packaging.config import default_packaging_config  # noqa: E402
 from adas.packaging.export import export_onnx  # noqa: E402
-from adas.packaging.latency import machine_info  # noqa: E402
 from adas.packaging.ort_int8 import build_int8_engine  # noqa: E402
 from adas.settings import DEMO_BUNDLES_DIR  # noqa: E402
 from adas.simulation.config import load_simulation_config  # noqa: E402
@@ -52,6 +50,7 @@ from adas.simulation.planning import plan_runs  # noqa: E402
 from adas.simulation.shards import EpisodeSettings  # noqa: E402
 from adas.simulation.sweep import run_sweep  # noqa: E402
 from adas.storage import LocalArtifactStore  # noqa: E402
+from scripts.benchmark_report import append_to_benchmarks, cpu_section_head  # noqa: E402
 
 
 def _export(bundle: Path | None, out: Path) -> tuple[Path, Contract, bool]:
@@ -183,14 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     for v in verdicts:
         print(v)
     if args.write:
-        info = machine_info()
         lines = [
-            "",
-            "## Simulation (CPU)",
-            "",
-            f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-            f"- machine: {info.get('cpu_model', '?')}, {info.get('cpus', '?')} CPUs (lscpu); load average "
-            f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (shared machine)",
+            *cpu_section_head(
+                "Simulation (CPU)",
+                f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after (shared machine)",
+            ),
             f"- engine: {contract.model_name} {contract.version}{'' if trained else ' (untrained: detects nothing, the ego collides)'}, "
             "ONNX Runtime on CPU, 1 intra-op thread per process, OMP_WAIT_POLICY=PASSIVE",
             f"- workload: {len(picked)} episodes of 30 s from the `benchmark` sweep ({', '.join(sorted({r.category for r in picked}))}), "
@@ -201,9 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             *[f"- {v}" for v in verdicts],
         ]
-        with open(REPO_ROOT / "BENCHMARKS.md", "a") as f:  # append only: shared with other benchmarks
-            f.write("\n".join(lines) + "\n")
-        print(f"appended to {REPO_ROOT / 'BENCHMARKS.md'}")
+        append_to_benchmarks("\n".join(lines) + "\n")
     return 0
 
 

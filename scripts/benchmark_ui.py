@@ -22,6 +22,7 @@ from adas.packaging.staging import cpu_model  # noqa: E402
 from adas.settings import AdasHome  # noqa: E402
 from resources.dagster_dev import dagster_dev, launch_chromium  # noqa: E402
 from resources.instance import prepare_local_instance  # noqa: E402
+from scripts.benchmark_report import append_to_benchmarks  # noqa: E402
 
 GROUPS = ("intake", "packaging", "evaluation", "simulation", "registry")
 
@@ -54,13 +55,12 @@ def main() -> int:
     line = f"asset graph (5 groups expanded) to last node visible: median {median:.2f} s, worst {worst:.2f} s over {len(times)} loads"
     print(line)
     if args.write:
-        with open(REPO / "BENCHMARKS.md", "a") as f:
-            f.write(
-                f"\n## UI: asset graph page load\n\n- **Machine:** {cpu_model()}, {os.cpu_count()} cores; "
-                f"**date:** {datetime.now(UTC):%Y-%m-%d}; Debian chromium (headless) via Playwright, "
-                "`dagster dev` on the `make demo` instance; `python scripts/benchmark_ui.py --runs "
-                f"{args.runs}`.\n- {line} (target < 3 s).\n"
-            )
+        append_to_benchmarks(
+            f"\n## UI: asset graph page load\n\n- **Machine:** {cpu_model()}, {os.cpu_count()} cores; "
+            f"**date:** {datetime.now(UTC):%Y-%m-%d}; Debian chromium (headless) via Playwright, "
+            "`dagster dev` on the `make demo` instance; `python scripts/benchmark_ui.py --runs "
+            f"{args.runs}`.\n- {line} (target < 3 s).\n"
+        )
     return 0
 
 
