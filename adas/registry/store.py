@@ -18,6 +18,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -73,6 +74,24 @@ def _aware(dt: datetime) -> datetime:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class _EventRequest:
+    """Who records which event under which idempotency key, about what: what a replay of the key
+    must match, and what every event a write inserts for it carries."""
+
+    key: str
+    kind: str
+    actor: str
+    reason: str
+    target: str | None = None
+    entry_id: int | None = None
+    promotion_id: str | None = None
+
+    def alias_move(self, alias: str) -> _EventRequest:
+        """The ``alias_moved`` event recorded with this request (key ``<key>#<alias>``)."""
+        return replace(self, key=f"{self.key}#{alias}", kind="alias_moved")
 
 
 class RegistryStore:
@@ -146,39 +165,33 @@ class RegistryStore:
     def _insert_event(
         self,
         conn: Connection,
+        req: _EventRequest,
         *,
-        key: str,
-        kind: str,
-        actor: str,
-        reason: str,
         at: datetime,
-        target: str | None = None,
         alias: str | None = None,
-        entry_id: int | None = None,
         from_entry_id: int | None = None,
         to_entry_id: int | None = None,
-        promotion_id: str | None = None,
         payload: Mapping[str, Any] | None = None,
     ) -> int:
-        if not actor.strip():
+        if not req.actor.strip():
             raise RegistryError("every registry event needs an actor (who did it)")
-        if not reason.strip():
+        if not req.reason.strip():
             raise RegistryError("every registry event needs a reason (why)")
-        if len(key) > 300 or not key:
-            raise RegistryError(f"idempotency key must be 1-300 characters, got {len(key)}")
+        if len(req.key) > 300 or not req.key:
+            raise RegistryError(f"idempotency key must be 1-300 characters, got {len(req.key)}")
         result = conn.execute(
             events.insert().values(
                 uid=uuid.uuid4().hex,
-                idempotency_key=key,
-                kind=kind,
-                target=target,
+                idempotency_key=req.key,
+                kind=req.kind,
+                target=req.target,
                 alias=alias,
-                entry_id=entry_id,
+                entry_id=req.entry_id,
                 from_entry_id=from_entry_id,
                 to_entry_id=to_entry_id,
-                promotion_id=promotion_id,
-                actor=actor,
-                reason=reason,
+                promotion_id=req.promotion_id,
+                actor=req.actor,
+                reason=req.reason,
                 at=at,
                 payload=canonical_json(dict(payload or {})),
             )
@@ -195,6 +208,13 @@ class RegistryStore:
         if not rows or rows[0].idempotency_key != key:
             return []
         return [self._event(r) for r in rows]
+
+    def _replayed(self, conn: Connection, req: _EventRequest) -> list[Event]:
+        """The events first recorded with ``req``'s key (empty if none); the key used for another
+        request raises :class:`IdempotencyConflict`."""
+        return self._check_replay(
+            self._events_of_key(conn, req.key), req.key, req.kind, req.target, req.entry_id
+        )
 
     @staticmethod
     def _check_replay(
@@ -269,13 +289,10 @@ class RegistryStore:
                     entry_id = int(result.inserted_primary_key[0])
                     self._insert_event(
                         conn,
-                        key=key,
-                        kind="registered",
-                        actor=actor,
-                        reason=reason,
+                        _EventRequest(
+                            key, "registered", actor, reason, target=body.target, entry_id=entry_id
+                        ),
                         at=now,
-                        target=body.target,
-                        entry_id=entry_id,
                         payload={"version": body.version, "digest": digest, "adopted": body.adopted},
                     )
                     row = conn.execute(sa.select(entries).where(entries.c.id == entry_id)).one()
@@ -340,26 +357,14 @@ class RegistryStore:
         The same key again returns the first event unchanged."""
         if kind in ("alias_moved",):
             raise RegistryError("alias moves go through move_aliases(), never record_event()")
+        req = _EventRequest(idempotency_key, kind, actor, reason, target, entry_id, promotion_id)
         for _ in range(_RETRIES):
             try:
                 with self._tx() as conn:
-                    replay = self._check_replay(
-                        self._events_of_key(conn, idempotency_key), idempotency_key, kind, target, entry_id
-                    )
+                    replay = self._replayed(conn, req)
                     if replay:
                         return replay[0]
-                    event_id = self._insert_event(
-                        conn,
-                        key=idempotency_key,
-                        kind=kind,
-                        actor=actor,
-                        reason=reason,
-                        at=self._now(),
-                        target=target,
-                        entry_id=entry_id,
-                        promotion_id=promotion_id,
-                        payload=payload,
-                    )
+                    event_id = self._insert_event(conn, req, at=self._now(), payload=payload)
                     return self._event(conn.execute(sa.select(events).where(events.c.id == event_id)).one())
             except sa.exc.IntegrityError:
                 continue  # same key committed concurrently: the next attempt replays it
@@ -527,13 +532,12 @@ class RegistryStore:
             if alias not in ALIASES:
                 raise RegistryError(f"unknown alias {alias!r}; aliases are {', '.join(ALIASES)}")
         touches_state = lock != "keep" or any(a in DEPLOYMENT_ALIASES for a in moves)
+        req = _EventRequest(idempotency_key, kind, actor, reason, target, entry_id, promotion_id)
         last_exc: Exception | None = None
         for _ in range(_RETRIES):
             try:
                 with self._tx() as conn:
-                    replay = self._check_replay(
-                        self._events_of_key(conn, idempotency_key), idempotency_key, kind, target, entry_id
-                    )
+                    replay = self._replayed(conn, req)
                     if replay:
                         return replay
                     state = conn.execute(sa.select(targets).where(targets.c.target == target)).first()
@@ -561,14 +565,8 @@ class RegistryStore:
                     now = self._now()
                     lead = self._insert_event(
                         conn,
-                        key=idempotency_key,
-                        kind=kind,
-                        actor=actor,
-                        reason=reason,
+                        req,
                         at=now,
-                        target=target,
-                        entry_id=entry_id,
-                        promotion_id=promotion_id,
                         payload={
                             **dict(payload or {}),
                             **({"target_version": current + 1} if touches_state else {}),
@@ -580,17 +578,11 @@ class RegistryStore:
                         to_entry = moves[alias]
                         last_event = self._insert_event(
                             conn,
-                            key=f"{idempotency_key}#{alias}",
-                            kind="alias_moved",
-                            actor=actor,
-                            reason=reason,
+                            req.alias_move(alias),
                             at=now,
-                            target=target,
                             alias=alias,
-                            entry_id=entry_id,
                             from_entry_id=row.entry_id if row is not None else None,
                             to_entry_id=to_entry,
-                            promotion_id=promotion_id,
                             payload={"cause": kind, "cause_event_id": lead},
                         )
                         if row is None:
@@ -643,8 +635,8 @@ class RegistryStore:
             except sa.exc.IntegrityError as exc:
                 last_exc = exc
                 with self._tx() as conn:
-                    found = self._events_of_key(conn, idempotency_key)
-                if self._check_replay(found, idempotency_key, kind, target, entry_id):
+                    found = self._replayed(conn, req)
+                if found:
                     return found
                 if expected_version is not None and touches_state:
                     # A concurrent first change of this target inserted its row first.
