@@ -15,7 +15,6 @@ dynamic batch axis. The graph is then:
 from __future__ import annotations
 
 import collections
-import hashlib
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ import onnx
 
 from adas.detector.preprocess import normalize
 from adas.intake.contract import Contract
+from adas.storage import sha256_file
 
 if TYPE_CHECKING:
     from torch import nn
@@ -63,14 +63,6 @@ class ExportResult:
         d = asdict(self)
         d["path"] = str(self.path)
         return d
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
@@ -209,7 +201,7 @@ def export_onnx(
         producer=f"{model.producer_name} {model.producer_version}".strip(),
         node_count=len(model.graph.node),
         op_histogram=op_histogram(model),
-        sha256=sha256_file(out_path),
+        sha256=sha256_file(out_path)[0],
         size_bytes=out_path.stat().st_size,
         input_name=input_name,
         output_names=output_names,

@@ -27,8 +27,9 @@ import numpy as np
 import onnx
 
 from adas.intake.contract import Contract
-from adas.packaging.export import op_histogram, sha256_file
+from adas.packaging.export import op_histogram
 from adas.packaging.ort_session import session_options
+from adas.storage import sha256_file
 
 Fp32Mode = Literal["optimized", "plain"]
 
@@ -152,7 +153,7 @@ def build_fp32_engine(
         precision="fp32",
         source_onnx=src,
         mode=mode,
-        sha256=sha256_file(out),
+        sha256=sha256_file(out)[0],
         size_bytes=out.stat().st_size,
         node_count=len(model.graph.node),
         op_histogram=op_histogram(model),

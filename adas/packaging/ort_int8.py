@@ -41,7 +41,7 @@ import onnx
 from adas.detector.preprocess import normalize
 from adas.intake.contract import Contract
 from adas.packaging.config import Int8Config
-from adas.packaging.export import op_histogram, sha256_file
+from adas.packaging.export import op_histogram
 from adas.packaging.ort_session import session_options
 from adas.packaging.qdq_graph import (
     QDQ_OPS,
@@ -51,6 +51,7 @@ from adas.packaging.qdq_graph import (
     quantized_compute_nodes,
     write_calibration_cache,
 )
+from adas.storage import sha256_file
 
 INT8_MODEL_FILE = "model.onnx"
 CALIBRATION_CACHE_FILE = "calibration.cache"
@@ -293,7 +294,7 @@ def build_int8_engine(
         quantized_nodes=len(quantized),
         qdq_nodes=count_ops(model, QDQ_OPS),
         op_histogram=op_histogram(model),
-        sha256=sha256_file(model_path),
+        sha256=sha256_file(model_path)[0],
         size_bytes=model_path.stat().st_size,
         build_seconds=time.perf_counter() - t0,
         fallback_seconds=fallback_s,
@@ -346,7 +347,7 @@ def _qat_build(
         quantized_nodes=len(quantized_compute_nodes(model)),
         qdq_nodes=count_ops(model, QDQ_OPS),
         op_histogram=op_histogram(model),
-        sha256=sha256_file(model_path),
+        sha256=sha256_file(model_path)[0],
         size_bytes=model_path.stat().st_size,
         build_seconds=time.perf_counter() - t0,
         fallback_seconds=0.0,

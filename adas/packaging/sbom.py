@@ -8,7 +8,6 @@ downstream consumer (Trivy, Grype, Dependency-Track) reads it like a Syft-made o
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata as im
 import json
 import os
@@ -22,12 +21,13 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
+from adas.storage import sha256_file
+
 SPEC_VERSION = "1.5"
 TOOL_NAME = "adas-assets-sbom"
 # File suffixes that are model weights/engines (CycloneDX type machine-learning-model);
 # everything else in a pack (configs, calibration caches, reports) is a plain `file`.
 MODEL_SUFFIXES = frozenset({".onnx", ".plan", ".engine", ".pt", ".pth", ".ts", ".safetensors", ".tflite"})
-_HASH_CHUNK = 1 << 20
 
 # SPDX ids we recognise when metadata gives a bare identifier. CycloneDX only accepts ids from
 # the SPDX list in `license.id`; anything not in this set is written as `license.name` instead,
@@ -82,15 +82,6 @@ _EXPR_OPERATOR = re.compile(r"\s(?:AND|OR|WITH)\s")
 _SHORT_LICENSE_FIELD = 100
 
 ServingEnv = Literal["current"] | Path
-
-
-def sha256_file(path: Path) -> str:
-    """Streamed SHA-256: engines can be hundreds of MB."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def normalize_name(name: str) -> str:
@@ -198,7 +189,7 @@ def _library_component(dist: im.Distribution) -> dict[str, Any]:
     # installed environment; say which file the hash covers so nobody compares it to PyPI's.
     record = _dist_file(dist, "RECORD")
     if record is not None:
-        component["hashes"] = [{"alg": "SHA-256", "content": sha256_file(record)}]
+        component["hashes"] = [{"alg": "SHA-256", "content": sha256_file(record)[0]}]
         properties.append({"name": "adas:hash-subject", "value": "dist-info/RECORD"})
     component["properties"] = properties
     return component
@@ -239,7 +230,7 @@ def model_file_components(model_files: dict[str, Path], version: str) -> list[di
                 "bom-ref": f"model-file:{name}",
                 "name": name,
                 "version": version,
-                "hashes": [{"alg": "SHA-256", "content": sha256_file(path)}],
+                "hashes": [{"alg": "SHA-256", "content": sha256_file(path)[0]}],
                 "properties": [{"name": "adas:size-bytes", "value": str(path.stat().st_size)}],
             }
         )

@@ -36,7 +36,7 @@ from adas.packaging.signing import load_or_create_signing_key, sign_pack, verify
 from adas.packaging.triton_repository import write_triton_repository
 from adas.packaging.vulnscan import scan
 from adas.settings import AdasHome
-from adas.storage import ArtifactStore
+from adas.storage import ArtifactStore, sha256_file
 
 TRITON_DIR = "triton"
 
@@ -197,7 +197,9 @@ def assemble_pack(
     container = write_container_context(pack / "container", serving, tag, engine.runtime)
     environment = read_json(store, staged.environment)
     coverage = read_json(store, export.coverage)
-    files_so_far = {p.relative_to(pack).as_posix(): _sha(p) for p in sorted(pack.rglob("*")) if p.is_file()}
+    files_so_far = {
+        p.relative_to(pack).as_posix(): sha256_file(p)[0] for p in sorted(pack.rglob("*")) if p.is_file()
+    }
     report = build_export_report(
         contract=contract,
         lineage=lineage,
@@ -278,14 +280,6 @@ def package_cell(
     """:func:`assemble_pack` in a scratch folder of its own."""
     with tempfile.TemporaryDirectory(prefix="pack-") as tmp:
         return assemble_pack(store, engine, triton, export, staged, Path(tmp), log=log)
-
-
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def log_pack_artifact(engine: EngineRef, manifest: dict[str, Any], uri: str) -> str:

@@ -31,12 +31,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_dss_signature
 
+from adas.storage import sha256_file
+
 SIGNING_KEY_ENV = "ADAS_SIGNING_KEY"
 SIGNING_KEY_PASSWORD_ENV = "ADAS_SIGNING_KEY_PASSWORD"
 PRIVATE_KEY_FILE = "signing-key.pem"
 PUBLIC_KEY_FILE = "cosign.pub"
 SIG_SUFFIX = ".sig"
-_CHUNK = 1 << 20
 # Signing happens over a streamed digest: engines can be larger than we want in memory.
 _ECDSA_PREHASHED = ec.ECDSA(Prehashed(hashes.SHA256()))
 
@@ -144,11 +145,8 @@ def load_or_create_signing_key(key_dir: Path | None = None) -> SigningKey:
 
 
 def _digest(path: Path) -> bytes:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.digest()
+    """The SHA-256 a signature covers (the key signs the digest, not the file)."""
+    return bytes.fromhex(sha256_file(Path(path))[0])
 
 
 def sign_blob(key: Signer, path: Path) -> str:

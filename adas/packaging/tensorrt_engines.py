@@ -37,8 +37,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from adas.intake.contract import Contract
 from adas.packaging.config import Int8Config, default_packaging_config
-from adas.packaging.export import sha256_file
 from adas.packaging.ort_int8 import build_int8_engine
+from adas.storage import sha256_file
 
 PLAN_FILE = "model.plan"
 # Substring of the CUDA device name expected on each catalog device's nodes: a plan is
@@ -336,8 +336,8 @@ def build_tensorrt_engine(
         gpu=asdict(gpu),
         strongly_typed=True,
         source_onnx=src,
-        source_sha256=sha256_file(src),
-        sha256=sha256_file(plan_path),
+        source_sha256=sha256_file(src)[0],
+        sha256=sha256_file(plan_path)[0],
         size_bytes=plan_path.stat().st_size,
         build_seconds=time.perf_counter() - t0,
         timing_cache=cache_path,

@@ -48,6 +48,7 @@ from adas.packaging.triton_pbtxt import (
     tensor_entry,
     tensor_list,
 )
+from adas.storage import sha256_file
 
 Serving = Literal["python-onnxruntime", "onnxruntime", "tensorrt"]
 RuntimeName = Literal["onnxruntime", "tensorrt"]
@@ -112,14 +113,6 @@ class TritonRepository:
             "max_batch_size": self.max_batch_size,
             "files": [{"path": f.path, "sha256": f.sha256, "size": f.size} for f in self.files],
         }
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def vendored_source(source: Path) -> str:
@@ -226,7 +219,7 @@ def write_triton_repository(
         raise
 
     files = tuple(
-        RepositoryFile(p.relative_to(out).as_posix(), sha256_file(p), p.stat().st_size)
+        RepositoryFile(p.relative_to(out).as_posix(), *sha256_file(p))  # sha256, size
         for p in sorted(out.rglob("*"))
         if p.is_file()
     )

@@ -13,13 +13,14 @@ from onnx import TensorProto, helper, numpy_helper
 from adas.config_errors import ConfigError
 from adas.intake.contract import Contract
 from adas.packaging.config import PACKAGING_FILE, load_packaging_config
-from adas.packaging.export import ExportResult, export_onnx, sha256_file
+from adas.packaging.export import ExportResult, export_onnx
 from adas.packaging.operators import (
     TENSORRT_SUPPORTED_OPS,
     UnsupportedOperatorError,
     coverage_report,
     require_supported_ops,
 )
+from adas.storage import sha256_file
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def test_export_records_graph_facts(exported: ExportResult, contract: Contract) 
     assert exported.ir_version == model.ir_version
     assert exported.node_count == len(model.graph.node) == sum(exported.op_histogram.values())
     assert exported.op_histogram["Conv"] >= 3
-    assert exported.sha256 == sha256_file(exported.path)
+    assert exported.sha256 == sha256_file(exported.path)[0]
     assert exported.size_bytes == exported.path.stat().st_size
     assert exported.input_name == contract.input.name
     assert exported.output_names == [o.name for o in contract.outputs]

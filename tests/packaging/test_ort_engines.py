@@ -170,12 +170,12 @@ def test_quantization_aware_bundle_uses_its_own_qdq_graph(
     int8_config: Int8Config,
     tmp_path: Path,
 ) -> None:
-    from adas.packaging.export import sha256_file
+    from adas.storage import sha256_file
 
     qat = contract.model_copy(update={"quantization_aware": True})
     build = build_int8_engine(int8.path, frames, qat, tmp_path / "qat", int8_config)
     assert build.quantization_aware and build.calibration_method == "qat"
-    assert build.sha256 == sha256_file(int8.path)  # used as is, no re-quantization
+    assert build.sha256 == sha256_file(int8.path)[0]  # used as is, no re-quantization
     assert any("QAT" in n for n in build.notes)
     header, table = read_calibration_cache(build.calibration_cache)
     assert "quantization-aware" in header["method"] and table
