@@ -11,7 +11,7 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from adas.config_errors import load_yaml_model
 from adas.evaluation.corruptions import CORRUPTIONS
@@ -52,6 +52,10 @@ class TemporalSettings(_Strict):
     min_continuity_ratio: float = Field(default=0.8, ge=0, le=1)
 
 
+# The names a robustness list may hold, per field: (what an error calls one, the known names).
+_KNOWN_NAMES = {"corruptions": ("corruption", CORRUPTIONS), "sensor_faults": ("sensor fault", SENSOR_FAULTS)}
+
+
 class RobustnessSettings(_Strict):
     base_slice: str = "clear_day"
     frames: int = Field(default=48, ge=1)
@@ -71,20 +75,13 @@ class RobustnessSettings(_Strict):
             raise ValueError(f"severities must be distinct integers 1-5, got {v}")
         return sorted(v)
 
-    @field_validator("corruptions")
+    @field_validator("corruptions", "sensor_faults")
     @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        bad = [c for c in v if c not in CORRUPTIONS]
+    def _known(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        what, known = _KNOWN_NAMES[info.field_name or ""]
+        bad = [name for name in v if name not in known]
         if bad:
-            raise ValueError(f"unknown corruption(s) {bad}; known: {', '.join(CORRUPTIONS)}")
-        return v
-
-    @field_validator("sensor_faults")
-    @classmethod
-    def _faults(cls, v: list[str]) -> list[str]:
-        bad = [f for f in v if f not in SENSOR_FAULTS]
-        if bad:
-            raise ValueError(f"unknown sensor fault(s) {bad}; known: {', '.join(SENSOR_FAULTS)}")
+            raise ValueError(f"unknown {what}(s) {bad}; known: {', '.join(known)}")
         return v
 
     def frames_for(self, profile: Profile, available: int) -> int:

@@ -42,15 +42,16 @@ def render_sagemaker_deployment(
     cand_model = k8s_name(plan.model_name, plan.candidate_version, plan.target)
     periods = a.consecutive_breaches
 
+    def candidate_dimensions() -> list[dict[str, str]]:
+        """Every metric the alarms watch is the candidate variant's."""
+        return [{"Name": "EndpointName", "Value": base}, {"Name": "VariantName", "Value": cand_variant}]
+
     def variant_sum(metric_id: str, metric_name: str) -> dict[str, Any]:
         """A metric-math input: the candidate variant's ``metric_name`` summed per period."""
         metric = {
             "Namespace": "AWS/SageMaker",
             "MetricName": metric_name,
-            "Dimensions": [
-                {"Name": "EndpointName", "Value": base},
-                {"Name": "VariantName", "Value": cand_variant},
-            ],
+            "Dimensions": candidate_dimensions(),
         }
         return {
             "Id": metric_id,
@@ -58,56 +59,57 @@ def render_sagemaker_deployment(
             "ReturnData": False,
         }
 
+    def alarm(name: str, threshold: float, metric: dict[str, Any]) -> dict[str, Any]:
+        """An alarm on the candidate variant: breached when ``metric`` is over ``threshold`` for
+        ``periods`` consecutive periods (no data is no breach)."""
+        return {
+            "AlarmName": f"{base}-{cand_variant}-{name}",
+            **metric,
+            "EvaluationPeriods": periods,
+            "DatapointsToAlarm": periods,
+            "Threshold": threshold,
+            "ComparisonOperator": "GreaterThanThreshold",
+            "TreatMissingData": "notBreaching",
+        }
+
     alarms = [
-        {
-            "AlarmName": f"{base}-{cand_variant}-p95-latency",
-            "Namespace": "AWS/SageMaker",
-            "MetricName": "ModelLatency",
-            "Dimensions": [
-                {"Name": "EndpointName", "Value": base},
-                {"Name": "VariantName", "Value": cand_variant},
-            ],
-            "ExtendedStatistic": "p95",
-            "Period": production_interval_s,
-            "EvaluationPeriods": periods,
-            "DatapointsToAlarm": periods,
-            "Threshold": float((a.max_p95_latency_ms or 1000.0) * 1000.0),  # ModelLatency is in microseconds
-            "ComparisonOperator": "GreaterThanThreshold",
-            "TreatMissingData": "notBreaching",
-        },
-        {
-            "AlarmName": f"{base}-{cand_variant}-error-rate",
-            "Metrics": [
-                variant_sum("errors", "Invocation5XXErrors"),
-                variant_sum("invocations", "Invocations"),
-                {
-                    "Id": "rate",
-                    "Expression": "IF(invocations > 0, errors / invocations, 0)",
-                    "ReturnData": True,
-                },
-            ],
-            "EvaluationPeriods": periods,
-            "DatapointsToAlarm": periods,
-            "Threshold": a.max_error_rate,
-            "ComparisonOperator": "GreaterThanThreshold",
-            "TreatMissingData": "notBreaching",
-        },
-        {
-            "AlarmName": f"{base}-{cand_variant}-disagreement",
-            "Namespace": "ADAS/Rollout",
-            "MetricName": "CandidateDisagreement",
-            "Dimensions": [
-                {"Name": "EndpointName", "Value": base},
-                {"Name": "VariantName", "Value": cand_variant},
-            ],
-            "Statistic": "Average",
-            "Period": production_interval_s,
-            "EvaluationPeriods": periods,
-            "DatapointsToAlarm": periods,
-            "Threshold": a.max_disagreement,
-            "ComparisonOperator": "GreaterThanThreshold",
-            "TreatMissingData": "notBreaching",
-        },
+        alarm(
+            "p95-latency",
+            float((a.max_p95_latency_ms or 1000.0) * 1000.0),  # ModelLatency is in microseconds
+            {
+                "Namespace": "AWS/SageMaker",
+                "MetricName": "ModelLatency",
+                "Dimensions": candidate_dimensions(),
+                "ExtendedStatistic": "p95",
+                "Period": production_interval_s,
+            },
+        ),
+        alarm(
+            "error-rate",
+            a.max_error_rate,
+            {
+                "Metrics": [
+                    variant_sum("errors", "Invocation5XXErrors"),
+                    variant_sum("invocations", "Invocations"),
+                    {
+                        "Id": "rate",
+                        "Expression": "IF(invocations > 0, errors / invocations, 0)",
+                        "ReturnData": True,
+                    },
+                ]
+            },
+        ),
+        alarm(
+            "disagreement",
+            a.max_disagreement,
+            {
+                "Namespace": "ADAS/Rollout",
+                "MetricName": "CandidateDisagreement",
+                "Dimensions": candidate_dimensions(),
+                "Statistic": "Average",
+                "Period": production_interval_s,
+            },
+        ),
     ]
     alarm_names = [al["AlarmName"] for al in alarms]
     variant = {
