@@ -137,6 +137,14 @@ def _batched(a: np.ndarray) -> np.ndarray:
     return a[None] if a.ndim == 3 else a
 
 
+def with_score_threshold(postprocess: Postprocess, score_threshold: float | None) -> Postprocess:
+    """``postprocess`` with ``score_threshold`` in place of the contract's operating threshold
+    (None keeps it): evaluation and mAP keep the low-score tail that the operating threshold cuts."""
+    if score_threshold is None:
+        return postprocess
+    return postprocess.model_copy(update={"score_threshold": score_threshold})
+
+
 def decode(
     outputs: Mapping[str, np.ndarray], postprocess: Postprocess, class_ids: Sequence[int]
 ) -> list[Detections]:

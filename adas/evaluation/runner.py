@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from adas.detector.postprocess import Detections, decode, sigmoid
+from adas.detector.postprocess import Detections, decode, sigmoid, with_score_threshold
 from adas.detector.preprocess import normalize
 from adas.intake.contract import Contract, Normalization
 from adas.packaging import tensorrt_engines
@@ -178,9 +178,7 @@ def predict(
     """
     if len(frames_uint8) != len(image_ids):
         raise ValueError(f"{len(frames_uint8)} frames but {len(image_ids)} image ids")
-    post = contract.postprocess
-    if score_threshold is not None:
-        post = post.model_copy(update={"score_threshold": score_threshold})
+    post = with_score_threshold(contract.postprocess, score_threshold)
     class_ids = [c.id for c in contract.classes]
     dets: list[Detections] = []
     max_score: list[np.ndarray] = []

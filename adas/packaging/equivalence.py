@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from adas.detector.coco_metrics import coco_metrics
-from adas.detector.postprocess import Detections, box_iou, decode
+from adas.detector.postprocess import Detections, box_iou, decode, with_score_threshold
 from adas.detector.preprocess import normalize
 from adas.intake.contract import Contract, Postprocess
 from adas.packaging.config import EquivalenceConfig, PackagingConfig, PrecisionTolerance
@@ -339,9 +339,7 @@ def check_equivalence(
 
     for x in random_inputs(contract, cfg.num_random_inputs, frames, cfg, rng, cfg.batch_size):
         compare(x)
-    post = contract.postprocess
-    if cfg.decode_score_threshold is not None:
-        post = post.model_copy(update={"score_threshold": cfg.decode_score_threshold})
+    post = with_score_threshold(contract.postprocess, cfg.decode_score_threshold)
     class_ids = [c.id for c in contract.classes]
     ref_dets: list[Detections] = []
     got_dets: list[Detections] = []
@@ -400,9 +398,7 @@ def task_map_drop(
     """
     if len(image_ids) != len(frames):
         raise ValueError(f"{len(image_ids)} image ids for {len(frames)} frames")
-    post = contract.postprocess
-    if score_threshold is not None:
-        post = post.model_copy(update={"score_threshold": score_threshold})
+    post = with_score_threshold(contract.postprocess, score_threshold)
     names = [o.name for o in contract.outputs]
     reference_module.eval()
     aps = []
