@@ -120,6 +120,11 @@ class ArtifactStore(ABC):
     def put_bytes(self, key: str, data: bytes) -> StoredArtifact: ...
 
     @abstractmethod
+    def put_bytes_if_absent(self, key: str, data: bytes) -> bool:
+        """Create ``key`` only if nothing is stored there yet, atomically against other writers
+        (processes or machines); True if this call created it."""
+
+    @abstractmethod
     def recorded_sha256(self, key: str) -> str: ...
 
     @abstractmethod
@@ -242,6 +247,28 @@ class LocalArtifactStore(ArtifactStore):
             tmp.unlink(missing_ok=True)
         return StoredArtifact(key, self.uri(key), sha256_bytes(data), len(data))
 
+    def put_bytes_if_absent(self, key: str, data: bytes) -> bool:
+        dest = self._path(key)
+        tmp = self._tmp_for(dest)
+        sidecar = dest.with_name(dest.name + SIDECAR_SUFFIX)
+        try:
+            with open(tmp, "wb") as fout:
+                fout.write(data)
+                fout.flush()
+                os.fsync(fout.fileno())
+            try:
+                os.link(tmp, dest)  # atomic create: fails if any writer got there first
+            except FileExistsError:
+                if not sidecar.exists():
+                    # The winner's complete, fsynced file is linked but its hash record is not
+                    # written yet (or it died in between): record the hash of what is there.
+                    atomic_write_bytes(sidecar, f"{sha256_file(dest)[0]}  {dest.name}\n".encode())
+                return False
+            atomic_write_bytes(sidecar, f"{sha256_bytes(data)}  {dest.name}\n".encode())
+            return True
+        finally:
+            tmp.unlink(missing_ok=True)
+
     def recorded_sha256(self, key: str) -> str:
         path = self._path(key)
         sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
@@ -340,6 +367,27 @@ class S3ArtifactStore(ArtifactStore):
 
     def put_file(self, key: str, src: Path) -> StoredArtifact:
         return self.put_bytes(key, Path(src).read_bytes())
+
+    def put_bytes_if_absent(self, key: str, data: bytes) -> bool:
+        digest = hashlib.sha256(data)
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._object_key(key),
+                Body=data,
+                Metadata={"sha256": digest.hexdigest()},
+                ChecksumSHA256=base64.b64encode(digest.digest()).decode(),
+                IfNoneMatch="*",  # conditional create: S3 answers 412 if the key exists
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in (
+                "PreconditionFailed",
+                "412",
+                "ConditionalRequestConflict",
+            ):
+                return False
+            raise
+        return True
 
     def _head(self, key: str) -> dict:
         try:

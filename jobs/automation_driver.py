@@ -99,7 +99,8 @@ def tick_inbox_sensor(
     log: Callable[[str], None] = print,
 ) -> list[dg.ExecuteInProcessResult]:
     """Tick `candidate_inbox_sensor` ``ticks`` times (its cursor carried between ticks, as the
-    daemon does) and execute each intake run it requests. Stops at the first failed run."""
+    daemon does) and execute each intake run it requests (a rejected bundle's run fails, naming
+    why, and the next one still runs)."""
     job = defs.resolve_job_def("candidate_intake")
     runs: list[dg.ExecuteInProcessResult] = []
     cursor = None
@@ -117,14 +118,24 @@ def tick_inbox_sensor(
             log(f"  tick {tick}: skipped: {outcome.skip_message}")
             continue
         for request in outcome.run_requests:
-            log(f"  tick {tick}: run requested for bundle {request.run_key[:12]}")
+            log(f"  tick {tick}: intake run requested for {request.tags.get('adas/bundle', request.run_key)}")
             run = job.execute_in_process(
                 instance=instance, run_config=request.run_config, tags=request.tags, raise_on_error=False
             )
             runs.append(run)
             if not run.success:
-                return runs
+                log(f"  tick {tick}: {request.tags.get('adas/bundle')} rejected: {_failure_reason(run)}")
     return runs
+
+
+def _failure_reason(run: dg.ExecuteInProcessResult) -> str:
+    for event in run.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            message = event.event_specific_data.error.to_string()  # type: ignore[union-attr]
+            return next(
+                (line for line in message.splitlines() if "rejected" in line), message.splitlines()[0]
+            )
+    return "run failed"
 
 
 @dataclass

@@ -7,6 +7,7 @@ so a slow copy is never judged half-written. Nothing is ever deleted: rejected b
 to ``rejected/`` with a ``REJECTED.txt``; accepted ones move to ``accepted/`` once stored.
 """
 
+import os
 import shutil
 import tempfile
 import time
@@ -54,6 +55,10 @@ class Inbox(dg.ConfigurableResource, ABC):
         """Bundles waiting for intake, oldest name first."""
 
     @abstractmethod
+    def drop_stamp(self, item: InboxItem) -> str:
+        """What tells two drops under one name apart (read only: never changes the bundle)."""
+
+    @abstractmethod
     def local_copy(self, item: InboxItem) -> Path:
         """A local folder holding the bundle's files (the folder itself for a local inbox)."""
 
@@ -79,12 +84,16 @@ class LocalInbox(Inbox):
         now = time.time()
         items = []
         for d in sorted(root.iterdir()):
-            if not d.is_dir() or d.name.startswith(".") or d.name in _RESERVED:
+            # lstat: a symlinked bundle is still listed (its intake run rejects it, naming why).
+            if d.name.startswith(".") or d.name in _RESERVED or not (d.is_dir() or d.is_symlink()):
                 continue
-            newest = max((p.stat().st_mtime for p in d.rglob("*")), default=d.stat().st_mtime)
-            if now - max(newest, d.stat().st_mtime) >= self.settle_seconds:
+            if now - _newest_mtime(d) >= self.settle_seconds:
                 items.append(InboxItem(d.name, str(d)))
         return items
+
+    def drop_stamp(self, item: InboxItem) -> str:
+        st = Path(item.location).lstat()
+        return f"{st.st_ino}-{st.st_mtime_ns}"
 
     def local_copy(self, item: InboxItem) -> Path:
         return Path(item.location)
@@ -92,8 +101,14 @@ class LocalInbox(Inbox):
     def _move(self, item: InboxItem, sub: str, label: str) -> Path:
         dest = Path(self.path) / sub / f"{label}-{_stamp()}"
         dest.parent.mkdir(parents=True, exist_ok=True)
+        source = Path(item.location)
+        if source.is_symlink() or not source.is_dir():
+            # Never write through a link: the link itself goes into a folder of its own.
+            dest.mkdir()
+            source.rename(dest / source.name)
+            return dest
         # A rename within one filesystem: the bundle is either still in the inbox or fully moved.
-        Path(item.location).rename(dest)
+        source.rename(dest)
         return dest
 
     def reject(self, item: InboxItem, field: str, reason: str) -> str:
@@ -103,6 +118,27 @@ class LocalInbox(Inbox):
 
     def archive(self, item: InboxItem, label: str) -> str:
         return str(self._move(item, ACCEPTED_DIR, label))
+
+
+def _newest_mtime(folder: Path) -> float:
+    """Newest modification under ``folder`` without following links (a looping or dangling link
+    must not stop the listing of the other bundles)."""
+    newest = folder.lstat().st_mtime
+    stack = [folder] if not folder.is_symlink() else []
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for e in entries:
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            newest = max(newest, st.st_mtime)
+            if e.is_dir(follow_symlinks=False):
+                stack.append(Path(e.path))
+    return newest
 
 
 class S3Inbox(Inbox):
@@ -144,6 +180,10 @@ class S3Inbox(Inbox):
             for name, objs in sorted(groups.items())
             if now - max(o["LastModified"].timestamp() for o in objs) >= self.settle_seconds
         ]
+
+    def drop_stamp(self, item: InboxItem) -> str:
+        objs = self._objects(item.location)
+        return str(max((o["LastModified"].timestamp() for o in objs), default=0.0))
 
     def local_copy(self, item: InboxItem) -> Path:
         dest = Path(tempfile.mkdtemp(prefix=f"inbox-{item.name}-"))

@@ -29,7 +29,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from adas.detector.data import CocoFrames  # noqa: E402
-from adas.intake.bundle import load_model, validate_bundle  # noqa: E402
+from adas.intake.bundle import validate_bundle  # noqa: E402
+from adas.intake.model import load_model  # noqa: E402
 from adas.packaging.config import load_packaging_config  # noqa: E402
 from adas.packaging.equivalence import check_equivalence, task_map_drop  # noqa: E402
 from adas.packaging.torch_cuda import (  # noqa: E402
@@ -74,7 +75,8 @@ def main() -> int:
         print(f"benchmark_gpu: {exc}", file=sys.stderr)
         return 2
 
-    contract = validate_bundle(args.bundle).contract  # every intake check, checksums included
+    with tempfile.TemporaryDirectory() as work:  # every intake check, checksums and sandbox included
+        contract = validate_bundle(args.bundle, Path(work)).contract
     reference = load_model(args.bundle, contract)
     cfg = load_packaging_config()
     shape = tuple(contract.input.shape[1:])

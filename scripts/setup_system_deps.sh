@@ -2,10 +2,12 @@
 # System packages the tests and the local rollout use, from Debian's archive (idempotent):
 #   chromium - the Dagster UI tested in a real browser (Playwright drives it; no browser download)
 #   nginx    - the weighted traffic split of the local canary
+#   bwrap    - the sandbox candidate models are loaded in (Debian package bubblewrap)
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -1,58 +1,71 @@
-"""Watch the inbox and take in each new candidate bundle exactly once."""
+"""Watch the inbox and request one intake run per bundle dropped.
+
+The sensor only lists and schedules. It never loads a model, never moves, deletes or writes a
+bundle (a tick or a ``dagster sensor preview`` leaves the inbox byte-identical): validation,
+the move to ``rejected/`` with the reason, or to ``accepted/``, all happen inside the intake
+run, which records them. A bundle that cannot even be hashed still gets its run, whose failure
+names why; one bad bundle never stops the tick for the others.
+"""
 
 import json
 
 import dagster as dg
 
-from adas.intake.bundle import BundleRejected
-from adas.intake.candidates import screen_bundle
+from adas.intake.bundle import digest_bundle
+from adas.intake.files import BundleRejected
 from adas_assets.automation import default_sensor_status
 from jobs.intake import candidate_intake_job
-from resources.artifact_store import ArtifactStoreParam
-from resources.inbox import Inbox, cleanup_local_copy
+from resources.inbox import Inbox, InboxItem, cleanup_local_copy
 
-# Remember this many requested bundle hashes; older ones are also deduplicated by run_key.
+# Remember this many requested drops; older ones are also deduplicated by run_key.
 _CURSOR_LIMIT = 500
+
+
+def _drop_key(inbox: Inbox, item: InboxItem) -> tuple[str, str]:
+    """(identity of this drop, bundle sha256 or why it has none): a re-drop of the same bundle is
+    a new drop (the run files it as a duplicate), a bundle still waiting for its run is not."""
+    local = inbox.local_copy(item)
+    try:
+        sha = digest_bundle(local).sha256
+        label = sha
+    except BundleRejected as exc:
+        sha, label = "", f"unreadable: {exc}"
+    except Exception as exc:  # any per-bundle failure: its run will name it
+        sha, label = "", f"unreadable: {type(exc).__name__}: {exc}"
+    finally:
+        cleanup_local_copy(inbox, item, local)
+    return f"{item.name}:{inbox.drop_stamp(item)}:{sha[:16]}", label
 
 
 @dg.sensor(
     job=candidate_intake_job,
     minimum_interval_seconds=15,
     default_status=default_sensor_status(),
-    description="Validates bundles dropped into the inbox; good ones launch intake, bad ones move to rejected/.",
+    description="Lists bundles dropped into the inbox and requests one intake run per drop (the run validates, "
+    "stores, and moves the bundle to accepted/ or rejected/ with the reason).",
 )
 def candidate_inbox_sensor(
-    context: dg.SensorEvaluationContext, inbox: Inbox, artifact_store: ArtifactStoreParam
+    context: dg.SensorEvaluationContext, inbox: Inbox
 ) -> dg.SensorResult | dg.SkipReason:
     requested: list[str] = json.loads(context.cursor) if context.cursor else []
     run_requests: list[dg.RunRequest] = []
     notes: list[str] = []
     for item in inbox.pending():
-        local = inbox.local_copy(item)
         try:
-            screened = screen_bundle(artifact_store, local)
-        except BundleRejected as exc:
-            where = inbox.reject(item, exc.field, exc.reason)
-            notes.append(f"rejected {item.name}: {exc} (moved to {where})")
+            key, label = _drop_key(inbox, item)
+        except Exception as exc:  # the inbox itself failed for this item: skip it this tick
+            notes.append(
+                f"{item.name}: could not be listed ({type(exc).__name__}: {exc}); retrying next tick"
+            )
             context.log.warning(notes[-1])
             continue
-        finally:
-            cleanup_local_copy(inbox, item, local)
-        bundle = screened.bundle
-        sha = bundle.digest.sha256
-        label = f"{bundle.contract.version}-{sha[:12]}"
-        if screened.already_stored:
-            where = inbox.archive(item, f"duplicate-{label}")
-            notes.append(f"{item.name} is bundle {sha[:12]}, already taken in; moved to {where}, no new run")
-            context.log.info(notes[-1])
+        if key in requested:
+            notes.append(f"{item.name} is waiting for its intake run")
             continue
-        if sha in requested:
-            notes.append(f"{item.name} ({sha[:12]}) is waiting for its intake run")
-            continue
-        requested.append(sha)
+        requested.append(key)
         run_requests.append(
             dg.RunRequest(
-                run_key=sha,
+                run_key=key,
                 run_config=dg.RunConfig(
                     ops={
                         "candidate_checkpoint": {
@@ -60,10 +73,13 @@ def candidate_inbox_sensor(
                         }
                     }
                 ),
-                tags={"adas/bundle_sha256": sha, "adas/candidate_version": bundle.contract.version},
+                tags={
+                    "adas/bundle_sha256": label if len(label) == 64 else "unknown",
+                    "adas/bundle": item.name,
+                },
             )
         )
-        context.log.info(f"requesting intake of {item.name}: {bundle.contract.model_name} {label}")
+        context.log.info(f"requesting intake of {item.name} ({label[:80]})")
     cursor = json.dumps(requested[-_CURSOR_LIMIT:])
     if run_requests:
         return dg.SensorResult(run_requests=run_requests, cursor=cursor)

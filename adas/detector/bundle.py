@@ -37,6 +37,7 @@ from adas.intake.contract import (
     OutputSpec,
     Postprocess,
 )
+from adas.intake.model import load_model
 
 MODEL_FILE = "model.pt2"
 INPUT_NAME = "images"
@@ -170,7 +171,7 @@ def load_bundle_model(bundle_dir: str | Path) -> nn.Module:
 
     One loader for intake, packaging and tools: ``adas.intake.bundle.load_model``.
     """
-    return intake_bundle.load_model(Path(bundle_dir), read_contract(bundle_dir))
+    return load_model(Path(bundle_dir), read_contract(bundle_dir))
 
 
 @torch.no_grad()

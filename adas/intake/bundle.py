@@ -1,33 +1,52 @@
-"""Validate a candidate checkpoint bundle against its contract.
+"""Validate a candidate checkpoint bundle against its contract, treating every byte as untrusted.
 
-Every failure raises :class:`BundleRejected` naming the file and field at fault, so a person
-reading ``inbox/rejected/<bundle>/REJECTED.txt`` knows what to fix without reading code.
+A short checklist, cheapest check first, one error type: every failure raises
+:class:`BundleRejected` naming the file and field at fault, so a person reading
+``inbox/rejected/<bundle>/REJECTED.txt`` knows what to fix without reading code.
+
+1. the file tree: regular files only, within the limits of ``config/intake.yaml`` (no byte read);
+2. ``contract.yaml`` and ``lineage.json``: bounded, UTF-8, strict YAML / JSON, schema;
+3. a private copy of every file, hashed as it is copied (``O_NOFOLLOW``, same inode as listed),
+   checked against ``SHA256SUMS`` when the bundle ships one; everything after reads the copy;
+4. every pickle in the model file against the tensor-only allowlist (nothing is loaded yet);
+5. the model loaded, its weights checked and a smoke forward run, in the sandbox only.
 """
 
-from __future__ import annotations
-
 import hashlib
-import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from adas.intake.contract import CONTRACT_FILE, LINEAGE_FILE, Contract, Lineage
+from adas.intake.files import (
+    BundleFile,
+    BundleRejected,
+    IntakeLimits,
+    copy_bundle_file,
+    hash_bundle_file,
+    list_bundle_files,
+    load_intake_limits,
+    read_bundle_bytes,
+)
+from adas.intake.parsing import parse_json, parse_yaml
+from adas.intake.pickle_scan import scan_model_file
+from adas.sandbox import SandboxError, SandboxLimits, run_python_module
 
 CHECKSUMS_FILE = "SHA256SUMS"
-_CHUNK = 1 << 20
 
-
-class BundleRejected(ValueError):
-    """The bundle breaks its contract; ``field`` names where (``file: path.to.field``)."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
+__all__ = [
+    "CHECKSUMS_FILE",
+    "BundleDigest",
+    "BundleRejected",
+    "ValidatedBundle",
+    "digest_bundle",
+    "inspect_model",
+    "read_contract",
+    "read_lineage",
+    "validate_bundle",
+]
 
 
 @dataclass(frozen=True)
@@ -41,6 +60,8 @@ class BundleDigest:
 
 @dataclass(frozen=True)
 class ValidatedBundle:
+    """A bundle that passed every check; ``path`` is intake's private, verified copy of it."""
+
     path: Path
     contract: Contract
     lineage: Lineage
@@ -49,22 +70,16 @@ class ValidatedBundle:
     output_shapes: dict[str, list[int]]
 
 
-def digest_bundle(path: Path) -> BundleDigest:
-    """Hash every file; the bundle hash ignores the folder's own name, so a re-drop matches."""
-    files: dict[str, str] = {}
-    sizes: dict[str, int] = {}
-    for p in sorted(q for q in Path(path).rglob("*") if q.is_file()):
-        rel = p.relative_to(path).as_posix()
-        if rel.startswith(".") or "/." in rel:
-            continue
-        h, n = hashlib.sha256(), 0
-        with open(p, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                h.update(chunk)
-                n += len(chunk)
-        files[rel], sizes[rel] = h.hexdigest(), n
-    bundle = hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in files.items()).encode()).hexdigest()
-    return BundleDigest(sha256=bundle, files=files, sizes=sizes)
+def _bundle_hash(files: dict[str, str]) -> str:
+    """The bundle hash ignores the folder's own name, so a re-drop matches."""
+    return hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in sorted(files.items())).encode()).hexdigest()
+
+
+def digest_bundle(path: Path, limits: IntakeLimits | None = None) -> BundleDigest:
+    """Hash every file (hidden names skipped) without following links."""
+    listed = list_bundle_files(Path(path), limits or load_intake_limits())
+    files = {f.rel: hash_bundle_file(Path(path), f) for f in listed}
+    return BundleDigest(_bundle_hash(files), files, {f.rel: f.size for f in listed})
 
 
 def _pydantic_reason(file: str, err: ValidationError) -> BundleRejected:
@@ -72,39 +87,39 @@ def _pydantic_reason(file: str, err: ValidationError) -> BundleRejected:
     loc = ".".join(str(p) for p in first["loc"])
     reasons = "; ".join(
         f"{'.'.join(str(p) for p in e['loc']) or '<top level>'}: {e['msg'].removeprefix('Value error, ')}"
-        for e in err.errors()
+        for e in err.errors()[:5]
     )
     return BundleRejected(f"{file}: {loc}" if loc else file, reasons)
 
 
-def read_contract(path: Path) -> Contract:
-    file = Path(path) / CONTRACT_FILE
-    if not file.is_file():
-        raise BundleRejected(CONTRACT_FILE, "missing file: every bundle needs an inference contract")
-    try:
-        raw = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise BundleRejected(CONTRACT_FILE, f"not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+def _find(listed: list[BundleFile], name: str, missing: str) -> BundleFile:
+    for f in listed:
+        if f.rel == name:
+            return f
+    raise BundleRejected(name, missing)
+
+
+def _contract(path: Path, listed: list[BundleFile], limits: IntakeLimits) -> Contract:
+    item = _find(listed, CONTRACT_FILE, "missing file: every bundle needs an inference contract")
+    raw = parse_yaml(read_bundle_bytes(path, item, limits.max_contract_bytes), CONTRACT_FILE, limits)
     if not isinstance(raw, dict):
         raise BundleRejected(CONTRACT_FILE, f"expected a mapping, got {type(raw).__name__}")
     try:
-        return Contract.model_validate(raw)
+        contract = Contract.model_validate(raw)
     except ValidationError as exc:
         raise _pydantic_reason(CONTRACT_FILE, exc) from exc
-
-
-def read_lineage(path: Path) -> Lineage:
-    file = Path(path) / LINEAGE_FILE
-    if not file.is_file():
+    _, c, h, w = contract.input.shape
+    if c * h * w > limits.max_input_elements:
         raise BundleRejected(
-            LINEAGE_FILE, "missing file: training run id, dataset tag and git SHA are required"
+            f"{CONTRACT_FILE}: input.shape",
+            f"{c}x{h}x{w} = {c * h * w} values per image, over the limit of {limits.max_input_elements}",
         )
-    try:
-        raw = json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
-        raise BundleRejected(LINEAGE_FILE, f"not valid JSON at line {exc.lineno}: {exc.msg}") from exc
+    return contract
+
+
+def _lineage(path: Path, listed: list[BundleFile], limits: IntakeLimits) -> Lineage:
+    item = _find(listed, LINEAGE_FILE, "missing file: training run id, dataset tag and git SHA are required")
+    raw = parse_json(read_bundle_bytes(path, item, limits.max_lineage_bytes), LINEAGE_FILE, limits)
     if not isinstance(raw, dict):
         raise BundleRejected(LINEAGE_FILE, f"expected an object, got {type(raw).__name__}")
     try:
@@ -113,130 +128,95 @@ def read_lineage(path: Path) -> Lineage:
         raise _pydantic_reason(LINEAGE_FILE, exc) from exc
 
 
-def verify_checksums(path: Path, digest: BundleDigest) -> None:
+def read_contract(path: Path, limits: IntakeLimits | None = None) -> Contract:
+    limits = limits or load_intake_limits()
+    return _contract(Path(path), list_bundle_files(Path(path), limits), limits)
+
+
+def read_lineage(path: Path, limits: IntakeLimits | None = None) -> Lineage:
+    limits = limits or load_intake_limits()
+    return _lineage(Path(path), list_bundle_files(Path(path), limits), limits)
+
+
+def _verify_checksums(copy: Path, files: dict[str, str]) -> None:
     """If the bundle ships ``SHA256SUMS`` (``sha256sum`` format), every listed file must match."""
-    sums = Path(path) / CHECKSUMS_FILE
-    if not sums.is_file():
+    if CHECKSUMS_FILE not in files:
         return
-    for n, line in enumerate(sums.read_text().splitlines(), start=1):
+    text = (copy / CHECKSUMS_FILE).read_bytes().decode("utf-8", errors="replace")
+    for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split()
         if len(parts) != 2:
             raise BundleRejected(f"{CHECKSUMS_FILE}: line {n}", "expected '<sha256>  <file>'")
         expected, name = parts[0], parts[1].lstrip("*")
-        if name not in digest.files:
-            raise BundleRejected(f"{CHECKSUMS_FILE}: line {n}", f"lists {name}, which is not in the bundle")
-        if digest.files[name] != expected:
+        if name not in files:
             raise BundleRejected(
-                name,
-                f"sha256 mismatch: {CHECKSUMS_FILE} says {expected}, file hashes to {digest.files[name]}",
+                f"{CHECKSUMS_FILE}: line {n}", f"lists {name[:80]}, which is not in the bundle"
+            )
+        if files[name] != expected:
+            raise BundleRejected(
+                name, f"sha256 mismatch: {CHECKSUMS_FILE} says {expected[:64]}, file hashes to {files[name]}"
             )
 
 
-def load_model(path: Path, contract: Contract) -> Any:
-    """Load the bundle's model as a callable torch module (torch imported lazily)."""
-    import torch
+def _private_copy(path: Path, listed: list[BundleFile], dest: Path) -> dict[str, str]:
+    """Copy every listed file into ``dest`` (never followed, never swapped); the copies' hashes."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    hashes = {}
+    for f in listed:
+        (dest / f.rel).parent.mkdir(parents=True, exist_ok=True)
+        hashes[f.rel] = copy_bundle_file(path, f, dest / f.rel)
+    return hashes
 
-    file = Path(path) / contract.model_file
-    if not file.is_file():
+
+def inspect_model(
+    copy: Path, contract: Contract, scratch: Path, limits: SandboxLimits | None = None
+) -> tuple[int, dict[str, list[int]]]:
+    """Load the model, check its weights and run a smoke forward, in the sandbox; returns the
+    parameter count and the output shapes, or raises naming what the model did wrong."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    spec = scratch / "contract.json"
+    spec.write_text(contract.model_dump_json())
+    try:
+        run = run_python_module(
+            "adas.intake.inspect_worker",
+            [str(spec.resolve())],
+            bundle=copy,
+            scratch=scratch,
+            limits=limits or SandboxLimits(),
+        )
+    except SandboxError as exc:
+        raise BundleRejected(contract.model_file, str(exc)) from exc
+    if run.result is None:
+        tail = run.stderr.strip().splitlines()[-1:] or [f"exit status {run.returncode}"]
+        raise BundleRejected(contract.model_file, f"the sandboxed load crashed: {tail[0][:300]}")
+    if "reason" in run.result:
+        raise BundleRejected(str(run.result["field"]), str(run.result["reason"]))
+    return int(run.result["parameter_count"]), {k: list(v) for k, v in run.result["output_shapes"].items()}
+
+
+def validate_bundle(path: Path, workdir: Path, limits: IntakeLimits | None = None) -> ValidatedBundle:
+    """Every check intake runs, cheapest first; raises :class:`BundleRejected` on the first failure.
+
+    ``workdir`` receives intake's private copy of the bundle (``workdir/bundle``), which the
+    result points to and from which the bundle is stored.
+    """
+    limits = limits or load_intake_limits()
+    path = Path(path)
+    listed = list_bundle_files(path, limits)
+    contract = _contract(path, listed, limits)
+    lineage = _lineage(path, listed, limits)
+    if not any(f.rel == contract.model_file for f in listed):
         raise BundleRejected(
             f"{CONTRACT_FILE}: model_file", f"names {contract.model_file!r}, which is not in the bundle"
         )
-    try:
-        if contract.model_format == "torch_export":
-            module = torch.export.load(str(file)).module()
-            # ExportedProgram.module() installs train()/eval() that raise; exporters call them.
-            # The traced graph has no mode-dependent ops, so plain nn.Module flags are right.
-            for name in ("train", "eval"):
-                if name in vars(module):
-                    delattr(module, name)
-            return module.eval()
-        return torch.jit.load(str(file), map_location="cpu").eval()
-    except Exception as exc:
-        raise BundleRejected(
-            contract.model_file, f"cannot be loaded as {contract.model_format}: {type(exc).__name__}: {exc}"
-        ) from exc
-
-
-def check_finite_weights(module: Any, model_file: str) -> int:
-    """Count parameters; reject on the first tensor holding NaN or Inf, naming it."""
-    import torch
-
-    total = 0
-    for name, tensor in module.state_dict().items():
-        if not torch.is_floating_point(tensor):
-            continue
-        total += tensor.numel()
-        nan, inf = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
-        if nan or inf:
-            raise BundleRejected(model_file, f"weight {name!r} has {nan} NaN and {inf} Inf values")
-    return total
-
-
-def named_outputs(result: Any, contract: Contract) -> dict[str, Any]:
-    names = [o.name for o in contract.outputs]
-    if isinstance(result, dict):
-        missing = [n for n in names if n not in result]
-        if missing:
-            raise BundleRejected(
-                f"{CONTRACT_FILE}: outputs", f"declares {missing}, the model returned only {sorted(result)}"
-            )
-        return {n: result[n] for n in names}
-    seq = list(result) if isinstance(result, list | tuple) else [result]
-    if len(seq) != len(names):
-        raise BundleRejected(
-            f"{CONTRACT_FILE}: outputs",
-            f"declares {len(names)} outputs {names}, the model returned {len(seq)}",
-        )
-    return dict(zip(names, seq, strict=True))
-
-
-def smoke_forward(
-    module: Any, contract: Contract, batch_sizes: tuple[int, ...] = (1, 2)
-) -> dict[str, list[int]]:
-    """Run zero batches of the declared input shape; shapes must match the contract, values finite."""
-    import torch
-
-    _, c, h, w = contract.input.shape
-    shapes: dict[str, list[int]] = {}
-    for batch in batch_sizes:
-        x = torch.zeros((batch, c, h, w), dtype=getattr(torch, contract.input.dtype))
-        try:
-            with torch.no_grad():
-                result = module(x)
-        except Exception as exc:
-            raise BundleRejected(
-                f"{CONTRACT_FILE}: input.shape",
-                f"the model rejected an input of shape {list(x.shape)}: {type(exc).__name__}: {str(exc)[:300]}",
-            ) from exc
-        outputs = named_outputs(result, contract)
-        for i, spec in enumerate(contract.outputs):
-            actual = list(outputs[spec.name].shape)
-            declared = [batch if d == -1 else d for d in spec.shape]
-            if actual != declared:
-                raise BundleRejected(
-                    f"{CONTRACT_FILE}: outputs[{i}].shape",
-                    f"declares {spec.shape} for {spec.name!r} but the model produced {actual} at batch {batch}",
-                )
-            if not bool(torch.isfinite(outputs[spec.name]).all()):
-                raise BundleRejected(spec.name, f"output contains NaN/Inf on a zero input of batch {batch}")
-            shapes[spec.name] = [-1, *actual[1:]]
-    return shapes
-
-
-def validate_bundle(path: Path) -> ValidatedBundle:
-    """Every check intake runs, cheapest first; raises :class:`BundleRejected` on the first failure."""
-    path = Path(path)
-    if not path.is_dir():
-        raise BundleRejected("bundle", f"{path} is not a directory")
-    contract = read_contract(path)
-    lineage = read_lineage(path)
-    digest = digest_bundle(path)
-    verify_checksums(path, digest)
-    module = load_model(path, contract)
-    params = check_finite_weights(module, contract.model_file)
-    if params == 0:
-        raise BundleRejected(contract.model_file, "has no floating-point weights")
-    shapes = smoke_forward(module, contract)
-    return ValidatedBundle(path, contract, lineage, digest, params, shapes)
+    copy = Path(workdir) / "bundle"
+    files = _private_copy(path, listed, copy)
+    _verify_checksums(copy, files)
+    scan_model_file(copy / contract.model_file, contract.model_file)
+    params, shapes = inspect_model(copy, contract, Path(workdir) / "sandbox")
+    digest = BundleDigest(_bundle_hash(files), files, {f.rel: f.size for f in listed})
+    return ValidatedBundle(copy, contract, lineage, digest, params, shapes)

@@ -1,40 +1,78 @@
-"""Store validated candidate bundles: content-addressed, so a re-drop is a no-op."""
+"""Store validated candidate bundles: one atomic claim per version, files, then a manifest last.
 
-from __future__ import annotations
+* **The version claim** (``candidates/<task>/<version>/CLAIM.json``, build metadata stripped, so
+  ``1.3.0+rebuild`` is ``1.3.0``) is created with a conditional write (``O_EXCL``-style link
+  locally, ``If-None-Match`` on S3): of two intakes of one version racing on any number of
+  machines, one wins; the other is refused naming the winning bundle. The same bytes retried
+  under the same version are idempotent.
+* **The files** then go under ``candidates/<task>/<version>/<sha12>/``, each atomic and hashed.
+* **The manifest** (``BUNDLE.json``: every file and hash) is written last. A bundle without it
+  is a partial store (an interrupted intake): never counted as taken in, completed by a retry.
+"""
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from adas.intake.bundle import BundleRejected, ValidatedBundle, validate_bundle
+from adas.intake.bundle import ValidatedBundle, validate_bundle
+from adas.intake.contract import version_identity
+from adas.intake.files import BundleRejected
 from adas.intake.refs import CandidateRef, StoredFile
 from adas.storage import ArtifactStore
 
 CANDIDATES_PREFIX = "candidates"
+CLAIM_FILE = "CLAIM.json"
+MANIFEST_FILE = "BUNDLE.json"
 
 
 def candidate_prefix(task: str, version: str, bundle_sha256: str) -> str:
-    return f"{CANDIDATES_PREFIX}/{task}/{version}/{bundle_sha256[:12]}"
+    return f"{CANDIDATES_PREFIX}/{task}/{version_identity(version)}/{bundle_sha256[:12]}"
 
 
-def stored_bundle_shas(store: ArtifactStore, task: str, version: str) -> set[str]:
-    """Short hashes of bundles already stored under ``task``/``version``."""
-    keys = store.list_keys(f"{CANDIDATES_PREFIX}/{task}/{version}/")
-    return {k.split("/")[3] for k in keys if len(k.split("/")) > 4}
+def _claim_key(task: str, version: str) -> str:
+    return f"{CANDIDATES_PREFIX}/{task}/{version_identity(version)}/{CLAIM_FILE}"
+
+
+def claimed_by(store: ArtifactStore, task: str, version: str) -> str | None:
+    """The bundle sha256 that holds ``task``/``version``, or None if it is free."""
+    key = _claim_key(task, version)
+    if not store.exists(key):
+        return None
+    return str(json.loads(store.get_bytes(key))["bundle_sha256"])
+
+
+def is_stored(store: ArtifactStore, bundle: ValidatedBundle) -> bool:
+    """True once the bundle's manifest exists: its files are all stored and verified."""
+    c = bundle.contract
+    return store.exists(f"{candidate_prefix(c.task, c.version, bundle.digest.sha256)}/{MANIFEST_FILE}")
+
+
+def claim_version(store: ArtifactStore, bundle: ValidatedBundle) -> None:
+    """Claim the bundle's version atomically; raise naming the holder if another bundle has it."""
+    c = bundle.contract
+    record = {"task": c.task, "version": version_identity(c.version), "bundle_sha256": bundle.digest.sha256}
+    store.put_bytes_if_absent(_claim_key(c.task, c.version), json.dumps(record, sort_keys=True).encode())
+    holder = claimed_by(store, c.task, c.version)
+    if holder != bundle.digest.sha256:
+        raise BundleRejected(
+            "contract.yaml: version",
+            f"{c.task} {version_identity(c.version)} is already taken by bundle {str(holder)[:12]}; "
+            "versions are immutable (build metadata does not make a new one), bump it",
+        )
 
 
 def check_version_free(store: ArtifactStore, bundle: ValidatedBundle) -> bool:
-    """True if this exact bundle is already stored; reject a *different* bundle reusing a version."""
+    """True if this exact bundle is already fully stored; raise if a *different* bundle holds its version."""
     c = bundle.contract
-    taken = stored_bundle_shas(store, c.task, c.version)
-    mine = bundle.digest.sha256[:12]
-    others = sorted(taken - {mine})
-    if others:
+    holder = claimed_by(store, c.task, c.version)
+    if holder is not None and holder != bundle.digest.sha256:
         raise BundleRejected(
             "contract.yaml: version",
-            f"{c.task} {c.version} is already taken by bundle {others[0]}; versions are immutable, bump it",
+            f"{c.task} {version_identity(c.version)} is already taken by bundle {holder[:12]}; "
+            "versions are immutable (build metadata does not make a new one), bump it",
         )
-    return mine in taken
+    return holder is not None and is_stored(store, bundle)
 
 
 @dataclass(frozen=True)
@@ -43,30 +81,38 @@ class ScreenedBundle:
     already_stored: bool
 
 
-def screen_bundle(store: ArtifactStore, path: Path) -> ScreenedBundle:
-    """Validate the bundle at ``path`` against its contract and its version against the store.
+def screen_bundle(store: ArtifactStore, path: Path, workdir: Path) -> ScreenedBundle:
+    """Validate the bundle at ``path`` (a private copy goes to ``workdir``) and its version.
 
-    Raises :class:`BundleRejected` naming the field at fault (a bad bundle, or a different
-    bundle reusing a stored version); ``already_stored`` is True for an exact re-drop.
+    Every failure, expected or not, is a :class:`BundleRejected` naming where: one bad bundle
+    never stops the others. ``already_stored`` is True for an exact re-drop.
     """
-    bundle = validate_bundle(path)
-    return ScreenedBundle(bundle, check_version_free(store, bundle))
+    try:
+        bundle = validate_bundle(path, workdir)
+        return ScreenedBundle(bundle, check_version_free(store, bundle))
+    except BundleRejected:
+        raise
+    except (OSError, ValueError, RecursionError, MemoryError, UnicodeError) as exc:
+        raise BundleRejected("bundle", f"could not be read: {type(exc).__name__}: {str(exc)[:300]}") from exc
 
 
 def store_bundle(store: ArtifactStore, bundle: ValidatedBundle, source: str) -> CandidateRef:
-    """Copy every bundle file into the store (atomic, hashed) and verify each hash matches intake's."""
+    """Claim the version, copy every file of intake's verified copy into the store (atomic,
+    hashed, each hash checked against intake's), then write the manifest."""
+    claim_version(store, bundle)
     c = bundle.contract
     prefix = candidate_prefix(c.task, c.version, bundle.digest.sha256)
     files: dict[str, StoredFile] = {}
     for rel, sha in bundle.digest.files.items():
         key = f"{prefix}/{rel}"
-        store.put_file(key, bundle.path / rel)
-        recorded = store.recorded_sha256(key)
-        if recorded != sha:
+        stored = store.put_file(key, bundle.path / rel)
+        if stored.sha256 != sha:
             raise BundleRejected(
-                rel, f"changed while being stored: hashed {sha} at intake, stored {recorded}"
+                rel, f"changed while being stored: hashed {sha} at intake, stored {stored.sha256}"
             )
         files[rel] = StoredFile(key=key, uri=store.uri(key), sha256=sha, size=bundle.digest.sizes[rel])
+    manifest = {"bundle_sha256": bundle.digest.sha256, "files": bundle.digest.files}
+    store.put_bytes(f"{prefix}/{MANIFEST_FILE}", json.dumps(manifest, indent=1, sort_keys=True).encode())
     return CandidateRef(
         bundle_sha256=bundle.digest.sha256,
         prefix=prefix,

@@ -16,12 +16,24 @@ CONTRACT_FILE = "contract.yaml"
 LINEAGE_FILE = "lineage.json"
 SCHEMA_VERSION = 1
 
-_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+# Full matches only (``$`` would accept a trailing newline), bounded lengths.
+_SEMVER = re.compile(
+    r"(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})(?:-[0-9A-Za-z.-]{1,32})?(?:\+[0-9A-Za-z.-]{1,32})?"
+)
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+MAX_DIM = 16384
+MAX_CLASS_ID = 100_000
+
+
+def version_identity(version: str) -> str:
+    """The version without build metadata: ``1.3.0+rebuild`` is the same version as ``1.3.0``."""
+    return version.split("+", 1)[0]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are never valid in a contract (normalization, thresholds).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Normalization(_Strict):
@@ -42,8 +54,8 @@ class Normalization(_Strict):
 class TensorSpec(_Strict):
     """A named tensor; ``-1`` in ``shape`` marks a dynamic axis (the batch)."""
 
-    name: str = Field(min_length=1)
-    shape: list[int] = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=128)
+    shape: list[int] = Field(min_length=1, max_length=8)
     dtype: Literal["float32", "float16", "uint8", "int64"]
 
     @field_validator("shape")
@@ -51,6 +63,8 @@ class TensorSpec(_Strict):
     def _dims(cls, v: list[int]) -> list[int]:
         if any(d == 0 or d < -1 for d in v):
             raise ValueError("dimensions must be positive, or -1 for a dynamic axis")
+        if any(d > MAX_DIM for d in v):
+            raise ValueError(f"dimensions must be at most {MAX_DIM}")
         return v
 
 
@@ -67,15 +81,15 @@ class OutputSpec(TensorSpec):
 class ClassEntry(_Strict):
     """Model channel ``index`` predicts COCO category ``id`` named ``name``."""
 
-    id: int = Field(ge=1)
-    name: str = Field(min_length=1)
+    id: int = Field(ge=1, le=MAX_CLASS_ID)
+    name: str = Field(min_length=1, max_length=64)
 
 
 class Postprocess(_Strict):
     """How raw head outputs become boxes (CenterNet-style heatmap decode + NMS)."""
 
     type: Literal["centernet"] = "centernet"
-    stride: int = Field(ge=1)
+    stride: int = Field(ge=1, le=256)
     heatmap_output: str
     size_output: str
     offset_output: str
@@ -102,22 +116,22 @@ class Contract(_Strict):
     @field_validator("task", "model_name")
     @classmethod
     def _slug(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError("must be lowercase letters, digits and '-' (used in artifact paths)")
+        if not _NAME.fullmatch(v):
+            raise ValueError("must be 1-64 lowercase letters, digits and '-' (used in artifact paths)")
         return v
 
     @field_validator("version")
     @classmethod
     def _semver(cls, v: str) -> str:
-        if not _SEMVER.match(v):
-            raise ValueError(f"{v!r} is not a semantic version (MAJOR.MINOR.PATCH)")
+        if not _SEMVER.fullmatch(v):
+            raise ValueError(f"{v[:40]!r} is not a semantic version (MAJOR.MINOR.PATCH)")
         return v
 
     @field_validator("model_file")
     @classmethod
     def _relative(cls, v: str) -> str:
-        if "/" in v or "\\" in v or v.startswith("."):
-            raise ValueError("must be a plain file name inside the bundle")
+        if not _FILE.fullmatch(v):
+            raise ValueError("must be a plain file name inside the bundle (letters, digits, '_', '.', '-')")
         return v
 
     @model_validator(mode="after")
@@ -137,10 +151,21 @@ class Contract(_Strict):
             raise ValueError(
                 f"heatmap output {heat.name!r} must be [batch, {len(self.classes)} classes, h, w], got {heat.shape}"
             )
+        stride = self.postprocess.stride
+        fixed = heat.shape[2] > 0 and heat.shape[3] > 0
+        if fixed and (heat.shape[2] * stride, heat.shape[3] * stride) != tuple(self.input.shape[2:]):
+            raise ValueError(
+                f"postprocess.stride {stride} does not fit the shapes: heatmap {heat.shape[2]}x{heat.shape[3]} "
+                f"x {stride} != input {self.input.shape[2]}x{self.input.shape[3]}"
+            )
         ids = [c.id for c in self.classes]
         if len(set(ids)) != len(ids):
             raise ValueError(f"classes have duplicate ids: {ids}")
         return self
+
+    @property
+    def version_identity(self) -> str:
+        return version_identity(self.version)
 
     @property
     def class_names(self) -> list[str]:
@@ -159,6 +184,6 @@ class Lineage(_Strict):
     @field_validator("git_sha")
     @classmethod
     def _sha(cls, v: str) -> str:
-        if not re.fullmatch(r"[0-9a-f]{7,40}", v):
+        if not re.fullmatch(r"[0-9a-f]{7,40}", v):  # fullmatch: no trailing newline
             raise ValueError("must be a git commit SHA (7-40 lowercase hex digits)")
         return v

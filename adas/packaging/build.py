@@ -15,7 +15,7 @@ from PIL import Image
 
 from adas.catalog import TargetCatalog, require_supported
 from adas.cell import Cell
-from adas.intake.bundle import load_model
+from adas.intake.model import load_model
 from adas.intake.refs import CalibrationShardRef, CandidateRef, DatasetRef, StoredFile
 from adas.intake.stored import read_json, stored_file
 from adas.packaging.config import PackagingConfig

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from adas.intake.bundle import load_model, read_contract
+from adas.intake.bundle import read_contract
+from adas.intake.model import load_model
 from adas.packaging.config import LatencyConfig
 from adas.packaging.latency import machine_info, measure_callable, time_window
 from adas.packaging.ort_session import session_options

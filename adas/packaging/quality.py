@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adas.catalog import TargetCatalog
-from adas.intake.bundle import load_model
+from adas.intake.model import load_model
 from adas.intake.refs import DatasetRef, StoredFile
 from adas.intake.stored import read_json, stored_file
 from adas.packaging.build import fetch_bundle, load_frames

@@ -15,13 +15,8 @@ from typing import Any
 import numpy as np
 
 from adas.detector.preprocess import normalize
-from adas.intake.bundle import (
-    BundleRejected,
-    check_finite_weights,
-    load_model,
-    named_outputs,
-    smoke_forward,
-)
+from adas.intake.files import BundleRejected
+from adas.intake.model import check_finite_weights, load_model, named_outputs, smoke_forward
 from adas.intake.refs import CandidateRef
 from adas.intake.stored import stored_file
 from adas.packaging.refs import StagedRef, model_prefix

@@ -1,6 +1,8 @@
 """Intake assets: the target catalog and candidate checkpoints dropped into the inbox."""
 
 import hashlib
+import shutil
+import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -9,8 +11,8 @@ from pydantic import Field
 from adas.catalog import TARGETS_FILE
 from adas.datasets.config import load_datagen_config
 from adas.datasets.slices import DEFAULT_SLICES_PATH as SLICES_FILE
-from adas.intake.bundle import BundleRejected, validate_bundle
-from adas.intake.candidates import check_version_free, screen_bundle, store_bundle
+from adas.intake.candidates import screen_bundle, store_bundle
+from adas.intake.files import BundleRejected
 from adas.intake.golden import (
     MIN_TEST_IMAGES_PER_SLICE,
     draw_calibration_shard,
@@ -66,9 +68,10 @@ def candidate_checkpoint(
     """
     item = InboxItem(config.bundle_name, config.bundle_location)
     local = inbox.local_copy(item)
+    workdir = Path(tempfile.mkdtemp(prefix="intake-"))
     try:
         try:
-            screened = screen_bundle(artifact_store, local)
+            screened = screen_bundle(artifact_store, local, workdir)
         except BundleRejected as exc:
             where = inbox.reject(item, exc.field, exc.reason)
             raise dg.Failure(
@@ -83,6 +86,7 @@ def candidate_checkpoint(
         ref = store_bundle(artifact_store, bundle, source=inbox.location() + config.bundle_name)
     finally:
         cleanup_local_copy(inbox, item, local)
+        shutil.rmtree(workdir, ignore_errors=True)
     archived = inbox.archive(item, f"{ref.contract.version}-{ref.short_sha}")
     context.log.info(f"stored under {artifact_store.uri(ref.prefix)}; inbox copy moved to {archived}")
     return presenters.candidate_result(ref, artifact_store, screened.already_stored, archived)
@@ -179,10 +183,10 @@ def production_checkpoint(
     Validated and stored exactly like a candidate. Until the registry holds a production
     entry it is the bundled `demo/bundles/production` (a weaker, earlier model).
     """
-    try:
-        bundle = validate_bundle(Path(config.bundle_dir))
-    except BundleRejected as exc:
-        raise dg.Failure(description=f"production bundle {config.bundle_dir} is invalid: {exc}") from exc
-    check_version_free(artifact_store, bundle)
-    ref: CandidateRef = store_bundle(artifact_store, bundle, source=config.bundle_dir)
+    with tempfile.TemporaryDirectory(prefix="intake-") as workdir:
+        try:
+            bundle = screen_bundle(artifact_store, Path(config.bundle_dir), Path(workdir)).bundle
+        except BundleRejected as exc:
+            raise dg.Failure(description=f"production bundle {config.bundle_dir} is invalid: {exc}") from exc
+        ref: CandidateRef = store_bundle(artifact_store, bundle, source=config.bundle_dir)
     return presenters.production_result(ref, config.bundle_dir)

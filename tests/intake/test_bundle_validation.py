@@ -17,8 +17,8 @@ def _edit_contract(bundle: Path, edit) -> None:  # type: ignore[no-untyped-def]
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def test_good_bundle_validates(make_bundle) -> None:  # type: ignore[no-untyped-def]
-    bundle = validate_bundle(make_bundle())
+def test_good_bundle_validates(make_bundle, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bundle = validate_bundle(make_bundle(), tmp_path / "work")
     assert bundle.contract.version == "0.1.0"
     assert bundle.lineage.git_sha == "abcdef0"
     assert bundle.parameter_count > 100_000
@@ -60,15 +60,14 @@ def test_bundle_hash_ignores_folder_name_but_not_content(make_bundle) -> None:  
             "Field required",
         ),
         (
-            lambda b: _edit_contract(b, lambda d: d["outputs"][0].update(shape=[-1, 3, 48, 96])),
-            "contract.yaml: outputs[0].shape",
-            "declares [-1, 3, 48, 96] for 'heatmap' but the model produced [1, 3, 24, 96]",
+            lambda b: _edit_contract(b, lambda d: d["outputs"][1].update(shape=[-1, 4, 24, 96])),
+            "contract.yaml: outputs[1].shape",
+            "declares [-1, 4, 24, 96] for 'box_size' but the model produced [1, 2, 24, 96]",
         ),
         (
-            # torch.export guards the traced input size, so the input shape itself is named.
             lambda b: _edit_contract(b, lambda d: d["input"].update(shape=[-1, 3, 128, 384])),
-            "contract.yaml: input.shape",
-            "the model rejected an input of shape [1, 3, 128, 384]",
+            "contract.yaml",
+            "postprocess.stride 4 does not fit the shapes: heatmap 24x96 x 4 != input 128x384",
         ),
         (
             lambda b: _edit_contract(b, lambda d: d["input"].update(shape=[-1, 5, 96, 384])),
@@ -99,11 +98,13 @@ def test_bundle_hash_ignores_folder_name_but_not_content(make_bundle) -> None:  
         ),
     ],
 )
-def test_bad_bundles_are_rejected_naming_the_field(make_bundle, breakage, field: str, reason: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_bundles_are_rejected_naming_the_field(
+    make_bundle, breakage, field: str, reason: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     bundle = make_bundle()
     breakage(bundle)
     with pytest.raises(BundleRejected) as info:
-        validate_bundle(bundle)
+        validate_bundle(bundle, tmp_path / "work")
     assert info.value.field == field, str(info.value)
     assert reason in info.value.reason, str(info.value)
 
@@ -126,6 +127,6 @@ def test_nan_weights_are_rejected_naming_the_tensor(tmp_path: Path) -> None:
         normalization=Normalization(scale=1 / 255, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
     )
     with pytest.raises(BundleRejected) as info:
-        validate_bundle(bundle)
+        validate_bundle(bundle, tmp_path / "work")
     assert info.value.field == "model.pt2"
     assert "NaN" in info.value.reason and "weight '" in info.value.reason

@@ -1,4 +1,5 @@
-"""The inbox sensor on a temporary instance: good bundles taken in exactly once, bad ones set aside."""
+"""The inbox sensor on a temporary instance: it lists and schedules; intake runs take good bundles in
+exactly once and set bad ones aside with the reason."""
 
 import os
 import shutil
@@ -16,7 +17,7 @@ from adas.storage import LocalArtifactStore, S3ArtifactStore
 from adas_assets.definitions import make_definitions
 from resources import build_resources, registry_resource
 from resources.inbox import REASON_FILE, LocalInbox, S3Inbox
-from resources.io_manager import ArtifactJsonIOManager
+from resources.io_manager import ArtifactJsonIOManager, decode_value
 from resources.simulation_shards import SimulationShardRunner
 from sensors.candidate_inbox import candidate_inbox_sensor
 
@@ -64,7 +65,8 @@ def test_good_bundle_is_materialized_exactly_once(adas_home: Path, local_defs, m
         event = instance.get_latest_materialization_event(CANDIDATE)
         assert event is not None
         mat = event.asset_materialization
-        assert mat.tags["dagster/data_version"] == sha
+        sha = request.tags["adas/bundle_sha256"]
+        assert mat.tags["dagster/data_version"] == sha and len(sha) == 64
         assert mat.metadata["version"].value == "0.1.0"
         assert mat.metadata["git_sha"].value == "abcdef0"
         assert not (inbox / "detector-0.1.0").exists()
@@ -78,19 +80,19 @@ def test_good_bundle_is_materialized_exactly_once(adas_home: Path, local_defs, m
         for f in stored.files.values():
             assert store.recorded_sha256(f.key) == f.sha256
 
-        # Nothing new: the tick says so. The same bundle dropped again: no second run.
+        # Nothing new: the tick says so. The same bundle dropped again: its run files it as a
+        # duplicate and stores nothing new.
         idle, cursor = _tick(local_defs, instance, cursor)
         assert isinstance(idle, dg.SkipReason) and "no new bundles" in idle.skip_message
         make_bundle(inbox, "same-bundle-renamed")
         dup, cursor = _tick(local_defs, instance, cursor)
-        assert isinstance(dup, dg.SkipReason) and "already taken in" in dup.skip_message
-        assert len(instance.fetch_materializations(CANDIDATE, limit=10).records) == 1
-        assert any(p.name.startswith("duplicate-0.1.0-") for p in (inbox / "accepted").iterdir())
+        assert isinstance(dup, dg.SensorResult) and len(dup.run_requests) == 1
+        assert _run(local_defs, instance, dup.run_requests[0]).success
+        assert not (inbox / "same-bundle-renamed").exists()
+        assert len(list((inbox / "accepted").iterdir())) == 2
 
 
 def _load_candidate(io: ArtifactJsonIOManager) -> CandidateRef:
-    from resources.io_manager import decode_value
-
     return decode_value(io.store.get_bytes("asset-values/candidate_checkpoint/value.json"))
 
 
@@ -105,12 +107,67 @@ def test_bad_bundle_moves_to_rejected_with_reason_and_nothing_lost(
     files_before = sorted(p.name for p in bad.iterdir())
     with dg.instance_for_test() as instance:
         result, _ = _tick(local_defs, instance, None)
-    assert isinstance(result, dg.SkipReason)
-    assert "rejected broken: contract.yaml: version" in result.skip_message
+        # The tick moves nothing: the run does, and records why.
+        assert isinstance(result, dg.SensorResult) and (inbox / "broken").is_dir()
+        run = _run(local_defs, instance, result.run_requests[0])
+    assert not run.success
+    failure = next(e for e in run.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "contract.yaml: version" in str(failure.event_specific_data.error.message)  # type: ignore[union-attr]
     (moved,) = list((inbox / "rejected").iterdir())
     assert sorted(p.name for p in moved.iterdir()) == sorted([*files_before, REASON_FILE])
     reason = (moved / REASON_FILE).read_text()
     assert "field: contract.yaml: version" in reason and "'one' is not a semantic version" in reason
+
+
+def test_one_bad_bundle_does_not_stop_the_tick(adas_home: Path, local_defs, make_bundle) -> None:  # type: ignore[no-untyped-def]
+    """A looping symlink, a dangling one and a FIFO beside a good bundle: every drop gets its run
+    on the same tick, the good one is taken in, and the tick itself changed nothing."""
+    inbox = adas_home / "inbox"
+    make_bundle(inbox, "a-good")
+    loop = make_bundle(inbox, "b-looping-link")
+    (loop / "self").symlink_to(loop / "self")
+    dangling = make_bundle(inbox, "c-dangling-link")
+    (dangling / "gone").symlink_to(dangling / "nowhere")
+    fifo = make_bundle(inbox, "d-fifo")
+    os.mkfifo(fifo / "pipe")
+    (inbox / "e-symlinked-bundle").symlink_to(fifo)
+    before = _tree(inbox)
+    with dg.instance_for_test() as instance:
+        result, _ = _tick(local_defs, instance, None)
+        assert _tree(inbox) == before, "a tick must not change the inbox"
+        assert isinstance(result, dg.SensorResult)
+        requested = {r.tags["adas/bundle"]: r for r in result.run_requests}
+        assert sorted(requested) == [
+            "a-good",
+            "b-looping-link",
+            "c-dangling-link",
+            "d-fifo",
+            "e-symlinked-bundle",
+        ]
+        assert _run(local_defs, instance, requested["a-good"]).success
+        reasons = {}
+        for name in ("b-looping-link", "c-dangling-link", "d-fifo", "e-symlinked-bundle"):
+            run = _run(local_defs, instance, requested[name])
+            assert not run.success
+            failure = next(e for e in run.all_events if e.event_type_value == "STEP_FAILURE")
+            reasons[name] = failure.event_specific_data.error.to_string()  # type: ignore[union-attr]
+    assert "self: is a symbolic link" in reasons["b-looping-link"]
+    assert "gone: is a symbolic link" in reasons["c-dangling-link"]
+    assert "pipe: is a FIFO" in reasons["d-fifo"]
+    assert "e-symlinked-bundle is a symbolic link" in reasons["e-symlinked-bundle"]
+    rejected = sorted(p.name.rsplit("-", 1)[0] for p in (inbox / "rejected").iterdir())
+    assert rejected == ["b-looping-link", "c-dangling-link", "d-fifo", "e-symlinked-bundle"]
+    assert [p.name.startswith("0.1.0-") for p in (inbox / "accepted").iterdir()] == [True]
+
+
+def _tree(root: Path) -> list[tuple[str, int, int]]:
+    """Every entry under ``root`` (links not followed) with its size and modification time."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in sorted(dirnames + filenames):
+            st = os.lstat(Path(dirpath) / name)
+            out.append((str(Path(dirpath, name).relative_to(root)), st.st_size, st.st_mtime_ns))
+    return sorted(out)
 
 
 def test_a_different_bundle_cannot_reuse_a_version(adas_home: Path, local_defs, make_bundle) -> None:  # type: ignore[no-untyped-def]
@@ -124,9 +181,11 @@ def test_a_different_bundle_cannot_reuse_a_version(adas_home: Path, local_defs, 
             (second / "lineage.json").read_text().replace("test-run", "other-run")
         )
         result, _ = _tick(local_defs, instance, cursor)
-    assert isinstance(result, dg.SkipReason)
-    assert "0.1.0 is already taken by bundle" in result.skip_message
-    assert (inbox / "rejected").iterdir().__next__().name.startswith("second-")
+        run = _run(local_defs, instance, result.run_requests[0])
+    assert not run.success
+    (moved,) = list((inbox / "rejected").iterdir())
+    assert moved.name.startswith("second-")
+    assert "0.1.0 is already taken by bundle" in (moved / REASON_FILE).read_text()
 
 
 def test_bundle_still_being_copied_is_left_alone(adas_home: Path, make_bundle) -> None:  # type: ignore[no-untyped-def]
@@ -163,8 +222,9 @@ def test_s3_inbox_and_store_take_in_and_reject(s3_env: str, tmp_path: Path, make
     shutil.rmtree(good)
     with dg.instance_for_test() as instance:
         result, _ = _tick(defs, instance, None)
-        assert isinstance(result, dg.SensorResult) and len(result.run_requests) == 1
-        assert _run(defs, instance, result.run_requests[0]).success
+        assert isinstance(result, dg.SensorResult) and len(result.run_requests) == 2
+        runs = {r.tags["adas/bundle"]: _run(defs, instance, r) for r in result.run_requests}
+        assert runs["good"].success and not runs["bad"].success
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]
     assert any(
         k.startswith("gold/candidates/vehicle-detection-2d/0.1.0/") and k.endswith("model.pt2") for k in keys

@@ -185,8 +185,10 @@ def test_a_broken_bundle_is_rejected_and_nothing_downstream_is_requested(world: 
     )
     lines: list[str] = []
     driven = drop_and_drive(world.driver, broken, world.home.inbox, "broken", sensor_log=lines.append)
-    assert driven.runs == []
-    assert len(lines) == 1 and "rejected broken: contract.yaml: version" in lines[0], lines
+    # One intake run, which fails naming the field; automation requests nothing after it.
+    assert len(driven.intake_runs) == 1 and not driven.intake_runs[0].success
+    assert driven.automation_runs == []
+    assert any("broken rejected" in line and "contract.yaml: version" in line for line in lines), lines
     (moved,) = [p for p in world.home.rejected.iterdir() if p.name.startswith("broken")]
     assert "'two' is not a semantic version" in (moved / REASON_FILE).read_text()
     assert (

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adas.intake.bundle import load_model, read_contract
+from adas.intake.bundle import read_contract
+from adas.intake.model import load_model
 from adas.packaging.config import load_packaging_config
 from adas.packaging.equivalence import check_equivalence, run_reference
 from adas.packaging.torch_cuda import CudaUnavailable, TorchCudaEngine, cuda_available

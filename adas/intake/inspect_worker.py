@@ -1,0 +1,50 @@
+"""The sandboxed half of intake: load the candidate's model, check its weights, run a smoke forward.
+
+Run by :func:`adas.intake.bundle.inspect_model` as
+``python -m adas.intake.inspect_worker`` inside :mod:`adas.sandbox` (no network, read-only
+file system, the bundle read-only, one writable scratch directory). The
+audit hook goes in after torch is imported and before the model file is touched. The result is
+one JSON line: the parameter count and output shapes, or the refusal (field, reason).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from adas.intake.contract import Contract
+from adas.intake.files import BundleRejected
+from adas.intake.model import check_finite_weights, load_model, smoke_forward
+from adas.sandbox import RESULT_PREFIX
+from adas.sandbox_guard import SandboxViolation, bundle_dir, install, scratch_dir, violations
+
+
+def main() -> int:
+    contract = Contract.model_validate_json(Path(sys.argv[1]).read_text())
+    # torch's own start-up reads files and loads libraries: done before the guard goes in.
+    import torch  # noqa: F401
+
+    sys.dont_write_bytecode = True  # imports after this point never write .pyc files
+    install(str(scratch_dir()))
+    try:
+        module = load_model(bundle_dir(), contract)
+        params = check_finite_weights(module, contract.model_file)
+        if params == 0:
+            raise BundleRejected(contract.model_file, "has no floating-point weights")
+        shapes = smoke_forward(module, contract)
+        result: dict = {"parameter_count": params, "output_shapes": shapes}
+    except SandboxViolation as exc:
+        result = {"field": contract.model_file, "reason": str(exc)}
+    except BundleRejected as exc:
+        result = {"field": exc.field, "reason": exc.reason}
+    except Exception as exc:  # the model's own failure, reported as a refusal of the bundle
+        result = {"field": contract.model_file, "reason": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    if violations and "reason" not in result:
+        result = {"field": contract.model_file, "reason": f"the model tried to {violations[0]}"}
+    elif violations:
+        result["reason"] = f"the model tried to {violations[0]} ({result['reason']})"
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""A corpus of malicious and malformed bundles: each refused, naming the path or field, quickly,
+with nothing stored and no code of the bundle run outside the sandbox; a good bundle beside
+them is still taken in."""
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from adas.intake.candidates import screen_bundle, store_bundle
+from adas.intake.files import BundleRejected
+from adas.storage import LocalArtifactStore
+from tests.intake.hostile import PAYLOAD_MARK, corpus
+
+CORPUS = corpus()
+# Refusals that need the sandbox (a model file that only a load can judge) start a Python with
+# torch in it; everything else is refused before the model is touched.
+NEEDS_SANDBOX = {"truncated-model", "torchscript-writes-a-file"}
+
+
+def test_the_corpus_covers_every_class_of_attack() -> None:
+    assert len(CORPUS) >= 40
+    assert len({name for name, *_ in CORPUS}) == len(CORPUS)
+
+
+def _tree(root: Path) -> list[tuple[str, bytes]]:
+    return sorted((str(p.relative_to(root)), p.read_bytes()) for p in root.rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def seeded_store(tmp_path_factory: pytest.TempPathFactory, bundle_template: Path) -> LocalArtifactStore:
+    """A store that already holds version 0.1.0 of the template bundle."""
+    root = tmp_path_factory.mktemp("store")
+    store = LocalArtifactStore(root / "artifacts")
+    screened = screen_bundle(store, bundle_template, root / "work")
+    store_bundle(store, screened.bundle, source="seed")
+    return store
+
+
+@pytest.mark.parametrize(("name", "build", "field", "reason"), CORPUS, ids=[c[0] for c in CORPUS])
+def test_a_hostile_bundle_is_refused_naming_where(
+    name: str,
+    build,
+    field: str,
+    reason: str,
+    bundle_template: Path,
+    tmp_path: Path,
+    seeded_store: LocalArtifactStore,
+) -> None:  # type: ignore[no-untyped-def]
+    bundle, outside = tmp_path / "inbox" / name, tmp_path / "outside"
+    outside.mkdir()
+    shutil.copytree(bundle_template, bundle, copy_function=shutil.copy)
+    # A newer version than the stored one, so only the attack can make it fail.
+    (bundle / "contract.yaml").write_text(
+        (bundle / "contract.yaml").read_text().replace("version: 0.1.0", "version: 0.2.0")
+    )
+    build(bundle, outside)
+    before = _tree(Path(seeded_store.root))
+    start = time.perf_counter()
+    with pytest.raises(BundleRejected) as info:
+        screen_bundle(seeded_store, bundle, tmp_path / "work")
+    elapsed = time.perf_counter() - start
+    assert field in info.value.field, f"{info.value.field!r}: {info.value.reason}"
+    assert reason in info.value.reason, f"{info.value.field!r}: {info.value.reason}"
+    if name not in NEEDS_SANDBOX:
+        assert elapsed < 2.0, f"refused after {elapsed:.2f} s"
+    assert _tree(Path(seeded_store.root)) == before, "a refused bundle changed the store"
+    assert not (outside / PAYLOAD_MARK).exists() and not Path("/tmp/pwned-exec").exists()
+
+
+def test_build_metadata_does_not_make_a_new_version(
+    bundle_template: Path, tmp_path: Path, seeded_store: LocalArtifactStore
+) -> None:
+    bundle = tmp_path / "rebuild"
+    shutil.copytree(bundle_template, bundle, copy_function=shutil.copy)
+    contract = yaml.safe_load((bundle / "contract.yaml").read_text())
+    contract["version"] = "0.1.0+rebuild"
+    contract["model_name"] = "other-weights"  # different bytes under the same version
+    (bundle / "contract.yaml").write_text(yaml.safe_dump(contract, sort_keys=False))
+    with pytest.raises(BundleRejected, match=r"0\.1\.0 is already taken by bundle"):
+        store_bundle(seeded_store, screen_bundle(seeded_store, bundle, tmp_path / "work").bundle, "test")
+
+
+def test_a_good_bundle_is_still_taken_in_after_the_corpus(
+    bundle_template: Path, tmp_path: Path, seeded_store: LocalArtifactStore
+) -> None:
+    bundle = tmp_path / "good"
+    shutil.copytree(bundle_template, bundle, copy_function=shutil.copy)
+    (bundle / "contract.yaml").write_text(
+        (bundle / "contract.yaml").read_text().replace("version: 0.1.0", "version: 0.3.0")
+    )
+    screened = screen_bundle(seeded_store, bundle, tmp_path / "work")
+    ref = store_bundle(seeded_store, screened.bundle, "test")
+    assert ref.contract.version == "0.3.0"
+    for f in ref.files.values():
+        assert seeded_store.recorded_sha256(f.key) == f.sha256
+    # The same bytes again: idempotent, and known as already stored.
+    again = screen_bundle(seeded_store, bundle, tmp_path / "work2")
+    assert again.already_stored
