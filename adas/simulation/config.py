@@ -6,8 +6,6 @@ Validated by pydantic; a malformed file fails with the file and the field named
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
@@ -197,8 +195,3 @@ class SimulationConfig(_Strict):
 def load_simulation_config(path: Path | str = SIMULATION_FILE) -> SimulationConfig:
     """Load and validate ``config/simulation.yaml``; raises ConfigError naming file and field."""
     return load_yaml_model(Path(path), SimulationConfig)
-
-
-def config_digest(model: BaseModel) -> str:
-    canonical = json.dumps(model.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
