@@ -92,6 +92,14 @@ def _integrity_error(uri: str, expected: str, actual: str, size: int, what: str)
     )
 
 
+def _verify(uri: str, actual: str, size: int, recorded: str, expected: str | None) -> None:
+    """Bytes read must hash to the hash recorded at write time, and to the caller's pin if any."""
+    if actual != recorded:
+        raise _integrity_error(uri, recorded, actual, size, "recorded")
+    if expected is not None and actual != expected:
+        raise _integrity_error(uri, expected, actual, size, "expected")
+
+
 def atomic_write_bytes(dest: Path, data: bytes) -> None:
     """Write ``dest`` so that readers see the old content or the new, never a part (tmp + fsync + rename)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -282,21 +290,14 @@ class LocalArtifactStore(ArtifactStore):
         path = self._path(key)
         recorded = self.recorded_sha256(key)
         actual, size = sha256_file(path)
-        if actual != recorded:
-            raise _integrity_error(self.uri(key), recorded, actual, size, "recorded")
-        if expected_sha256 is not None and actual != expected_sha256:
-            raise _integrity_error(self.uri(key), expected_sha256, actual, size, "expected")
+        _verify(self.uri(key), actual, size, recorded, expected_sha256)
         return path
 
     def get_bytes(self, key: str, expected_sha256: str | None = None) -> bytes:
         path = self._path(key)
         recorded = self.recorded_sha256(key)
         data = path.read_bytes()
-        actual = sha256_bytes(data)
-        if actual != recorded:
-            raise _integrity_error(self.uri(key), recorded, actual, len(data), "recorded")
-        if expected_sha256 is not None and actual != expected_sha256:
-            raise _integrity_error(self.uri(key), expected_sha256, actual, len(data), "expected")
+        _verify(self.uri(key), sha256_bytes(data), len(data), recorded, expected_sha256)
         return data
 
     def exists(self, key: str) -> bool:
@@ -414,11 +415,7 @@ class S3ArtifactStore(ArtifactStore):
         recorded = obj.get("Metadata", {}).get("sha256")
         if recorded is None:
             raise ArtifactIntegrityError(f"{self.uri(key)}: no recorded sha256 in object metadata")
-        actual = sha256_bytes(data)
-        if actual != recorded:
-            raise _integrity_error(self.uri(key), recorded, actual, len(data), "recorded")
-        if expected_sha256 is not None and actual != expected_sha256:
-            raise _integrity_error(self.uri(key), expected_sha256, actual, len(data), "expected")
+        _verify(self.uri(key), sha256_bytes(data), len(data), recorded, expected_sha256)
         return data
 
     def fetch(self, key: str, expected_sha256: str | None = None) -> Path:

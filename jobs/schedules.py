@@ -10,8 +10,11 @@ from resources.targets import TARGET_CATALOG
 
 engine_rebuild_job = dg.define_asset_job(
     "engine_rebuild",
-    selection=dg.AssetSelection.assets("engine", "triton_model_repository", "model_pack"),
-    description="Rebuild engines, Triton repositories and packs of the current candidate (one run per cell).",
+    # The production baseline is rebuilt too: evaluation compares engines built by one stack.
+    selection=dg.AssetSelection.assets(
+        "engine", "production_engine", "triton_model_repository", "model_pack"
+    ),
+    description="Rebuild the candidate's engines, Triton repositories and packs, and the production baseline's engine (one run per cell).",
 )
 
 

@@ -22,7 +22,9 @@ from adas.intake.golden import (
 )
 from adas.intake.refs import CandidateRef, DatasetRef, SliceCatalogRef
 from adas.settings import DEMO_BUNDLES_DIR
+from adas_assets.cadence import GOLDEN_DATASET_FRESHNESS
 from adas_assets.intake import presenters
+from adas_assets.owners import INTAKE_OWNERS
 from resources.artifact_store import ArtifactStoreParam
 from resources.inbox import Inbox, InboxItem, cleanup_local_copy
 from resources.targets import TARGET_CATALOG
@@ -34,6 +36,7 @@ SLICES_SHA256 = hashlib.sha256(SLICES_FILE.read_bytes()).hexdigest()
 
 @dg.asset(
     group_name=INTAKE,
+    owners=INTAKE_OWNERS,
     code_version=CATALOG_SHA256[:16],
     kinds={"yaml"},
     automation_condition=dg.AutomationCondition.eager() | dg.AutomationCondition.code_version_changed(),
@@ -54,7 +57,7 @@ class CandidateIntakeConfig(dg.Config):
     bundle_location: str = Field(description="Where the inbox resource finds it (path or S3 prefix)")
 
 
-@dg.asset(group_name=INTAKE, kinds={"pytorch"})
+@dg.asset(group_name=INTAKE, owners=INTAKE_OWNERS, kinds={"pytorch"})
 def candidate_checkpoint(
     context: dg.AssetExecutionContext,
     config: CandidateIntakeConfig,
@@ -100,7 +103,13 @@ class GoldenDatasetConfig(dg.Config):
     workers: int = Field(default=2, ge=1, le=64, description="Simulator processes")
 
 
-@dg.asset(group_name=INTAKE, kinds={"python"}, code_version="datagen-v1")
+@dg.asset(
+    group_name=INTAKE,
+    owners=INTAKE_OWNERS,
+    kinds={"python"},
+    code_version="datagen-v1",
+    freshness_policy=GOLDEN_DATASET_FRESHNESS,
+)
 def golden_dataset(
     context: dg.AssetExecutionContext, config: GoldenDatasetConfig, artifact_store: ArtifactStoreParam
 ) -> dg.MaterializeResult:
@@ -118,7 +127,7 @@ def golden_dataset(
     return presenters.dataset_result(outcome, artifact_store)
 
 
-@dg.asset(group_name=INTAKE, kinds={"yaml"}, code_version=SLICES_SHA256[:16])
+@dg.asset(group_name=INTAKE, owners=INTAKE_OWNERS, kinds={"yaml"}, code_version=SLICES_SHA256[:16])
 def slice_catalog(golden_dataset: DatasetRef, artifact_store: ArtifactStoreParam) -> dg.MaterializeResult:
     """Evaluation slices from `config/slices.yaml` (weather, lighting, scenario, density), counted per split.
 
@@ -138,7 +147,7 @@ class CalibrationShardConfig(dg.Config):
     seed: int = 0
 
 
-@dg.asset(group_name=INTAKE, kinds={"json"})
+@dg.asset(group_name=INTAKE, owners=INTAKE_OWNERS, kinds={"json"})
 def calibration_shard(
     config: CalibrationShardConfig,
     golden_dataset: DatasetRef,
@@ -159,7 +168,7 @@ def calibration_shard(
     return presenters.calibration_shard_result(ref)
 
 
-@dg.asset(group_name=INTAKE, kinds={"json"})
+@dg.asset(group_name=INTAKE, owners=INTAKE_OWNERS, kinds={"json"})
 def replay_log_bundles(
     golden_dataset: DatasetRef, artifact_store: ArtifactStoreParam
 ) -> dg.MaterializeResult:
@@ -174,7 +183,7 @@ class ProductionCheckpointConfig(dg.Config):
     )
 
 
-@dg.asset(group_name=INTAKE, kinds={"pytorch"})
+@dg.asset(group_name=INTAKE, owners=INTAKE_OWNERS, kinds={"pytorch"})
 def production_checkpoint(
     config: ProductionCheckpointConfig, artifact_store: ArtifactStoreParam
 ) -> dg.MaterializeResult:

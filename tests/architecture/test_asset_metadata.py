@@ -4,7 +4,6 @@ a freshness policy consistent with the schedules that refresh the asset."""
 from datetime import timedelta
 
 import dagster as dg
-import pytest
 
 from adas_assets.cadence import (
     EVALUATION_FRESHNESS,
@@ -36,8 +35,6 @@ FRESHNESS = {
     "production_engine": NIGHTLY_ENGINE_FRESHNESS,
     "eval_report": EVALUATION_FRESHNESS,
 }
-# Set in adas_assets/intake/assets.py (the intake owner's edit, issue 13); until then the intake
-# test below is an expected failure, and a strict one: once the edit lands, drop the marker.
 INTAKE_FRESHNESS = {"golden_dataset": GOLDEN_DATASET_FRESHNESS}
 
 
@@ -79,9 +76,6 @@ def test_freshness_policies_where_staleness_matters() -> None:
     assert {name: p for name, p in policies.items() if p is not None} == FRESHNESS
 
 
-@pytest.mark.xfail(
-    strict=True, reason="intake owners and golden_dataset freshness: adas_assets/intake/assets.py"
-)
 def test_intake_assets_have_owners_and_golden_dataset_freshness() -> None:
     specs = _specs({"intake"})
     assert _owner_problems(specs) == []

@@ -149,3 +149,32 @@ def test_local_concurrent_writers_never_expose_a_torn_file(tmp_path: Path) -> No
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_conditional_create_has_exactly_one_winner(store: ArtifactStore) -> None:
+    """The version claim's primitive: of many writers of one key, one creates it, the others see
+    False and read the winner's bytes (O_EXCL-style link locally, If-None-Match on S3)."""
+    results: list[tuple[int, bool]] = []
+
+    def claim(i: int) -> None:
+        results.append(
+            (i, store.put_bytes_if_absent("candidates/t/1.0.0/CLAIM.json", f"claimer-{i}".encode()))
+        )
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [i for i, created in results if created]
+    assert len(winners) == 1, results
+    assert store.get_bytes("candidates/t/1.0.0/CLAIM.json") == f"claimer-{winners[0]}".encode()
+
+
+def test_delete_and_open(store: ArtifactStore) -> None:
+    store.put_bytes("a/b.bin", b"payload")
+    with store.open("a/b.bin") as f:
+        assert f.read() == b"payload"
+    store.delete("a/b.bin")
+    assert not store.exists("a/b.bin")
+    store.delete("a/b.bin")  # deleting what is gone is not an error

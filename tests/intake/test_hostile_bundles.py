@@ -2,6 +2,7 @@
 with nothing stored and no code of the bundle run outside the sandbox; a good bundle beside
 them is still taken in."""
 
+import multiprocessing
 import shutil
 import time
 from pathlib import Path
@@ -99,3 +100,32 @@ def test_a_good_bundle_is_still_taken_in_after_the_corpus(
     # The same bytes again: idempotent, and known as already stored.
     again = screen_bundle(seeded_store, bundle, tmp_path / "work2")
     assert again.already_stored
+
+
+def _claim(args: tuple[str, int]) -> str:
+    """One process's attempt to take version 0.9.0 with its own bytes."""
+    root, i = args
+    bundle = Path(root) / f"src-{i}"
+    store = LocalArtifactStore(Path(root) / "artifacts")
+    screened = screen_bundle(store, bundle, Path(root) / f"work-{i}")
+    try:
+        store_bundle(store, screened.bundle, f"claimer-{i}")
+        return "won"
+    except BundleRejected as exc:
+        return f"lost: {exc.reason}"
+
+
+@pytest.mark.slow
+def test_eight_processes_claiming_one_version_at_once_one_wins(bundle_template: Path, tmp_path: Path) -> None:
+    for i in range(8):
+        src = tmp_path / f"src-{i}"
+        shutil.copytree(bundle_template, src, copy_function=shutil.copy)
+        text = (src / "contract.yaml").read_text().replace("version: 0.1.0", "version: 0.9.0")
+        (src / "contract.yaml").write_text(
+            text.replace("model_name: test-detector", f"model_name: claimer-{i}")
+        )
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(8) as pool:
+        outcomes = pool.map(_claim, [(str(tmp_path), i) for i in range(8)])
+    assert outcomes.count("won") == 1, outcomes
+    assert all("0.9.0 is already taken by bundle" in o for o in outcomes if o != "won"), outcomes

@@ -3,6 +3,8 @@ exactly once and set bad ones aside with the reason."""
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -232,3 +234,41 @@ def test_s3_inbox_and_store_take_in_and_reject(s3_env: str, tmp_path: Path, make
     assert any(k.startswith("inbox/rejected/bad-") and k.endswith(REASON_FILE) for k in keys)
     assert any(k.startswith("inbox/accepted/0.1.0-") and k.endswith("model.pt2") for k in keys)
     assert not any(k.startswith(("inbox/good/", "inbox/bad/")) for k in keys)
+
+
+def test_sensor_preview_leaves_the_inbox_byte_identical(adas_home: Path, make_bundle, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`dagster sensor preview` evaluates the real sensor in the real code location: it may say
+    what it would request, and must not move, write or delete a bundle (good or bad)."""
+    inbox = adas_home / "inbox"
+    good = make_bundle(inbox, "good")
+    bad = make_bundle(inbox, "bad")
+    (bad / "lineage.json").unlink()
+    old = time.time() - 120
+    for p in [good, bad, *good.iterdir(), *bad.iterdir()]:
+        os.utime(p, (old, old))
+    before = [(p, p.read_bytes()) for p in sorted(inbox.rglob("*")) if p.is_file()]
+    env = {**os.environ, "ADAS_HOME": str(adas_home), "DAGSTER_HOME": str(tmp_path / "dagster")}
+    (tmp_path / "dagster").mkdir()
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "sensor",
+            "preview",
+            "candidate_inbox_sensor",
+            "-w",
+            "workspace.yaml",
+        ],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "good" in out.stdout and "bad" in out.stdout, out.stdout[-2000:]
+    after = [(p, p.read_bytes()) for p in sorted(inbox.rglob("*")) if p.is_file()]
+    assert after == before
+    assert not any((inbox / "rejected").iterdir()) and not any((inbox / "accepted").iterdir())
