@@ -5,8 +5,8 @@ import pytest
 
 from adas.detector.coco_metrics import coco_metrics
 from adas.evaluation.bootstrap import MatchTable, mean_ap, paired_bootstrap
+from adas.evaluation.synthetic_detections import detections, ground_truth
 from adas.stats import decide
-from tests.detection_world import detections, ground_truth
 
 GOOD = {1: 0.9, 2: 0.85, 3: 0.7}
 WORSE = {1: 0.9, 2: 0.85, 3: 0.45}
