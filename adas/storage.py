@@ -4,6 +4,11 @@ This is the only storage protocol in the platform: domain code takes an :class:`
 and never branches on the concrete class. The Dagster resources in ``resources/artifact_store.py``
 only build one of these.
 
+Kept as one module of about 500 lines: the protocol, its two implementations and the settings
+that pick one are one contract (atomic writes, hash records, verified reads, conditional
+create) that the same parametrized tests hold both stores to; splitting them would let the
+implementations drift apart.
+
 Every write is atomic (temporary name then rename locally; a single PUT on S3) and records
 the content's sha256 next to it (a ``sha256sum``-compatible ``<name>.sha256`` sidecar
 locally, object metadata on S3). Every read re-hashes and compares, so a truncated or
