@@ -2,8 +2,9 @@
 with nothing stored and no code of the bundle run outside the sandbox; a good bundle beside
 them is still taken in."""
 
-import multiprocessing
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tests.intake.hostile import PAYLOAD_MARK, corpus
 CORPUS = corpus()
 # Refusals that need the sandbox (a model file that only a load can judge) start a Python with
 # torch in it; everything else is refused before the model is touched.
+REPO = Path(__file__).resolve().parents[2]
 NEEDS_SANDBOX = {"truncated-model", "torchscript-writes-a-file"}
 
 
@@ -102,19 +104,6 @@ def test_a_good_bundle_is_still_taken_in_after_the_corpus(
     assert again.already_stored
 
 
-def _claim(args: tuple[str, int]) -> str:
-    """One process's attempt to take version 0.9.0 with its own bytes."""
-    root, i = args
-    bundle = Path(root) / f"src-{i}"
-    store = LocalArtifactStore(Path(root) / "artifacts")
-    screened = screen_bundle(store, bundle, Path(root) / f"work-{i}")
-    try:
-        store_bundle(store, screened.bundle, f"claimer-{i}")
-        return "won"
-    except BundleRejected as exc:
-        return f"lost: {exc.reason}"
-
-
 @pytest.mark.slow
 def test_eight_processes_claiming_one_version_at_once_one_wins(bundle_template: Path, tmp_path: Path) -> None:
     for i in range(8):
@@ -124,8 +113,21 @@ def test_eight_processes_claiming_one_version_at_once_one_wins(bundle_template: 
         (src / "contract.yaml").write_text(
             text.replace("model_name: test-detector", f"model_name: claimer-{i}")
         )
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(8) as pool:
-        outcomes = pool.map(_claim, [(str(tmp_path), i) for i in range(8)])
+    # Eight separate interpreters, started together: each validates its own bundle, then claims.
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.intake.claim_worker", str(tmp_path), str(i)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(8)
+    ]
+    outcomes = []
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+        outcomes.append(out.strip().splitlines()[-1])
     assert outcomes.count("won") == 1, outcomes
     assert all("0.9.0 is already taken by bundle" in o for o in outcomes if o != "won"), outcomes
