@@ -58,13 +58,20 @@ class StoredArtifact:
         return {"key": self.key, "uri": self.uri, "sha256": self.sha256, "size": self.size}
 
 
-def sha256_file(path: Path) -> tuple[str, int]:
+def sha256_stream(src: IO[bytes], copy_to: IO[bytes] | None = None) -> tuple[str, int]:
+    """The sha256 (hex) and size of everything read from ``src``, copied to ``copy_to`` if given."""
     digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
+    while chunk := src.read(_CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+        if copy_to is not None:
+            copy_to.write(chunk)
     return digest.hexdigest(), size
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    with open(path, "rb") as f:
+        return sha256_stream(f)
 
 
 def sha256_bytes(data: bytes) -> str:

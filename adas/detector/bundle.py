@@ -23,7 +23,7 @@ import yaml
 from torch import nn
 
 from adas.detector.model import INPUT_SHAPE, OUTPUT_NAMES, STRIDE, CenterNet
-from adas.detector.postprocess import Detections, decode
+from adas.detector.postprocess import Detections, decode, with_score_threshold
 from adas.detector.preprocess import normalize
 from adas.intake import bundle as intake_bundle
 from adas.intake.contract import (
@@ -184,9 +184,7 @@ def run_detector(
 ) -> list[Detections]:
     """uint8 RGB frames [N, H, W, 3] -> ``Detections`` per frame, through the contract's
     normalization and postprocess (``score_threshold`` overrides the contract's)."""
-    post = contract.postprocess
-    if score_threshold is not None:
-        post = post.model_copy(update={"score_threshold": score_threshold})
+    post = with_score_threshold(contract.postprocess, score_threshold)
     class_ids = [c.id for c in contract.classes]
     names = [o.name for o in contract.outputs]
     was_training = model.training if isinstance(model, nn.Module) and hasattr(model, "training") else False

@@ -13,7 +13,6 @@ of a file is copied anywhere, and each refusal names the path and the rule:
 * limits from ``config/intake.yaml``: number of files, depth, size per file and in total.
 """
 
-import hashlib
 import os
 import stat
 from collections.abc import Iterator
@@ -26,9 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adas.config_errors import load_yaml_model
 from adas.settings import CONFIG_DIR
+from adas.storage import sha256_stream
 
 INTAKE_FILE = CONFIG_DIR / "intake.yaml"
-_CHUNK = 1 << 20
 
 
 class BundleRejected(ValueError):
@@ -185,23 +184,17 @@ def read_bundle_bytes(root: Path, item: BundleFile, max_bytes: int) -> bytes:
 
 
 def hash_bundle_file(root: Path, item: BundleFile) -> str:
-    h, n = hashlib.sha256(), 0
     with open_bundle_file(root, item) as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-            n += len(chunk)
+        sha, n = sha256_stream(f)
     if n != item.size:
         raise BundleRejected(item.rel, f"changed size while intake was reading it ({item.size} -> {n} bytes)")
-    return h.hexdigest()
+    return sha
 
 
 def copy_bundle_file(root: Path, item: BundleFile, dest: Path) -> str:
     """Copy the listed file to ``dest`` (a new file) and return the sha256 of what was copied."""
-    h = hashlib.sha256()
     with open_bundle_file(root, item) as fin, open(dest, "xb") as fout:
-        while chunk := fin.read(_CHUNK):
-            h.update(chunk)
-            fout.write(chunk)
+        sha, _ = sha256_stream(fin, copy_to=fout)
         fout.flush()
         os.fsync(fout.fileno())
-    return h.hexdigest()
+    return sha
