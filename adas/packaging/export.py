@@ -131,6 +131,46 @@ def name_nodes_after_parameters(model: onnx.ModelProto) -> int:
     return renamed
 
 
+_UNSUPPORTED_OP = re.compile(r"operator '([^']+)'")
+
+
+def export_failure(exc: Exception, opset: int, module: Any = None, example: Any = None) -> ExportError:
+    """A failed ``torch.onnx.export`` as one readable error: the operator, the module path of the
+    node that uses it (found by tracing the model, whose graph records each node's scope), the
+    target and a hint."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    op_match = _UNSUPPORTED_OP.search(text)
+    if not op_match:
+        return ExportError(f"ONNX export (opset {opset}) failed: {type(exc).__name__}: {first[:300]}")
+    op = op_match.group(1)
+    where = _scope_of(op, module, example)
+    return ExportError(
+        f"ONNX export (opset {opset}) failed: operator {op}{f' in {where}' if where else ''} is not "
+        f"supported; hint: replace it with supported ops in the model, or raise packaging.onnx.opset if "
+        f"a newer opset supports it ({first[:200]})"
+    )
+
+
+def _scope_of(op: str, module: Any, example: Any) -> str:
+    """The module path of the first traced node of kind ``op`` (empty when it cannot be traced)."""
+    if module is None or example is None:
+        return ""
+    import torch  # already loaded by the export that failed
+
+    try:
+        with torch.no_grad():
+            traced = torch.jit.trace(module, (example,), check_trace=False, strict=False)
+    except Exception:
+        return ""
+    for node in traced.inlined_graph.nodes():
+        if node.kind() == op:
+            # "__module.backbone/__module.backbone.stage2" -> "backbone.stage2"; empty at the root.
+            path = node.scopeName().split("/")[-1].removeprefix("__module").lstrip(".")
+            return f"module {path} ({type(module).__name__})" if path else f"{type(module).__name__}.forward"
+    return ""
+
+
 def export_onnx(
     module: nn.Module,
     contract: Contract,
@@ -159,18 +199,21 @@ def export_onnx(
     example = torch.zeros(_EXPORT_BATCH, c, h, w)
     dynamic_axes = {n: {0: _BATCH_AXIS} for n in [input_name, *output_names]}
     t0 = time.perf_counter()
-    with torch.no_grad():
-        torch.onnx.export(
-            module,
-            (example,),
-            str(out_path),
-            dynamo=False,
-            opset_version=opset,
-            input_names=[input_name],
-            output_names=output_names,
-            dynamic_axes=dynamic_axes,
-            do_constant_folding=True,
-        )
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                module,
+                (example,),
+                str(out_path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[input_name],
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+            )
+    except Exception as exc:
+        raise export_failure(exc, opset, module, example) from exc
     model = onnx.load(str(out_path))
     renamed = name_nodes_after_parameters(model)
     onnx.save(model, str(out_path))

@@ -14,6 +14,7 @@ from adas.intake.refs import CalibrationShardRef, CandidateRef, DatasetRef
 from adas.packaging.build import export_candidate
 from adas.packaging.config import packaging_config_from_env
 from adas.packaging.engines import CELL_BUILD_ERRORS, CellEngine, build_cell_engine, build_production_engine
+from adas.packaging.export import ExportError
 from adas.packaging.refs import EngineRef, ExportRef, StagedRef, TritonRepositoryRef
 from adas.packaging.serving import build_and_smoke_repository, package_cell
 from adas.packaging.staging import stage_candidate
@@ -46,7 +47,10 @@ def staged_checkpoint(
 def exported_graph(staged_checkpoint: StagedRef, artifact_store: ArtifactStoreParam) -> dg.MaterializeResult:
     """ONNX graph (opset 17, dynamic batch axis) beside the bundle's `torch.export` program,
     with an operator coverage report per runtime (ONNX Runtime CPU, TensorRT)."""
-    outcome = export_candidate(artifact_store, staged_checkpoint.candidate, packaging_config_from_env())
+    try:
+        outcome = export_candidate(artifact_store, staged_checkpoint.candidate, packaging_config_from_env())
+    except ExportError as exc:  # names the operator, the module, the opset and a hint
+        raise dg.Failure(description=str(exc)) from exc
     return presenters.export_result(outcome)
 
 

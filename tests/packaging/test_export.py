@@ -11,9 +11,10 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from adas.config_errors import ConfigError
-from adas.intake.contract import Contract
+from adas.detector.bundle import build_contract
+from adas.intake.contract import Contract, Normalization
 from adas.packaging.config import PACKAGING_FILE, load_packaging_config
-from adas.packaging.export import ExportResult, export_onnx
+from adas.packaging.export import ExportError, ExportResult, export_onnx
 from adas.packaging.operators import (
     TENSORRT_SUPPORTED_OPS,
     UnsupportedOperatorError,
@@ -193,3 +194,25 @@ def test_tensorrt_rejects_asymmetric_qdq(tmp_path: Path) -> None:
 def test_unknown_runtime_is_rejected(exported: ExportResult) -> None:
     with pytest.raises(ValueError, match="unknown runtime"):
         coverage_report(exported.path, "openvino")
+
+
+class _Cummax(torch.nn.Module):
+    """A head that ends in an operator ONNX opset 17 cannot express."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        heat, _ = torch.cummax(x[:, :3, ::4, ::4], dim=1)
+        return heat, x[:, :2, ::4, ::4], x[:, :2, ::4, ::4]
+
+
+def test_an_unsupported_operator_is_named_with_module_and_hint(tmp_path: Path) -> None:
+    contract = build_contract(
+        model_name="cummax",
+        version="0.1.0",
+        task="vehicle-detection-2d",
+        normalization=Normalization(scale=1 / 255, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
+    )
+    with pytest.raises(ExportError) as info:
+        export_onnx(_Cummax(), contract, tmp_path / "model.onnx")
+    message = str(info.value)
+    assert "operator aten::cummax" in message and "opset 17" in message, message
+    assert "_Cummax" in message and "hint:" in message, message
