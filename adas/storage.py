@@ -366,7 +366,7 @@ class S3ArtifactStore(ArtifactStore):
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._object_key(key)}"
 
-    def put_bytes(self, key: str, data: bytes) -> StoredArtifact:
+    def _put_object(self, key: str, data: bytes, **conditions: str) -> StoredArtifact:
         digest = hashlib.sha256(data)
         # One PUT is atomic on S3; ChecksumSHA256 makes S3 reject a body corrupted in transit.
         self.client.put_object(
@@ -375,23 +375,20 @@ class S3ArtifactStore(ArtifactStore):
             Body=data,
             Metadata={"sha256": digest.hexdigest()},
             ChecksumSHA256=base64.b64encode(digest.digest()).decode(),
+            **conditions,
         )
         return StoredArtifact(key, self.uri(key), digest.hexdigest(), len(data))
+
+    def put_bytes(self, key: str, data: bytes) -> StoredArtifact:
+        return self._put_object(key, data)
 
     def put_file(self, key: str, src: Path) -> StoredArtifact:
         return self.put_bytes(key, Path(src).read_bytes())
 
     def put_bytes_if_absent(self, key: str, data: bytes) -> bool:
-        digest = hashlib.sha256(data)
         try:
-            self.client.put_object(
-                Bucket=self.bucket,
-                Key=self._object_key(key),
-                Body=data,
-                Metadata={"sha256": digest.hexdigest()},
-                ChecksumSHA256=base64.b64encode(digest.digest()).decode(),
-                IfNoneMatch="*",  # conditional create: S3 answers 412 if the key exists
-            )
+            # Conditional create: S3 answers 412 if the key exists.
+            self._put_object(key, data, IfNoneMatch="*")
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in (
                 "PreconditionFailed",
