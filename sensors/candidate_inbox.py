@@ -11,7 +11,7 @@ import json
 
 import dagster as dg
 
-from adas.intake.bundle import digest_bundle
+from adas.intake.bundle import digest_bundle, read_contract
 from adas.intake.files import BundleRejected
 from adas_assets.automation import default_sensor_status
 from jobs.intake import candidate_intake_job
@@ -21,20 +21,22 @@ from resources.inbox import Inbox, InboxItem, cleanup_local_copy
 _CURSOR_LIMIT = 500
 
 
-def _drop_key(inbox: Inbox, item: InboxItem) -> tuple[str, str]:
-    """(identity of this drop, bundle sha256 or why it has none): a re-drop of the same bundle is
-    a new drop (the run files it as a duplicate), a bundle still waiting for its run is not."""
+def _drop_key(inbox: Inbox, item: InboxItem) -> tuple[str, dict[str, str]]:
+    """The identity of this drop and the run's tags (bundle sha256 and version when readable): a
+    re-drop of the same bundle is a new drop (the run files it as a duplicate), a bundle still
+    waiting for its run is not. Reading here is hashing and parsing text, never loading a model."""
     local = inbox.local_copy(item)
+    tags = {"adas/bundle": item.name}
+    sha = ""
     try:
         sha = digest_bundle(local).sha256
-        label = sha
-    except BundleRejected as exc:
-        sha, label = "", f"unreadable: {exc}"
+        tags["adas/bundle_sha256"] = sha
+        tags["adas/candidate_version"] = read_contract(local).version
     except Exception as exc:  # any per-bundle failure: its run will name it
-        sha, label = "", f"unreadable: {type(exc).__name__}: {exc}"
+        tags["adas/unreadable"] = (str(exc) if isinstance(exc, BundleRejected) else type(exc).__name__)[:200]
     finally:
         cleanup_local_copy(inbox, item, local)
-    return f"{item.name}:{inbox.drop_stamp(item)}:{sha[:16]}", label
+    return f"{item.name}:{inbox.drop_stamp(item)}:{sha[:16]}", tags
 
 
 @dg.sensor(
@@ -52,7 +54,7 @@ def candidate_inbox_sensor(
     notes: list[str] = []
     for item in inbox.pending():
         try:
-            key, label = _drop_key(inbox, item)
+            key, tags = _drop_key(inbox, item)
         except Exception as exc:  # the inbox itself failed for this item: skip it this tick
             notes.append(
                 f"{item.name}: could not be listed ({type(exc).__name__}: {exc}); retrying next tick"
@@ -73,13 +75,12 @@ def candidate_inbox_sensor(
                         }
                     }
                 ),
-                tags={
-                    "adas/bundle_sha256": label if len(label) == 64 else "unknown",
-                    "adas/bundle": item.name,
-                },
+                tags=tags,
             )
         )
-        context.log.info(f"requesting intake of {item.name} ({label[:80]})")
+        context.log.info(
+            f"requesting intake of {item.name} ({tags.get('adas/bundle_sha256', 'unreadable')[:12]})"
+        )
     cursor = json.dumps(requested[-_CURSOR_LIMIT:])
     if run_requests:
         return dg.SensorResult(run_requests=run_requests, cursor=cursor)
