@@ -95,6 +95,27 @@ class MatchTable:
         keep = {int(i) for i in image_ids}
         return np.array([i in keep for i in self.image_ids], dtype=bool)
 
+    def restrict(self, mask: np.ndarray) -> "MatchTable":
+        """The table of the images in ``mask`` only (a slice), re-indexed; detections of other
+        images dropped, so a slice's resamples cost what its own detections cost."""
+        members = np.flatnonzero(mask)
+        new_index = np.full(len(self.image_ids), -1, np.int64)
+        new_index[members] = np.arange(len(members))
+        out = MatchTable([self.image_ids[i] for i in members], self.iou_thresholds)
+        for c in self.classes:
+            keep = mask[c.image_index]
+            out.classes.append(
+                ClassMatches(
+                    name=c.name,
+                    image_index=new_index[c.image_index[keep]],
+                    scores=c.scores[keep],
+                    matched=c.matched[:, keep],
+                    counted=c.counted[:, keep],
+                    gt_per_image=c.gt_per_image[members],
+                )
+            )
+        return out
+
     def ap(self, weights: np.ndarray) -> np.ndarray:
         """AP per resample, threshold and class: ``[R, T, K]``; NaN where a class has no ground truth.
 
@@ -104,9 +125,15 @@ class MatchTable:
         out = np.full((weights.shape[0], len(self.iou_thresholds), len(self.classes)), np.nan)
         for k, c in enumerate(self.classes):
             npos = weights @ c.gt_per_image  # [R]
-            dw = weights[:, c.image_index]  # [R, D]
+            # Detections after the last match (in score order) only add false positives at the
+            # final recall: they never raise the precision envelope, so they cannot change AP.
+            hits = np.flatnonzero(c.matched.any(axis=0))
+            end = int(hits[-1]) + 1 if hits.size else 0
+            dw = weights[:, c.image_index[:end]]  # [R, D]
+            all_counted = bool(c.counted[:, :end].all())
+            total = np.cumsum(dw, axis=1) if all_counted else None
             for t in range(len(self.iou_thresholds)):
-                out[:, t, k] = _weighted_ap(dw, c.matched[t], c.counted[t], npos)
+                out[:, t, k] = _weighted_ap(dw, c.matched[t, :end], c.counted[t, :end], npos, total)
         return out
 
     def recall_at(self, weights: np.ndarray, score_threshold: float, iou_index: int = 0) -> np.ndarray:
@@ -122,30 +149,38 @@ class MatchTable:
         return out
 
 
-def _weighted_ap(dw: np.ndarray, matched: np.ndarray, counted: np.ndarray, npos: np.ndarray) -> np.ndarray:
-    """COCOeval.accumulate's 101-point interpolated AP for each row of detection weights."""
+def _weighted_ap(
+    dw: np.ndarray, matched: np.ndarray, counted: np.ndarray, npos: np.ndarray, total: np.ndarray | None
+) -> np.ndarray:
+    """COCOeval.accumulate's 101-point interpolated AP for each row of detection weights.
+
+    ``total``: the running sum of ``dw`` when no detection is ignored (then false positives are
+    that sum minus true positives, one cumulative sum saved per threshold)."""
     r = dw.shape[0]
     ap = np.full(r, np.nan)
     defined = npos > 0
     if not defined.any():
         return ap
-    w = dw[:, counted]
-    m = matched[counted]
-    if w.shape[1] == 0:
+    if total is None:
+        w, m = dw[:, counted], matched[counted]
+        tps = np.cumsum(w * m, axis=1)
+        seen = np.cumsum(w, axis=1)
+    else:
+        tps, seen = np.cumsum(dw * matched, axis=1), total
+    if tps.shape[1] == 0:
         ap[defined] = 0.0
         return ap
-    tps = np.cumsum(w * m, axis=1)
-    fps = np.cumsum(w * ~m, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         rc = tps / npos[:, None]
-        pr = np.where(tps + fps > 0, tps / (tps + fps), 0.0)
+        pr = np.where(seen > 0, tps / seen, 0.0)
     # Precision envelope: the best precision at any recall at least this high.
     pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
     # One searchsorted for every row: offset each row's recalls (all in [0, 1]) by 2 x row.
     n = rc.shape[1]
     offsets = 2.0 * np.arange(r)[:, None]
     flat_rc = np.where(np.isfinite(rc), rc, 0.0) + offsets
-    idx = np.searchsorted(flat_rc.ravel(), (RECALL_THRESHOLDS[None, :] + offsets).ravel(), side="left")
+    thresholds = RECALL_THRESHOLDS[None, :] + offsets
+    idx = np.searchsorted(flat_rc.ravel(), thresholds.ravel(), side="left")
     idx = idx.reshape(r, -1) - (np.arange(r) * n)[:, None]
     valid = idx < n
     q = np.where(valid, np.take_along_axis(pr, np.minimum(idx, n - 1), axis=1), 0.0)
@@ -194,26 +229,26 @@ def paired_bootstrap(
     names = [c.name for c in candidate.classes]
     if names != [c.name for c in production.classes]:
         raise ValueError(f"class lists differ: {names} vs {[c.name for c in production.classes]}")
-    mask = np.ones(len(candidate.image_ids), bool) if image_ids is None else candidate.subset_mask(image_ids)
-    members = np.flatnonzero(mask)
+    if image_ids is not None:
+        mask = candidate.subset_mask(image_ids)
+        candidate, production = candidate.restrict(mask), production.restrict(mask)
+    members = len(candidate.image_ids)
     rng = np.random.default_rng(seed)
-    unit = np.zeros((1, len(mask)))
-    unit[0, members] = 1.0
-    metrics = _delta_metrics(candidate, production, unit, names, recall_classes, score_threshold)
+    metrics = _delta_metrics(
+        candidate, production, np.ones((1, members)), names, recall_classes, score_threshold
+    )
     samples: dict[str, list[np.ndarray]] = {k: [] for k in metrics}
     for start in range(0, n_resamples, _CHUNK):
-        draw = resample_weights(len(members), min(_CHUNK, n_resamples - start), rng)
-        w = np.zeros((draw.shape[0], len(mask)))
-        w[:, members] = draw
+        w = resample_weights(members, min(_CHUNK, n_resamples - start), rng)
         for key, values in _delta_metrics(
             candidate, production, w, names, recall_classes, score_threshold
         ).items():
             samples[key].append(values)
     intervals = {
-        key: percentile_interval(np.concatenate(samples[key]), float(point[0]), len(members), confidence)
+        key: percentile_interval(np.concatenate(samples[key]), float(point[0]), members, confidence)
         for key, point in metrics.items()
     }
-    return PairedDeltas(len(members), n_resamples, intervals)
+    return PairedDeltas(members, n_resamples, intervals)
 
 
 def _delta_metrics(
