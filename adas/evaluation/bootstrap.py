@@ -170,17 +170,17 @@ def _weighted_ap(
     if tps.shape[1] == 0:
         ap[defined] = 0.0
         return ap
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rc = tps / npos[:, None]
-        pr = np.where(seen > 0, tps / seen, 0.0)
+    # Rows without ground truth are masked out below; dividing by 1 there keeps every value finite.
+    rc = tps / np.maximum(npos, 1.0)[:, None]
+    pr = tps / np.maximum(seen, 1e-12)  # 0 where nothing is seen yet (tps is 0 there too)
     # Precision envelope: the best precision at any recall at least this high.
     pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
     # One searchsorted for every row: offset each row's recalls (all in [0, 1]) by 2 x row.
     n = rc.shape[1]
     offsets = 2.0 * np.arange(r)[:, None]
-    flat_rc = np.where(np.isfinite(rc), rc, 0.0) + offsets
+    rc += offsets
     thresholds = RECALL_THRESHOLDS[None, :] + offsets
-    idx = np.searchsorted(flat_rc.ravel(), thresholds.ravel(), side="left")
+    idx = np.searchsorted(rc.ravel(), thresholds.ravel(), side="left")
     idx = idx.reshape(r, -1) - (np.arange(r) * n)[:, None]
     valid = idx < n
     q = np.where(valid, np.take_along_axis(pr, np.minimum(idx, n - 1), axis=1), 0.0)
