@@ -26,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adas.settings import AdasHome
+
 # The last line a worker prints on stdout is its JSON result; everything else is its log.
 RESULT_PREFIX = "ADAS-SANDBOX-RESULT "
 
@@ -128,6 +130,7 @@ def run_python_module(
     # Credentials a model has no business reading (the interpreter may live under $HOME, so
     # $HOME itself stays visible, read-only).
     home = [Path.home() / d for d in (".ssh", ".aws", ".docker", ".kube", ".config/gcloud", ".gnupg")]
+    home.append(AdasHome.from_env().root)  # artifacts, registry, signing keys: never visible to a model
     argv = [sys.executable, "-m", module, *args]
     child_env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
