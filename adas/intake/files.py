@@ -109,6 +109,8 @@ def list_bundle_files(root: Path, limits: IntakeLimits) -> list[BundleFile]:
             if stat.S_ISLNK(mode):
                 raise BundleRejected(rel, "is a symbolic link; bundles hold regular files only")
             if stat.S_ISDIR(mode):
+                if entry.name.startswith("."):
+                    continue  # hidden folders (.git, .cache) are not part of the bundle: never read
                 if depth >= limits.max_depth:
                     raise BundleRejected(rel, f"nested deeper than {limits.max_depth} folders")
                 stack.append((Path(entry.path), f"{rel}/", depth + 1))

@@ -92,15 +92,15 @@ def parse_json(data: bytes, file: str, limits: IntakeLimits) -> Any:
         elif ch in "]}":
             depth -= 1
     try:
-        value = json.loads(text, parse_constant=_no_constant)
+        value = json.loads(text, parse_constant=lambda name: _no_constant(name, file))
     except json.JSONDecodeError as exc:
         raise BundleRejected(file, f"not valid JSON at line {exc.lineno}: {exc.msg}") from exc
     check_values(value, file, limits)
     return value
 
 
-def _no_constant(name: str) -> float:
-    raise BundleRejected("lineage.json", f"holds {name}, which is not a number JSON allows")
+def _no_constant(name: str, file: str) -> float:
+    raise BundleRejected(file, f"holds {name}, which is not a number JSON allows")
 
 
 def check_values(value: Any, file: str, limits: IntakeLimits, path: str = "") -> None:
