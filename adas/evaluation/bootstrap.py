@@ -52,9 +52,8 @@ class MatchTable:
         cls, gt: Mapping[str, Any], detections: list[dict[str, Any]], image_ids: Sequence[int] | None = None
     ) -> "MatchTable":
         matches, thresholds = per_image_matches(dict(gt), detections, list(image_ids) if image_ids else None)
-        ids = sorted(
-            int(im["id"]) for im in gt["images"] if image_ids is None or int(im["id"]) in set(image_ids)
-        )
+        wanted = None if image_ids is None else {int(i) for i in image_ids}
+        ids = sorted(int(im["id"]) for im in gt["images"] if wanted is None or int(im["id"]) in wanted)
         index = {img: i for i, img in enumerate(ids)}
         names = {int(c["id"]): str(c["name"]) for c in gt["categories"]}
         by_cat: dict[int, list[Any]] = {}

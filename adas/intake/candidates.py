@@ -48,6 +48,15 @@ def is_stored(store: ArtifactStore, bundle: ValidatedBundle) -> bool:
     return store.exists(f"{candidate_prefix(c.task, c.version, bundle.digest.sha256)}/{MANIFEST_FILE}")
 
 
+def _version_taken(bundle: ValidatedBundle, holder: str) -> BundleRejected:
+    c = bundle.contract
+    return BundleRejected(
+        "contract.yaml: version",
+        f"{c.task} {version_identity(c.version)} is already taken by bundle {holder[:12]}; "
+        "versions are immutable (build metadata does not make a new one), bump it",
+    )
+
+
 def claim_version(store: ArtifactStore, bundle: ValidatedBundle) -> None:
     """Claim the bundle's version atomically; raise naming the holder if another bundle has it."""
     c = bundle.contract
@@ -55,11 +64,7 @@ def claim_version(store: ArtifactStore, bundle: ValidatedBundle) -> None:
     store.put_bytes_if_absent(_claim_key(c.task, c.version), json.dumps(record, sort_keys=True).encode())
     holder = claimed_by(store, c.task, c.version)
     if holder != bundle.digest.sha256:
-        raise BundleRejected(
-            "contract.yaml: version",
-            f"{c.task} {version_identity(c.version)} is already taken by bundle {str(holder)[:12]}; "
-            "versions are immutable (build metadata does not make a new one), bump it",
-        )
+        raise _version_taken(bundle, str(holder))
 
 
 def check_version_free(store: ArtifactStore, bundle: ValidatedBundle) -> bool:
@@ -67,11 +72,7 @@ def check_version_free(store: ArtifactStore, bundle: ValidatedBundle) -> bool:
     c = bundle.contract
     holder = claimed_by(store, c.task, c.version)
     if holder is not None and holder != bundle.digest.sha256:
-        raise BundleRejected(
-            "contract.yaml: version",
-            f"{c.task} {version_identity(c.version)} is already taken by bundle {holder[:12]}; "
-            "versions are immutable (build metadata does not make a new one), bump it",
-        )
+        raise _version_taken(bundle, holder)
     return holder is not None and is_stored(store, bundle)
 
 
