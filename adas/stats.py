@@ -205,7 +205,8 @@ class PairedBinary:
 
     def rate_difference(self, confidence: float = DEFAULT_CONFIDENCE) -> Interval:
         """Candidate minus production failure rate, with Newcombe's interval for paired
-        proportions (method 10: Wilson limits of each rate plus the phi correlation)."""
+        proportions (method 10: Wilson limits of each rate plus the phi correlation, phi with
+        Newcombe's continuity correction)."""
         n = self.n
         if n <= 0:
             return Interval(math.nan, math.nan, math.nan, 0, confidence)
@@ -215,7 +216,12 @@ class PairedBinary:
         p1, p2 = (a + b) / n, (a + c) / n
         w1, w2 = wilson_interval(a + b, n, confidence), wilson_interval(a + c, n, confidence)
         denom = math.sqrt(max((a + b) * (c + d) * (a + c) * (b + d), 0))
-        phi = (a * d - b * c) / denom if denom > 0 else 0.0
+        # Newcombe's continuity-corrected phi (AD - BC less N/2 when above it, 0 in between):
+        # uncorrected, a table with no discordant pair and a shared failure (b = c = 0, a > 0)
+        # has phi = 1 and a zero-width interval at any n, even n = 2.
+        ad_bc = a * d - b * c
+        corrected = ad_bc - n / 2 if ad_bc > n / 2 else min(ad_bc, 0)
+        phi = corrected / denom if denom > 0 else 0.0
         delta = p1 - p2
         dl = math.sqrt(
             max((p1 - w1.low) ** 2 - 2 * phi * (p1 - w1.low) * (w2.high - p2) + (w2.high - p2) ** 2, 0)

@@ -89,3 +89,26 @@ def test_rank_comparison_tells_a_slower_canary_from_noise() -> None:
     slower = rank_compare(slow, base)
     assert slower.p_value < 1e-10 and slower.common_language_effect > 0.8
     assert slower.median_ratio == pytest.approx(1.5, rel=0.1)
+
+
+def test_paired_rate_difference_never_collapses_without_discordant_pairs() -> None:
+    # Both models fail on the same 2 of 84 runs: no discordant pair. Uncorrected, phi = 1 gives a
+    # zero-width interval; Newcombe's continuity-corrected phi keeps it about as wide as the
+    # bound on the discordant runs (Wilson upper bound of 0/84 = 4.4 %).
+    shared = paired_binary([True] * 2 + [False] * 82, [True] * 2 + [False] * 82)
+    diff = shared.rate_difference()
+    assert diff.point == 0.0 and -diff.low == pytest.approx(diff.high) and 0.03 < diff.high < 0.06
+    tiny = paired_binary([True, False], [True, False]).rate_difference()
+    assert tiny.low < -0.5 and tiny.high > 0.5
+    # Worked by hand: a = 5, b = 3, c = 1, d = 31 (n = 40): AD - BC = 152, less N/2: phi = 132 / sqrt(8 x 32 x 6 x 34).
+    p1, p2 = 8 / 40, 6 / 40
+    w1, w2 = wilson_interval(8, 40), wilson_interval(6, 40)
+    phi = 132 / math.sqrt(8 * 32 * 6 * 34)
+    low = (p1 - p2) - math.sqrt(
+        (p1 - w1.low) ** 2 - 2 * phi * (p1 - w1.low) * (w2.high - p2) + (w2.high - p2) ** 2
+    )
+    table = paired_binary(
+        [True] * 5 + [True] * 3 + [False] * 1 + [False] * 31,
+        [True] * 5 + [False] * 3 + [True] * 1 + [False] * 31,
+    )
+    assert table.rate_difference().low == pytest.approx(low, rel=1e-12)
