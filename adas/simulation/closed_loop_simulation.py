@@ -5,12 +5,18 @@ and then the candidate on identical seeds (``sweep.run_sweep``: checkpointed sha
 executor), and stores the outputs under ``<pack>/simulation/``: ``sim_summary.parquet``,
 ``runs.json``, one JSON per category, the violation heat map and a copy of every failure clip.
 
+A sweep with ``sequential`` set then looks at the gate's pooled rate comparisons and, while they
+are amber, adds batches of new seeded runs for both models (``extend_sequentially``; the rule and
+its boundaries are in ``sequential``). The stored runs are all of them; ``SimulationRef.sequential``
+records the looks, which the verdict uses.
+
 Domain code: no dagster import.
 """
 
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -23,11 +29,19 @@ from adas.intake.stored import read_json, stored_file
 from adas.simulation.config import SimulationConfig
 from adas.simulation.episode import EpisodeSpec
 from adas.simulation.executors import ShardExecutor
+from adas.simulation.gate import evaluate_gate
 from adas.simulation.heatmap import heatmap_png
 from adas.simulation.metrics import RunRecord, summarize, summarize_by_category
 from adas.simulation.perception import PerceptionSpec
-from adas.simulation.planning import plan_runs
+from adas.simulation.planning import plan_batch, plan_runs
 from adas.simulation.refs import ScenarioLibraryRef, SimulationRef
+from adas.simulation.sequential import (
+    SequentialLook,
+    SequentialRecord,
+    look_confidence,
+    look_schedule,
+    next_batch,
+)
 from adas.simulation.shards import EpisodeSettings, thumbnail_key
 from adas.simulation.steps import EnginePair, SimulationInputError, json_bytes
 from adas.simulation.sweep import SweepResult, run_sweep
@@ -128,6 +142,62 @@ def _category_files(
     return files
 
 
+# Runs a list of runs for both models: {"candidate": ..., "production": ...}.
+BatchRunner = Callable[[Sequence[EpisodeSpec]], dict[str, SweepResult]]
+
+
+def extend_sequentially(
+    cfg: SimulationConfig,
+    sweep: str,
+    candidate: SweepResult,
+    production: SweepResult,
+    run_batch: BatchRunner,
+    log: Callable[[str], None] = lambda _: None,
+) -> tuple[SweepResult, SweepResult, list[EpisodeSpec], SequentialRecord]:
+    """Look at the gate after the sweep; while ``sequential.next_batch`` asks for runs, plan a batch
+    of new seeded runs, run it for both models and look again.
+
+    Returns both models' extended results, the added runs, and the record of the looks.
+    """
+    seq = cfg.sweeps[sweep].sequential
+    if seq is None:
+        raise ValueError(f"sweep {sweep!r} has no sequential settings")
+    planned = len(candidate.records)
+    schedule = look_schedule(planned, seq)
+    added: list[EpisodeSpec] = []
+    looks: list[SequentialLook] = []
+    t0 = time.perf_counter()
+    while True:
+        runs = len(candidate.records)
+        confidence = look_confidence(schedule, runs)
+        verdict = evaluate_gate(candidate.records, production.records, cfg.gate, rate_confidence=confidence)
+        looks.append(
+            SequentialLook(runs=runs, confidence=confidence, verdict=verdict.verdict, rates=verdict.rates)
+        )
+        n, why = next_batch(verdict.verdict, verdict.rates, runs, schedule)
+        log(
+            f"sequential look {len(looks)} at {runs} runs ({confidence:.2%} intervals): gate {verdict.verdict}, "
+            f"rates {verdict.rates}; {f'adding {n} runs' if n else 'stop'}: {why}"
+        )
+        if not n:
+            break
+        batch = plan_batch(cfg, sweep, len(looks), n)
+        results = run_batch(batch)
+        candidate = candidate.extended(results["candidate"])
+        production = production.extended(results["production"])
+        added += batch
+    record = SequentialRecord(
+        planned_runs=planned,
+        batch_runs=seq.batch_runs,
+        max_runs=seq.max_runs,
+        schedule=schedule,
+        looks=looks,
+        stopped=why,
+        wall_s=round(time.perf_counter() - t0, 1),
+    )
+    return candidate, production, added, record
+
+
 def run_closed_loop_simulation(
     store: ArtifactStore,
     *,
@@ -157,24 +227,36 @@ def run_closed_loop_simulation(
     settings = EpisodeSettings.from_configs(cfg, datagen)
     n_shards = shards or cfg.sweeps[name].shards
     shard_executor = executor()
-    results: dict[str, SweepResult] = {}
-    for label, ref in (("production", production_engine), ("candidate", engine)):
-        spec = PerceptionSpec(
-            label=label, kind="engine", engine_sha256=ref.engine.sha256, contract=ref.contract
-        )
-        path = store.fetch(ref.engine.key, expected_sha256=ref.engine.sha256) if local_engine else None
-        results[label] = run_sweep(
-            store,
-            runs,
-            spec,
-            settings,
-            engine_path=path,
-            engine_key=ref.engine.key,
-            shards=n_shards,
-            executor=shard_executor,
-            progress=log,
-        )
+    paths = {
+        label: store.fetch(ref.engine.key, expected_sha256=ref.engine.sha256) if local_engine else None
+        for label, ref in (("production", production_engine), ("candidate", engine))
+    }
+
+    def run_both(batch: Sequence[EpisodeSpec]) -> dict[str, SweepResult]:
+        results: dict[str, SweepResult] = {}
+        for label, ref in (("production", production_engine), ("candidate", engine)):
+            spec = PerceptionSpec(
+                label=label, kind="engine", engine_sha256=ref.engine.sha256, contract=ref.contract
+            )
+            results[label] = run_sweep(
+                store,
+                batch,
+                spec,
+                settings,
+                engine_path=paths[label],
+                engine_key=ref.engine.key,
+                shards=n_shards,
+                executor=shard_executor,
+                progress=log,
+            )
+        return results
+
+    results = run_both(runs)
     cand, prod = results["candidate"], results["production"]
+    sequential: SequentialRecord | None = None
+    if cfg.sweeps[name].sequential is not None:
+        cand, prod, added, sequential = extend_sequentially(cfg, name, cand, prod, run_both, log)
+        runs = [*runs, *added]
     prefix = f"{engine.prefix}/simulation"
     clips, thumbs = _copy_clips(store, prefix, (cand, prod))
     records = [*prod.records, *cand.records]
@@ -208,6 +290,7 @@ def run_closed_loop_simulation(
         runs=len(runs),
         shards_computed=len(cand.shards_computed) + len(prod.shards_computed),
         shards_reused=len(cand.shards_reused) + len(prod.shards_reused),
+        sequential=sequential,
     )
     return ClosedLoopResult(
         ref=ref,

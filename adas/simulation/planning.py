@@ -28,10 +28,13 @@ def _balanced(values: Sequence[Any], n: int, rng: np.random.Generator) -> list[A
     return out[:n]
 
 
-def plan_category(cfg: SimulationConfig, category: str, n: int) -> list[EpisodeSpec]:
+def plan_category(cfg: SimulationConfig, category: str, n: int, batch: int = 0) -> list[EpisodeSpec]:
+    """``n`` runs of a category. ``batch`` > 0: a sequential batch, with its own seeds and run ids
+    (``<category>-b<batch>-<i>``); batch 0 is the sweep itself, unchanged (its checkpoints stay valid)."""
     cc = cfg.categories[category]  # type: ignore[index]
     cat_index = CATEGORIES.index(category)
-    rng = np.random.default_rng([cfg.seed, cat_index, 17])
+    stream = [cfg.seed, cat_index, 17] + ([batch] if batch else [])
+    rng = np.random.default_rng(stream)
     axes = {
         "density": _balanced(cc.densities, n, rng),
         "ego_speed_mps": _balanced(cc.ego_speed_mps, n, rng),
@@ -46,14 +49,14 @@ def plan_category(cfg: SimulationConfig, category: str, n: int) -> list[EpisodeS
         cond = axes["condition"][i]
         runs.append(
             EpisodeSpec(
-                run_id=f"{category}-{i:03d}",
+                run_id=f"{category}-b{batch}-{i:03d}" if batch else f"{category}-{i:03d}",
                 category=category,  # type: ignore[arg-type]
                 scenario=cc.scenario,
                 density=axes["density"][i],
                 weather=cond.weather,
                 lighting=cond.lighting,
                 severity=cond.severity,
-                seed=_seed(cfg.seed, cat_index, i),
+                seed=_seed(cfg.seed, cat_index, 1000 * batch + i) if batch else _seed(cfg.seed, cat_index, i),
                 duration_s=cc.duration_s,
                 ego_speed_mps=float(axes["ego_speed_mps"][i]),
                 gap_time_s=float(axes["gap_time_s"][i]) if category == "cut_in" else None,
@@ -84,4 +87,27 @@ def plan_runs(cfg: SimulationConfig, size: str, library: Sequence[EpisodeSpec] =
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise ValueError(f"duplicate run ids in sweep {size!r}")
+    return runs
+
+
+def plan_batch(cfg: SimulationConfig, size: str, batch: int, n: int) -> list[EpisodeSpec]:
+    """Sequential batch ``batch`` (1, 2, ...) of ``n`` new seeded runs for a sweep, spread over its
+    categories in the sweep's proportions (largest remainders); library runs are not repeated
+    (each is one extracted scenario)."""
+    if batch < 1:
+        raise ValueError(f"sequential batches count from 1, got {batch}")
+    sweep = cfg.sweeps[size]
+    weights = {c: sweep.runs.get(c, 0) for c in CATEGORIES if c in cfg.categories}  # type: ignore[call-overload]
+    total = sum(weights.values())
+    if not total:
+        raise ValueError(f"sweep {size!r} has no category runs to extend")
+    share = {c: n * w / total for c, w in weights.items()}
+    counts = {c: int(v) for c, v in share.items()}
+    for c in sorted(share, key=lambda c: (counts[c] - share[c], CATEGORIES.index(c)))[
+        : n - sum(counts.values())
+    ]:
+        counts[c] += 1
+    runs = [r for c in CATEGORIES if counts.get(c) for r in plan_category(cfg, c, counts[c], batch)]
+    if sweep.duration_s is not None:
+        runs = [r.model_copy(update={"duration_s": sweep.duration_s}) for r in runs]
     return runs

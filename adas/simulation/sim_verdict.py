@@ -1,8 +1,9 @@
 """Use-case of the ``sim_verdict`` asset: the Sim Gate over the closed-loop runs.
 
-Reads ``runs.json`` of the simulation, applies the per-category pass criteria of
-``config/simulation.yaml`` (``gate.evaluate_gate``) and stores the verdict beside the runs
-(``sim_verdict.json``, ``sim_verdict.md``).
+Reads ``runs.json`` of the simulation, applies the criteria of ``config/simulation.yaml``
+(``gate.evaluate_gate``: absolute limits, and paired three-valued comparisons with production; a
+sequential sweep's rate comparisons at the confidence of its last look) and stores the verdict
+beside the runs (``sim_verdict.json``, ``sim_verdict.md``).
 
 Domain code: no dagster import.
 """
@@ -19,6 +20,7 @@ from adas.simulation.gate import SimVerdict, evaluate_gate
 from adas.simulation.metrics import RunRecord
 from adas.simulation.refs import SimulationRef, SimVerdictRef
 from adas.simulation.steps import json_bytes, require_simulatable
+from adas.stats import DEFAULT_CONFIDENCE
 from adas.storage import ArtifactStore
 
 
@@ -36,7 +38,7 @@ def decide_sim_verdict(
     cfg: SimulationConfig,
     simulation: SimulationRef,
 ) -> SimVerdictResult:
-    """Green or red with rationale, stored beside the simulation's outputs."""
+    """Green, amber or red with rationale, stored beside the simulation's outputs."""
     require_simulatable(cell, catalog)
     records = [
         RunRecord.model_validate({**r, "wall_s": 0.0})
@@ -44,7 +46,14 @@ def decide_sim_verdict(
     ]
     cand = [r for r in records if r.model == "candidate"]
     prod = [r for r in records if r.model == "production"]
-    verdict = evaluate_gate(cand, prod, cfg.gate)
+    seq = simulation.sequential
+    verdict = evaluate_gate(
+        cand,
+        prod,
+        cfg.gate,
+        rate_confidence=seq.final_confidence if seq is not None else DEFAULT_CONFIDENCE,
+        sequential=seq,
+    )
     body = {
         "device": cell.device,
         "precision": cell.precision,
@@ -65,8 +74,11 @@ def decide_sim_verdict(
         version=simulation.version,
         production_version=simulation.production_version,
         green=verdict.green,
+        verdict=verdict.verdict,
         rationale=verdict.rationale,
         checks=verdict.checks,
         files=files,
+        runs=verdict.runs,
+        sequential=seq,
     )
     return SimVerdictResult(ref=ref, verdict=verdict)

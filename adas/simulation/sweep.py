@@ -49,6 +49,23 @@ class SweepResult:
     episodes_computed: int = 0
     compute_s: float = 0.0
 
+    def extended(self, more: SweepResult) -> SweepResult:
+        """This sweep followed by ``more`` (a sequential batch of the same perception)."""
+        if more.perception != self.perception:
+            raise ValueError(f"cannot extend {self.perception}'s sweep with {more.perception}'s runs")
+        offset = self.shards_total  # shard indices continue across batches
+        return SweepResult(
+            perception=self.perception,
+            records=[*self.records, *more.records],
+            clip_keys={**self.clip_keys, **more.clip_keys},
+            shards_total=self.shards_total + more.shards_total,
+            shards_computed=[*self.shards_computed, *(offset + i for i in more.shards_computed)],
+            shards_reused=[*self.shards_reused, *(offset + i for i in more.shards_reused)],
+            wall_s=round(self.wall_s + more.wall_s, 3),
+            episodes_computed=self.episodes_computed + more.episodes_computed,
+            compute_s=self.compute_s + more.compute_s,
+        )
+
 
 def run_sweep(
     store: ArtifactStore,

@@ -229,10 +229,12 @@ def closed_loop_simulation(
 
 @_sim_asset(
     "gate",
-    "The Sim Gate: per-category pass criteria from `config/simulation.yaml` (zero collisions in "
-    "cut-in and stopped-lead scenes, no increase in near misses vs production on the same seeds, none "
-    "with vulnerable road users, bounded driving-score and comfort regressions). Green or red with "
-    "rationale; the blocking `sim_gate_is_green` check stops promotion on red.",
+    "The Sim Gate from `config/simulation.yaml`: absolute limits per category (zero collisions in "
+    "clear-weather cut-in and stopped-lead scenes, nothing off the road), and comparisons with "
+    "production paired on the same seeds, each with its interval: collision and failure rates "
+    "(McNemar, Newcombe), near misses, minimum TTC, driving score and comfort (bootstrap). Green, "
+    "amber (insufficient evidence, with the runs that would decide) or red, with rationale; the "
+    "blocking `sim_gate_is_green` check stops promotion on red and warns on amber.",
 )
 def sim_verdict(
     context: dg.AssetExecutionContext,
@@ -249,7 +251,9 @@ def sim_verdict(
         )
     ref = result.ref
     if not ref.green:
-        context.log.warning(f"sim gate RED for {ref.version} on {ref.device}/{ref.precision}")
+        context.log.warning(
+            f"sim gate {ref.verdict.upper()} for {ref.version} on {ref.device}/{ref.precision}"
+        )
     return sim_verdict_output(result)
 
 
@@ -257,7 +261,8 @@ def sim_verdict(
     sim_verdict,
     name="sim_gate_is_green",
     blocking=True,
-    description="The sim gate is green. Blocking: promotion downstream of a red sim verdict does not run.",
+    description="The sim gate is green. Blocking: promotion downstream of a red sim verdict does not "
+    "run; an amber one (insufficient evidence) warns.",
 )
 def sim_gate_is_green(sim_verdict: SimVerdictRef) -> dg.AssetCheckResult:
     return sim_gate_check_output(sim_verdict)

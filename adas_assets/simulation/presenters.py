@@ -82,9 +82,12 @@ FAILURE_TYPES = {
 CHECK_TYPES = {
     "check": "string",
     "scope": "string",
+    "status": "string",
     "candidate": "float",
     "production": "float",
+    "interval": "string",
     "limit": "string",
+    "runs_to_decide": "int",
     "passed": "bool",
 }
 # Failure clips of the candidate embedded in the metadata (the rest are linked in `failures`).
@@ -284,6 +287,10 @@ def closed_loop_output(result: ClosedLoopResult) -> dg.MaterializeResult:
         "sim_summary": dg.MetadataValue.url(ref.files["sim_summary.parquet"].uri),
         "location": dg.MetadataValue.url(result.location_uri),
     }
+    seq = ref.sequential
+    if seq is not None:
+        metadata["sequential"] = dg.MetadataValue.md(seq.describe())
+        metadata["sequential_added_runs"] = seq.added_runs
     clips_md = failure_clips_markdown(result, failures)
     if clips_md is not None:
         metadata["failure_clips"] = dg.MetadataValue.md(clips_md)
@@ -293,9 +300,19 @@ def closed_loop_output(result: ClosedLoopResult) -> dg.MaterializeResult:
 # --------------------------------------------------------------------------- sim gate
 
 
-def _failed_checks_text(ref: SimVerdictRef) -> dg.TextMetadataValue:
+def _checks_text(ref: SimVerdictRef, status: str) -> dg.TextMetadataValue:
     return dg.MetadataValue.text(
-        ", ".join(f"{c.scope}:{c.name}" for c in ref.checks if not c.passed) or "none"
+        ", ".join(f"{c.scope}:{c.name}" for c in ref.checks if c.status == status) or "none"
+    )
+
+
+def _runs_text(ref: SimVerdictRef) -> dg.TextMetadataValue:
+    seq = ref.sequential
+    if seq is None:
+        return dg.MetadataValue.text(f"{ref.runs if ref.runs is not None else '?'} paired runs (one look)")
+    return dg.MetadataValue.text(
+        f"{seq.runs} paired runs: {seq.planned_runs} planned + {seq.added_runs} added sequentially in "
+        f"{len(seq.looks) - 1} batch(es) (max {seq.max_runs}, {seq.wall_s:.0f} s); stopped: {seq.stopped}"
     )
 
 
@@ -305,9 +322,12 @@ def sim_verdict_output(result: SimVerdictResult) -> dg.MaterializeResult:
         {
             "check": c.name,
             "scope": c.scope,
+            "status": c.status,
             "candidate": num(c.candidate),
             "production": num(c.production),
+            "interval": c.interval or "",
             "limit": c.limit,
+            "runs_to_decide": c.n_to_decide,
             "passed": c.passed,
         }
         for c in ref.checks
@@ -318,7 +338,9 @@ def sim_verdict_output(result: SimVerdictResult) -> dg.MaterializeResult:
             "verdict": ref.status,
             "green": ref.green,
             "rationale": dg.MetadataValue.md(ref.rationale),
-            "failed_checks": _failed_checks_text(ref),
+            "failed_checks": _checks_text(ref, "fail"),
+            "amber_checks": _checks_text(ref, "amber"),
+            "runs": _runs_text(ref),
             "checks": table(rows, CHECK_TYPES),
             "verdict_json": dg.MetadataValue.url(ref.files["sim_verdict.json"].uri),
         },
@@ -326,13 +348,18 @@ def sim_verdict_output(result: SimVerdictResult) -> dg.MaterializeResult:
 
 
 def sim_gate_check_output(ref: SimVerdictRef) -> dg.AssetCheckResult:
+    """Passes on green only. Red fails with ERROR: promotion downstream does not run. Amber
+    (insufficient evidence) fails with WARN: the entry may be registered and staged with its amber
+    verdict, and governance keeps it out of production until a verdict is green."""
     return dg.AssetCheckResult(
         passed=ref.green,
-        severity=dg.AssetCheckSeverity.ERROR,
+        severity=dg.AssetCheckSeverity.WARN if ref.verdict == "amber" else dg.AssetCheckSeverity.ERROR,
         description=ref.rationale.split("\n", 1)[0],
         metadata={
             "verdict": ref.status,
-            "failed_checks": _failed_checks_text(ref),
+            "failed_checks": _checks_text(ref, "fail"),
+            "amber_checks": _checks_text(ref, "amber"),
+            "runs": _runs_text(ref),
             "verdict_json": dg.MetadataValue.url(ref.files["sim_verdict.json"].uri),
         },
     )

@@ -140,35 +140,52 @@ def _record(
 GATE = GateConfig(
     categories={
         "cut_in": CategoryCriteria(max_collisions=0),
-        "cruise": CategoryCriteria(max_collision_increase=0),
+        "cruise": CategoryCriteria(max_collision_rate_increase=0.0),
     },
-    max_near_miss_increase=0,
+    max_near_miss_increase_per_run=0.0,
     min_runs=2,
 )
 
 
-def test_gate_green_when_candidate_matches_production() -> None:
+def test_gate_matching_production_is_amber_on_few_runs_and_green_on_enough() -> None:
+    """Semantics changed with the three-valued gate: 3 identical runs used to be green; they cannot
+    rule out a collision-rate increase (0/3 vs 0/3: +/- 56 points), so only the pooled rate
+    comparisons are amber. 80 runs bound it within 5 points (Wilson bound of 0/80: 4.6 %)."""
     prod = [_record("production", f"cut_in-{i:03d}", "cut_in", False) for i in range(3)]
     cand = [_record("candidate", f"cut_in-{i:03d}", "cut_in", False) for i in range(3)]
     v = evaluate_gate(cand, prod, GATE)
-    assert v.green, v.rationale
-    assert "GREEN" in v.rationale
+    assert v.verdict == "amber" and not v.green, v.rationale
+    assert {(c.scope, c.name) for c in v.amber_checks} == {
+        ("all", "collision_rate_increase"),
+        ("all", "failure_rate_increase"),
+    }
+    assert "AMBER" in v.rationale and "insufficient evidence" in v.rationale
+    prod = [_record("production", f"cut_in-{i:03d}", "cut_in", False) for i in range(80)]
+    cand = [_record("candidate", f"cut_in-{i:03d}", "cut_in", False) for i in range(80)]
+    v = evaluate_gate(cand, prod, GATE)
+    assert v.green and v.verdict == "green", v.rationale
+    assert "GREEN" in v.rationale and v.runs == 80
 
 
 def test_gate_red_names_the_category_and_the_colliding_run() -> None:
     prod = [_record("production", f"cut_in-{i:03d}", "cut_in", False) for i in range(3)]
     cand = [_record("candidate", f"cut_in-{i:03d}", "cut_in", i == 1) for i in range(3)]
     v = evaluate_gate(cand, prod, GATE)
-    assert not v.green
-    failed = {(c.scope, c.name) for c in v.failed_checks}
-    assert ("cut_in", "collisions") in failed and ("all", "collisions_per_1000km") in failed
+    assert not v.green and v.verdict == "red"
+    # The absolute criterion is deterministic: one collision is red. (The pooled collision rate,
+    # which used to fail as collisions per 1,000 km, is undecided on 3 runs: amber.)
+    assert {(c.scope, c.name) for c in v.failed_checks} == {("cut_in", "collisions")}
+    assert ("all", "collision_rate_increase") in {(c.scope, c.name) for c in v.amber_checks}
     assert "cut_in-001" in v.rationale and "truck" in v.rationale
 
 
 def test_gate_compares_near_misses_with_production_on_the_same_runs() -> None:
     prod = [_record("production", f"cruise-{i:03d}", "cruise", False, near=1) for i in range(3)]
     same = [_record("candidate", f"cruise-{i:03d}", "cruise", False, near=1) for i in range(3)]
-    assert evaluate_gate(same, prod, GATE).green
+    v = evaluate_gate(same, prod, GATE)
+    assert v.verdict == "amber" and not v.failed_checks  # amber: the rates, on 3 runs
+    (near,) = [c for c in v.checks if c.name == "near_miss_increase" and c.scope == "all"]
+    assert near.status == "pass" and near.interval == "+0.00 [+0.00, +0.00] (n = 3)"
     more = [_record("candidate", f"cruise-{i:03d}", "cruise", False, near=2) for i in range(3)]
     v = evaluate_gate(more, prod, GATE)
     assert [c.name for c in v.failed_checks] == ["near_miss_increase"]
@@ -193,7 +210,7 @@ def test_collisions_per_1000km() -> None:
 NCAP = GateConfig(
     categories={
         "cut_in": CategoryCriteria(
-            max_collisions=0, absolute_conditions=["clear/day"], max_collision_increase=0
+            max_collisions=0, absolute_conditions=["clear/day"], max_collision_rate_increase=0.05
         )
     },
     min_runs=2,
@@ -201,16 +218,19 @@ NCAP = GateConfig(
 
 
 @pytest.mark.parametrize(
-    ("weather", "cand", "prod", "green", "failing"),
+    ("weather", "cand", "prod", "verdict", "failing"),
     [
-        ("clear", True, True, False, "collisions"),  # NCAP-style scene: zero, whatever production does
-        ("fog", True, True, True, None),  # adverse weather: no worse than production
-        ("fog", True, False, False, "collision_increase"),
-        ("fog", False, True, True, None),
+        ("clear", True, True, "red", "collisions"),  # NCAP-style scene: zero, whatever production does
+        ("fog", True, True, "amber", None),  # adverse weather: no worse than production
+        # Semantics changed: this was red (a count above production's). One discordant collision
+        # on one fog run cannot show a rate increase beyond 5 points: the category guard passes and
+        # the pooled comparison is amber (insufficient evidence), which still blocks production.
+        ("fog", True, False, "amber", None),
+        ("fog", False, True, "amber", None),  # better than production, but on 2 runs: undecided
     ],
 )
 def test_absolute_in_nominal_conditions_relative_in_adverse_ones(
-    weather: str, cand: bool, prod: bool, green: bool, failing: str | None
+    weather: str, cand: bool, prod: bool, verdict: str, failing: str | None
 ) -> None:
     other = "rain" if weather == "clear" else "clear"  # one run on each side of the line
     p = [
@@ -222,13 +242,14 @@ def test_absolute_in_nominal_conditions_relative_in_adverse_ones(
         _record("candidate", "cut_in-001", "cut_in", False, weather=other),
     ]
     v = evaluate_gate(c, p, NCAP)
-    assert v.green is green, v.rationale
-    if failing:
-        assert [ch.name for ch in v.failed_checks if ch.scope == "cut_in"] == [failing]
+    assert v.verdict == verdict, v.rationale
+    assert v.green is False
+    assert [ch.name for ch in v.failed_checks if ch.scope == "cut_in"] == ([failing] if failing else [])
+    if failing or cand:
         assert "cut_in-000" in v.rationale
     limits = {ch.name: ch.limit for ch in v.checks if ch.scope == "cut_in"}
     assert limits["collisions"] == "<= 0 in clear/day"
-    assert limits["collision_increase"] == "<= production + 0 outside clear/day"
+    assert limits["collision_rate_increase"] == "red only if surely > production +5 pp outside clear/day"
 
 
 def test_malformed_simulation_config_names_file_and_field(tmp_path) -> None:  # type: ignore[no-untyped-def]

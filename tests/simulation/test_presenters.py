@@ -15,6 +15,7 @@ from adas.simulation.gate import GateCheck
 from adas.simulation.metrics import RunRecord, summarize, summarize_by_category
 from adas.simulation.refs import SimulationRef, SimVerdictRef
 from adas.simulation.replay import replay
+from adas.simulation.sim_verdict import SimVerdictResult
 from adas.simulation.sweep import SweepResult
 from adas_assets.simulation.presenters import (
     closed_loop_output,
@@ -24,6 +25,7 @@ from adas_assets.simulation.presenters import (
     flagged_rows,
     num,
     sim_gate_check_output,
+    sim_verdict_output,
     summary_rows,
     ttfd_rows,
 )
@@ -174,3 +176,42 @@ def test_the_gate_check_reports_the_failed_checks(green: bool) -> None:
     assert result.description == ref.rationale.split("\n", 1)[0]
     assert result.metadata["failed_checks"].value == ("none" if green else "cut_in:collisions")
     assert result.metadata["verdict"].value == ("green" if green else "red")
+
+
+def test_an_amber_gate_warns_without_blocking_and_names_the_undecided_checks() -> None:
+    checks = [
+        GateCheck(
+            name="collision_rate_increase",
+            scope="all",
+            status="amber",
+            candidate=0.0,
+            production=0.0,
+            limit="<= production +5 pp (95% Newcombe interval)",
+            interval="+0.0 pp [-13.8, +13.8] (n = 24)",
+            n_to_decide=73,
+        ),
+        GateCheck(name="min_runs", scope="all", status="pass", candidate=24.0, production=None, limit=">= 4"),
+    ]
+    ref = SimVerdictRef(
+        device="x86-cpu",
+        precision="fp32",
+        version="1.0.0",
+        production_version="0.9.0",
+        green=False,
+        verdict="amber",
+        rationale="**Sim gate AMBER** (insufficient evidence)\n\ndetails",
+        checks=checks,
+        files={"sim_verdict.json": _file("sim_verdict.json")},
+        runs=24,
+    )
+    result = sim_gate_check_output(ref)
+    # Not green, but only a warning: blocking checks stop downstream runs on ERROR alone.
+    assert result.passed is False and result.severity == dg.AssetCheckSeverity.WARN
+    assert result.metadata["verdict"].value == "amber"
+    assert result.metadata["amber_checks"].value == "all:collision_rate_increase"
+    assert result.metadata["failed_checks"].value == "none"
+    out = sim_verdict_output(SimVerdictResult(ref=ref, verdict=None))  # type: ignore[arg-type]
+    rows = out.metadata["checks"].records
+    assert rows[0].data["status"] == "amber" and rows[0].data["interval"] == "+0.0 pp [-13.8, +13.8] (n = 24)"
+    assert rows[0].data["runs_to_decide"] == 73 and rows[1].data["runs_to_decide"] is None
+    assert out.metadata["runs"].value == "24 paired runs (one look)"

@@ -17,6 +17,7 @@ from adas.simulation.config import SimulationConfig
 from adas.simulation.refs import ReplayMetricsRef, SimulationRef
 from adas.simulation.replay_report import FlaggedSegment
 from adas.simulation.scenario_library import build_scenario_library
+from adas.simulation.sequential import SequentialLook, SequentialRecord
 from adas.simulation.sim_verdict import decide_sim_verdict
 from adas.simulation.steps import SimulationInputError, code_version, json_bytes, require_simulatable
 from adas.storage import LocalArtifactStore
@@ -110,9 +111,18 @@ def test_an_empty_library_stores_only_its_index(store: LocalArtifactStore, sim_c
     assert read_json(store, result.ref.index) == {"runs": [], "scenarios": [], "sweep_points": {}}
 
 
-def _simulation_ref(store: LocalArtifactStore, candidate_collides: bool) -> SimulationRef:
+def _simulation_ref(
+    store: LocalArtifactStore, candidate_collides: bool, sequential: SequentialRecord | None = None
+) -> SimulationRef:
+    # The colliding run is in clear weather: an NCAP-style cut-in scene, red whatever the sample.
     records = [
-        _record(model, f"cut_in-{i:03d}", "cut_in", model == "candidate" and candidate_collides and i == 1)
+        _record(
+            model,
+            f"cut_in-{i:03d}",
+            "cut_in",
+            model == "candidate" and candidate_collides and i == 1,
+            weather="clear" if i == 1 else "fog",
+        )
         for model in ("production", "candidate")
         for i in range(4)
     ]
@@ -132,20 +142,49 @@ def _simulation_ref(store: LocalArtifactStore, candidate_collides: bool) -> Simu
         runs=4,
         shards_computed=1,
         shards_reused=0,
+        sequential=sequential,
     )
 
 
-@pytest.mark.parametrize("collides", [False, True])
+@pytest.mark.parametrize(("collides", "verdict"), [(False, "amber"), (True, "red")])
 def test_sim_verdict_is_stored_beside_the_runs(
-    store: LocalArtifactStore, sim_cfg: SimulationConfig, collides: bool
+    store: LocalArtifactStore, sim_cfg: SimulationConfig, collides: bool, verdict: str
 ) -> None:
+    """4 runs without a collision cannot rule out a 5-point collision-rate increase: amber (this
+    was green before the three-valued gate). A collision in a clear cut-in scene is red."""
     simulation = _simulation_ref(store, candidate_collides=collides)
     result = decide_sim_verdict(store, cell=CELL, catalog=CATALOG, cfg=sim_cfg, simulation=simulation)
     ref = result.ref
-    assert ref.green is result.verdict.green is (not collides)
+    assert ref.verdict == result.verdict.verdict == verdict and ref.green is result.verdict.green is False
+    assert ref.runs == 4 and ref.sequential is None
     assert ref.version == "1.0.0" and ref.production_version == "0.9.0"
     body = json.loads(store.get_bytes(ref.files["sim_verdict.json"].key))
-    assert body["verdict"] == ref.status and body["sweep"] == "smoke" and body["device"] == "x86-cpu"
+    assert (
+        body["verdict"] == ref.status == verdict and body["sweep"] == "smoke" and body["device"] == "x86-cpu"
+    )
     assert store.get_bytes(ref.files["sim_verdict.md"].key).decode() == ref.rationale
     if collides:
-        assert any(c.scope == "cut_in" and not c.passed for c in ref.checks)
+        assert any(c.scope == "cut_in" and c.status == "fail" for c in ref.checks)
+    else:
+        assert {c.name for c in ref.checks if c.status == "amber"} == {
+            "collision_rate_increase",
+            "failure_rate_increase",
+        }
+
+
+def test_a_sequential_simulation_is_judged_at_its_last_look(
+    store: LocalArtifactStore, sim_cfg: SimulationConfig
+) -> None:
+    looks = [
+        SequentialLook(runs=2, confidence=0.9999, verdict="amber", rates="amber"),
+        SequentialLook(runs=4, confidence=0.99, verdict="amber", rates="amber"),
+    ]
+    record = SequentialRecord(
+        planned_runs=2, batch_runs=2, max_runs=4, schedule=[2, 4], looks=looks, stopped="budget spent"
+    )
+    simulation = _simulation_ref(store, candidate_collides=False, sequential=record)
+    ref = decide_sim_verdict(store, cell=CELL, catalog=CATALOG, cfg=sim_cfg, simulation=simulation).ref
+    assert ref.sequential == record and ref.verdict == "amber"
+    (rate,) = [c for c in ref.checks if c.name == "collision_rate_increase" and c.scope == "all"]
+    assert "(99.0% Newcombe interval)" in rate.limit
+    assert "Sequential rule: 2 planned runs, 2 added in 1 batch(es)" in ref.rationale
