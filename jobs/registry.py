@@ -41,6 +41,11 @@ class ApproveConfig(dg.Config):
     waive_vulnerabilities: str = Field(
         default="", description="security only: a written justification that waives the vulnerability gate"
     )
+    accept_amber: str = Field(
+        default="",
+        description="accept amber ('insufficient evidence') gate verdicts: quote every undecided interval "
+        "as the registry entry states it",
+    )
 
 
 @dg.op(description="Record an approval (technical, safety, security, product) in the registry.")
@@ -58,11 +63,13 @@ def record_approval(
             reason=config.reason,
             decision=config.decision,
             waive_vulnerabilities=config.waive_vulnerabilities,
+            accept_amber=config.accept_amber,
         )
     except RegistryError as exc:
         raise dg.Failure(description=str(exc)) from exc
     for a in approvals:
         waived = " (vulnerability gate waived)" if a.waiver is not None else ""
+        waived += " (amber verdicts accepted)" if a.amber is not None else ""
         context.log.info(f"{a.entry.ref}: {config.role} {config.decision} by {config.actor}{waived}")
     delivered = registry.deliver()
     if delivered:

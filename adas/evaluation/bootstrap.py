@@ -216,9 +216,12 @@ def paired_bootstrap(
     seed: int = 0,
     confidence: float = DEFAULT_CONFIDENCE,
     recall_classes: Sequence[str] = (),
-    score_threshold: float = 0.3,
+    score_threshold: float | tuple[float, float] = 0.3,
+    class_weights: Mapping[str, float] | None = None,
 ) -> PairedDeltas:
-    """Intervals on AP, AP50, per-class AP and (for ``recall_classes``) recall at ``score_threshold``.
+    """Intervals on AP, AP50, per-class AP, the class-weighted AP and AP50 (``class_weights``)
+    and, for ``recall_classes``, recall at the operating point: ``score_threshold``, or a
+    ``(candidate, production)`` pair when each model has its own operating threshold.
 
     Images are resampled with replacement within ``image_ids`` (default: all), with the same
     draw for both models. Values are fractions (AP 0.452, not 45.2).
@@ -233,14 +236,16 @@ def paired_bootstrap(
         candidate, production = candidate.restrict(mask), production.restrict(mask)
     members = len(candidate.image_ids)
     rng = np.random.default_rng(seed)
+    thresholds = score_threshold if isinstance(score_threshold, tuple) else (score_threshold, score_threshold)
+    weights = _class_weight_vector(names, class_weights)
     metrics = _delta_metrics(
-        candidate, production, np.ones((1, members)), names, recall_classes, score_threshold
+        candidate, production, np.ones((1, members)), names, recall_classes, thresholds, weights
     )
     samples: dict[str, list[np.ndarray]] = {k: [] for k in metrics}
     for start in range(0, n_resamples, _CHUNK):
         w = resample_weights(members, min(_CHUNK, n_resamples - start), rng)
         for key, values in _delta_metrics(
-            candidate, production, w, names, recall_classes, score_threshold
+            candidate, production, w, names, recall_classes, thresholds, weights
         ).items():
             samples[key].append(values)
     intervals = {
@@ -250,25 +255,56 @@ def paired_bootstrap(
     return PairedDeltas(members, n_resamples, intervals)
 
 
+def _class_weight_vector(names: list[str], class_weights: Mapping[str, float] | None) -> np.ndarray | None:
+    if class_weights is None:
+        return None
+    unknown = sorted(set(class_weights) - set(names))
+    if unknown:
+        raise ValueError(f"class weights name classes the ground truth does not have: {unknown}")
+    return np.array([float(class_weights.get(n, 0.0)) for n in names])
+
+
+def weighted_class_mean(per_class: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """sum_c w_c x_c / sum_c w_c per row of ``[R, K]``, over the classes defined in that row
+    (a class without ground truth in a resample is left out of both sums)."""
+    defined = ~np.isnan(per_class) & (weights[None, :] > 0)
+    num = np.where(defined, per_class, 0.0) @ weights
+    den = defined.astype(np.float64) @ weights
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.maximum(den, 1e-300), np.nan)
+
+
 def _delta_metrics(
     candidate: MatchTable,
     production: MatchTable,
     w: np.ndarray,
     names: list[str],
     recall_classes: Sequence[str],
-    score_threshold: float,
+    thresholds: tuple[float, float],
+    class_weights: np.ndarray | None,
 ) -> dict[str, np.ndarray]:
     ap_c, ap_p = candidate.ap(w), production.ap(w)
     out = {
         "AP": mean_ap(ap_c) - mean_ap(ap_p),
         "AP50": mean_ap(ap_c, iou_index=0) - mean_ap(ap_p, iou_index=0),
     }
+    per_c = np.stack([mean_ap(ap_c, class_index=k) for k in range(len(names))], axis=1)
+    per_p = np.stack([mean_ap(ap_p, class_index=k) for k in range(len(names))], axis=1)
     for k, name in enumerate(names):
-        out[f"AP/{name}"] = mean_ap(ap_c, class_index=k) - mean_ap(ap_p, class_index=k)
+        out[f"AP/{name}"] = per_c[:, k] - per_p[:, k]
+    if class_weights is not None:
+        # A class counts in a resample only where both models have it defined (same classes both sides).
+        for key, c, p in (("weighted_AP", per_c, per_p), ("weighted_AP50", ap_c[:, 0, :], ap_p[:, 0, :])):
+            both = ~np.isnan(c) & ~np.isnan(p)
+            out[key] = weighted_class_mean(np.where(both, c, np.nan), class_weights) - weighted_class_mean(
+                np.where(both, p, np.nan), class_weights
+            )
     if recall_classes:
-        rc_c = candidate.recall_at(w, score_threshold)
-        rc_p = production.recall_at(w, score_threshold)
+        rc_c = candidate.recall_at(w, thresholds[0])
+        rc_p = production.recall_at(w, thresholds[1])
         for name in recall_classes:
+            if name not in names:
+                raise ValueError(f"recall class {name!r} is not a class of the ground truth ({names})")
             k = names.index(name)
-            out[f"recall@{score_threshold:g}/{name}"] = rc_c[:, k] - rc_p[:, k]
+            out[f"recall/{name}"] = rc_c[:, k] - rc_p[:, k]
     return out

@@ -304,6 +304,7 @@ def evaluate_cell(
         files=stored,
         snapshot=outcome.snapshot,
         production_snapshot=outcome.production_snapshot,
+        evidence=outcome.evidence,
         latency=latency,
         challenge_suites=suite_names,
         settings_sha256=settings_sha256,

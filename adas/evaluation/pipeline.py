@@ -23,12 +23,15 @@ from adas.evaluation import robustness as rob
 from adas.evaluation.config import EvaluationSettings, Profile
 from adas.evaluation.corruptions import plot_decay, robustness_sweep
 from adas.evaluation.drift import drift_report
+from adas.evaluation.evidence import PairedEvidence, paired_evidence
+from adas.evaluation.forest_plot import forest_rows, plot_forest
 from adas.evaluation.gates import (
     GatesConfig,
     GateVerdict,
     Latency,
     MetricsSnapshot,
     SliceStat,
+    default_gates,
     evaluate_gates,
 )
 from adas.evaluation.matching import match_same_class
@@ -73,6 +76,7 @@ class EvaluationOutcome:
     snapshot: MetricsSnapshot
     production_snapshot: MetricsSnapshot | None
     verdict_preview: GateVerdict
+    evidence: PairedEvidence | None
     candidate_predictions: Predictions
     production_predictions: Predictions | None
     primary: PrimaryResult
@@ -321,13 +325,43 @@ def evaluate_engine(
             files[f"drift_{name}.html"] = body
         timings["drift"] = time.perf_counter() - t
 
-    verdict = evaluate_gates(cand_snap, prod_snap, latency, budget_p95_ms, gates)
+    evidence: PairedEvidence | None = None
+    gates_cfg = gates or default_gates()
+    if prod is not None:
+        t = time.perf_counter()
+        conf = gates_cfg.confidence
+        prod_operating = float(production.contract.postprocess.score_threshold) if production else operating
+        evidence = paired_evidence(
+            gt,
+            cand.records(),
+            prod.records(),
+            split_ids,
+            {s.name: s.image_ids for s in data.slices},
+            class_weights=gates_cfg.weighted_map.class_weights,
+            recall_classes=gates_cfg.safety_recall.classes,
+            operating_thresholds=(operating, prod_operating),
+            resamples=conf.resamples,
+            seed=conf.seed,
+            confidence=conf.level,
+        )
+        timings["paired_bootstrap"] = time.perf_counter() - t
+        log(
+            f"paired bootstrap: {conf.resamples} resamples over {evidence.n_images} images and "
+            f"{len(evidence.slices)} slices in {evidence.seconds:.1f}s"
+        )
+    verdict = evaluate_gates(cand_snap, prod_snap, latency, budget_p95_ms, gates_cfg, evidence=evidence)
 
     t = time.perf_counter()
     files["plots/pr_curves.png"] = plot_pr_curves(primary, f"{title}: PR curves")
     files["plots/confusion_matrix.png"] = plot_confusion(primary, title)
     files["plots/reliability.png"] = cal.plot_reliability(cand_cal, f"{title}: reliability")
     files["plots/robustness_decay.png"] = plot_decay(corruption, f"{title}: AP vs corruption severity")
+    if evidence is not None:
+        files["plots/delta_forest.png"] = plot_forest(
+            forest_rows(evidence, verdict.decisions),
+            f"{title}: candidate - production ({verdict.verdict.upper()})",
+            evidence.confidence,
+        )
     files["predictions.json"] = cand.to_json()
     if prod is not None:
         files["production_predictions.json"] = prod.to_json()
@@ -366,6 +400,7 @@ def evaluate_engine(
         "drift": drift_summary,
         "latency": None if latency is None else latency.model_dump(),
         "gates_preview": verdict.model_dump(),
+        "paired_evidence": None if evidence is None else evidence.model_dump(),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
     return EvaluationOutcome(
@@ -375,6 +410,7 @@ def evaluate_engine(
         snapshot=cand_snap,
         production_snapshot=prod_snap,
         verdict_preview=verdict,
+        evidence=evidence,
         candidate_predictions=cand,
         production_predictions=prod,
         primary=primary,

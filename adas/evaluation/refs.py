@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from adas.evaluation.evidence import PairedEvidence
 from adas.evaluation.gates import GateVerdict, Latency, MetricsSnapshot
 from adas.intake.refs import StoredFile
 from adas.packaging.refs import EngineRef
@@ -29,6 +30,9 @@ class EvalReportRef(BaseModel):
     snapshot: MetricsSnapshot
     production_snapshot: MetricsSnapshot | None
     latency: Latency | None
+    # The paired intervals the gate decides on (None: no production baseline, or an evaluation
+    # stored before intervals existed; the gate then says "insufficient evidence").
+    evidence: PairedEvidence | None = None
     challenge_suites: list[str] = []
     settings_sha256: str = ""
     wandb: dict[str, Any] = {}

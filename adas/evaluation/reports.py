@@ -31,6 +31,7 @@ from adas.evaluation.slices import pct, signed_pct
 from adas.intake.refs import StoredFile
 from adas.intake.stored import stored_file
 from adas.settings import AdasHome
+from adas.stats import Interval
 from adas.storage import ArtifactStore
 
 
@@ -96,7 +97,7 @@ def summary_markdown(
     lat = report.get("latency") or {}
     lines = [f"# Evaluation summary: {title}", ""]
     lines.append(
-        f"Verdict preview: **{'GREEN' if verdict.passed else 'RED'}** ({verdict.rationale}). "
+        f"Verdict preview: **{verdict.verdict.upper()}** ({verdict.rationale}). "
         "The `regression_gate` asset holds the authoritative verdict."
     )
     lines += ["", "## Headline", "", "| metric | candidate | production |", "|---|---|---|"]
@@ -160,6 +161,13 @@ def summary_markdown(
             f"Tracker continuity unstable under {', '.join(temporal['unstable_conditions'])}: "
             "check frame buffering / timestamp handling downstream."
         )
+    if verdict.verdict == "amber":
+        for d in verdict.amber:
+            more = f" (about {d.n_to_decide} images would decide it)" if d.n_to_decide else ""
+            actions.append(
+                f"Insufficient evidence on `{d.gate}` {d.scope}: {d.quote}{more}; evaluate on more "
+                "images of that slice, or record an approval that quotes this interval."
+            )
     if not verdict.passed:
         for g in verdict.failed:
             actions.append(f"Fix gate `{g.name}`: {g.rationale}")
@@ -191,6 +199,9 @@ def summary_markdown(
         )
     lines += [f"- {a}" for a in actions]
     lines += ["", "## Gates (preview)", "", verdict_markdown(verdict, "Regression gates")]
+    evidence = report.get("paired_evidence")
+    if evidence:
+        lines += ["", evidence_markdown(evidence, verdict)]
     if links:
         lines += ["", "## Files", ""] + [f"- [{k}]({v})" for k, v in links.items()]
     return "\n".join(lines) + "\n"
@@ -200,21 +211,60 @@ def summary_markdown(
 
 
 def verdict_markdown(verdict: GateVerdict, title: str) -> str:
-    icon = {"pass": "pass", "fail": "**FAIL**", "skipped": "skipped"}
+    icon = {"pass": "pass", "amber": "**AMBER**", "fail": "**FAIL**", "skipped": "skipped"}
     lines = [
-        f"### {title}: {'GREEN' if verdict.passed else 'RED'}",
+        f"### {title}: {verdict.verdict.upper()}",
         "",
         verdict.rationale,
         "",
-        "| gate | status | observed | requirement | rationale |",
-        "|---|---|---|---|---|",
+        "| gate | status | observed | interval (points) | requirement | rationale |",
+        "|---|---|---|---|---|---|",
     ]
     for g in verdict.gates:
         lines.append(
-            f"| {g.name} | {icon[g.status]} | {g.observed} | {g.requirement} | {g.rationale.replace('|', '/')} |"
+            f"| {g.name} | {icon[g.status]} | {g.observed} | {g.interval or ''} | {g.requirement} | "
+            f"{g.rationale.replace('|', '/')} |"
         )
+    if verdict.decisions:
+        lines += [
+            "",
+            "| gated delta | interval (points) | tolerance | verdict | would decide |",
+            "|---|---|---|---|---|",
+        ]
+        for d in verdict.decisions:
+            shown = d.delta.points() if d.delta else "undefined"
+            need = f"~{d.n_to_decide} images" if d.n_to_decide else ""
+            lines.append(
+                f"| {d.scope} {d.metric} | {shown} | -{d.tolerance_points:.2f} | {d.verdict} | {need} |"
+            )
     lines.append("")
+    if verdict.confidence:
+        lines.append(f"Intervals: {verdict.confidence}.")
     lines.append(f"gates.yaml version {verdict.gates_version} (sha256 `{verdict.gates_sha256[:12]}`)")
+    return "\n".join(lines)
+
+
+def evidence_markdown(evidence: Mapping[str, Any], verdict: GateVerdict) -> str:
+    """Every paired delta (not only the gated ones): overall, per class, per slice."""
+    lines = [
+        "## Paired deltas (candidate - production, points)",
+        "",
+        f"{evidence['method']}, {evidence['resamples']} resamples, seed {evidence['seed']}, "
+        f"{100 * evidence['confidence']:g}% intervals. Plot: `plots/delta_forest.png`.",
+        "",
+        "| scope | metric | delta [low, high] (n) |",
+        "|---|---|---|",
+    ]
+
+    def fmt(d: Mapping[str, Any]) -> str:
+        return Interval(d["point"], d["low"], d["high"], d["n"], d["confidence"]).format(scale=100.0)
+
+    for key, d in evidence["overall"].items():
+        lines.append(f"| all | {key} | {fmt(d)} |")
+    for name, deltas in evidence.get("slices", {}).items():
+        for key in ("AP", "AP50"):
+            if key in deltas:
+                lines.append(f"| {name} | {key} | {fmt(deltas[key])} |")
     return "\n".join(lines)
 
 
@@ -254,7 +304,12 @@ def blocking_report(verdict: GateVerdict, title: str, context: Mapping[str, str]
         )
     if any(g.name == "weighted_map" for g in verdict.failed):
         lines.append(
-            "- Route to training (step 14): the overall weighted mAP does not beat production by the required margin."
+            "- Route to training (step 14): the overall weighted mAP is shown worse than production "
+            "beyond the tolerance (or short of the required improvement)."
+        )
+    if any(g.name == "safety_recall" for g in verdict.failed):
+        lines.append(
+            "- Route to training (step 14): recall on a safety-critical class dropped at the operating point."
         )
     if any(g.name == "latency" for g in verdict.failed):
         lines.append(

@@ -13,6 +13,7 @@ from typing import Any
 from adas.catalog import TargetCatalog
 from adas.cell import Cell
 from adas.evaluation.config import EvaluationSettings, IntegritySettings
+from adas.evaluation.forest_plot import forest_rows, plot_forest
 from adas.evaluation.gates import evaluate_gates
 from adas.evaluation.inputs import EvaluationInputError, load_slice_catalog
 from adas.evaluation.integrity import check_integrity
@@ -135,7 +136,8 @@ class GateJudgement:
 
     ref: GateRef
     title: str
-    blocking_report: str | None  # the markdown of a red verdict
+    blocking_report: str | None  # the markdown of a red verdict (amber needs evidence, not data)
+    forest_png: bytes | None = None  # every paired delta with its interval, coloured by verdict
 
 
 def judge_cell(
@@ -149,6 +151,7 @@ def judge_cell(
         eval_report.production_snapshot,
         latency,
         latency.budget_p95_ms if latency else None,
+        evidence=eval_report.evidence,
     )
     contract = eval_report.engine.contract
     production = eval_report.production_engine
@@ -162,8 +165,18 @@ def judge_cell(
         **verdict.model_dump(),
     }
     files = {"gate_verdict.json": json_bytes(body)}
+    forest: bytes | None = None
+    if eval_report.evidence is not None:
+        forest = plot_forest(
+            forest_rows(eval_report.evidence, verdict.decisions),
+            f"{title}: {verdict.verdict.upper()}",
+            eval_report.evidence.confidence,
+        )
+        files["gate_delta_forest.png"] = forest
     blocking: str | None = None
-    if not verdict.passed:
+    if verdict.verdict == "amber":
+        warn(f"gate AMBER for {title}: {verdict.rationale}")
+    if verdict.verdict == "red":
         reports = eval_report.files
         blocking = blocking_report(
             verdict,
@@ -187,4 +200,4 @@ def judge_cell(
         verdict=verdict,
         files=write_files(store, eval_report.prefix, files),
     )
-    return GateJudgement(ref=ref, title=title, blocking_report=blocking)
+    return GateJudgement(ref=ref, title=title, blocking_report=blocking, forest_png=forest)

@@ -30,6 +30,7 @@ class Approval:
     entry: Entry
     event: Event
     waiver: Event | None = None
+    amber: Event | None = None
 
 
 def approve_entries(
@@ -41,15 +42,22 @@ def approve_entries(
     reason: str,
     decision: Literal["approved", "rejected"] = "approved",
     waive_vulnerabilities: str = "",
+    accept_amber: str = "",
 ) -> list[Approval]:
-    """Record ``role``'s decision (and the security role's waiver) on every entry."""
+    """Record ``role``'s decision on every entry, with the security role's waiver and the
+    acceptance of amber gate verdicts (``accept_amber``: the quoted intervals) when given."""
     if waive_vulnerabilities and role != "security":
         raise RegistryError("only the security role can waive the vulnerability gate")
+    if accept_amber and decision != "approved":
+        raise RegistryError("an amber verdict is accepted by an approval, not a rejection")
     approvals = []
     for e in entries:
         event = registry.approve(e.id, role, actor=actor, reason=reason, decision=decision)
         waiver = None
         if waive_vulnerabilities:
             waiver = registry.waive_vulnerabilities(e.id, actor=actor, justification=waive_vulnerabilities)
-        approvals.append(Approval(e, event, waiver))
+        amber = None
+        if accept_amber:
+            amber = registry.accept_amber(e.id, role=role, actor=actor, quote=accept_amber, reason=reason)
+        approvals.append(Approval(e, event, waiver, amber))
     return approvals

@@ -217,11 +217,16 @@ def cmd_approve(args: argparse.Namespace) -> int:
         reason=args.reason,
         decision=decision,
         waive_vulnerabilities=args.waive_vulnerabilities or "",
+        accept_amber=args.accept_amber or "",
     )
     for a in approvals:
         print(f"{a.entry.ref}: {args.role} {decision} by {args.actor} (event #{a.event.id})")
         if a.waiver is not None:
             print(f"{a.entry.ref}: vulnerability gate waived (event #{a.waiver.id})")
+        if a.amber is not None:
+            print(
+                f"{a.entry.ref}: amber verdicts accepted, quoting {a.amber.payload['quote']!r} (event #{a.amber.id})"
+            )
     return 0
 
 
@@ -345,6 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reject", action="store_true", help="record a rejection instead")
     p.add_argument(
         "--waive-vulnerabilities", metavar="JUSTIFICATION", help="security: waive the vulnerability gate"
+    )
+    p.add_argument(
+        "--accept-amber",
+        metavar="QUOTE",
+        help="accept amber gate verdicts: quote every undecided interval as `adas-registry show` prints it",
     )
     p.set_defaults(func=cmd_approve)
 

@@ -28,10 +28,12 @@ class VulnerabilityPolicy(_Strict):
 class GovernancePolicy(_Strict):
     required_approvals: list[str] = list(ROLES)
     vulnerabilities: VulnerabilityPolicy = VulnerabilityPolicy()
+    # Who may accept an amber ("insufficient evidence") gate verdict, by quoting its intervals.
+    amber_accept_roles: list[str] = ["technical", "safety"]
     require_newer_version: bool = True
     require_license_pass: bool = True
 
-    @field_validator("required_approvals")
+    @field_validator("required_approvals", "amber_accept_roles")
     @classmethod
     def _roles(cls, v: list[str]) -> list[str]:
         unknown = sorted(set(v) - set(ROLES))

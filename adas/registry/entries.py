@@ -57,7 +57,7 @@ def _points(v: float | None) -> float | None:
 
 
 def performance_and_slices(report: EvalReportRef) -> tuple[Performance, list[SliceRow]]:
-    snap, prod = report.snapshot, report.production_snapshot
+    snap, prod, evidence = report.snapshot, report.production_snapshot, report.evidence
     perf = Performance(
         AP=snap.AP,
         AP50=snap.AP50,
@@ -70,11 +70,13 @@ def performance_and_slices(report: EvalReportRef) -> tuple[Performance, list[Sli
         production_AP=prod.AP if prod else None,
         eval_frames=report.frames,
         eval_dataset_tag=report.dataset_tag,
+        delta_intervals={} if evidence is None else {k: d.points() for k, d in evidence.overall.items()},
     )
     rows = []
     for name, s in sorted(snap.slices.items()):
         p = prod.slices.get(name) if prod else None
         delta = None if s.AP is None or p is None or p.AP is None else round(100.0 * (s.AP - p.AP), 2)
+        interval = evidence.delta("AP", name) if evidence is not None else None
         rows.append(
             SliceRow(
                 slice=name,
@@ -83,21 +85,24 @@ def performance_and_slices(report: EvalReportRef) -> tuple[Performance, list[Sli
                 delta_points=delta,
                 images=s.images,
                 critical=s.critical,
+                delta_interval=interval.points() if interval is not None else None,
             )
         )
     return perf, rows
 
 
 def evaluation_verdict(gate: GateRef) -> Verdict:
+    v = gate.verdict
     return Verdict(
         kind="evaluation",
         passed=gate.passed,
         version=gate.version,
         device=gate.device,
         precision=gate.precision,
-        rationale=gate.verdict.rationale,
-        failing=[f.slice for f in gate.verdict.failing_slices] + [g.name for g in gate.verdict.failed],
+        rationale=v.rationale,
+        failing=[f.slice for f in v.failing_slices] + [g.name for g in v.failed],
         report=pointer(gate.files["gate_verdict.json"]) if "gate_verdict.json" in gate.files else None,
+        amber=[d.quote for d in v.amber] if v.verdict == "amber" else [],
     )
 
 
@@ -109,8 +114,11 @@ def simulation_verdict(sim: SimVerdictRef) -> Verdict:
         device=sim.device,
         precision=sim.precision,
         rationale=sim.rationale,
-        failing=[f"{c.scope}:{c.name}" for c in sim.checks if not c.passed],
+        failing=[f"{c.scope}:{c.name}" for c in sim.checks if c.status == "fail"],
         report=pointer(sim.files["sim_verdict.json"]) if "sim_verdict.json" in sim.files else None,
+        amber=[f"{c.scope} {c.name} {c.interval or 'undefined'}" for c in sim.checks if c.status == "amber"]
+        if sim.verdict == "amber"
+        else [],
     )
 
 

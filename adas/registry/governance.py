@@ -38,7 +38,7 @@ from adas.packaging.signing import (
     verify_blob,
 )
 from adas.registry.config import GovernancePolicy
-from adas.registry.models import Entry, EntryBody, RegistryError, Verdict, semver_key
+from adas.registry.models import Entry, EntryBody, Event, RegistryError, Verdict, semver_key
 from adas.registry.store import RegistryStore
 from adas.storage import ArtifactStore
 
@@ -198,7 +198,14 @@ def _read_json(path: Path) -> Any | None:
         return None
 
 
-def _verdict_condition(name: str, v: Verdict | None, body: EntryBody) -> Condition:
+def _verdict_condition(
+    name: str,
+    v: Verdict | None,
+    body: EntryBody,
+    entry_id: int,
+    acceptances: list[Event],
+    policy: GovernancePolicy,
+) -> Condition:
     if v is None:
         return Condition(name=name, met=False, detail="no verdict recorded for this entry")
     if (v.version, v.device, v.precision) != (body.version, body.device, body.precision):
@@ -207,11 +214,41 @@ def _verdict_condition(name: str, v: Verdict | None, body: EntryBody) -> Conditi
             met=False,
             detail=f"the verdict is for {v.version} on {v.device}/{v.precision}, not {body.version} on {body.target}",
         )
+    if v.status == "amber":
+        return _amber_condition(name, v, body, entry_id, acceptances, policy)
     if not v.passed:
         failing = f" (failing: {', '.join(v.failing)})" if v.failing else ""
         first = v.rationale.strip().splitlines()[0] if v.rationale.strip() else "red"
         return Condition(name=name, met=False, detail=f"RED for {body.target}{failing}: {first}")
     return Condition(name=name, met=True, detail=f"green for {body.target}")
+
+
+def _amber_condition(
+    name: str, v: Verdict, body: EntryBody, entry_id: int, acceptances: list[Event], policy: GovernancePolicy
+) -> Condition:
+    """Amber blocks automatic promotion. It is met only by an approval of an allowed role whose
+    quote contains every undecided interval, exactly as the verdict states it: a person accepts
+    the evidence they read, and an interval that changes (a re-evaluation) needs a new approval."""
+    allowed = [a for a in acceptances if a.payload.get("role") in policy.amber_accept_roles]
+    for a in reversed(allowed):
+        quote = str(a.payload.get("quote", ""))
+        if all(item in quote for item in v.amber):
+            return Condition(
+                name=name,
+                met=True,
+                detail=f"AMBER accepted by {a.actor} ({a.payload.get('role')}) at {a.at:%Y-%m-%d %H:%M} UTC, "
+                f"quoting {'; '.join(v.amber)}: {a.reason}",
+            )
+    stale = " (an acceptance was recorded but does not quote the current intervals)" if acceptances else ""
+    roles = " or ".join(policy.amber_accept_roles)
+    return Condition(
+        name=name,
+        met=False,
+        detail=f"AMBER (insufficient evidence) for {body.target}: {'; '.join(v.amber)}{stale}. "
+        f"Gather more evidence, or accept it with an approval that quotes every interval: "
+        f"adas-registry approve --entry {entry_id} --role {roles.split(' or ')[0]} --accept-amber "
+        f"'{'; '.join(v.amber)}' --reason '...' (roles: {roles})",
+    )
 
 
 def check_governance(
@@ -317,8 +354,12 @@ def check_governance(
     finally:
         if workdir is None:
             shutil.rmtree(tmp, ignore_errors=True)
-    conditions.append(_verdict_condition("evaluation gate", evaluation or body.evaluation, body))
-    conditions.append(_verdict_condition("simulation gate", simulation or body.simulation, body))
+    accepted = registry.amber_acceptances(entry.id)
+    for name, v in (
+        ("evaluation gate", evaluation or body.evaluation),
+        ("simulation gate", simulation or body.simulation),
+    ):
+        conditions.append(_verdict_condition(name, v, body, entry.id, accepted, policy))
     if policy.require_newer_version:
         prod = registry.alias_entry(body.target, "production")
         if prod is None:

@@ -19,8 +19,15 @@ def _verdict_line(v: Verdict | None, what: str) -> str:
     if v is None:
         return f"- **{what}**: not recorded"
     failing = f" (failing: {', '.join(v.failing)})" if v.failing else ""
+    amber = f" (insufficient evidence: {'; '.join(v.amber)})" if v.status == "amber" else ""
     report = f" — [report]({v.report.uri})" if v.report else ""
-    return f"- **{what}**: {v.status.upper()} for {v.device}/{v.precision}{failing}{report}"
+    return f"- **{what}**: {v.status.upper()} for {v.device}/{v.precision}{failing}{amber}{report}"
+
+
+def _deltas(intervals: dict[str, str]) -> str:
+    keys = [k for k in ("weighted_AP", "AP", "AP50") if k in intervals]
+    keys += [k for k in intervals if k not in keys]
+    return "; ".join(f"{k} {intervals[k]}" for k in keys)
 
 
 def render_model_card(body: EntryBody) -> str:
@@ -72,6 +79,13 @@ def render_model_card(body: EntryBody) -> str:
         if perf.latency_p95_ms is not None
         else f"- latency budget p95 {body.latency_budget_ms.get('p95', float('nan')):g} ms (not measured)",
         f"- evaluated on {perf.eval_frames} frames of `{perf.eval_dataset_tag}`" if perf.eval_frames else "",
+        *(
+            [
+                f"- delta vs production, points [95% paired bootstrap interval] (n images): {_deltas(perf.delta_intervals)}"
+            ]
+            if perf.delta_intervals
+            else []
+        ),
         "",
     ]
     if perf.per_class_AP:
@@ -82,11 +96,11 @@ def render_model_card(body: EntryBody) -> str:
         lines += [
             "### Slices",
             "",
-            "| slice | critical | images | AP | production AP | delta (points) |",
+            "| slice | critical | images | AP | production AP | delta (points) [95% paired interval] (n) |",
             "|---|---|---|---|---|---|",
         ]
         for s in body.slices:
-            delta = "n/a" if s.delta_points is None else f"{s.delta_points:+.1f}"
+            delta = s.delta_interval or ("n/a" if s.delta_points is None else f"{s.delta_points:+.1f}")
             lines.append(
                 f"| {_cell(s.slice)} | {'yes' if s.critical else ''} | {s.images} | {_pts(s.AP)} | "
                 f"{_pts(s.production_AP)} | {delta} |"

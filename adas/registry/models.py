@@ -6,9 +6,16 @@ import hashlib
 import json
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 from adas.cell import Cell
 
@@ -71,16 +78,37 @@ class EntryPointers(_Frozen):
     bundle_sha256: str
 
 
-class SliceRow(_Frozen):
+class _LaterFields(_Frozen):
+    """A record that gained fields after entries were first registered: a field of
+    ``ADDED_LATER`` left empty is not serialized, so entries registered before it existed
+    serialize exactly as they did and their digests still verify."""
+
+    ADDED_LATER: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_empty_later_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        for name in self.ADDED_LATER:
+            if data.get(name) in (None, [], {}, ""):
+                data.pop(name, None)
+        return data
+
+
+class SliceRow(_LaterFields):
+    ADDED_LATER: ClassVar[tuple[str, ...]] = ("delta_interval",)
+
     slice: str
     AP: float | None
     production_AP: float | None = None
     delta_points: float | None = None
     images: int
     critical: bool = False
+    delta_interval: str | None = None  # ``point [low, high] (n = ...)`` in AP points, paired
 
 
-class Performance(_Frozen):
+class Performance(_LaterFields):
+    ADDED_LATER: ClassVar[tuple[str, ...]] = ("delta_intervals",)
+
     AP: float | None = None
     AP50: float | None = None
     per_class_AP: dict[str, float | None] = {}
@@ -92,10 +120,17 @@ class Performance(_Frozen):
     production_AP: float | None = None
     eval_frames: int | None = None
     eval_dataset_tag: str | None = None
+    # Paired deltas vs production, ``point [low, high] (n = ...)`` in points: AP, AP50, weighted AP...
+    delta_intervals: dict[str, str] = {}
 
 
-class Verdict(_Frozen):
-    """A gate verdict as the registry records it (evaluation or simulation)."""
+class Verdict(_LaterFields):
+    """A gate verdict as the registry records it (evaluation or simulation).
+
+    ``amber``: the undecided deltas, each quoted as ``scope metric point [low, high] (n = ...)``;
+    an approval must quote every one of them to accept an amber verdict."""
+
+    ADDED_LATER: ClassVar[tuple[str, ...]] = ("amber",)
 
     kind: Literal["evaluation", "simulation"]
     passed: bool
@@ -105,10 +140,13 @@ class Verdict(_Frozen):
     rationale: str
     failing: list[str] = []
     report: Pointer | None = None
+    amber: list[str] = []
 
     @property
     def status(self) -> str:
-        return "green" if self.passed else "red"
+        if self.passed:
+            return "green"
+        return "amber" if self.amber and not self.failing else "red"
 
 
 class Security(_Frozen):

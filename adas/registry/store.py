@@ -466,6 +466,35 @@ class RegistryStore:
     def waivers(self, entry_id: int) -> list[Event]:
         return self.events(entry_id=entry_id, kinds=["vulnerability_waiver"])
 
+    def accept_amber(
+        self,
+        entry_id: int,
+        *,
+        role: str,
+        actor: str,
+        quote: str,
+        reason: str,
+        idempotency_key: str | None = None,
+    ) -> Event:
+        """Record that ``role`` accepts the entry's amber gate verdicts, quoting their intervals."""
+        entry = self.get_entry(entry_id)
+        key = (
+            idempotency_key
+            or f"amber:{entry_id}:{role}:{uuid.uuid5(uuid.NAMESPACE_URL, quote + reason).hex[:12]}"
+        )
+        return self.record_event(
+            "amber_accepted",
+            actor=actor,
+            reason=reason,
+            idempotency_key=key,
+            target=entry.target,
+            entry_id=entry_id,
+            payload={"role": role, "quote": quote, "version": entry.version},
+        )
+
+    def amber_acceptances(self, entry_id: int) -> list[Event]:
+        return self.events(entry_id=entry_id, kinds=["amber_accepted"])
+
     # ------------------------------------------------------------------ aliases and targets
     def target_state(self, target: str) -> TargetState:
         Cell.from_target_name(target)

@@ -37,12 +37,26 @@ AGREEMENT_COLUMNS = {
     "extra_fraction": "string",
 }
 EXPECTATION_COLUMNS = {"table": "string", "rows": "int", "expectations": "int", "failed": "int"}
-GATE_COLUMNS = {"gate": "string", "status": "string", "observed": "string", "requirement": "string"}
+GATE_COLUMNS = {
+    "gate": "string",
+    "status": "string",
+    "observed": "string",
+    "interval_pts": "string",
+    "requirement": "string",
+}
+DECISION_COLUMNS = {
+    "delta": "string",
+    "interval_pts": "string",
+    "tolerance_pts": "float",
+    "verdict": "string",
+    "images_to_decide": "int",
+}
 # The plots shown inline in the eval_report's metadata: metadata key -> (title, file).
 INLINE_PLOTS = {
     "pr_curves": ("PR curves", "plots/pr_curves.png"),
     "reliability_diagram": ("reliability", "plots/reliability.png"),
     "confusion_matrix": ("confusion matrix", "plots/confusion_matrix.png"),
+    "delta_forest": ("candidate - production, paired intervals", "plots/delta_forest.png"),
 }
 # Stored reports linked from the eval_report's metadata: metadata key -> file.
 REPORT_LINKS = {
@@ -113,26 +127,33 @@ def eval_summary_markdown(evaluation: CellEvaluation) -> str:
     baseline = production.contract.version if production else "**none** (no baseline: relative gates skipped)"
     suites = f" + challenge suites {', '.join(ref.challenge_suites)}" if ref.challenge_suites else ""
     preview = outcome.verdict_preview
+    evidence = outcome.evidence
+
+    def delta(key: str) -> str:
+        d = evidence.overall.get(key) if evidence is not None else None
+        return d.points() if d is not None else "n/a"
+
     return "\n".join(
         [
             f"### {evaluation.title}",
             "",
             f"Production: {baseline}; {ref.frames} frames of `{ref.split}` ({ref.dataset_tag}){suites}",
             "",
-            "| | candidate | production |",
-            "|---|---|---|",
-            f"| AP | {pct(metrics['AP'])} | {pct(pm.get('AP')) if pm else 'n/a'} |",
-            f"| AP50 | {pct(metrics['AP50'])} | {pct(pm.get('AP50')) if pm else 'n/a'} |",
+            "| | candidate | production | delta, points [95% paired interval] (n) |",
+            "|---|---|---|---|",
+            f"| AP | {pct(metrics['AP'])} | {pct(pm.get('AP')) if pm else 'n/a'} | {delta('AP')} |",
+            f"| AP50 | {pct(metrics['AP50'])} | {pct(pm.get('AP50')) if pm else 'n/a'} | {delta('AP50')} |",
             *[
-                f"| AP {c} | {pct(v)} | {pct((pm.get('per_class_AP') or {}).get(c)) if pm else 'n/a'} |"
+                f"| AP {c} | {pct(v)} | {pct((pm.get('per_class_AP') or {}).get(c)) if pm else 'n/a'} | "
+                f"{delta('AP/' + c)} |"
                 for c, v in metrics["per_class_AP"].items()
             ],
             f"| ECE / D-ECE | {pct(cal['ece'], 2)} / {pct(cal['dece'], 2)} | "
-            + (f"{pct(pcal.get('ece'), 2)} / {pct(pcal.get('dece'), 2)} |" if production else "n/a |"),
-            f"| mPC / rPC | {pct(rs['mPC'])} / {pct(rs['rPC'], 0)}% | |",
-            f"| p95 latency | {latency.p95_ms:.2f} ms (budget {latency.budget_p95_ms:g} ms) | |",
+            + (f"{pct(pcal.get('ece'), 2)} / {pct(pcal.get('dece'), 2)} | |" if production else "n/a | |"),
+            f"| mPC / rPC | {pct(rs['mPC'])} / {pct(rs['rPC'], 0)}% | | |",
+            f"| p95 latency | {latency.p95_ms:.2f} ms (budget {latency.budget_p95_ms:g} ms) | | |",
             "",
-            f"Gate preview: **{'GREEN' if preview.passed else 'RED'}**: {preview.rationale}",
+            f"Gate preview: **{preview.verdict.upper()}**: {preview.rationale}",
         ]
     )
 
@@ -169,11 +190,12 @@ def eval_report_result(evaluation: CellEvaluation) -> dg.MaterializeResult:
         "rPC": rs["rPC"],
         "ood_auroc_energy": report["ood"]["auroc_energy"],
         "p95_latency_ms": evaluation.latency.p95_ms,
-        "gate_preview": "green" if outcome.verdict_preview.passed else "red",
+        "gate_preview": outcome.verdict_preview.verdict,
         "baseline": ref.production_engine.contract.version if ref.production_engine else "none",
         **{
             key: dg.MetadataValue.md(png_markdown(title, evaluation.files[name], stored[name].uri))
             for key, (title, name) in INLINE_PLOTS.items()
+            if name in evaluation.files  # no forest plot without a production baseline
         },
         **{key: dg.MetadataValue.url(stored[name].uri) for key, name in REPORT_LINKS.items()},
         "timings_s": table(
@@ -252,20 +274,44 @@ def gate_result(judgement: GateJudgement) -> dg.MaterializeResult:
     ref = judgement.ref
     verdict, stored = ref.verdict, ref.files
     metadata: dict[str, Any] = {
-        "verdict": "green" if verdict.passed else "red",
+        "verdict": verdict.verdict,
         "passed": verdict.passed,
         "rationale": dg.MetadataValue.md(verdict_markdown(verdict, judgement.title)),
         "gates": table(
             [
-                {"gate": g.name, "status": g.status, "observed": g.observed, "requirement": g.requirement}
+                {
+                    "gate": g.name,
+                    "status": g.status,
+                    "observed": g.observed,
+                    "interval_pts": g.interval or "",
+                    "requirement": g.requirement,
+                }
                 for g in verdict.gates
             ],
             GATE_COLUMNS,
         ),
+        "gated_deltas": table(
+            [
+                {
+                    "delta": f"{d.scope} {d.metric}",
+                    "interval_pts": d.delta.points() if d.delta else "undefined",
+                    "tolerance_pts": round(d.tolerance_points, 3),
+                    "verdict": d.verdict,
+                    "images_to_decide": d.n_to_decide or 0,
+                }
+                for d in verdict.decisions
+            ],
+            DECISION_COLUMNS,
+        ),
+        "amber_deltas": dg.MetadataValue.text(_names([d.quote for d in verdict.amber])),
         "failing_slices": dg.MetadataValue.text(_names([f.slice for f in verdict.failing_slices])),
         "gates_version": verdict.gates_version,
         "verdict_json": dg.MetadataValue.url(stored["gate_verdict.json"].uri),
     }
+    if judgement.forest_png is not None and "gate_delta_forest.png" in stored:
+        metadata["delta_forest"] = dg.MetadataValue.md(
+            png_markdown("paired deltas", judgement.forest_png, stored["gate_delta_forest.png"].uri)
+        )
     if "blocking_report.md" in stored and judgement.blocking_report is not None:
         metadata["blocking_report"] = dg.MetadataValue.url(stored["blocking_report.md"].uri)
         metadata["blocking_report_text"] = dg.MetadataValue.md(judgement.blocking_report)
@@ -273,18 +319,20 @@ def gate_result(judgement: GateJudgement) -> dg.MaterializeResult:
 
 
 def gate_check_result(gate: GateRef) -> dg.AssetCheckResult:
-    """``gate_is_green``: passes with the gate; a red gate fails it and names why."""
+    """``gate_is_green``: passes with a green gate; amber fails it as a warning (insufficient
+    evidence: promotion waits for a person), red as an error; both name why."""
     v = gate.verdict
     metadata: dict[str, Any] = {
         "verdict": v.verdict,
         "failed_gates": dg.MetadataValue.text(_names([g.name for g in v.failed])),
         "failing_slices": dg.MetadataValue.text(_names([f.slice for f in v.failing_slices])),
+        "amber_deltas": dg.MetadataValue.text(_names([d.quote for d in v.amber])),
     }
     if "blocking_report.md" in gate.files:
         metadata["blocking_report"] = dg.MetadataValue.url(gate.files["blocking_report.md"].uri)
     return dg.AssetCheckResult(
         passed=gate.passed,
-        severity=dg.AssetCheckSeverity.ERROR,
+        severity=dg.AssetCheckSeverity.WARN if v.verdict == "amber" else dg.AssetCheckSeverity.ERROR,
         description=v.rationale,
         metadata=metadata,
     )

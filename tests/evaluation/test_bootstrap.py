@@ -49,7 +49,7 @@ def test_a_worse_class_is_red_with_an_interval_excluding_zero(world: tuple[dict,
     )
     moto = deltas.intervals["AP/motorcycle"]
     assert moto.high < 0 and decide(moto, tolerance=0.02).verdict == "red"
-    assert deltas.intervals["recall@0.3/motorcycle"].high < 0
+    assert deltas.intervals["recall/motorcycle"].high < 0
     # Cars are detected equally often by both: no regression shown there.
     assert decide(deltas.intervals["AP/car"], tolerance=0.05).verdict != "red"
 

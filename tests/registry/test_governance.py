@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from adas.catalog import load_catalog
+from adas.registry.approvals import approve_entries
 from adas.registry.config import load_policy
 from adas.registry.entries import entry_from_pack
 from adas.registry.governance import GovernanceRefused, check_governance, require_governance
@@ -197,3 +198,63 @@ def test_older_version_than_production_is_a_rollback_not_a_promotion(
     assert [c.name for c in report.unmet] == ["newer than production"]
     assert "use rollback" in report.unmet[0].detail
     assert json.loads(report.model_dump_json())["conditions"]
+
+
+def test_amber_verdict_is_accepted_only_by_an_approval_quoting_its_intervals(
+    artifact_store: LocalArtifactStore, tmp_path: Path, onnx_models: dict[str, Path]
+) -> None:
+    registry = RegistryStore(f"sqlite:///{tmp_path / 'r.db'}")
+    built = build_pack(artifact_store, tmp_path, tmp_path / "keys", "1.3.0", onnx_models["agree"])
+    body = entry_from_pack(artifact_store, built.pack, built.gate, built.sim, built.report, load_catalog())
+    quote = "weather=fog AP -0.80 [-2.10, +0.40] (n = 35)"
+    assert body.evaluation is not None
+    amber = body.evaluation.model_copy(
+        update={"passed": False, "amber": [quote], "rationale": f"AMBER (insufficient evidence): {quote}"}
+    )
+    body = body.model_copy(update={"evaluation": amber})
+    entry, _ = registry.register(body, render_model_card(body), actor="ci")
+    assert entry.body.evaluation is not None and entry.body.evaluation.status == "amber"
+    assert "AMBER for x86-cpu/fp32 (insufficient evidence: weather=fog AP" in entry.model_card
+    _approve_all(registry, entry)
+
+    def evaluation_gate():  # type: ignore[no-untyped-def]
+        report = _check(registry, artifact_store, entry, tmp_path / "keys")
+        return next(c for c in report.conditions if c.name == "evaluation gate"), report
+
+    cond, report = evaluation_gate()
+    assert not cond.met and not report.passed
+    assert "AMBER (insufficient evidence)" in cond.detail and quote in cond.detail
+    assert "--accept-amber" in cond.detail
+    # The product role may not accept evidence; a safety acceptance must quote the interval whole.
+    registry.accept_amber(entry.id, role="product", actor="pm", quote=quote, reason="ship it")
+    assert not evaluation_gate()[0].met
+    registry.accept_amber(
+        entry.id, role="safety", actor="s", quote="weather=fog AP -0.80", reason="close enough"
+    )
+    cond, _ = evaluation_gate()
+    assert not cond.met and "does not quote the current intervals" in cond.detail
+    approve_entries(
+        registry,
+        [entry],
+        role="safety",
+        actor="safety-lead",
+        reason="fog re-checked on 240 held-out frames: no regression",
+        accept_amber=f"accepting {quote}",
+    )
+    cond, report = evaluation_gate()
+    assert cond.met and "AMBER accepted by safety-lead (safety)" in cond.detail and quote in cond.detail
+    assert report.passed, report.summary()
+    assert registry.consistency_problems() == []
+
+
+def test_verdicts_without_amber_serialize_as_before() -> None:
+    """Entries registered before three-valued gates must keep their digests: an empty
+    ``amber`` (and an empty slice interval) is not part of the serialized body."""
+    from adas.registry.models import SliceRow, Verdict
+
+    v = Verdict(
+        kind="evaluation", passed=True, version="1.0.0", device="x86-cpu", precision="fp32", rationale="ok"
+    )
+    assert "amber" not in v.model_dump() and "amber" not in v.model_dump_json()
+    assert "amber" in v.model_copy(update={"amber": ["all AP +0.1 [-1, +1] (n = 9)"]}).model_dump()
+    assert "delta_interval" not in SliceRow(slice="fog", AP=0.5, images=40).model_dump()
