@@ -45,7 +45,8 @@ from adas.detector.bundle import build_contract, load_bundle_model, read_contrac
 from adas.detector.coco_metrics import STAT_NAMES, coco_metrics  # noqa: E402
 from adas.detector.model import CenterNet  # noqa: E402
 from adas.evaluation.config import default_evaluation_settings  # noqa: E402
-from adas.evaluation.gates import Latency, evaluate_gates  # noqa: E402
+from adas.evaluation.evidence import paired_evidence  # noqa: E402
+from adas.evaluation.gates import Latency, default_gates, evaluate_gates  # noqa: E402
 from adas.evaluation.pipeline import (  # noqa: E402
     EvalData,
     ModelUnderTest,
@@ -221,7 +222,27 @@ def main(argv: list[str] | None = None) -> int:
         if args.gates:
             gate_rows.append(("candidate vs production", outcome.verdict_preview))
             snap_p = outcome.production_snapshot
-            gate_rows.append(("production vs production", evaluate_gates(snap_p, snap_p, latency, budget)))  # type: ignore[arg-type]
+            prod_p = outcome.production_predictions
+            assert snap_p is not None and prod_p is not None
+            gate_cfg = default_gates()
+            slice_ids = {s.name: s.image_ids for s in slices}
+
+            def paired(cand_records: list[dict[str, Any]]) -> Any:
+                return paired_evidence(
+                    gt,
+                    cand_records,
+                    prod_p.records(),
+                    data.image_ids,
+                    slice_ids,
+                    class_weights=gate_cfg.weighted_map.class_weights,
+                    recall_classes=gate_cfg.safety_recall.classes,
+                    operating_thresholds=(float(cand_contract.postprocess.score_threshold),) * 2,
+                    resamples=gate_cfg.confidence.resamples,
+                    seed=gate_cfg.confidence.seed,
+                )
+
+            same = evaluate_gates(snap_p, snap_p, latency, budget, evidence=paired(prod_p.records()))
+            gate_rows.append(("production vs production", same))
             # The candidate's engine wrapped so that fogged frames come back empty.
             blind = MaskedEngine(
                 cand_engine,
@@ -236,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                 gt, bp, data.image_ids, settings, float(cand_contract.postprocess.score_threshold)
             )
             b_snap = snapshot(cand_contract.version + "-fogblind", b_slices, slices, b_cal)
-            verdict = evaluate_gates(b_snap, outcome.production_snapshot, latency, budget)
+            verdict = evaluate_gates(b_snap, snap_p, latency, budget, evidence=paired(bp.records()))
             gate_rows.append(("candidate blind in fog vs production", verdict))
             for name, v in gate_rows:
                 print(f"gate, {name}: {v.rationale}")

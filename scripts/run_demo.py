@@ -134,6 +134,7 @@ def summarize(
             ).records
             states.append(f"{cell}: {'materialized' if records else 'missing'}")
         lines.append(f"    {key.to_user_string():28s} " + "   ".join(states))
+    lines += gate_lines(instance, cells)
     checks = [
         (r.dagster_run.tags.get("dagster/partition", ""), c)
         for r in runs
@@ -148,6 +149,35 @@ def summarize(
                 f"    {c.asset_key.to_user_string():28s} {partition:16s} {c.check_name:26s} {verdict}"
             )
     return "\n".join(lines)
+
+
+def gate_lines(instance: dg.DagsterInstance, cells: list[str]) -> list[str]:
+    """Every gate's three-valued verdict per cell, and each check with its interval."""
+    lines = ["", "  gates (candidate - production: point [low, high] (n); green / amber / red):"]
+    for cell in cells:
+        for asset, rows_key, name_key, interval_key in (
+            ("regression_gate", "gates", "gate", "interval_pts"),
+            ("sim_verdict", "checks", "check", "interval"),
+        ):
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[cell]), limit=1
+            ).records
+            if not records:
+                lines.append(f"    {cell:16s} {asset:16s} not materialized")
+                continue
+            meta = records[0].asset_materialization.metadata  # type: ignore[union-attr]
+            runs = f"  ({meta['runs'].value})" if "runs" in meta else ""
+            lines.append(f"    {cell:16s} {asset:16s} {str(meta['verdict'].value).upper()}{runs}")
+            table = meta.get(rows_key)
+            for row in table.records if isinstance(table, dg.TableMetadataValue) else []:
+                data = row.data
+                scope = f" {data['scope']}" if data.get("scope") and data["scope"] != "all" else ""
+                if data["status"] == "skipped":
+                    continue
+                lines.append(
+                    f"      {str(data[name_key]) + scope:34s} {data['status']:7s} {data.get(interval_key) or ''}"
+                )
+    return lines
 
 
 if __name__ == "__main__":

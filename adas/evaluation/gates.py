@@ -96,8 +96,21 @@ class WeightedMapGate(_Strict):
 class CriticalSliceGate(_Strict):
     metric: Literal["AP", "AP50"] = "AP"
     max_relative_regression: float = Field(default=0.02, ge=0, le=1)
+    # Per-slice overrides of max_relative_regression (slice name -> fraction).
+    slice_tolerances: dict[str, float] = {}
     min_images: int = Field(default=30, ge=1)
     slices: list[str] | None = None
+
+    @field_validator("slice_tolerances")
+    @classmethod
+    def _fractions(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: t for k, t in v.items() if not 0 <= t <= 1}
+        if bad:
+            raise ValueError(f"slice tolerances are fractions in [0, 1], got {bad}")
+        return v
+
+    def relative_tolerance(self, slice_name: str) -> float:
+        return self.slice_tolerances.get(slice_name, self.max_relative_regression)
 
 
 class SafetyRecallGate(_Strict):
@@ -434,7 +447,7 @@ def _critical_slices_gate(
         if cv is None or pv is None:
             skipped.append(f"{name} (no ground truth)")
             continue
-        tolerance = cfg.max_relative_regression * pv
+        tolerance = cfg.relative_tolerance(name) * pv
         d = _decision(
             "critical_slices",
             name,

@@ -147,6 +147,8 @@ def cmd_show(args: argparse.Namespace) -> int:
             print(
                 f"  {v.kind:<11} {v.status}: {v.rationale.strip().splitlines()[0] if v.rationale.strip() else ''}"
             )
+            for quote in v.amber:  # what an approval must quote to accept the amber verdict
+                print(f"    undecided   {quote}")
     for role in ROLES:
         e = approvals.get(role)
         print(
@@ -155,6 +157,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         )
     for w in reg.waivers(entry.id):
         print(f"  waiver      by {w.actor}: {w.payload.get('justification')}")
+    for a in reg.amber_acceptances(entry.id):
+        print(f"  amber       accepted by {a.actor} ({a.payload.get('role')}), quoting {a.payload.get('quote')!r}")
     return 0
 
 

@@ -286,3 +286,29 @@ def test_a_change_on_one_30_image_slice_is_amber_on_that_slice() -> None:
     assert v.verdict == "amber" and "fog" in [d.scope for d in v.amber] and not v.failed
     md = verdict_markdown(v, "t")
     assert "AMBER" in md and "fog AP" in md and "(n = 30)" in md
+
+
+def test_a_slice_tolerance_override_decides_that_slice_only(case: dict[str, Any]) -> None:
+    """``slice_tolerances`` widens one slice's tolerance: the fog-blind candidate's fog delta
+    (-100%) stays red under 50% but the gate reads the override, not the default."""
+    base = default_gates()
+    cfg = GatesConfig.model_validate(
+        {
+            **base.model_dump(),
+            "critical_slices": {**base.critical_slices.model_dump(), "slice_tolerances": {"fog": 0.5}},
+        }
+    )
+    v = _judge(case["degraded"], case["weak"], cfg=cfg)
+    fog = next(d for d in v.decisions if d.scope == "fog")
+    night = next(d for d in v.decisions if d.scope == "night")
+    weak_fog, weak_night = case["weak"].snap.slices["fog"].AP, case["weak"].snap.slices["night"].AP
+    assert fog.tolerance_points == pytest.approx(50 * (weak_fog or 0))
+    assert night.tolerance_points == pytest.approx(2 * (weak_night or 0))
+    assert fog.verdict == "red"
+    with pytest.raises(ValueError, match="slice tolerances are fractions"):
+        GatesConfig.model_validate(
+            {
+                **base.model_dump(),
+                "critical_slices": {**base.critical_slices.model_dump(), "slice_tolerances": {"fog": 2}},
+            }
+        )

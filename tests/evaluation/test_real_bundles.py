@@ -1,6 +1,7 @@
-"""The gate on the shipped bundles (skipped where they or the demo dataset are absent): the
-trained candidate passes; the weaker production model and the candidate made blind in fog
-(a wrapped engine) are red for the right reasons."""
+"""The gate on the shipped bundles (skipped where they or the demo dataset are absent), decided
+on paired intervals: the trained candidate is green; the weaker production model offered against
+it and the candidate made blind in fog (a wrapped engine) are red for the right reasons, with
+intervals that exclude zero; production against itself is green with zero deltas."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 
 from adas.datasets.slices import load_slices
 from adas.evaluation.config import default_evaluation_settings
-from adas.evaluation.gates import Latency, evaluate_gates
+from adas.evaluation.evidence import paired_evidence
+from adas.evaluation.gates import GateVerdict, Latency, default_gates, evaluate_gates
 from adas.evaluation.pipeline import detection_calibration, snapshot
 from adas.evaluation.runner import MaskedEngine, fog_mask, load_frames, open_engine, predict
 from adas.evaluation.slices import catalog_slices, slice_metrics
@@ -66,28 +68,52 @@ def snapshots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         p = predict(engine, frames, ids, c, score_threshold=settings.score_threshold)
         per_slice = slice_metrics(gt, p.records(), slices)
         cal = detection_calibration(gt, p, ids, settings, float(c.postprocess.score_threshold))
-        out[name] = snapshot(c.version, per_slice, slices, cal)
+        out[name] = (snapshot(c.version, per_slice, slices, cal), p.records())
+    out["_gt"], out["_ids"], out["_slices"] = gt, ids, {s.name: s.image_ids for s in slices}
     return out
 
 
 LATENCY = Latency(p95_ms=5.0, source="test", budget_p95_ms=25.0)
 
 
-def test_trained_candidate_passes(snapshots: dict[str, Any]) -> None:
-    v = evaluate_gates(snapshots["candidate"], snapshots["production"], LATENCY, 25.0)
-    assert v.passed, v.rationale
+def _judge(snapshots: dict[str, Any], candidate: str, production: str) -> GateVerdict:
+    (c_snap, c_rec), (p_snap, p_rec) = snapshots[candidate], snapshots[production]
+    cfg = default_gates()
+    evidence = paired_evidence(
+        snapshots["_gt"],
+        c_rec,
+        p_rec,
+        snapshots["_ids"],
+        snapshots["_slices"],
+        class_weights=cfg.weighted_map.class_weights,
+        recall_classes=cfg.safety_recall.classes,
+        resamples=500,
+    )
+    return evaluate_gates(c_snap, p_snap, LATENCY, 25.0, evidence=evidence)
 
 
-def test_production_model_is_red(snapshots: dict[str, Any]) -> None:
-    v = evaluate_gates(snapshots["production"], snapshots["production"], LATENCY, 25.0)
-    assert not v.passed and "weighted_map" in [g.name for g in v.failed]
-    # Against the candidate as the baseline it loses on critical slices as well.
-    v2 = evaluate_gates(snapshots["production"], snapshots["candidate"], LATENCY, 25.0)
-    assert not v2.passed and v2.failing_slices
+def test_trained_candidate_is_green(snapshots: dict[str, Any]) -> None:
+    v = _judge(snapshots, "candidate", "production")
+    assert v.verdict == "green", v.rationale
+    assert all(d.delta is not None and d.delta.low > 0 for d in v.decisions)
+
+
+def test_production_against_itself_is_green_and_against_the_candidate_red(snapshots: dict[str, Any]) -> None:
+    v = _judge(snapshots, "production", "production")
+    assert v.verdict == "green" and all(d.delta and d.delta.point == 0.0 for d in v.decisions)
+    # The shipped production model offered against the trained candidate: a regression the
+    # intervals show, overall and on the critical slices.
+    v2 = _judge(snapshots, "production", "candidate")
+    assert v2.verdict == "red" and {g.name for g in v2.failed} >= {"weighted_map", "critical_slices"}
+    wm = next(d for d in v2.decisions if d.gate == "weighted_map")
+    assert wm.delta is not None and wm.delta.high < 0
+    assert v2.failing_slices
 
 
 def test_candidate_blind_in_fog_is_red_on_fog(snapshots: dict[str, Any]) -> None:
-    v = evaluate_gates(snapshots["fog_blind"], snapshots["production"], LATENCY, 25.0)
-    assert not v.passed
+    v = _judge(snapshots, "fog_blind", "production")
+    assert v.verdict == "red"
     assert "fog" in [f.slice for f in v.failing_slices]
     assert "critical slice regression" in v.rationale
+    fog = next(d for d in v.decisions if d.scope == "fog")
+    assert fog.delta is not None and fog.delta.high < 0

@@ -16,6 +16,7 @@ from adas.datasets.slices import DEFAULT_SLICES_PATH
 from adas.detector.bundle import build_contract
 from adas.evaluation.cell_evaluation import EvalRequest, evaluate_cell
 from adas.evaluation.config import default_evaluation_settings
+from adas.evaluation.evidence import DeltaInterval, PairedEvidence
 from adas.evaluation.gates import Latency, MetricsSnapshot
 from adas.evaluation.inputs import (
     ChallengeSuiteError,
@@ -63,8 +64,26 @@ def _snapshot(version: str, ap: float) -> MetricsSnapshot:
     )
 
 
+def _evidence(delta: float, half_width: float = 0.01) -> PairedEvidence:
+    """Paired intervals as the bootstrap would record them: the weighted-AP delta of the test,
+    safety recall unchanged."""
+    d = DeltaInterval(point=delta, low=delta - half_width, high=delta + half_width, n=10)
+    zero = DeltaInterval(point=0.0, low=0.0, high=0.0, n=10)
+    return PairedEvidence(
+        resamples=100,
+        seed=0,
+        confidence=0.95,
+        n_images=10,
+        overall={"weighted_AP": d, "recall/motorcycle": zero},
+    )
+
+
 def _report(
-    store: LocalArtifactStore, tmp_path: Path, ap: float, production_ap: float | None
+    store: LocalArtifactStore,
+    tmp_path: Path,
+    ap: float,
+    production_ap: float | None,
+    half_width: float = 0.01,
 ) -> EvalReportRef:
     engine = _engine(store, tmp_path, "0.2.0")
     production = None if production_ap is None else _engine(store, tmp_path, "0.1.0")
@@ -83,6 +102,7 @@ def _report(
         snapshot=_snapshot("0.2.0", ap),
         production_snapshot=None if production_ap is None else _snapshot("0.1.0", production_ap),
         latency=Latency(p95_ms=4.0, source="test", budget_p95_ms=25.0),
+        evidence=None if production_ap is None else _evidence(ap - production_ap, half_width),
     )
 
 
@@ -96,7 +116,8 @@ def test_red_gate_is_recorded_with_a_blocking_report(store: LocalArtifactStore, 
     ref = judgement.ref
     assert not ref.passed and ref.verdict.verdict == "red" and ref.production_version == "0.1.0"
     assert [g.name for g in ref.verdict.failed] == ["weighted_map"]
-    assert set(ref.files) == {"gate_verdict.json", "blocking_report.md"}
+    assert set(ref.files) == {"gate_verdict.json", "blocking_report.md", "gate_delta_forest.png"}
+    assert judgement.forest_png and store.get_bytes(ref.files["gate_delta_forest.png"].key).startswith(b"\x89PNG")
     assert all(f.key.startswith(report.prefix + "/") for f in ref.files.values())
     body = json.loads(store.get_bytes(ref.files["gate_verdict.json"].key))
     assert (body["device"], body["precision"], body["version"]) == ("x86-cpu", "fp32", "0.2.0")
@@ -115,6 +136,24 @@ def test_red_gate_is_recorded_with_a_blocking_report(store: LocalArtifactStore, 
     assert not check.passed and check.description == ref.verdict.rationale
     assert check.metadata["failed_gates"].value == "weighted_map"
     assert check.metadata["failing_slices"].value == "none"
+
+
+def test_amber_gate_warns_and_names_what_would_decide_it(store: LocalArtifactStore, tmp_path: Path) -> None:
+    """-0.5 points with +/-3 points of interval: neither shown worse than -1 nor ruled out."""
+    report = _report(store, tmp_path, ap=0.595, production_ap=0.60, half_width=0.03)
+    warnings: list[str] = []
+    judgement = judge_cell(store, CELL, report, warn=warnings.append)
+    ref = judgement.ref
+    assert not ref.passed and ref.verdict.verdict == "amber" and judgement.blocking_report is None
+    assert warnings == [f"gate AMBER for {TITLE}: {ref.verdict.rationale}"]
+    (amber,) = ref.verdict.amber
+    assert amber.quote == "all weighted AP -0.50 [-3.50, +2.50] (n = 10)"
+    assert amber.n_to_decide == pytest.approx(360, abs=1)  # 10 x (3.0 / 0.5)^2, rounded up
+    assert "insufficient evidence" in ref.verdict.rationale
+    check = gate_check_result(ref)
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["amber_deltas"].value == amber.quote
+    assert gate_result(judgement).metadata["verdict"] == "amber"
 
 
 def test_green_gate_without_baseline(store: LocalArtifactStore, tmp_path: Path) -> None:
