@@ -73,21 +73,47 @@ class ABPolicy(_Strict):
 
 
 class AnalysisPolicy(_Strict):
+    """How the guard judges each interval of a step (values and reasons: ``config/registry.yaml``)."""
+
     interval_s: float = Field(default=1.0, gt=0)
     window_samples: int = Field(default=40, ge=1)
-    min_samples: int = Field(default=6, ge=1)
-    max_p95_latency_ratio: float = Field(default=1.5, gt=0)
-    p95_latency_slack_ms: float = Field(default=15.0, ge=0)
+    window_s: float = Field(default=10.0, gt=0, description="the period a busy window is spread over")
+    min_window_span_s: float = Field(default=5.0, ge=0, description="before it, latency is not judged")
+    min_samples: int = Field(default=10, ge=3, description="per arm, below which a window is inconclusive")
+    # Latency: the canary against the baseline over the same window (one-sided Mann-Whitney U);
+    # a window fails only when the difference is significant AND large.
+    latency_alpha: float = Field(default=0.01, gt=0, lt=0.5)
+    min_latency_median_ratio: float = Field(default=1.5, ge=1)
+    min_latency_effect: float = Field(default=0.7, gt=0.5, le=1, description="P(canary > baseline)")
     max_p95_latency_ms: float | None = Field(default=None, gt=0)
+    # A Prometheus query cannot run a rank test: the Argo rendering keeps a p95 ratio; the local
+    # guard does not read it.
+    max_p95_latency_ratio: float = Field(default=1.5, gt=0)
     max_error_rate: float = Field(default=0.01, ge=0, le=1)
     max_disagreement: float = Field(default=0.25, ge=0, le=1)
     disagreement_mode: Literal["misses", "symmetric"] = "misses"
     disagreement_min_score: float = Field(default=0.5, ge=0, le=1)
     consecutive_breaches: int = Field(default=3, ge=1)
     failure_limit: int = Field(default=6, ge=1)
+    max_extension_s: float = Field(default=60, ge=0)
+    # Argo's inconclusiveLimit in the rendered AnalysisTemplate; locally max_extension_s bounds holds.
     inconclusive_limit: int = Field(default=30, ge=1)
     progress_deadline_s: float = Field(default=240, gt=0)
     baseline_s: float = Field(default=3.0, gt=0)
+
+    @model_validator(mode="after")
+    def _windows_can_decide(self) -> AnalysisPolicy:
+        if self.min_samples > self.window_samples:
+            raise ValueError(
+                f"min_samples ({self.min_samples}) must not exceed window_samples ({self.window_samples}): "
+                "every window would be inconclusive"
+            )
+        if self.min_window_span_s > self.window_s:
+            raise ValueError(
+                f"min_window_span_s ({self.min_window_span_s:g}) must not exceed window_s ({self.window_s:g}): "
+                "a busy window would never span enough to judge latency"
+            )
+        return self
 
 
 class LocalRolloutPolicy(_Strict):

@@ -16,6 +16,10 @@ Modes:
 * ``shadow``: every request is served by production and mirrored to the candidate (nginx
   ``mirror``); the candidate's answers are discarded, its status and timing are logged to
   ``shadow.log``.
+
+In every mode ``/_baseline/<path>`` is served by production whatever the split: the canary
+analysis's baseline probes take the same nginx hop as the candidate's requests, so that a busy
+nginx worker delays both arms alike.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 Mode = Literal["canary", "ab", "shadow"]
+BASELINE_PREFIX = "/_baseline"
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -146,6 +151,14 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_pass http://candidate$request_uri;
+        }}
+        location {BASELINE_PREFIX}/ {{
+            access_log off;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://production/;
+            add_header X-Canary-Arm baseline always;
+            add_header X-Rollout-Generation {generation} always;
         }}
         location = /_rollout/health {{
             access_log off;

@@ -19,6 +19,7 @@ import random
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ import numpy as np
 from adas.detector.postprocess import box_iou
 from adas.detector.tracking import greedy_match
 from adas.packaging.inference_config import ENSEMBLE_OUTPUTS, FRAMES_INPUT
+from adas.registry.nginx import BASELINE_PREFIX
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class Answer:
 class Sample:
     t_start: float
     t_end: float
-    arm: str  # production | candidate | shadow | unknown
+    arm: str  # production | candidate | shadow | baseline (probe) | unknown
     generation: int
     ok: bool
     status: int
@@ -145,6 +147,7 @@ class ReplayDriver:
         self.cohorts = cohorts
         self.shadow_diff = shadow_diff
         self.shadow_sample_rate = shadow_sample_rate
+        self.baseline_probes = False
         self.timeout_s = timeout_s
         self.min_score = min_score
         self.disagreement_mode = disagreement_mode
@@ -173,14 +176,24 @@ class ReplayDriver:
     def set_shadow(self, target: tuple[str, int] | None) -> None:
         self.shadow_diff = target
 
+    def set_baseline_probes(self, enabled: bool) -> None:
+        """Send every request's frame, at the same moment, also to production through nginx's
+        ``/_baseline/`` route, recorded as arm ``baseline`` and not counted as client traffic.
+
+        When the candidate serves most requests, production's own arm is idle or gone: these
+        probes give the analysis a baseline over the same window, on the same frames, under the
+        same concurrency and nginx hop, and (each pair in flight together) through the same
+        bursts of host load."""
+        self.baseline_probes = enabled
+
     # ------------------------------------------------------------------ requests
-    def _post(self, host: str, port: int, frame: int) -> tuple[int, dict[str, str], bytes]:
+    def _post(self, host: str, port: int, frame: int, prefix: str = "") -> tuple[int, dict[str, str], bytes]:
         body, json_size = self.codec.bodies[frame]
         conn = http.client.HTTPConnection(host, port, timeout=self.timeout_s)
         try:
             conn.request(
                 "POST",
-                f"/v2/models/{self.model}/infer",
+                f"{prefix}/v2/models/{self.model}/infer",
                 body=body,
                 headers={
                     "Inference-Header-Content-Length": str(json_size),
@@ -198,6 +211,17 @@ class ReplayDriver:
     def _one(self, frame_seq: int) -> None:
         n = len(self.codec.bodies)
         frame = frame_seq % n
+        probe: threading.Thread | None = None
+        if self.baseline_probes:
+            probe = threading.Thread(target=self._probe_baseline, args=(frame,))
+            probe.start()
+        try:
+            self._request(frame)
+        finally:
+            if probe is not None:
+                probe.join()
+
+    def _request(self, frame: int) -> None:
         t0 = time.monotonic()
         try:
             status, headers, data = self._post(self.host, self.port, frame)
@@ -249,17 +273,27 @@ class ReplayDriver:
             sample.disagreement, sample.missed, sample.extra = self._compare(answer, frame)
         self.samples.append(sample)
 
-    def warm_up(self, target: tuple[str, int], rounds: int = 2) -> dict[str, Any]:
-        """Send every recorded frame ``rounds`` times straight to ``target`` (not counted)."""
+    def _probe_baseline(self, frame: int) -> None:
         t0 = time.monotonic()
-        failures = 0
-        for _ in range(rounds):
-            for frame in range(len(self.codec.bodies)):
-                status, _, _ = self._post(*target, frame)
-                failures += status != 200
+        try:
+            status, _, _ = self._post(self.host, self.port, frame, prefix=BASELINE_PREFIX)
+        except Exception as exc:
+            self.samples.append(Sample(t0, time.monotonic(), "baseline", -1, False, 0, frame, error=str(exc)))
+            return
+        self.samples.append(Sample(t0, time.monotonic(), "baseline", -1, status == 200, status, frame))
+
+    def warm_up(self, target: tuple[str, int], rounds: int = 2) -> dict[str, Any]:
+        """Send every recorded frame ``rounds`` times straight to ``target`` (not counted), from
+        ``concurrency`` clients at once: the server then meets the batch sizes that dynamic
+        batching forms under the full load of a 100% step (a first run of each batch shape is
+        slow) before the analysis times it."""
+        t0 = time.monotonic()
+        frames = [f for _ in range(rounds) for f in range(len(self.codec.bodies))]
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="warm-up") as pool:
+            statuses = list(pool.map(lambda frame: self._post(*target, frame)[0], frames))
         return {
-            "requests": rounds * len(self.codec.bodies),
-            "failures": failures,
+            "requests": len(frames),
+            "failures": sum(status != 200 for status in statuses),
             "seconds": round(time.monotonic() - t0, 2),
         }
 
@@ -271,7 +305,7 @@ class ReplayDriver:
 
     # ------------------------------------------------------------------ counts
     def counts(self) -> dict[str, Any]:
-        served = [s for s in self.samples if s.arm != "shadow"]
+        served = [s for s in self.samples if s.arm not in ("shadow", "baseline")]
         by_arm = Counter(s.arm for s in served)
         failed = [s for s in served if not s.ok]
         return {
@@ -281,6 +315,7 @@ class ReplayDriver:
             "by_arm": dict(by_arm),
             "failed_by_arm": dict(Counter(s.arm for s in failed)),
             "shadow_diffs": sum(1 for s in self.samples if s.arm == "shadow"),
+            "baseline_probes": sum(1 for s in self.samples if s.arm == "baseline"),
             "errors": sorted({s.error or f"HTTP {s.status}" for s in failed})[:5],
         }
 

@@ -1,14 +1,19 @@
 """The local canary, for real: two Triton servers (2.51, python backend) behind Debian's nginx,
 replayed recorded requests, nginx reconfigured and reloaded per step.
 
-A candidate that is slower or disagrees beyond the thresholds is rolled back automatically,
-and no request is dropped during any switch (every request is counted). The agreeing
-candidate's full 1% -> 5% -> 25% -> 100% canary runs in test_promotion (real promotion)."""
+A candidate that is slower (a real sleep in its engine step) or disagrees beyond the
+thresholds is rolled back automatically, with the test statistic in the reason; an identical
+candidate on a host loaded by CPU burners is not; no request is dropped during any switch
+(every request is counted). The agreeing candidate's full 1% -> 5% -> 25% -> 100% canary runs
+in test_promotion (real promotion)."""
 
 from __future__ import annotations
 
-import re
+import os
 import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +25,7 @@ from adas.registry.config import load_policy
 from adas.registry.nginx import nginx_available
 from adas.registry.rollout.controller import LocalRollout
 from adas.registry.rollout.plan import PlanStep, PromotionPlan, make_plan
+from adas.registry.rollout.report import RolloutReport
 from tests.registry.packs import CPU, contract, frames
 
 pytestmark = [
@@ -49,20 +55,44 @@ def repos(tmp_path_factory: pytest.TempPathFactory, onnx_models: dict[str, Path]
             root / "disagree", contract("1.3.0"), onnx_models["disagree"], **CPU
         ).root,
     }
-    slow = root / "slow"
-    shutil.copytree(out["good"], slow)
-    model_py = next(slow.glob("*_postprocess/1/model.py"))
-    text = model_py.read_text()
-    patched = re.sub(
-        r"(    def execute\(self, requests: list\[Any\]\) -> list\[Any\]:\n)",
-        r"\1        import time\n\n        time.sleep(0.12)  # injected: a candidate 120 ms slower per request\n",
-        text,
-        count=1,
-    )
-    assert patched != text
-    model_py.write_text(patched)
-    out["slow"] = slow
+    out["slow"] = _with_delayed_engine(out["good"], root / "slow", delay_ms=SLOW_ENGINE_DELAY_MS)
     return out
+
+
+# Production's median is ~20-60 ms on 2 shared cores: 60 ms more per engine batch made the
+# candidate's median 4-7x production's at 25%, far past the policy's minimum effect (1.5).
+SLOW_ENGINE_DELAY_MS = 60
+DELAYED_ENGINE = Path(__file__).with_name("delayed_engine.py")
+
+
+def _with_delayed_engine(repository: Path, out: Path, delay_ms: float) -> Path:
+    """A copy of ``repository`` whose engine step sleeps ``delay_ms`` per batch for real
+    (:mod:`tests.registry.delayed_engine` wraps the repository's own ONNX Runtime engine)."""
+    shutil.copytree(repository, out)
+    version_dir = next(out.glob("*_engine/1"))
+    (version_dir / "model.py").rename(version_dir / "onnxruntime_engine.py")
+    shutil.copyfile(DELAYED_ENGINE, version_dir / "model.py")
+    config = version_dir.parent / "config.pbtxt"
+    config.write_text(
+        config.read_text()
+        + f'parameters {{ key: "injected_delay_ms" value: {{ string_value: "{delay_ms}" }} }}\n'
+    )
+    return out
+
+
+@pytest.fixture
+def busy_host() -> Iterator[int]:
+    """Busy loops on every core for as long as the test runs (then ended by their ids)."""
+    burners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)
+    ]
+    try:
+        yield len(burners)
+    finally:
+        for p in burners:
+            p.kill()
+        for p in burners:
+            p.wait(timeout=10)
 
 
 def _plan(steps: list[tuple[float, float]], strategy: str = "canary") -> PromotionPlan:
@@ -89,7 +119,9 @@ def _plan(steps: list[tuple[float, float]], strategy: str = "canary") -> Promoti
     return plan.model_copy(update={"analysis": plan.analysis.model_copy(update={"baseline_s": 1.5})})
 
 
-def _run(plan: PromotionPlan, production: Path, candidate: Path, workdir: Path):  # type: ignore[no-untyped-def]
+def _run(
+    plan: PromotionPlan, production: Path, candidate: Path, workdir: Path
+) -> tuple[RolloutReport, list[tuple[str, dict]]]:
     events: list[tuple[str, dict]] = []
     report = LocalRollout(
         plan,
@@ -113,11 +145,22 @@ def _assert_nothing_dropped(report) -> None:  # type: ignore[no-untyped-def]
     assert report.requests["ok"] == report.requests["sent"]
 
 
-def test_slower_candidate_is_rolled_back_automatically(repos: dict[str, Path], tmp_path: Path) -> None:
+def test_slower_candidate_is_rolled_back_with_the_test_statistic(
+    repos: dict[str, Path], tmp_path: Path
+) -> None:
     report, events = _run(_plan([(25, 20), (100, 5)]), repos["production"], repos["slow"], tmp_path)
     assert report.outcome == "rolled_back", report.to_markdown()
-    assert "consecutive breaches" in report.reason and "p95" in report.reason
+    assert "3 failed windows in a row: latency: Mann-Whitney U p = " in report.reason, report.reason
+    assert "P(canary > baseline) = " in report.reason and "median ratio " in report.reason
     assert report.steps[0].result == "failed" and len(report.steps) == 1
+    # The failed windows are recorded with their statistic: significant AND a large effect.
+    a = POLICY.rollout.analysis
+    failed = [i for i in report.intervals if i.result == "fail"]
+    assert len(failed) >= a.consecutive_breaches
+    for i in failed:
+        assert i.latency_p_value is not None and i.latency_p_value < a.latency_alpha
+        assert i.latency_effect is not None and i.latency_effect >= a.min_latency_effect
+        assert i.latency_median_ratio is not None and i.latency_median_ratio >= a.min_latency_median_ratio
     _assert_nothing_dropped(report)
     b = report.breach
     assert b is not None
@@ -127,6 +170,21 @@ def test_slower_candidate_is_rolled_back_automatically(repos: dict[str, Path], t
     # Nothing reached the candidate after the old workers drained.
     assert b.last_candidate_response_s is None or b.last_candidate_response_s <= b.rollback_drained_s + 0.05
     assert ("rolled_back", events[-1][1]) == events[-1]
+
+
+def test_identical_candidate_on_a_busy_host_is_not_rolled_back(
+    repos: dict[str, Path], tmp_path: Path, busy_host: int
+) -> None:
+    """Busy loops on every core for the whole rollout: production's latencies and the
+    candidate's rise and scatter alike, so the comparison over the same windows finds no large
+    effect. The candidate is promoted, possibly after being held for more evidence."""
+    report, _ = _run(_plan([(25, 8), (100, 8)]), repos["production"], repos["good"], tmp_path)
+    assert report.outcome == "promoted", report.to_markdown()
+    _assert_nothing_dropped(report)
+    # Both steps were judged by the rank test, the 100% step against probes of production.
+    tested = {i.step for i in report.intervals if i.latency_p_value is not None}
+    assert tested == {"canary 25%", "canary 100%"}
+    assert report.requests["baseline_probes"] > 0
 
 
 def test_disagreeing_candidate_is_rolled_back_with_error_clusters(

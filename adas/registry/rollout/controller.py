@@ -2,9 +2,11 @@
 
 The production and candidate packs' Triton repositories are served by two real Triton servers
 behind Debian's nginx (weighted split regenerated and reloaded per step), driven by replayed
-recorded requests; every ``interval_s`` the guard (:mod:`.analysis`) decides.
+recorded requests; every ``interval_s`` the guard (:mod:`.analysis`) compares the candidate's
+newest samples with a baseline over the same period and decides.
 """
 
+import importlib
 import shutil
 import tempfile
 import time
@@ -18,8 +20,16 @@ from typing import Any, Literal
 import numpy as np
 
 from adas.packaging.triton_server import TritonServer, free_port
+from adas.registry.config import AnalysisPolicy
 from adas.registry.nginx import NginxSplitter, Split
-from adas.registry.rollout.analysis import Action, Guard, IntervalAnalysis, analyze_window, diff_clusters
+from adas.registry.rollout.analysis import (
+    Action,
+    Guard,
+    IntervalAnalysis,
+    WindowVerdict,
+    analyze_window,
+    diff_clusters,
+)
 from adas.registry.rollout.plan import PlanStep, PromotionPlan
 from adas.registry.rollout.report import BreachTiming, RolloutReport, StepRecord
 from adas.registry.traffic import AccessLogTail, ReplayDriver, RequestCodec, Sample
@@ -147,6 +157,9 @@ class LocalRollout:
     def _start(self, nginx: NginxSplitter, driver: ReplayDriver, candidate_direct: tuple[str, int]) -> _Run:
         """Warm the candidate up, start replaying, wait for production's reference answers."""
         policy = self.plan.analysis
+        # The rank test's scipy.stats import took ~10 s on a loaded 2-core host: pay it here,
+        # not inside the first analysis interval (it would stall the control loop).
+        importlib.import_module("scipy.stats")
         # Pre-deploy warm-up of the candidate (lazy model initialization, first ORT runs), so the
         # first canary requests measure the model and not its cold start.
         warm = driver.warm_up(candidate_direct, rounds=2)
@@ -173,7 +186,8 @@ class LocalRollout:
         )
 
     def _run_step(self, run: _Run, step: PlanStep) -> tuple[StepRecord, Action]:
-        """Apply the step's split, then analyze every interval until the guard advances or rolls back."""
+        """Apply the step's split, then analyze every interval until the guard advances or rolls
+        back (a step without a verdict at the end of its bake time is held for more evidence)."""
         policy = self.plan.analysis
         split = Split(
             step.weight,
@@ -182,6 +196,7 @@ class LocalRollout:
             mirror_percent=step.mirror_percent,
         )
         run.driver.set_shadow(run.candidate_direct if step.mode == "shadow" else None)
+        run.driver.set_baseline_probes(_probes_baseline(step))
         timing = run.nginx.apply(split, self.drain_timeout_s)
         rec = StepRecord(
             name=step.name,
@@ -198,36 +213,50 @@ class LocalRollout:
         while action not in ("rollback", "advance"):
             time.sleep(policy.interval_s)
             now = self.clock()
-            cand, prod, diffs = self._window(run, step, rec, step_start)
-            result, metrics, breaches = analyze_window(cand, prod, policy, diffs)
-            bake_over = now - step_start >= step.bake_s
-            action = run.guard.observe(result, now - run.t0, bake_over, breaches)
+            cand, base, diffs = self._window(run, step, rec, step_start)
+            verdict = analyze_window(cand, base, policy, diffs)
+            action = run.guard.observe(verdict, now - run.t0, now - step_start, step.bake_s)
             if now - run.t0 > policy.progress_deadline_s and action not in ("rollback", "advance"):
                 action = "rollback"
-                run.guard.reason = f"progress deadline of {policy.progress_deadline_s:g} s exceeded"
-            run.intervals.append(
-                IntervalAnalysis(
-                    step=step.name,
-                    index=len(run.intervals),
-                    t_s=round(now - run.t0, 3),
-                    candidate_samples=len(cand),
-                    production_samples=len(prod),
-                    result=result,
-                    breaches=breaches if result != "pass" else [],
-                    action=action,
-                    **{k: (None if v is None else round(v, 4)) for k, v in metrics.items()},
-                )
-            )
+                last = "; ".join(verdict.reasons) or verdict.result
+                run.guard.reason = f"progress deadline of {policy.progress_deadline_s:g} s exceeded: {last}"
+            run.intervals.append(self._interval(run, step, now, cand, base, verdict, action))
             rec.intervals += 1
-            rec.paused_intervals += action == "pause"
+            if action == "hold":
+                rec.paused_intervals += 1
+                self.progress("step_held", {"step": step.name, "reason": run.guard.hold_reason})
         rec.ended_s = self.clock() - run.t0
+        rec.extended_s = round(max(0.0, rec.ended_s - rec.started_s - step.bake_s), 3)
+        run.driver.set_baseline_probes(False)
         return rec, action
+
+    @staticmethod
+    def _interval(
+        run: _Run,
+        step: PlanStep,
+        now: float,
+        cand: Sequence[Sample],
+        base: Sequence[Sample],
+        verdict: WindowVerdict,
+        action: Action,
+    ) -> IntervalAnalysis:
+        return IntervalAnalysis(
+            step=step.name,
+            index=len(run.intervals),
+            t_s=round(now - run.t0, 3),
+            candidate_samples=len(cand),
+            baseline_samples=len(base),
+            result=verdict.result,
+            reasons=verdict.reasons,
+            action=action,
+            **{k: _rounded(v) for k, v in verdict.metrics.items()},
+        )
 
     def _window(
         self, run: _Run, step: PlanStep, rec: StepRecord, step_start: float
     ) -> tuple[list[Sample], list[Sample], list[float] | None]:
-        """The newest candidate samples of the step, production's over the same period, and the
-        disagreements to judge (``None``: the candidate samples' own)."""
+        """The candidate's window of the step (:func:`_window_of`), the baseline's over the same
+        period, and the disagreements to judge (``None``: the candidate samples' own)."""
         policy = self.plan.analysis
         driver = run.driver
         if step.mode == "shadow":
@@ -235,24 +264,28 @@ class LocalRollout:
             # nginx's logs), and take disagreement from the sampled shadow diffs.
             run.shadow_log.poll()
             run.access_log.poll()
-            cand = [s for s in run.shadow_log.samples if s.generation == rec.generation]
-            cand = cand[-policy.window_samples :]
+            cand = _window_of(
+                [s for s in run.shadow_log.samples if s.generation == rec.generation], policy, self.clock()
+            )
             since = cand[0].t_start if cand else step_start
-            prod = [s for s in run.access_log.samples if s.arm == "production" and s.t_start >= since]
+            base = [s for s in run.access_log.samples if s.arm == "production" and s.t_start >= since]
             diffs = [
                 s.disagreement
                 for s in driver.samples
                 if s.arm == "shadow" and s.t_start >= step_start and s.disagreement is not None
             ][-policy.window_samples :]
-            return cand, prod, diffs
-        cand = [s for s in driver.samples if s.arm == "candidate" and s.generation == rec.generation]
-        cand = cand[-policy.window_samples :]
+            return cand, _spread(base, _BASELINE_PER_WINDOW * policy.window_samples), diffs
+        cand = _window_of(
+            [s for s in driver.samples if s.arm == "candidate" and s.generation == rec.generation],
+            policy,
+            self.clock(),
+        )
         since = cand[0].t_start if cand else step_start
-        prod = [s for s in driver.samples if s.arm == "production" and s.ok]
-        recent = [s for s in prod if s.t_start >= since]
-        # At 100% nothing goes to production any more: compare with its latest answers.
-        prod = (recent if len(recent) >= policy.min_samples else prod)[-4 * policy.window_samples :]
-        return cand, prod, None
+        # The same period as the candidate's window, never older answers: a host that is busy
+        # now and was quiet then would make an identical candidate look slower.
+        arm = "baseline" if _probes_baseline(step) else "production"
+        base = [s for s in driver.samples if s.arm == arm and s.t_start >= since]
+        return cand, _spread(base, _BASELINE_PER_WINDOW * policy.window_samples), None
 
     def _roll_back(self, run: _Run, decision: float) -> BreachTiming:
         """Production only again (old workers drained); how long each part took."""
@@ -302,6 +335,44 @@ class LocalRollout:
             diff_clusters=diff_clusters(run.driver.samples, self.frame_meta, self.class_names),
             mirrored=_count_log(run.nginx.prefix / "shadow.log"),
         )
+
+
+# Baseline samples kept per window, per candidate sample allowed: enough for the rank test's
+# power, few enough that the baseline does not outweigh the canary's own evidence.
+_BASELINE_PER_WINDOW = 4
+
+
+def _probes_baseline(step: PlanStep) -> bool:
+    """Whether the step needs baseline probes: when the candidate serves more than half of the
+    requests, production's own arm is lighter loaded (or idle at 100%) than the candidate, so
+    its latencies are no fair baseline; the probes put production under the same load."""
+    return step.mode != "shadow" and step.weight > 50
+
+
+def _window_of(samples: Sequence[Sample], policy: AnalysisPolicy, now: float) -> list[Sample]:
+    """The newest ``window_samples`` of ``samples``, or, when more arrived in the last
+    ``window_s``, that many spread evenly over it. Requests close in time share the host's
+    bursts of load (a second's requests are a handful of independent samples, not 40); spread
+    over seconds they are nearer to what the rank test assumes."""
+    recent = [s for s in samples if s.t_start >= now - policy.window_s]
+    if len(recent) < policy.window_samples:
+        return list(samples[-policy.window_samples :])
+    return _spread(recent, policy.window_samples)
+
+
+def _rounded(value: float | None) -> float | None:
+    """Four significant digits: a p-value of 7e-23 stays 7e-23 (a fixed number of decimals
+    would record it as 0)."""
+    return None if value is None else float(f"{value:.4g}")
+
+
+def _spread(samples: Sequence[Sample], k: int) -> list[Sample]:
+    """At most ``k`` of ``samples``, evenly spread over their period (not the newest ``k``, which
+    would cover a shorter period than the candidate's window)."""
+    if len(samples) <= k:
+        return list(samples)
+    picks = np.linspace(0, len(samples) - 1, k).round().astype(int)
+    return [samples[i] for i in picks]
 
 
 def _count_log(path: Path) -> dict[str, int]:

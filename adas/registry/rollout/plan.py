@@ -37,14 +37,18 @@ class PromotionPlan(BaseModel):
             f"{self.candidate_version} on {self.target} ({self.strategy})\n\n"
             "| # | step | mode | candidate share | bake |\n|---|---|---|---|---|\n"
             f"{rows}\n\n"
-            f"Analysis every {a.interval_s:g} s over the newest {a.window_samples} candidate samples "
-            f"(min {a.min_samples}): p95 <= production x {a.max_p95_latency_ratio:g} + {a.p95_latency_slack_ms:g} ms"
-            + (f" and <= {a.max_p95_latency_ms:g} ms" if a.max_p95_latency_ms else "")
-            + f", error rate <= {a.max_error_rate:.2%}, disagreement ({a.disagreement_mode} of detections "
-            f"scored >= {a.disagreement_min_score:g}) <= {a.max_disagreement:.2f}. "
-            f"Rollback after {a.consecutive_breaches} consecutive breaches or {a.failure_limit} in all; "
-            f"pause while inconclusive (rollback after {a.inconclusive_limit} in a row); "
-            f"progress deadline {a.progress_deadline_s:g} s."
+            f"Analysis every {a.interval_s:g} s over {a.window_samples} candidate samples (the newest, "
+            f"spread over the last {a.window_s:g} s when more arrived) against a production baseline "
+            f"over the same period (min {a.min_samples} each): latency "
+            f"fails when a one-sided Mann-Whitney U test is significant (p < {a.latency_alpha:g}) and the "
+            f"effect is large (median ratio >= {a.min_latency_median_ratio:g}, P(canary > baseline) >= "
+            f"{a.min_latency_effect:g}); disagreement ({a.disagreement_mode} of detections scored >= "
+            f"{a.disagreement_min_score:g}) <= {a.max_disagreement:.2f}. "
+            f"Rollback after {a.consecutive_breaches} failed windows in a row or {a.failure_limit} in all, "
+            f"at once on an error rate > {a.max_error_rate:.2%}"
+            + (f" or a candidate p95 > {a.max_p95_latency_ms:g} ms" if a.max_p95_latency_ms else "")
+            + f"; a step without a verdict is held for more evidence (at most {a.max_extension_s:g} s "
+            f"past its bake time); progress deadline {a.progress_deadline_s:g} s."
         )
 
 

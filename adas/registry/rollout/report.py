@@ -17,7 +17,9 @@ class StepRecord(BaseModel):
     ended_s: float | None = None
     result: Literal["passed", "failed", "running"] = "running"
     intervals: int = 0
+    # Intervals the step was held past its bake time for more evidence, and for how long.
     paused_intervals: int = 0
+    extended_s: float = 0.0
     reload: dict[str, float] = {}
 
 
@@ -71,17 +73,33 @@ class RolloutReport(BaseModel):
                 f"{b.rollback_drained_s:.2f} s: breach to full rollback {b.breach_to_rollback_s:.2f} s "
                 f"(decision to rollback {b.decision_to_rollback_s:.2f} s)"
             )
-        lines += ["", "| step | share | result | intervals (paused) | t |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| step | share | result | intervals (held) | extended | latency, last window | t |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for s in self.steps:
+            last = next((i for i in reversed(self.intervals) if i.step == s.name), None)
             lines.append(
                 f"| {s.name} | {s.weight:g}% | {s.result} | {s.intervals} ({s.paused_intervals}) | "
-                f"{s.started_s:.1f}-{(s.ended_s or 0):.1f} s |"
+                f"{s.extended_s:.1f} s | {_latency_test(last)} | {s.started_s:.1f}-{(s.ended_s or 0):.1f} s |"
             )
         failing = [i for i in self.intervals if i.result == "fail"][-3:]
         if failing:
             lines += [
                 "",
-                "Last breaches:",
-                *(f"- {i.step} @ {i.t_s:.1f} s: {'; '.join(i.breaches)}" for i in failing),
+                "Last failed windows:",
+                *(f"- {i.step} @ {i.t_s:.1f} s: {'; '.join(i.reasons)}" for i in failing),
             ]
         return "\n".join(lines)
+
+
+def _latency_test(interval: IntervalAnalysis | None) -> str:
+    """The rank test of a window in a table cell (no ``|``: it would split the cell)."""
+    if interval is None or interval.latency_p_value is None:
+        return "not run (too few samples)"
+    ratio = "n/a" if interval.latency_median_ratio is None else f"{interval.latency_median_ratio:.2f}"
+    return (
+        f"p = {interval.latency_p_value:.3g}, P(canary > baseline) = {interval.latency_effect:.2f}, "
+        f"median ratio {ratio} (n = {interval.candidate_samples} vs {interval.baseline_samples})"
+    )
