@@ -92,6 +92,41 @@ def _dece(
     return float(total)
 
 
+def calibration_bins(
+    matched: MatchedDetections,
+    metric: str,
+    bins: int,
+    dece_bins: Mapping[str, int],
+    w_edges: Sequence[float],
+    h_edges: Sequence[float],
+) -> np.ndarray:
+    """Each detection's bin, as :func:`_ece` (``metric="ece"``) or :func:`_dece` bins it."""
+    conf = np.clip(matched.scores, 0.0, 1.0)
+    if metric == "ece":
+        return np.clip(np.digitize(conf, np.linspace(0.0, 1.0, bins + 1)[1:-1]), 0, bins - 1)
+    cb = dece_bins["confidence"]
+    ci = np.clip(np.digitize(conf, np.linspace(0, 1, cb + 1)[1:-1]), 0, cb - 1)
+    wi = np.digitize(matched.width, np.asarray(w_edges)) if len(w_edges) else np.zeros(conf.size, int)
+    hi = np.digitize(matched.height, np.asarray(h_edges)) if len(h_edges) else np.zeros(conf.size, int)
+    return (ci * (len(w_edges) + 1) + wi) * (len(h_edges) + 1) + hi
+
+
+def weighted_calibration_error(
+    keys: np.ndarray, conf: np.ndarray, correct: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """ECE / D-ECE per row of detection weights ``[R, D]``: sum over bins of |sum w (correct -
+    conf)| / sum w, which is sum_b n_b / N |precision_b - confidence_b| at unit weights."""
+    weights = np.atleast_2d(weights)
+    if conf.size == 0:
+        return np.full(weights.shape[0], np.nan)
+    _, bin_of = np.unique(keys, return_inverse=True)
+    residual = np.zeros((conf.size, int(bin_of.max()) + 1))
+    residual[np.arange(conf.size), bin_of] = np.asarray(correct, np.float64) - np.clip(conf, 0.0, 1.0)
+    total = weights.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, np.abs(weights @ residual).sum(axis=1) / total, np.nan)
+
+
 def best_f1_threshold(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> dict[str, Any]:
     """The score threshold maximising F1 for one class (``None`` when undefined, with a reason)."""
     if num_gt == 0:

@@ -13,12 +13,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from adas.evaluation.bootstrap import MatchTable, paired_bootstrap
-from adas.stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Interval
+from adas.evaluation.calibration import calibration_bins, size_edges, weighted_calibration_error
+from adas.evaluation.matching import MatchedDetections, match_same_class
+from adas.stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Interval, percentile_interval, resample_weights
 
 METHOD = "paired percentile bootstrap over images"
 
@@ -69,11 +73,24 @@ class PairedEvidence(BaseModel):
     slices: dict[str, dict[str, DeltaInterval]] = {}
     slice_images: dict[str, int] = {}
     class_weights: dict[str, float] = {}
+    # Candidate - production calibration error on the split (``calibration_metric``: ece | dece).
+    calibration: DeltaInterval | None = None
+    calibration_metric: str = "ece"
     seconds: float = Field(default=0.0, description="wall time of the bootstrap")
 
     def delta(self, metric: str, slice_name: str | None = None) -> DeltaInterval | None:
         table = self.overall if slice_name is None else self.slices.get(slice_name, {})
         return table.get(metric)
+
+
+@dataclass(frozen=True)
+class CalibrationSpec:
+    """How the evaluation bins calibration (:func:`adas.evaluation.pipeline.detection_calibration`)."""
+
+    metric: str = "ece"  # ece | dece
+    match_iou: float = 0.5
+    bins: int = 10
+    dece_bins: Mapping[str, int] = field(default_factory=lambda: {"confidence": 5, "width": 3, "height": 3})
 
 
 def paired_evidence(
@@ -86,6 +103,7 @@ def paired_evidence(
     class_weights: Mapping[str, float] | None = None,
     recall_classes: Sequence[str] = (),
     operating_thresholds: tuple[float, float] = (0.3, 0.3),
+    calibration: CalibrationSpec | None = CalibrationSpec(),
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     confidence: float = DEFAULT_CONFIDENCE,
@@ -131,6 +149,13 @@ def paired_evidence(
             score_threshold=operating_thresholds,
         )
         per_slice[name] = _defined(deltas.intervals)
+    calibration_delta = (
+        None
+        if calibration is None
+        else _calibration_delta(
+            gt, candidate_records, production_records, split_ids, calibration, resamples, seed, confidence
+        )
+    )
     return PairedEvidence(
         resamples=resamples,
         seed=seed,
@@ -140,6 +165,8 @@ def paired_evidence(
         slices=per_slice,
         slice_images=images,
         class_weights=dict(weights or {}),
+        calibration=calibration_delta,
+        calibration_metric=calibration.metric if calibration else "ece",
         seconds=round(time.perf_counter() - t0, 3),
     )
 
@@ -152,3 +179,63 @@ def _defined(intervals: Mapping[str, Interval]) -> dict[str, DeltaInterval]:
         for k, v in intervals.items()
         if not any(math.isnan(x) for x in (v.point, v.low, v.high))
     }
+
+
+def _calibration_delta(
+    gt: Mapping[str, Any],
+    candidate_records: list[dict[str, Any]],
+    production_records: list[dict[str, Any]],
+    split_ids: Sequence[int],
+    spec: CalibrationSpec,
+    resamples: int,
+    seed: int,
+    confidence: float,
+) -> DeltaInterval | None:
+    ids = [int(i) for i in split_ids]
+    cm = match_same_class(gt, candidate_records, ids, spec.match_iou)
+    pm = match_same_class(gt, production_records, ids, spec.match_iou)
+    w_edges, _ = size_edges(gt, ids, spec.dece_bins["width"])
+    _, h_edges = size_edges(gt, ids, spec.dece_bins["height"])
+
+    def bins(m: MatchedDetections) -> np.ndarray:
+        return calibration_bins(m, spec.metric, spec.bins, spec.dece_bins, w_edges, h_edges)
+
+    return paired_calibration_delta(
+        cm, pm, bins(cm), bins(pm), ids, resamples=resamples, seed=seed, confidence=confidence
+    )
+
+
+def paired_calibration_delta(
+    candidate: MatchedDetections,
+    production: MatchedDetections,
+    candidate_bins: np.ndarray,
+    production_bins: np.ndarray,
+    image_ids: Sequence[int],
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> DeltaInterval | None:
+    """Candidate minus production calibration error (ECE or D-ECE, as the bins say) on the same
+    resampled images; ``None`` when either model has no detection to calibrate."""
+    if not len(candidate) or not len(production):
+        return None
+    index = {int(i): k for k, i in enumerate(image_ids)}
+    c_img = np.array([index[int(i)] for i in candidate.image_ids])
+    p_img = np.array([index[int(i)] for i in production.image_ids])
+    rng = np.random.default_rng(seed)
+
+    def delta(w: np.ndarray) -> np.ndarray:
+        c = weighted_calibration_error(candidate_bins, candidate.scores, candidate.tp, w[:, c_img])
+        p = weighted_calibration_error(production_bins, production.scores, production.tp, w[:, p_img])
+        return c - p
+
+    point = float(delta(np.ones((1, len(index))))[0])
+    samples = [
+        delta(resample_weights(len(index), min(250, resamples - start), rng))
+        for start in range(0, resamples, 250)
+    ]
+    interval = percentile_interval(np.concatenate(samples), point, len(index), confidence)
+    if any(math.isnan(x) for x in (interval.point, interval.low, interval.high)):
+        return None
+    return DeltaInterval.of(interval)

@@ -45,6 +45,9 @@ def forest_rows(evidence: PairedEvidence, decisions: Sequence[DeltaDecision] = (
         elif key.startswith("recall/"):
             name = key.removeprefix("recall/")
             rows.append(row(f"class {name}: recall@op", name, key, delta))
+    if evidence.calibration is not None:
+        name = evidence.calibration_metric.upper().replace("DECE", "D-ECE")
+        rows.append(row(f"all: {name} (lower is better)", "all", name, evidence.calibration))
     for name, deltas in evidence.slices.items():
         rows.append(
             row(f"slice {name}: AP (n={evidence.slice_images.get(name, 0)})", name, "AP", deltas.get("AP"))

@@ -210,6 +210,12 @@ class DeltaDecision(BaseModel):
     verdict: Verdict
     reason: str
     n_to_decide: int | None = None
+    higher_is_better: bool = True  # False for calibration error: the limit is an upper one
+
+    @property
+    def limit(self) -> str:
+        """The bound the whole interval must respect, in points: ``>= -1.00`` or ``<= +2.00``."""
+        return f"{'>=' if self.higher_is_better else '<='} {-self.tolerance_points:+.2f}"
 
     @property
     def quote(self) -> str:
@@ -600,11 +606,15 @@ def _latency_gate(latency: Latency | None, budget_ms: float | None) -> GateResul
 
 
 def _calibration_gate(
-    cand: MetricsSnapshot, prod: MetricsSnapshot | None, cfg: CalibrationGate, block_missing: bool
-) -> GateResult:
+    cand: MetricsSnapshot,
+    prod: MetricsSnapshot | None,
+    cfg: CalibrationGate,
+    block_missing: bool,
+    evidence: PairedEvidence | None,
+) -> tuple[GateResult, list[DeltaDecision]]:
     name = cfg.metric.upper().replace("DECE", "D-ECE")
     cv = cand.ece if cfg.metric == "ece" else cand.dece
-    req = f"{name} <= production + {100 * cfg.max_increase:g} pts"
+    req = f"{name} delta <= +{100 * cfg.max_increase:g} pts, shown by the whole interval"
     if prod is None:
         return GateResult(
             name="calibration",
@@ -612,7 +622,7 @@ def _calibration_gate(
             observed=points(cv),
             requirement=req,
             rationale=f"no production baseline for this cell: {name} not compared",
-        )
+        ), []
     pv = prod.ece if cfg.metric == "ece" else prod.dece
     if cv is None or pv is None:
         which = "candidate" if cv is None else "production"
@@ -622,15 +632,43 @@ def _calibration_gate(
             observed=f"{points(cv)} (production {points(pv)})",
             requirement=req,
             rationale=f"{name} undefined for the {which} (no detections to calibrate)",
+        ), []
+    if evidence is None:
+        return _no_evidence("calibration", req), []
+    delta = evidence.calibration if evidence.calibration_metric == cfg.metric else None
+    if delta is None:
+        d = _decision("calibration", "all", name, None, cfg.max_increase, f"{name} delta")
+    else:
+        # Calibration error: lower is better, so a regression is an increase beyond the tolerance.
+        dec = decide(delta.interval, cfg.max_increase, higher_is_better=False, what=f"{name} delta")
+        shown = delta.points()
+        tol = f"+{100 * cfg.max_increase:.2f} pts"
+        reason = {
+            "red": f"{name} delta {shown} is beyond the tolerance {tol}",
+            "green": f"{name} delta {shown} rules out an increase beyond {tol}",
+            "amber": f"insufficient evidence: {name} delta {shown} straddles the tolerance {tol}"
+            + (f"; about {dec.n_to_decide} images would decide it" if dec.n_to_decide else ""),
+        }[dec.verdict]
+        d = DeltaDecision(
+            gate="calibration",
+            scope="all",
+            metric=name,
+            delta=delta,
+            tolerance_points=-100 * cfg.max_increase,
+            verdict=dec.verdict,
+            reason=reason,
+            n_to_decide=dec.n_to_decide,
+            higher_is_better=False,
         )
-    ok = cv <= pv + cfg.max_increase + 1e-12
     return GateResult(
         name="calibration",
-        status="pass" if ok else "fail",
+        status=_STATUS[d.verdict],
         observed=f"{points(cv)} (production {points(pv)})",
         requirement=req,
-        rationale=f"{name} {points(pv)} -> {points(cv)} pts ({100 * (cv - pv):+.2f}); {'within' if ok else 'beyond'} the +{100 * cfg.max_increase:g} tolerance",
-    )
+        rationale=f"{name} {points(pv)} -> {points(cv)}: {d.reason}",
+        interval=d.delta.points() if d.delta else None,
+        n_to_decide=d.n_to_decide,
+    ), [d]
 
 
 def evaluate_gates(
@@ -650,7 +688,7 @@ def evaluate_gates(
     cs, failing, cs_d = _critical_slices_gate(candidate, production, cfg.critical_slices, block, evidence)
     sr, sr_d = _safety_recall_gate(candidate, production, cfg.safety_recall, evidence)
     lat = _latency_gate(latency, budget_p95_ms)
-    cal = _calibration_gate(candidate, production, cfg.calibration, block)
+    cal, cal_d = _calibration_gate(candidate, production, cfg.calibration, block, evidence)
     gates = [wm, cs, sr, lat, cal]
     failed = [g for g in gates if g.status == "fail"]
     amber = [g for g in gates if g.status == "amber"]
@@ -679,7 +717,7 @@ def evaluate_gates(
         verdict=verdict,
         gates=gates,
         failing_slices=failing,
-        decisions=[*wm_d, *cs_d, *sr_d],
+        decisions=[*wm_d, *cs_d, *sr_d, *cal_d],
         rationale=rationale,
         baseline_available=production is not None,
         gates_version=cfg.version,

@@ -23,7 +23,7 @@ from adas.evaluation import robustness as rob
 from adas.evaluation.config import EvaluationSettings, Profile
 from adas.evaluation.corruptions import plot_decay, robustness_sweep
 from adas.evaluation.drift import drift_report
-from adas.evaluation.evidence import PairedEvidence, paired_evidence
+from adas.evaluation.evidence import CalibrationSpec, PairedEvidence, paired_evidence
 from adas.evaluation.forest_plot import forest_rows, plot_forest
 from adas.evaluation.gates import (
     GatesConfig,
@@ -340,6 +340,12 @@ def evaluate_engine(
             class_weights=gates_cfg.weighted_map.class_weights,
             recall_classes=gates_cfg.safety_recall.classes,
             operating_thresholds=(operating, prod_operating),
+            calibration=CalibrationSpec(
+                metric=gates_cfg.calibration.metric,
+                match_iou=settings.match_iou,
+                bins=settings.calibration.bins,
+                dece_bins=settings.calibration.dece_bins,
+            ),
             resamples=conf.resamples,
             seed=conf.seed,
             confidence=conf.level,

@@ -228,15 +228,13 @@ def verdict_markdown(verdict: GateVerdict, title: str) -> str:
     if verdict.decisions:
         lines += [
             "",
-            "| gated delta | interval (points) | tolerance | verdict | would decide |",
+            "| gated delta | interval (points) | limit | verdict | would decide |",
             "|---|---|---|---|---|",
         ]
         for d in verdict.decisions:
             shown = d.delta.points() if d.delta else "undefined"
             need = f"~{d.n_to_decide} images" if d.n_to_decide else ""
-            lines.append(
-                f"| {d.scope} {d.metric} | {shown} | -{d.tolerance_points:.2f} | {d.verdict} | {need} |"
-            )
+            lines.append(f"| {d.scope} {d.metric} | {shown} | {d.limit} | {d.verdict} | {need} |")
     lines.append("")
     if verdict.confidence:
         lines.append(f"Intervals: {verdict.confidence}.")
@@ -261,6 +259,8 @@ def evidence_markdown(evidence: Mapping[str, Any], verdict: GateVerdict) -> str:
 
     for key, d in evidence["overall"].items():
         lines.append(f"| all | {key} | {fmt(d)} |")
+    if evidence.get("calibration"):
+        lines.append(f"| all | {evidence.get('calibration_metric', 'ece')} | {fmt(evidence['calibration'])} |")
     for name, deltas in evidence.get("slices", {}).items():
         for key in ("AP", "AP50"):
             if key in deltas:

@@ -47,7 +47,7 @@ GATE_COLUMNS = {
 DECISION_COLUMNS = {
     "delta": "string",
     "interval_pts": "string",
-    "tolerance_pts": "float",
+    "limit_pts": "string",
     "verdict": "string",
     "images_to_decide": "int",
 }
@@ -295,7 +295,7 @@ def gate_result(judgement: GateJudgement) -> dg.MaterializeResult:
                 {
                     "delta": f"{d.scope} {d.metric}",
                     "interval_pts": d.delta.points() if d.delta else "undefined",
-                    "tolerance_pts": round(d.tolerance_points, 3),
+                    "limit_pts": d.limit,
                     "verdict": d.verdict,
                     "images_to_decide": d.n_to_decide or 0,
                 }

@@ -95,3 +95,20 @@ def test_nominal_95_percent_intervals_cover_the_true_difference() -> None:
         ap = deltas.intervals["AP"]
         covered += ap.low <= truth <= ap.high
     assert 186 <= covered <= 194, f"coverage {covered}/200 (truth {truth:+.4f})"
+
+
+def test_weighted_calibration_error_is_ece_at_unit_weights_and_duplication_at_weight_two() -> None:
+    from adas.evaluation.calibration import _ece, weighted_calibration_error
+
+    rng = np.random.default_rng(0)
+    conf = rng.random(500)
+    correct = (rng.random(500) < conf**1.5).astype(np.float64)
+    keys = np.clip(np.digitize(conf, np.linspace(0, 1, 11)[1:-1]), 0, 9)
+    ece, _ = _ece(conf, correct, 10)
+    assert weighted_calibration_error(keys, conf, correct, np.ones((1, 500)))[0] == pytest.approx(ece, abs=1e-12)
+    # A detection drawn twice by the bootstrap weighs what two copies of it weigh.
+    w = np.ones(500)
+    w[:50] = 2.0
+    dup = np.concatenate([np.arange(500), np.arange(50)])
+    ece_dup, _ = _ece(conf[dup], correct[dup], 10)
+    assert weighted_calibration_error(keys, conf, correct, w[None, :])[0] == pytest.approx(ece_dup, abs=1e-12)

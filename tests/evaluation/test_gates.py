@@ -123,7 +123,8 @@ def test_good_candidate_is_green(case: dict[str, Any]) -> None:
     assert not v.failing_slices and not v.amber
     # The critical slices really were compared, each on its own interval.
     assert {d.scope for d in v.decisions if d.gate == "critical_slices"} >= {"fog", "night", "rain", "snow"}
-    assert all(d.delta is not None and d.delta.low > 0 for d in v.decisions)
+    # Every AP and recall delta is an improvement the interval shows (calibration error: lower).
+    assert all(d.delta is not None and d.delta.low > 0 for d in v.decisions if d.higher_is_better)
     assert "[" in (v.gates[0].interval or "") and "(n = 240)" in (v.gates[0].interval or "")
 
 
@@ -183,9 +184,31 @@ def test_latency_and_calibration_gates(case: dict[str, Any]) -> None:
     assert [g.name for g in v.failed] == ["latency"] and "31.50 ms over the 25 ms budget" in v.rationale
     # unmeasured latency never passes
     assert not evaluate_gates(good.snap, weak.snap, None, 25.0, evidence=evidence).passed
-    worse_cal = good.snap.model_copy(update={"ece": (weak.snap.ece or 0) + 0.05})
-    v = evaluate_gates(worse_cal, weak.snap, LATENCY_OK, 25.0, evidence=evidence)
-    assert [g.name for g in v.failed] == ["calibration"] and "beyond the +2 tolerance" in v.rationale
+
+
+def test_an_underconfident_candidate_is_red_on_calibration_only(case: dict[str, Any]) -> None:
+    """The same detections with every score above the operating threshold squeezed towards it
+    (a monotone map fixing 0.3: the ranking, every AP and the recall at 0.3 are unchanged); the
+    mostly-correct detections now claim ~35%: the paired ECE delta is far beyond +2 points."""
+    weak = case["weak"]
+    coco = case["coco"]
+    dets = predictions_from_gt(coco, seed=2, recall=0.80, jitter=0.6)
+    squeezed = {
+        i: Detections(
+            d.boxes, np.where(d.scores > 0.3, 0.3 + 0.2 * (d.scores - 0.3), d.scores), d.category_ids
+        )
+        for i, d in dets.items()
+    }
+    v = _judge(_evaluate(coco, squeezed, "1.3.0"), weak)
+    assert [g.name for g in v.failed] == ["calibration"], v.rationale
+    cal = next(d for d in v.decisions if d.gate == "calibration")
+    assert cal.delta is not None and cal.delta.low > 0.02 and cal.limit == "<= +2.00"
+    assert "beyond the tolerance +2.00 pts" in v.rationale
+    ap = next(d for d in v.decisions if d.gate == "weighted_map")
+    assert ap.delta is not None and ap.delta.point == pytest.approx(0.0, abs=1e-12)
+    # The same predictions as production: zero ECE delta, green.
+    same = _judge(weak, weak)
+    assert next(d for d in same.decisions if d.gate == "calibration").verdict == "green"
 
 
 def test_a_comparison_without_intervals_is_amber_never_green(case: dict[str, Any]) -> None:
