@@ -102,9 +102,10 @@ class AliasMoveConfig(dg.Config):
     description=per_target_description(
         "The target's `production` alias after a promotion or rollback (jobs `promote_candidate` and "
         "`rollback`). Promotion: governance (approvals, signatures against the pinned key, SBOM, "
-        "vulnerabilities or waiver, green verdicts), the target's promotion lock, a plan (also rendered "
+        "vulnerabilities or waiver, green verdicts or amber ones accepted by a quoting approval), the target's promotion lock, a plan (also rendered "
         "as Argo Rollouts and SageMaker manifests), a real local canary (two Triton servers behind nginx, "
-        "replayed recorded requests, automatic rollback on N consecutive breaches), then production -> "
+        "replayed recorded requests; a rank test against a same-period baseline rolls back a slower canary, "
+        "errors and SLO breaches roll back at once, an undecided step is held), then production -> "
         "candidate and previous -> `rollback` in one transaction, release notes and post-promotion hooks. "
         "Never materialized by automation."
     ),
