@@ -112,3 +112,17 @@ def test_weighted_calibration_error_is_ece_at_unit_weights_and_duplication_at_we
     dup = np.concatenate([np.arange(500), np.arange(50)])
     ece_dup, _ = _ece(conf[dup], correct[dup], 10)
     assert weighted_calibration_error(keys, conf, correct, w[None, :])[0] == pytest.approx(ece_dup, abs=1e-12)
+
+
+def test_paired_evidence_is_the_same_with_one_or_two_workers(world: tuple[dict, list, list]) -> None:
+    from adas.evaluation.evidence import paired_evidence
+
+    gt, good, worse = world
+    ids = [im["id"] for im in gt["images"]]
+    slices = {"a": ids[:40], "b": ids[40:90], "c": ids[90:]}
+    runs = [
+        paired_evidence(gt, worse, good, ids, slices, recall_classes=["motorcycle"], resamples=200, workers=w)
+        for w in (1, 2)
+    ]
+    assert runs[0].model_dump(exclude={"seconds"}) == runs[1].model_dump(exclude={"seconds"})
+    assert set(runs[0].slices) == {"a", "b", "c"} and runs[0].calibration is not None
