@@ -31,11 +31,11 @@ from adas.intake.contract import (
     LINEAGE_FILE,
     ClassEntry,
     Contract,
+    HeatmapPostprocess,
     InputSpec,
     Lineage,
     Normalization,
     OutputSpec,
-    Postprocess,
 )
 from adas.intake.model import load_model
 
@@ -99,7 +99,7 @@ def build_contract(
             for n in OUTPUT_NAMES
         ],
         classes=[ClassEntry(id=i, name=n) for i, n in classes],
-        postprocess=Postprocess(
+        postprocess=HeatmapPostprocess(
             stride=STRIDE,
             heatmap_output="heatmap",
             size_output="box_size",

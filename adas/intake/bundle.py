@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from adas.intake.contract import CONTRACT_FILE, LINEAGE_FILE, Contract, Lineage
+from adas.intake.contract import CONTRACT_FILE, LINEAGE_FILE, Contract, Lineage, readable_errors
 from adas.intake.files import (
     BundleFile,
     BundleRejected,
@@ -83,12 +83,9 @@ def digest_bundle(path: Path, limits: IntakeLimits | None = None) -> BundleDiges
 
 
 def _pydantic_reason(file: str, err: ValidationError) -> BundleRejected:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    reasons = "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or '<top level>'}: {e['msg'].removeprefix('Value error, ')}"
-        for e in err.errors()[:5]
-    )
+    errors = readable_errors(err)
+    loc = errors[0][0]
+    reasons = "; ".join(f"{where or '<top level>'}: {msg}" for where, msg in errors[:5])
     return BundleRejected(f"{file}: {loc}" if loc else file, reasons)
 
 

@@ -7,9 +7,9 @@ import pytest
 
 from adas.detector.postprocess import Detections, batched_nms, box_iou, decode, max_pool3x3, nms
 from adas.detector.preprocess import normalize
-from adas.intake.contract import Normalization, Postprocess
+from adas.intake.contract import HeatmapPostprocess, Normalization
 
-POST = Postprocess(
+POST = HeatmapPostprocess(
     stride=4,
     heatmap_output="heatmap",
     size_output="box_size",
