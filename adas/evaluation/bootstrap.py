@@ -129,10 +129,20 @@ class MatchTable:
             hits = np.flatnonzero(c.matched.any(axis=0))
             end = int(hits[-1]) + 1 if hits.size else 0
             dw = weights[:, c.image_index[:end]]  # [R, D]
-            all_counted = bool(c.counted[:, :end].all())
-            total = np.cumsum(dw, axis=1) if all_counted else None
+            if bool(c.counted[:, :end].all()):
+                # Precision only rises at a match, so the envelope, and every recall threshold's
+                # first crossing, sit at matched positions: one running sum of every detection's
+                # weight (what was seen), then per threshold only the matched positions (~the
+                # ground-truth count, not the tens of thousands of low-score detections).
+                seen = np.cumsum(dw, axis=1)[:, hits]
+                matched_w = dw[:, hits]
+                for t in range(len(self.iou_thresholds)):
+                    tps = np.cumsum(matched_w * c.matched[t, hits], axis=1)
+                    out[:, t, k] = _interpolated_ap(tps, seen, npos)
+                continue
             for t in range(len(self.iou_thresholds)):
-                out[:, t, k] = _weighted_ap(dw, c.matched[t, :end], c.counted[t, :end], npos, total)
+                w, m = dw[:, c.counted[t, :end]], c.matched[t, :end][c.counted[t, :end]]
+                out[:, t, k] = _interpolated_ap(np.cumsum(w * m, axis=1), np.cumsum(w, axis=1), npos)
         return out
 
     def recall_at(self, weights: np.ndarray, score_threshold: float, iou_index: int = 0) -> np.ndarray:
@@ -148,24 +158,14 @@ class MatchTable:
         return out
 
 
-def _weighted_ap(
-    dw: np.ndarray, matched: np.ndarray, counted: np.ndarray, npos: np.ndarray, total: np.ndarray | None
-) -> np.ndarray:
-    """COCOeval.accumulate's 101-point interpolated AP for each row of detection weights.
-
-    ``total``: the running sum of ``dw`` when no detection is ignored (then false positives are
-    that sum minus true positives, one cumulative sum saved per threshold)."""
-    r = dw.shape[0]
+def _interpolated_ap(tps: np.ndarray, seen: np.ndarray, npos: np.ndarray) -> np.ndarray:
+    """COCOeval.accumulate's 101-point interpolated AP per row, from running sums of matched
+    (``tps``) and seen detection weight at the same positions in score order."""
+    r = tps.shape[0]
     ap = np.full(r, np.nan)
     defined = npos > 0
     if not defined.any():
         return ap
-    if total is None:
-        w, m = dw[:, counted], matched[counted]
-        tps = np.cumsum(w * m, axis=1)
-        seen = np.cumsum(w, axis=1)
-    else:
-        tps, seen = np.cumsum(dw * matched, axis=1), total
     if tps.shape[1] == 0:
         ap[defined] = 0.0
         return ap
