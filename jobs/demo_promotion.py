@@ -3,6 +3,11 @@ be scanned offline, a written vulnerability waiver), then run ``promote_candidat
 CPU cell. The result is the candidate promoted through a real local canary, or refused with
 every reason; the registry history shows every move.
 
+An amber gate verdict ("insufficient evidence") is never promoted automatically. The demo plays
+the safety reviewer a person would be: it prints the undecided intervals and records a safety
+approval that quotes them (``accept_amber``), so the demo shows the whole path, refusal reasons
+included. A red verdict is never accepted.
+
 Called from ``scripts/run_demo.py`` with the demo's Definitions and instance::
 
     from jobs.demo_promotion import promote_demo_candidate
@@ -64,6 +69,22 @@ def promote_demo_candidate(
             }
             if role == "security" and staged.body.security.vulnerability_status != "scanned":
                 cfg["waive_vulnerabilities"] = DEMO_WAIVER
+            undecided = [
+                q
+                for v in (staged.body.evaluation, staged.body.simulation)
+                if v and v.status == "amber"
+                for q in v.amber
+            ]
+            if role == "safety" and undecided:
+                cfg["accept_amber"] = "; ".join(undecided)
+                cfg["reason"] = (
+                    f"demo safety reviewer: read the undecided intervals of {staged.version} and accepts them "
+                    "(in production a person decides this)"
+                )
+                lines.append(
+                    f"{target}: AMBER (insufficient evidence), accepted by the demo's safety reviewer quoting:"
+                )
+                lines += [f"    {q}" for q in undecided]
             result = defs.resolve_job_def("approve").execute_in_process(
                 run_config={"ops": {"record_approval": {"config": cfg}}},
                 instance=instance,
