@@ -30,11 +30,19 @@ DEMO_WAIVER = (
 
 
 def _failure(result: dg.ExecuteInProcessResult) -> str:
-    return "; ".join(
-        str(e.event_specific_data.error.message).strip().splitlines()[0]  # type: ignore[union-attr]
-        for e in result.all_events
-        if e.event_type_value == "STEP_FAILURE"
-    )
+    """Each failed step's message without the exception's class name; a refusal keeps its
+    list of unmet conditions (one per line), which is the point of printing it."""
+    messages = []
+    for e in result.all_events:
+        if e.event_type_value != "STEP_FAILURE":
+            continue
+        text = str(e.event_specific_data.error.message).strip()  # type: ignore[union-attr]
+        head, _, rest = text.partition("\n")
+        head = head.split(": ", 1)[1] if head.startswith("dagster.") and ": " in head else head
+        messages.append(
+            "\n".join([head, *[f"    {line.strip()}" for line in rest.splitlines() if line.strip()]])
+        )
+    return "; ".join(messages)
 
 
 def promote_demo_candidate(
