@@ -13,6 +13,8 @@ import pytest
 from adas.catalog import load_catalog
 from adas.cell import Cell
 from adas.datasets.slices import DEFAULT_SLICES_PATH, load_slices
+from adas.evaluation import gates as gates_module
+from adas.evaluation import pipeline as pipeline_module
 from adas.evaluation.config import default_evaluation_settings
 from adas.evaluation.refs import EvalReportRef, GateRef, QuantizationRef
 from adas.intake.refs import DatasetRef, ReplayBundleRef, SliceCatalogRef
@@ -62,6 +64,14 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory, onnx_engines) -> dict[st
     mp = pytest.MonkeyPatch()
     mp.setenv("ADAS_HOME", str(home))
     mp.setattr(ev, "default_evaluation_settings", _small_settings)
+    # The specification's win condition ("+1.5 points"): the untrained candidate, no better than a
+    # production that detects nothing, is red on weighted mAP whatever the machine's latency.
+    shipped = gates_module.default_gates()
+    win = shipped.model_copy(
+        update={"weighted_map": shipped.weighted_map.model_copy(update={"min_improvement_points": 1.5})}
+    )
+    mp.setattr(gates_module, "default_gates", lambda: win)
+    mp.setattr(pipeline_module, "default_gates", lambda: win)
     store = LocalArtifactStore(root=str(home / "artifacts"))
 
     ds = tmp_path_factory.mktemp("dataset")
