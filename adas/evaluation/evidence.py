@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from adas.evaluation.bootstrap import MatchTable, paired_bootstrap
+from adas.evaluation.bootstrap import MatchTable, PairedDeltas, paired_bootstrap
 from adas.evaluation.calibration import calibration_bins, size_edges, weighted_calibration_error
 from adas.evaluation.matching import MatchedDetections, match_same_class
 from adas.stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Interval, percentile_interval, resample_weights
@@ -123,21 +123,10 @@ def paired_evidence(
     known = {c.name for c in cand.classes}
     weights = {k: v for k, v in (class_weights or {}).items() if k in known} or None
     recall = [c for c in recall_classes if c in known]
-    overall = paired_bootstrap(
-        cand,
-        prod,
-        image_ids=[int(i) for i in split_ids],
-        n_resamples=resamples,
-        seed=seed,
-        confidence=confidence,
-        recall_classes=recall,
-        score_threshold=operating_thresholds,
-        class_weights=weights,
-    )
     images = {name: len(ids) for name, ids in slices.items()}
 
-    def one_slice(ids: Sequence[int]) -> dict[str, DeltaInterval]:
-        deltas = paired_bootstrap(
+    def one_scope(ids: Sequence[int], weighted: Mapping[str, float] | None) -> PairedDeltas:
+        return paired_bootstrap(
             cand,
             prod,
             image_ids=[int(i) for i in ids],
@@ -146,22 +135,34 @@ def paired_evidence(
             confidence=confidence,
             recall_classes=recall,
             score_threshold=operating_thresholds,
+            class_weights=weighted,
         )
-        return _defined(deltas.intervals)
 
-    # Slices are independent and their work is numpy that releases the GIL (cumulative sums,
-    # searchsorted, matrix products): two threads use both cores of a small runner. Each slice
-    # seeds its own generator, so the result does not depend on the scheduling.
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(slices) or 1))) as pool:
-        futures = {name: pool.submit(one_slice, ids) for name, ids in slices.items() if ids}
-        per_slice = {name: f.result() for name, f in futures.items()}
-    calibration_delta = (
-        None
-        if calibration is None
-        else _calibration_delta(
-            gt, candidate_records, production_records, split_ids, calibration, resamples, seed, confidence
+    # The split, every slice and the calibration delta are independent, and their work is numpy
+    # that releases the GIL (cumulative sums, searchsorted, matrix products): a pool of two threads
+    # keeps both cores of a small runner busy, the split's bootstrap (the largest job) first. Each
+    # job seeds its own generator, so the result does not depend on the scheduling (tested).
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        overall_job = pool.submit(one_scope, split_ids, weights)
+        calibration_job = (
+            None
+            if calibration is None
+            else pool.submit(
+                _calibration_delta,
+                gt,
+                candidate_records,
+                production_records,
+                split_ids,
+                calibration,
+                resamples,
+                seed,
+                confidence,
+            )
         )
-    )
+        slice_jobs = {name: pool.submit(one_scope, ids, None) for name, ids in slices.items() if ids}
+        overall = overall_job.result()
+        per_slice = {name: _defined(job.result().intervals) for name, job in slice_jobs.items()}
+        calibration_delta = None if calibration_job is None else calibration_job.result()
     return PairedEvidence(
         resamples=resamples,
         seed=seed,
