@@ -279,39 +279,41 @@ def weighted_map(
 
 
 def _decision(
-    gate: str, scope: str, metric: str, delta: DeltaInterval | None, tolerance: float, what: str
+    gate: str,
+    scope: str,
+    metric: str,
+    delta: DeltaInterval | None,
+    tolerance: float,
+    what: str,
+    higher_is_better: bool = True,
 ) -> DeltaDecision:
-    """``decide`` on one stored interval; a missing interval is amber (never silently green)."""
+    """``decide`` on one stored interval; a missing interval is amber (never silently green).
+    ``higher_is_better=False`` (calibration error): a regression is an increase beyond ``tolerance``."""
+    sign = 1.0 if higher_is_better else -1.0
+    common = {
+        "gate": gate,
+        "scope": scope,
+        "metric": metric,
+        "delta": delta,
+        "tolerance_points": sign * 100 * tolerance,
+        "higher_is_better": higher_is_better,
+    }
     if delta is None:
-        return DeltaDecision(
-            gate=gate,
-            scope=scope,
-            metric=metric,
-            delta=None,
-            tolerance_points=100 * tolerance,
-            verdict="amber",
-            reason=f"insufficient evidence: {what} has no interval (undefined on these images)",
-        )
-    d = decide(delta.interval, tolerance, what=what)
+        reason = f"insufficient evidence: {what} has no interval (undefined on these images)"
+        return DeltaDecision(**common, verdict="amber", reason=reason)
+    d = decide(delta.interval, tolerance, higher_is_better=higher_is_better, what=what)
     # Restate the reason in points, the unit of gates.yaml and of every report.
-    shown, tol = delta.points(), f"{100 * tolerance:.2f} pts"
+    shown = delta.points()
+    tol = f"{100 * tolerance:.2f} pts" if higher_is_better else f"+{100 * tolerance:.2f} pts"
+    regression = "a regression" if higher_is_better else "an increase"
     if d.verdict == "red":
-        reason = f"{what} {shown} is worse than the tolerance {tol}"
+        reason = f"{what} {shown} is {'worse than' if higher_is_better else 'beyond'} the tolerance {tol}"
     elif d.verdict == "green":
-        reason = f"{what} {shown} rules out a regression beyond {tol}"
+        reason = f"{what} {shown} rules out {regression} beyond {tol}"
     else:
         more = f"; about {d.n_to_decide} images would decide it" if d.n_to_decide else ""
         reason = f"insufficient evidence: {what} {shown} straddles the tolerance {tol}{more}"
-    return DeltaDecision(
-        gate=gate,
-        scope=scope,
-        metric=metric,
-        delta=delta,
-        tolerance_points=100 * tolerance,
-        verdict=d.verdict,
-        reason=reason,
-        n_to_decide=d.n_to_decide,
-    )
+    return DeltaDecision(**common, verdict=d.verdict, reason=reason, n_to_decide=d.n_to_decide)
 
 
 def _no_evidence(name: str, requirement: str) -> GateResult:
@@ -636,30 +638,9 @@ def _calibration_gate(
     if evidence is None:
         return _no_evidence("calibration", req), []
     delta = evidence.calibration if evidence.calibration_metric == cfg.metric else None
-    if delta is None:
-        d = _decision("calibration", "all", name, None, cfg.max_increase, f"{name} delta")
-    else:
-        # Calibration error: lower is better, so a regression is an increase beyond the tolerance.
-        dec = decide(delta.interval, cfg.max_increase, higher_is_better=False, what=f"{name} delta")
-        shown = delta.points()
-        tol = f"+{100 * cfg.max_increase:.2f} pts"
-        reason = {
-            "red": f"{name} delta {shown} is beyond the tolerance {tol}",
-            "green": f"{name} delta {shown} rules out an increase beyond {tol}",
-            "amber": f"insufficient evidence: {name} delta {shown} straddles the tolerance {tol}"
-            + (f"; about {dec.n_to_decide} images would decide it" if dec.n_to_decide else ""),
-        }[dec.verdict]
-        d = DeltaDecision(
-            gate="calibration",
-            scope="all",
-            metric=name,
-            delta=delta,
-            tolerance_points=-100 * cfg.max_increase,
-            verdict=dec.verdict,
-            reason=reason,
-            n_to_decide=dec.n_to_decide,
-            higher_is_better=False,
-        )
+    d = _decision(
+        "calibration", "all", name, delta, cfg.max_increase, f"{name} delta", higher_is_better=False
+    )
     return GateResult(
         name="calibration",
         status=_STATUS[d.verdict],
