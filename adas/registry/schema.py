@@ -14,10 +14,13 @@ Tables
                       (production / rollback aliases and the promotion lock) and the promotion
                       in flight, if any; every change names the event that caused it.
 ``registry_webhook_deliveries``  append-only delivery attempts of events to webhooks.
+``registry_version_claims``  append-only. Which bundle (sha256) holds ``task``/``version``
+                      (build metadata stripped), who claimed it and when; the unique
+                      ``(task, version)`` constraint makes a claim one atomic insert.
 
 Immutability is enforced by the database itself, not only by this code: triggers (SQLite
 ``RAISE(ABORT)``, PostgreSQL plpgsql) reject UPDATE and DELETE (and TRUNCATE) on entries,
-events and deliveries, DELETE on aliases and targets, an alias write without its event, and a
+events, deliveries and version claims, DELETE on aliases and targets, an alias write without its event, and a
 target change that does not bump the version by one and name a new event.
 """
 
@@ -102,7 +105,24 @@ deliveries = sa.Table(
     sa.Index("ix_deliveries_endpoint_event", "endpoint", "event_id"),
 )
 
-_APPEND_ONLY = ("registry_entries", "registry_events", "registry_webhook_deliveries")
+version_claims = sa.Table(
+    "registry_version_claims",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("task", sa.String(100), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("bundle_sha256", sa.String(64), nullable=False),
+    sa.Column("claimer", sa.String(300), nullable=False),
+    sa.Column("claimed_at", sa.DateTime(), nullable=False),
+    sa.UniqueConstraint("task", "version", name="uq_claim_task_version"),
+)
+
+_APPEND_ONLY = (
+    "registry_entries",
+    "registry_events",
+    "registry_webhook_deliveries",
+    "registry_version_claims",
+)
 _NO_DELETE = ("registry_aliases", "registry_targets")
 
 # --------------------------------------------------------------------------- triggers

@@ -26,6 +26,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from adas.cell import Cell
+from adas.intake.claims import VersionClaim, VersionTaken
+from adas.intake.contract import version_identity
 from adas.registry.models import (
     ALIASES,
     ROLES,
@@ -39,7 +41,16 @@ from adas.registry.models import (
     canonical_json,
     semver_key,
 )
-from adas.registry.schema import aliases, create_schema, deliveries, entries, events, make_engine, targets
+from adas.registry.schema import (
+    aliases,
+    create_schema,
+    deliveries,
+    entries,
+    events,
+    make_engine,
+    targets,
+    version_claims,
+)
 
 
 class PromotionConflict(RegistryError):
@@ -56,6 +67,10 @@ class ImmutableEntryError(RegistryError):
 
 class EntryNotFound(RegistryError, LookupError):
     pass
+
+
+class VersionClaimConflict(RegistryError, VersionTaken):
+    """A different bundle holds this task and version (``holder``); versions are immutable."""
 
 
 DEPLOYMENT_ALIASES = ("production", "rollback")
@@ -339,6 +354,68 @@ class RegistryStore:
         with self._tx() as conn:
             rows = conn.execute(q.order_by(entries.c.id)).all()
         return [self._entry(r) for r in rows]
+
+    # ------------------------------------------------------------------ version claims
+    def claim_version(self, task: str, version: str, bundle_sha256: str, claimer: str) -> VersionClaim:
+        """Claim ``task``/``version`` (build metadata stripped) for the bundle ``bundle_sha256``:
+        one INSERT against the unique ``(task, version)`` constraint, so of any number of
+        claimers on any number of machines exactly one wins. The same bundle claiming again gets
+        the existing claim back (idempotent); a different bundle gets
+        :class:`VersionClaimConflict` naming the holder's bundle, claimer and time."""
+        identity = version_identity(version)
+        problems = [
+            f"{name} must be 1-{limit} characters, got {len(value)}"
+            for name, value, limit in (
+                ("task", task, 100),
+                ("version", identity, 64),
+                ("claimer", claimer, 300),
+            )
+            if not value.strip() or len(value) > limit
+        ]
+        if len(bundle_sha256) != 64 or any(c not in "0123456789abcdef" for c in bundle_sha256):
+            problems.append(f"bundle_sha256 must be 64 lowercase hex digits, got {bundle_sha256!r}")
+        if problems:
+            raise RegistryError(f"cannot claim {task!r} {version!r}: {'; '.join(problems)}")
+        for _ in range(_RETRIES):
+            now = self._now()
+            try:
+                with self._tx() as conn:
+                    conn.execute(
+                        version_claims.insert().values(
+                            task=task,
+                            version=identity,
+                            bundle_sha256=bundle_sha256,
+                            claimer=claimer,
+                            claimed_at=now,
+                        )
+                    )
+                return VersionClaim(task, identity, bundle_sha256, claimer, _aware(now))
+            except sa.exc.IntegrityError:
+                holder = self.version_claim(task, identity)
+                if holder is None:
+                    continue  # the insert that blocked ours rolled back: try again
+                if holder.bundle_sha256 == bundle_sha256:
+                    return holder
+                raise VersionClaimConflict(
+                    f"{task} {identity} is already claimed by bundle {holder.bundle_sha256} "
+                    f"({holder.claimer}, at {holder.claimed_at.isoformat()}); this bundle is "
+                    f"{bundle_sha256}: versions are immutable (build metadata does not make a new "
+                    "one), bump the version",
+                    holder,
+                ) from None
+        raise RegistryError(f"could not claim {task} {identity} after {_RETRIES} attempts")
+
+    def version_claim(self, task: str, version: str) -> VersionClaim | None:
+        """The claim on ``task``/``version`` (build metadata stripped), or None if it is free."""
+        with self._tx() as conn:
+            row = conn.execute(
+                sa.select(version_claims).where(
+                    version_claims.c.task == task, version_claims.c.version == version_identity(version)
+                )
+            ).first()
+        if row is None:
+            return None
+        return VersionClaim(row.task, row.version, row.bundle_sha256, row.claimer, _aware(row.claimed_at))
 
     # ------------------------------------------------------------------ events
     def record_event(
@@ -827,4 +904,5 @@ __all__ = [
     "ImmutableEntryError",
     "PromotionConflict",
     "RegistryStore",
+    "VersionClaimConflict",
 ]

@@ -27,6 +27,7 @@ from adas_assets.intake import presenters
 from adas_assets.owners import INTAKE_OWNERS
 from resources.artifact_store import ArtifactStoreParam
 from resources.inbox import Inbox, InboxItem, cleanup_local_copy
+from resources.registry import RegistryResource
 from resources.targets import TARGET_CATALOG
 
 INTAKE = "intake"
@@ -63,18 +64,22 @@ def candidate_checkpoint(
     config: CandidateIntakeConfig,
     artifact_store: ArtifactStoreParam,
     inbox: Inbox,
+    registry: RegistryResource,
 ) -> dg.MaterializeResult:
     """A candidate detector bundle taken in from the inbox, validated against its contract.
 
     Data version = bundle sha256 (over every file's hash), so the same bundle never counts as
-    new. Files are copied into `candidates/<task>/<version>/<sha12>/` with their hashes.
+    new. The version is claimed in the registry database (one atomic insert: a second bundle
+    of the same version loses, naming the holder), then files are copied into
+    `candidates/<task>/<version>/<sha12>/` with their hashes.
     """
     item = InboxItem(config.bundle_name, config.bundle_location)
     local = inbox.local_copy(item)
     workdir = Path(tempfile.mkdtemp(prefix="intake-"))
+    claims = registry.store()
     try:
         try:
-            screened = screen_bundle(artifact_store, local, workdir)
+            screened = screen_bundle(artifact_store, local, workdir, claims)
         except BundleRejected as exc:
             where = inbox.reject(item, exc.field, exc.reason)
             raise dg.Failure(
@@ -86,8 +91,17 @@ def candidate_checkpoint(
             f"bundle {config.bundle_name} valid: {bundle.contract.model_name} {bundle.contract.version}, "
             f"sha256 {bundle.digest.sha256[:12]}, {bundle.parameter_count:,} parameters"
         )
-        ref = store_bundle(artifact_store, bundle, source=inbox.location() + config.bundle_name)
+        source = inbox.location() + config.bundle_name
+        try:
+            ref = store_bundle(artifact_store, bundle, source, claims)
+        except BundleRejected as exc:  # the claim was lost to a concurrent intake of the version
+            where = inbox.reject(item, exc.field, exc.reason)
+            raise dg.Failure(
+                description=f"bundle {config.bundle_name!r} rejected: {exc}",
+                metadata={"field": exc.field, "reason": exc.reason, "moved_to": where},
+            ) from exc
     finally:
+        claims.dispose()
         cleanup_local_copy(inbox, item, local)
         shutil.rmtree(workdir, ignore_errors=True)
     archived = inbox.archive(item, f"{ref.contract.version}-{ref.short_sha}")
@@ -185,17 +199,20 @@ class ProductionCheckpointConfig(dg.Config):
 
 @dg.asset(group_name=INTAKE, owners=INTAKE_OWNERS, kinds={"pytorch"})
 def production_checkpoint(
-    config: ProductionCheckpointConfig, artifact_store: ArtifactStoreParam
+    config: ProductionCheckpointConfig, artifact_store: ArtifactStoreParam, registry: RegistryResource
 ) -> dg.MaterializeResult:
     """The model serving production today: the baseline every candidate is compared against.
 
     Validated and stored exactly like a candidate. Until the registry holds a production
     entry it is the bundled `demo/bundles/production` (a weaker, earlier model).
     """
+    claims = registry.store()
     with tempfile.TemporaryDirectory(prefix="intake-") as workdir:
         try:
-            bundle = screen_bundle(artifact_store, Path(config.bundle_dir), Path(workdir)).bundle
+            bundle = screen_bundle(artifact_store, Path(config.bundle_dir), Path(workdir), claims).bundle
+            ref: CandidateRef = store_bundle(artifact_store, bundle, config.bundle_dir, claims)
         except BundleRejected as exc:
             raise dg.Failure(description=f"production bundle {config.bundle_dir} is invalid: {exc}") from exc
-        ref: CandidateRef = store_bundle(artifact_store, bundle, source=config.bundle_dir)
+        finally:
+            claims.dispose()
     return presenters.production_result(ref, config.bundle_dir)

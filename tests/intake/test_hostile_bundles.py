@@ -13,6 +13,7 @@ import yaml
 
 from adas.intake.candidates import screen_bundle, store_bundle
 from adas.intake.files import BundleRejected
+from adas.registry.store import RegistryStore
 from adas.storage import LocalArtifactStore
 from tests.intake.hostile import PAYLOAD_MARK, corpus
 
@@ -131,3 +132,10 @@ def test_eight_processes_claiming_one_version_at_once_one_wins(bundle_template: 
         outcomes.append(out.strip().splitlines()[-1])
     assert outcomes.count("won") == 1, outcomes
     assert all("0.9.0 is already taken by bundle" in o for o in outcomes if o != "won"), outcomes
+    # The claim was decided in the registry database (each worker claims there first): it names
+    # the winner, and every loser was told so.
+    winner = f"claimer-{outcomes.index('won')}"
+    registry = RegistryStore(f"sqlite:///{tmp_path / 'registry.db'}")
+    claim = registry.version_claim("vehicle-detection-2d", "0.9.0")
+    assert claim is not None and claim.claimer == winner, claim
+    assert all(f"claimed by {winner} at" in o for o in outcomes if o != "won"), outcomes
