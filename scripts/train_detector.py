@@ -1,7 +1,10 @@
-"""Train the demo detector on a generated dataset and write a candidate bundle.
+"""Train a demo detector on a generated dataset and write a candidate bundle.
 
     python scripts/train_detector.py --data .adas/datasets/demo --out demo/bundles/candidate \\
         --epochs 10 --width 16 --version 1.3.0 --seed 0
+
+``--family dense`` trains the YOLO-style dense detector (160x512 letterboxed) and writes an ONNX
+bundle (``model.onnx``, postprocess kind ``dense``); the default ``centernet`` writes ``model.pt2``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from adas.detector.bundle import git_sha, write_bundle  # noqa: E402
+from adas.detector.dense_bundle import write_dense_bundle  # noqa: E402
+from adas.detector.dense_model import DenseDetector  # noqa: E402
 from adas.detector.train import TrainConfig, config_summary, train  # noqa: E402
 from adas.intake.contract import Lineage  # noqa: E402
 
@@ -29,13 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="dataset directory (dataset.json, golden_*.json)")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    p.add_argument("--family", choices=("centernet", "dense"), default="centernet")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--width", type=int, default=16, help="stem channels (16: 671k params, 12: 378k)")
     p.add_argument("--version", required=True, help="semantic version of the bundle, e.g. 1.3.0")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--model-name", default="vehicle-centernet")
+    p.add_argument("--model-name", default=None, help="default: vehicle-<family>")
     p.add_argument("--task", default="vehicle-detection")
     p.add_argument("--score-threshold", type=float, default=0.3, help="operating threshold in the contract")
     p.add_argument("--max-train-images", type=int, default=None)
@@ -51,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         lr=args.lr,
         max_train_images=args.max_train_images,
         eval_every=args.eval_every,
+        family=args.family,
     )
+    model_name = args.model_name or f"vehicle-{args.family}"
     started = datetime.now(UTC)
     result = train(config, log=lambda s: print(s, flush=True))
     lineage = Lineage(
@@ -68,11 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     t = time.perf_counter()
-    out = write_bundle(
-        result.model,
+    write = write_dense_bundle if isinstance(result.model, DenseDetector) else write_bundle
+    out = write(
+        result.model,  # type: ignore[arg-type]
         args.out,
         version=args.version,
-        model_name=args.model_name,
+        model_name=model_name,
         task=args.task,
         lineage=lineage,
         normalization=result.normalization,

@@ -22,9 +22,10 @@ import torch
 import yaml
 from torch import nn
 
+from adas.detector.decoders import decode
 from adas.detector.model import INPUT_SHAPE, OUTPUT_NAMES, STRIDE, CenterNet
-from adas.detector.postprocess import Detections, decode, with_score_threshold
-from adas.detector.preprocess import normalize
+from adas.detector.postprocess import Detections, with_score_threshold
+from adas.detector.preprocess import preprocess
 from adas.intake import bundle as intake_bundle
 from adas.intake.contract import (
     CONTRACT_FILE,
@@ -182,22 +183,26 @@ def run_detector(
     batch_size: int = 64,
     score_threshold: float | None = None,
 ) -> list[Detections]:
-    """uint8 RGB frames [N, H, W, 3] -> ``Detections`` per frame, through the contract's
-    normalization and postprocess (``score_threshold`` overrides the contract's)."""
+    """uint8 RGB source frames [N, h, w, 3] -> ``Detections`` per frame in source-frame pixels,
+    through the contract's preprocess (resize, colour, normalization) and its kind's decoder
+    (``score_threshold`` overrides the contract's). Any model family: CenterNet, dense, ..."""
     post = with_score_threshold(contract.postprocess, score_threshold)
     class_ids = [c.id for c in contract.classes]
     names = [o.name for o in contract.outputs]
-    was_training = model.training if isinstance(model, nn.Module) and hasattr(model, "training") else False
-    if isinstance(model, CenterNet):
+    was_training = bool(getattr(model, "training", False))
+    if isinstance(model, nn.Module):
         model.eval()
     results: list[Detections] = []
     try:
         for s in range(0, len(frames_uint8), batch_size):
-            x = torch.from_numpy(normalize(frames_uint8[s : s + batch_size], contract.input.normalization))
-            outs = model(x)
+            x, geometry = preprocess(frames_uint8[s : s + batch_size], contract.input)
+            outs = model(torch.from_numpy(x))
             outs = outs if isinstance(outs, (tuple, list)) else [outs]
-            results.extend(decode({n: o.numpy() for n, o in zip(names, outs, strict=True)}, post, class_ids))
+            raw = {n: o.numpy() for n, o in zip(names, outs, strict=True)}
+            results.extend(
+                decode(raw, post, class_ids, geometry=geometry, input_hw=contract.input.height_width)
+            )
     finally:
-        if isinstance(model, CenterNet) and was_training:
+        if isinstance(model, nn.Module) and was_training:
             model.train()
     return results

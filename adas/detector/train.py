@@ -1,6 +1,10 @@
-"""Training loop for the demo CenterNet (CPU, 2 threads, deterministic).
+"""Training loop of the demo detectors (CPU, 2 threads, deterministic), one loop for both families.
 
-Losses are CenterNet's: penalty-reduced focal loss on the heatmap, and at object centres an
+``family: centernet`` (``adas.detector.model``) and ``family: dense`` (``adas.detector.dense_model``,
+its assignment and loss in ``adas.detector.dense_train``) share the data, the optimizer, the
+schedule and the validation (through the bundle's own contract and decoder).
+
+CenterNet's losses: penalty-reduced focal loss on the heatmap, and at object centres an
 L1 on the sub-cell offset and a *relative* L1 (``|pred - gt| / gt``) on the box size: the
 boxes are small (motorcycles ~8x4 px), and a relative error tracks IoU far better than an
 absolute pixel error, without needing a log/exp op in the exported graph.
@@ -15,18 +19,24 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader
 
 from adas.detector.bundle import build_contract, run_detector
 from adas.detector.coco_metrics import coco_metrics
 from adas.detector.data import CenterNetDataset, CocoFrames, estimate_normalization
-from adas.detector.model import CenterNet, build_model, count_parameters
-from adas.intake.contract import Normalization
+from adas.detector.dense_bundle import PAD_VALUE, build_dense_contract
+from adas.detector.dense_model import DenseDetector, build_dense_model
+from adas.detector.dense_train import LetterboxDataset, collate, dense_loss
+from adas.detector.model import build_model, count_parameters
+from adas.intake.contract import Contract, Normalization
+
+Family = Literal["centernet", "dense"]
 
 # Score threshold used for the validation AP printed during training (AP is measured over the
 # whole precision/recall curve, so it wants a low threshold; the bundle's operating threshold
@@ -50,11 +60,12 @@ class TrainConfig:
     eval_every: int = 0  # epochs between validation APs (0: only at the end)
     size_weight: float = 1.0
     offset_weight: float = 1.0
+    family: Family = "centernet"
 
 
 @dataclass
 class TrainResult:
-    model: CenterNet
+    model: nn.Module
     normalization: Normalization
     classes: list[tuple[int, str]]
     dataset_tag: str
@@ -109,21 +120,35 @@ def dataset_classes(train: CocoFrames) -> list[tuple[int, str]]:
     return sorted((int(c["id"]), str(c["name"])) for c in train.coco["categories"])
 
 
+def family_contract(
+    family: Family,
+    model: nn.Module,
+    normalization: Normalization,
+    classes: list[tuple[int, str]],
+    score_threshold: float,
+) -> Contract:
+    """The contract a bundle of this family would carry (validation decodes through it)."""
+    common = {"version": "0.0.0", "model_name": "eval", "task": "eval", "normalization": normalization}
+    if family == "dense":
+        assert isinstance(model, DenseDetector)
+        return build_dense_contract(
+            **common,
+            classes=classes,
+            num_candidates=model.config.num_candidates,
+            score_threshold=score_threshold,
+        )
+    return build_contract(**common, classes=classes, score_threshold=score_threshold)
+
+
 def evaluate_model(
-    model: CenterNet,
+    model: nn.Module,
     frames: CocoFrames,
     normalization: Normalization,
     classes: list[tuple[int, str]],
     score_threshold: float = VAL_SCORE_THRESHOLD,
+    family: Family = "centernet",
 ) -> dict[str, Any]:
-    contract = build_contract(
-        version="0.0.0",
-        model_name="eval",
-        task="eval",
-        normalization=normalization,
-        classes=classes,
-        score_threshold=score_threshold,
-    )
+    contract = family_contract(family, model, normalization, classes, score_threshold)
     dets = run_detector(model, frames.frames, contract)
     records = [r for image_id, d in zip(frames.image_ids, dets, strict=True) for r in d.to_coco(image_id)]
     return coco_metrics(frames.coco, records)
@@ -145,11 +170,34 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         f"in {time.perf_counter() - t_load:.1f}s; classes {classes}; normalization {normalization.model_dump()}"
     )
 
-    dataset = CenterNetDataset(train_frames, class_ids, normalization, augment=True, seed=config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=True, generator=gen)
-    model = build_model(num_classes=len(classes), width=config.width)
-    log(f"model width {config.width}: {count_parameters(model):,} parameters")
+    model: nn.Module
+    if config.family == "dense":
+        model = build_dense_model(num_classes=len(classes), width=config.width)
+        letterboxed = LetterboxDataset(
+            train_frames,
+            class_ids,
+            normalization,
+            model.config.input_hw,
+            PAD_VALUE,
+            augment=True,
+            seed=config.seed,
+        )
+        loader = DataLoader(
+            letterboxed,
+            batch_size=config.batch_size,
+            shuffle=True,
+            drop_last=True,
+            generator=gen,
+            collate_fn=collate,
+        )
+    else:
+        model = build_model(num_classes=len(classes), width=config.width)
+        dataset = CenterNetDataset(train_frames, class_ids, normalization, augment=True, seed=config.seed)
+        loader = DataLoader(
+            dataset, batch_size=config.batch_size, shuffle=True, drop_last=True, generator=gen
+        )
+    log(f"{config.family} model width {config.width}: {count_parameters(model):,} parameters")
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     total_steps = max(1, config.epochs * len(loader))
     warmup = min(config.warmup_steps, total_steps // 5)
@@ -164,37 +212,41 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     t0 = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         model.train()
-        sums = {"loss": 0.0, "heatmap": 0.0, "size": 0.0, "offset": 0.0}
+        sums: dict[str, float] = {}
         t_ep = time.perf_counter()
         for x, targets in loader:
-            losses = detection_loss(model(x), targets, config.size_weight, config.offset_weight)
+            if isinstance(model, DenseDetector):
+                losses = dense_loss(model, *model.forward_train(x), targets)
+            else:
+                losses = detection_loss(model(x), targets, config.size_weight, config.offset_weight)
             opt.zero_grad(set_to_none=True)
             losses["loss"].backward()
             # Rare crowded batches give large early focal gradients; clipping keeps AdamW calm.
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
             opt.step()
             sched.step()
-            for k in sums:
-                sums[k] += float(losses[k].detach())
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
         n = max(1, len(loader))
         row = {
             "epoch": float(epoch),
             **{k: v / n for k, v in sums.items()},
             "seconds": time.perf_counter() - t_ep,
         }
+        parts = " ".join(f"{k} {v / n:.3f}" for k, v in sums.items() if k != "loss")
         msg = (
-            f"epoch {epoch}/{config.epochs} loss {row['loss']:.3f} (hm {row['heatmap']:.3f} size {row['size']:.3f} "
-            f"off {row['offset']:.3f}) lr {sched.get_last_lr()[0]:.2e} {row['seconds']:.0f}s"
+            f"epoch {epoch}/{config.epochs} loss {row['loss']:.3f} ({parts}) "
+            f"lr {sched.get_last_lr()[0]:.2e} {row['seconds']:.0f}s"
         )
         if config.eval_every and epoch % config.eval_every == 0 and epoch != config.epochs:
-            m = evaluate_model(model, val_frames, normalization, classes)
+            m = evaluate_model(model, val_frames, normalization, classes, family=config.family)
             row["val_AP"], row["val_AP50"] = m["AP"], m["AP50"]
             msg += f" | val AP {100 * m['AP']:.1f} AP50 {100 * m['AP50']:.1f}"
         history.append(row)
         log(msg)
     train_seconds = time.perf_counter() - t0
     model.eval()
-    val = evaluate_model(model, val_frames, normalization, classes)
+    val = evaluate_model(model, val_frames, normalization, classes, family=config.family)
     log(
         f"trained {config.epochs} epochs in {train_seconds:.0f}s; val AP {100 * val['AP']:.1f} "
         f"AP50 {100 * val['AP50']:.1f} AP75 {100 * val['AP75']:.1f}; per class "
