@@ -16,20 +16,24 @@ tampered artifact raises :class:`ArtifactIntegrityError` naming the file and bot
 """
 
 import base64
+import errno
 import hashlib
 import os
 import shutil
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import IO, Any, Literal
 
-from botocore.exceptions import ClientError
+from botocore.config import Config as BotocoreConfig
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel, ConfigDict, Field
 
-from adas.settings import AdasHome
+from adas.config_errors import load_yaml_model
+from adas.settings import CONFIG_DIR, AdasHome
 
 SIDECAR_SUFFIX = ".sha256"
 _CHUNK = 1 << 20
@@ -45,6 +49,11 @@ class ArtifactNotFoundError(ArtifactError, FileNotFoundError):
 
 class ArtifactIntegrityError(ArtifactError):
     """Stored bytes do not hash to the recorded sha256 (truncated, tampered or half-written)."""
+
+
+class ArtifactWriteError(OSError, ArtifactError):
+    """A write failed (a full disk, S3 errors past every retry); it names the key, and nothing
+    new is stored under it. An ``OSError`` too, with the cause's errno (``ENOSPC``...)."""
 
 
 @dataclass(frozen=True)
@@ -112,15 +121,52 @@ def _verify(uri: str, actual: str, size: int, recorded: str, expected: str | Non
         raise _integrity_error(uri, expected, actual, size, "expected")
 
 
+def _tmp_name(dest: Path) -> Path:
+    """The temporary name a write to ``dest`` goes through (never listed as an artifact)."""
+    return dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+
+
+def _write_new_file(path: Path, chunks: Iterable[bytes]) -> tuple[str, int]:
+    """Create ``path`` (a fresh temporary name) holding ``chunks``, fsynced; its sha256 and size.
+    Every chunk is written in full (``os.write`` may write less than asked)."""
+    digest, size = hashlib.sha256(), 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        for chunk in chunks:
+            digest.update(chunk)
+            size += len(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return digest.hexdigest(), size
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (a rename lives in the directory, not the file)."""
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _holds(dest: Path, sidecar: Path, digest: str) -> bool:
+    """True if ``dest`` already holds bytes hashing to ``digest``, recorded as such."""
+    try:
+        return sidecar.read_text().split()[:1] == [digest] and sha256_file(dest)[0] == digest
+    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
+        return False
+
+
 def atomic_write_bytes(dest: Path, data: bytes) -> None:
     """Write ``dest`` so that readers see the old content or the new, never a part (tmp + fsync + rename)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+    tmp = _tmp_name(dest)
     try:
-        with open(tmp, "wb") as fout:
-            fout.write(data)
-            fout.flush()
-            os.fsync(fout.fileno())
+        _write_new_file(tmp, [data])
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -219,63 +265,56 @@ class LocalArtifactStore(ArtifactStore):
     def uri(self, key: str) -> str:
         return self._path(key).resolve().as_uri() if key else self._root.resolve().as_uri()
 
-    def _commit(self, tmp: Path, dest: Path, digest: str) -> None:
-        sidecar = dest.with_name(dest.name + SIDECAR_SUFFIX)
-        sidecar_tmp = sidecar.with_name(f".{sidecar.name}.{uuid.uuid4().hex}.tmp")
-        sidecar_tmp.write_text(f"{digest}  {dest.name}\n")
-        # The data lands first; a crash before the sidecar lands leaves a hash mismatch that
-        # reads detect, never a silently wrong file.
-        os.replace(tmp, dest)
-        os.replace(sidecar_tmp, sidecar)
-        dir_fd = os.open(dest.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    def _write_failed(self, key: str, exc: OSError) -> ArtifactWriteError:
+        return ArtifactWriteError(
+            exc.errno if exc.errno is not None else errno.EIO,
+            f"{self.uri(key)}: could not store {key!r}: {exc.strerror or exc}; nothing new is "
+            "stored under this key (an earlier version, if any, is intact)",
+        )
 
-    def _tmp_for(self, dest: Path) -> Path:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        return dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+    def _store(self, key: str, chunks: Iterable[bytes]) -> StoredArtifact:
+        """Write ``chunks`` under ``key``: the bytes and their hash record go to temporary names
+        (fsynced), then the record is renamed into place, then the bytes.
+
+        A failure at any point (a full disk, a killed process) leaves no partial file under the
+        final name: temporary names are ``.<name>.<hex>.tmp``, removed on every failure that
+        returns here. A new key's record lands first, so its bytes are never visible without
+        one; an overwrite killed between the two renames leaves a record that does not match
+        the bytes, which every read reports, never a silently wrong file. Bytes identical to
+        what the key already holds are not rewritten (the file is left untouched)."""
+        dest = self._path(key)
+        sidecar = dest.with_name(dest.name + SIDECAR_SUFFIX)
+        tmp, sidecar_tmp = _tmp_name(dest), _tmp_name(sidecar)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            digest, size = _write_new_file(tmp, chunks)
+            if not _holds(dest, sidecar, digest):
+                _write_new_file(sidecar_tmp, [f"{digest}  {dest.name}\n".encode()])
+                os.replace(sidecar_tmp, sidecar)
+                os.replace(tmp, dest)
+                _fsync_dir(dest.parent)
+        except OSError as exc:
+            raise self._write_failed(key, exc) from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+            sidecar_tmp.unlink(missing_ok=True)
+        return StoredArtifact(key, self.uri(key), digest, size)
 
     def put_file(self, key: str, src: Path) -> StoredArtifact:
-        dest = self._path(key)
-        tmp = self._tmp_for(dest)
-        digest, size = hashlib.sha256(), 0
-        try:
-            with open(src, "rb") as fin, open(tmp, "wb") as fout:
-                while chunk := fin.read(_CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
-                    fout.write(chunk)
-                fout.flush()
-                os.fsync(fout.fileno())
-            self._commit(tmp, dest, digest.hexdigest())
-        finally:
-            tmp.unlink(missing_ok=True)
-        return StoredArtifact(key, self.uri(key), digest.hexdigest(), size)
+        with open(src, "rb") as fin:
+            return self._store(key, iter(lambda: fin.read(_CHUNK), b""))
 
     def put_bytes(self, key: str, data: bytes) -> StoredArtifact:
-        dest = self._path(key)
-        tmp = self._tmp_for(dest)
-        try:
-            with open(tmp, "wb") as fout:
-                fout.write(data)
-                fout.flush()
-                os.fsync(fout.fileno())
-            self._commit(tmp, dest, sha256_bytes(data))
-        finally:
-            tmp.unlink(missing_ok=True)
-        return StoredArtifact(key, self.uri(key), sha256_bytes(data), len(data))
+        return self._store(key, [data])
 
     def put_bytes_if_absent(self, key: str, data: bytes) -> bool:
         dest = self._path(key)
-        tmp = self._tmp_for(dest)
+        tmp = _tmp_name(dest)
         sidecar = dest.with_name(dest.name + SIDECAR_SUFFIX)
+        created = False
         try:
-            with open(tmp, "wb") as fout:
-                fout.write(data)
-                fout.flush()
-                os.fsync(fout.fileno())
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            digest, _ = _write_new_file(tmp, [data])
             try:
                 os.link(tmp, dest)  # atomic create: fails if any writer got there first
             except FileExistsError:
@@ -284,8 +323,13 @@ class LocalArtifactStore(ArtifactStore):
                     # written yet (or it died in between): record the hash of what is there.
                     atomic_write_bytes(sidecar, f"{sha256_file(dest)[0]}  {dest.name}\n".encode())
                 return False
-            atomic_write_bytes(sidecar, f"{sha256_bytes(data)}  {dest.name}\n".encode())
+            created = True
+            atomic_write_bytes(sidecar, f"{digest}  {dest.name}\n".encode())
             return True
+        except OSError as exc:
+            if created:  # created but not recorded (a full disk): take the create back
+                dest.unlink(missing_ok=True)
+            raise self._write_failed(key, exc) from exc
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -333,6 +377,13 @@ class LocalArtifactStore(ArtifactStore):
         path.with_name(path.name + SIDECAR_SUFFIX).unlink(missing_ok=True)
 
 
+_PRECONDITION_FAILED = ("PreconditionFailed", "412", "ConditionalRequestConflict")
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
 class S3ArtifactStore(ArtifactStore):
     """Artifacts in ``s3://bucket/prefix/``; the sha256 travels in object metadata."""
 
@@ -366,17 +417,35 @@ class S3ArtifactStore(ArtifactStore):
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._object_key(key)}"
 
+    def _write_failed(self, key: str, exc: Exception) -> ArtifactWriteError:
+        retries = dict(getattr(self.client.meta.config, "retries", None) or {})
+        how = f"{retries.get('mode', 'legacy')} retries, at most {retries.get('total_max_attempts', '?')} attempts"
+        return ArtifactWriteError(
+            errno.EIO,
+            f"{self.uri(key)}: could not store {key!r} ({how}; see {STORAGE_FILE.name}): {exc}; "
+            "a PUT stores an object whole or not at all, so nothing new is stored under this key",
+        )
+
     def _put_object(self, key: str, data: bytes, **conditions: str) -> StoredArtifact:
         digest = hashlib.sha256(data)
         # One PUT is atomic on S3; ChecksumSHA256 makes S3 reject a body corrupted in transit.
-        self.client.put_object(
-            Bucket=self.bucket,
-            Key=self._object_key(key),
-            Body=data,
-            Metadata={"sha256": digest.hexdigest()},
-            ChecksumSHA256=base64.b64encode(digest.digest()).decode(),
-            **conditions,
-        )
+        # The client retries 5xx answers, throttling and timeouts with exponential backoff
+        # (config/storage.yaml); a retried PUT sends the whole body again.
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._object_key(key),
+                Body=data,
+                Metadata={"sha256": digest.hexdigest()},
+                ChecksumSHA256=base64.b64encode(digest.digest()).decode(),
+                **conditions,
+            )
+        except ClientError as exc:
+            if conditions and _error_code(exc) in _PRECONDITION_FAILED:
+                raise  # the conditional create lost: put_bytes_if_absent answers False
+            raise self._write_failed(key, exc) from exc
+        except BotoCoreError as exc:  # connection refused, read timeout ... after every retry
+            raise self._write_failed(key, exc) from exc
         return StoredArtifact(key, self.uri(key), digest.hexdigest(), len(data))
 
     def put_bytes(self, key: str, data: bytes) -> StoredArtifact:
@@ -387,14 +456,12 @@ class S3ArtifactStore(ArtifactStore):
 
     def put_bytes_if_absent(self, key: str, data: bytes) -> bool:
         try:
-            # Conditional create: S3 answers 412 if the key exists.
+            # Conditional create: S3 answers 412 if the key exists. Should a retry follow a PUT
+            # whose answer was lost, it gets 412 for our own object: False here, and the caller
+            # reads the key back (the claim does) to learn who holds it.
             self._put_object(key, data, IfNoneMatch="*")
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in (
-                "PreconditionFailed",
-                "412",
-                "ConditionalRequestConflict",
-            ):
+            if _error_code(exc) in _PRECONDITION_FAILED:
                 return False
             raise
         return True
@@ -461,6 +528,57 @@ class S3ArtifactStore(ArtifactStore):
         self.client.delete_object(Bucket=self.bucket, Key=self._object_key(key))
 
 
+STORAGE_CONFIG_ENV = "ADAS_STORAGE_CONFIG"
+STORAGE_FILE = CONFIG_DIR / "storage.yaml"
+
+
+class S3ClientConfig(BaseModel):
+    """How the S3 client retries and waits: botocore's retry mode, attempts and timeouts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    retry_mode: Literal["standard", "adaptive"] = Field(
+        default="standard",
+        description="standard: exponential backoff with jitter on 5xx, throttling and timeouts; "
+        "adaptive: the same plus client-side rate limiting",
+    )
+    max_attempts: int = Field(default=5, ge=1, le=20, description="attempts per request, the first included")
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    read_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+
+    def botocore_config(self) -> BotocoreConfig:
+        return BotocoreConfig(
+            retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},
+            connect_timeout=self.connect_timeout_s,
+            read_timeout=self.read_timeout_s,
+        )
+
+
+class StorageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1]
+    s3: S3ClientConfig = S3ClientConfig()
+
+
+def load_storage_config(path: Path | None = None) -> StorageConfig:
+    """``path``, else ``$ADAS_STORAGE_CONFIG``, else the shipped ``config/storage.yaml``."""
+    return load_yaml_model(Path(path or os.environ.get(STORAGE_CONFIG_ENV) or STORAGE_FILE), StorageConfig)
+
+
+def s3_client(
+    config: S3ClientConfig | None = None, *, profile_name: str | None = None, **client_kwargs: Any
+) -> Any:
+    """The one way the platform builds an S3 client for the artifact store: retries and timeouts
+    from ``config`` (default: :func:`load_storage_config`), ``client_kwargs`` as for
+    ``boto3.client`` (region_name, endpoint_url, credentials)."""
+    import boto3  # boto3's import costs ~0.3 s; only production (and its tests) need it
+
+    config = config or load_storage_config().s3
+    session = boto3.session.Session(profile_name=profile_name)
+    return session.client("s3", config=config.botocore_config(), **client_kwargs)
+
+
 ENVIRONMENTS = ("local", "production")
 
 
@@ -505,8 +623,6 @@ class StoreSettings:
             raise ValueError("ADAS_ENV=production needs ADAS_ARTIFACT_BUCKET (the artifact bucket)")
 
         def client() -> Any:
-            import boto3  # boto3's import costs ~0.3 s; only production needs it
-
-            return boto3.client("s3", region_name=self.region or None, endpoint_url=self.endpoint_url)
+            return s3_client(region_name=self.region or None, endpoint_url=self.endpoint_url)
 
         return S3ArtifactStore(client, self.bucket, self.prefix)
