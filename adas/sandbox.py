@@ -1,35 +1,51 @@
 """Run untrusted model code in a sandboxed child process (bubblewrap + resource limits).
 
 A candidate's model file is code: a ``.pt2`` can hold pickles, a TorchScript ``forward()``
-runs whatever it was scripted to run, an ONNX custom op can be anything. Loading, smoke-testing
-and exporting a candidate therefore happen only in a child process that has:
+runs whatever it was scripted to run, an ONNX custom op can be anything. Loading, smoke-testing,
+exporting and timing a candidate therefore happen only in a child process that has:
 
 * no network (a new network namespace: connections fail);
 * a read-only view of the whole file system, with ``ADAS_HOME`` and credential folders masked
-  (empty), the bundle bound read-only, and one private scratch directory as the only writable
-  path (also its ``TMPDIR``);
+  (empty), the bundle (and any extra input folder) bound read-only *after* the masks, so a
+  bundle fetched into ``ADAS_HOME`` stays visible while the rest of ``ADAS_HOME`` does not, and
+  one private scratch directory as the only writable path (also its ``TMPDIR``);
 * its own PID namespace and session, and it dies with its parent;
 * limits on address space, CPU time, file size, open files and processes, and a wall-clock timeout.
 
 Inside, :mod:`adas.sandbox_guard` adds an audit hook so that an attempt to write outside the
 scratch directory, open a socket or start a process fails *with a message naming what was
 tried*; the mounts contain what the hook cannot see (native code).
+
+Everything that comes back is untrusted: results are JSON lines (bounded), files are read out of
+the scratch directory with :func:`read_scratch_file` / :func:`copy_scratch_file` (no links, regular
+files only, bounded sizes). A worker runs either once (:func:`run_python_module`: one result after
+it exits) or as a server (:func:`start_python_module`: requests and replies as JSON lines).
 """
 
 import json
 import os
 import resource
+import select
 import shutil
+import stat
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any, BinaryIO
 
 from adas.settings import AdasHome
 
 # The last line a worker prints on stdout is its JSON result; everything else is its log.
 RESULT_PREFIX = "ADAS-SANDBOX-RESULT "
+# What the parent keeps of a worker's stdout / stderr, and the longest reply line it accepts.
+_OUTPUT_TAIL_BYTES = 1 << 20
+_STDERR_TAIL_BYTES = 64 << 10
+_MAX_LINE_BYTES = 1 << 20
 
 
 class SandboxError(RuntimeError):
@@ -44,6 +60,9 @@ class SandboxLimits:
     open_files: int = 1024
     processes: int = 4096
     wall_seconds: float = 900.0
+
+
+DEFAULT_LIMITS = SandboxLimits()
 
 
 @dataclass(frozen=True)
@@ -70,9 +89,11 @@ def sandbox_argv(
     bundle: Path,
     scratch: Path,
     mask: Sequence[Path] = (),
+    read_only: Sequence[Path] = (),
 ) -> list[str]:
-    """The bwrap command line running ``argv`` with the bundle read-only and ``scratch`` writable,
-    both at their own paths (bwrap cannot create new mount points on a read-only root)."""
+    """The bwrap command line running ``argv`` with the bundle (and ``read_only`` folders)
+    read-only and ``scratch`` writable, all at their own paths (bwrap cannot create new mount
+    points on a read-only root). The masks go first: later binds show through them."""
     cmd = [
         bubblewrap(),
         "--ro-bind", "/", "/",
@@ -90,6 +111,9 @@ def sandbox_argv(
         p = Path(path).resolve()
         if p.is_dir() and not interpreter.is_relative_to(p):
             cmd += ["--tmpfs", str(p)]
+    for path in read_only:
+        p = str(Path(path).resolve())
+        cmd += ["--ro-bind", p, p]
     bundle_path, scratch_path = str(Path(bundle).resolve()), str(Path(scratch).resolve())
     cmd += [
         "--ro-bind", bundle_path, bundle_path,
@@ -115,17 +139,21 @@ def _limit(limits: SandboxLimits) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def run_python_module(
+def _spawn(
     module: str,
     args: Sequence[str],
     *,
     bundle: Path,
     scratch: Path,
-    limits: SandboxLimits = SandboxLimits(),
-    mask: Sequence[Path] = (),
-    env: Mapping[str, str] | None = None,
-) -> SandboxResult:
-    """``python -m module args...`` in the sandbox; its JSON result (see :data:`RESULT_PREFIX`)."""
+    limits: SandboxLimits,
+    mask: Sequence[Path],
+    read_only: Sequence[Path],
+    env: Mapping[str, str] | None,
+    stdin: int | IO[Any],
+    stdout: int | IO[Any],
+    stderr: IO[Any],
+) -> subprocess.Popen[bytes]:
+    """``python -m module args...`` started in the sandbox (the one place a sandbox is built)."""
     scratch.mkdir(parents=True, exist_ok=True)
     # Credentials a model has no business reading (the interpreter may live under $HOME, so
     # $HOME itself stays visible, read-only).
@@ -142,21 +170,248 @@ def run_python_module(
         "PYTHONDONTWRITEBYTECODE": "1",
         **(env or {}),
     }
+    cmd = sandbox_argv(argv, bundle=bundle, scratch=scratch, mask=[*mask, *home], read_only=read_only)
+    return subprocess.Popen(
+        cmd,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        env=child_env,
+        preexec_fn=lambda: _limit(limits),
+    )
+
+
+def _tail(f: IO[bytes], limit: int) -> str:
+    f.seek(0, os.SEEK_END)
+    f.seek(max(0, f.tell() - limit))
+    return f.read().decode("utf-8", "replace")
+
+
+def _result_line(line: str) -> dict | None:
+    if not line.startswith(RESULT_PREFIX):
+        return None
     try:
-        proc = subprocess.run(
-            sandbox_argv(argv, bundle=bundle, scratch=scratch, mask=[*mask, *home]),
-            capture_output=True,
-            text=True,
-            env=child_env,
-            timeout=limits.wall_seconds,
-            preexec_fn=lambda: _limit(limits),
-            check=False,
+        value = json.loads(line[len(RESULT_PREFIX) :])
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def run_python_module(
+    module: str,
+    args: Sequence[str],
+    *,
+    bundle: Path,
+    scratch: Path,
+    limits: SandboxLimits = DEFAULT_LIMITS,
+    mask: Sequence[Path] = (),
+    read_only: Sequence[Path] = (),
+    env: Mapping[str, str] | None = None,
+) -> SandboxResult:
+    """``python -m module args...`` in the sandbox, to its end; its last JSON result line (see
+    :data:`RESULT_PREFIX`). Output goes to files, of which only the tails are read back."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = _spawn(
+            module,
+            args,
+            bundle=bundle,
+            scratch=scratch,
+            limits=limits,
+            mask=mask,
+            read_only=read_only,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
         )
-    except subprocess.TimeoutExpired as exc:
-        raise SandboxError(f"sandboxed {module} ran past its {limits.wall_seconds:g} s limit") from exc
+        try:
+            proc.wait(timeout=limits.wall_seconds)
+        except subprocess.TimeoutExpired as exc:
+            proc.kill()
+            proc.wait()
+            raise SandboxError(f"sandboxed {module} ran past its {limits.wall_seconds:g} s limit") from exc
+        stdout, stderr = _tail(out, _OUTPUT_TAIL_BYTES), _tail(err, _STDERR_TAIL_BYTES)
     result = None
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            result = json.loads(line[len(RESULT_PREFIX) :])
+    for line in reversed(stdout.splitlines()):
+        result = _result_line(line)
+        if result is not None:
             break
-    return SandboxResult(proc.returncode, result, proc.stderr, proc.stdout)
+    return SandboxResult(proc.returncode, result, stderr, stdout)
+
+
+class SandboxedWorker:
+    """A worker started by :func:`start_python_module`: JSON requests on its stdin, JSON result
+    lines back (other stdout lines are the model's own prints and are skipped)."""
+
+    def __init__(self, module: str, proc: subprocess.Popen[bytes], log: IO[bytes]) -> None:
+        self.module = module
+        self._proc = proc
+        self._log = log
+        self._buffer = b""
+
+    def stderr_tail(self) -> str:
+        return _tail(self._log, _STDERR_TAIL_BYTES)
+
+    def _dead(self, what: str) -> SandboxError:
+        self._proc.poll()
+        tail = self.stderr_tail().strip().splitlines()[-1:] or [f"exit status {self._proc.returncode}"]
+        return SandboxError(f"sandboxed {self.module} {what}: {tail[0][:300]}")
+
+    def send(self, message: Mapping[str, Any]) -> None:
+        stdin = self._proc.stdin
+        assert stdin is not None
+        try:
+            stdin.write((json.dumps(message) + "\n").encode())
+            stdin.flush()
+        except (BrokenPipeError, ValueError) as exc:
+            raise self._dead("exited before a request") from exc
+
+    def receive(self, timeout: float) -> dict:
+        """The next result line, waiting at most ``timeout`` seconds."""
+        stdout = self._proc.stdout
+        assert stdout is not None
+        fd = stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n" in self._buffer:
+                raw, self._buffer = self._buffer.split(b"\n", 1)
+                result = _result_line(raw.decode("utf-8", "replace"))
+                if result is not None:
+                    return result
+            if len(self._buffer) > _MAX_LINE_BYTES:
+                raise SandboxError(f"sandboxed {self.module} printed a line over {_MAX_LINE_BYTES} bytes")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SandboxError(f"sandboxed {self.module} gave no answer within {timeout:g} s")
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    try:
+                        self._proc.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        self._proc.kill()
+                    raise self._dead("exited without an answer")
+                self._buffer += chunk
+
+    def request(self, message: Mapping[str, Any], timeout: float) -> dict:
+        self.send(message)
+        return self.receive(timeout)
+
+    def close(self) -> None:
+        """Close its stdin (a server's cue to stop), give it a moment, then kill it."""
+        try:
+            if self._proc.stdin is not None:
+                self._proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+        self._log.close()
+
+
+@contextmanager
+def start_python_module(
+    module: str,
+    args: Sequence[str],
+    *,
+    bundle: Path,
+    scratch: Path,
+    limits: SandboxLimits = DEFAULT_LIMITS,
+    mask: Sequence[Path] = (),
+    read_only: Sequence[Path] = (),
+    env: Mapping[str, str] | None = None,
+) -> Iterator[SandboxedWorker]:
+    """``python -m module args...`` in the sandbox as a server; stopped when the block ends.
+
+    A wall-clock limit per reply is the caller's (``receive(timeout)``); CPU time and memory
+    are limited for the worker's whole life by ``limits``.
+    """
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by SandboxedWorker.close)
+    try:
+        proc = _spawn(
+            module,
+            args,
+            bundle=bundle,
+            scratch=scratch,
+            limits=limits,
+            mask=mask,
+            read_only=read_only,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
+    except BaseException:
+        log.close()
+        raise
+    worker = SandboxedWorker(module, proc, log)
+    try:
+        yield worker
+    finally:
+        worker.close()
+
+
+# --------------------------------------------------------------------------- files coming back
+
+
+@contextmanager
+def _open_scratch_file(scratch: Path, name: str, max_bytes: int) -> Iterator[BinaryIO]:
+    """``scratch/name`` opened without following links; a regular file with one link, at most
+    ``max_bytes`` long (checked on the open file, so a later swap of the name changes nothing)."""
+    if not name or "/" in name or name in (".", ".."):
+        raise SandboxError(f"{name!r} is not a plain file name")
+    where = f"sandbox output {name}"
+    dir_fd = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+        except FileNotFoundError as exc:
+            raise SandboxError(f"{where} is missing") from exc
+        except OSError as exc:  # ELOOP: a symbolic link
+            raise SandboxError(f"{where} cannot be opened without following links: {exc.strerror}") from exc
+    finally:
+        os.close(dir_fd)
+    f = os.fdopen(fd, "rb")
+    with f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SandboxError(f"{where} is not a regular file")
+        if st.st_nlink != 1:
+            raise SandboxError(f"{where} has {st.st_nlink} links (a hard link)")
+        if st.st_size > max_bytes:
+            raise SandboxError(f"{where} is {st.st_size:,} bytes, over the {max_bytes:,} byte limit")
+        yield f
+
+
+def read_scratch_file(scratch: Path, name: str, max_bytes: int) -> bytes:
+    """The bytes of a file a sandboxed worker wrote into ``scratch`` (see :func:`_open_scratch_file`)."""
+    with _open_scratch_file(scratch, name, max_bytes) as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise SandboxError(f"sandbox output {name} grew over the {max_bytes:,} byte limit while read")
+    return data
+
+
+def copy_scratch_file(scratch: Path, name: str, dest: Path, max_bytes: int) -> Path:
+    """Copy a file a sandboxed worker wrote into ``scratch`` to ``dest`` (outside the worker's
+    reach), streamed and bounded; returns ``dest``."""
+    copied = 0
+    try:
+        with _open_scratch_file(scratch, name, max_bytes) as src, open(dest, "wb") as out:
+            while chunk := src.read(1 << 20):
+                copied += len(chunk)
+                if copied > max_bytes:
+                    raise SandboxError(
+                        f"sandbox output {name} grew over the {max_bytes:,} byte limit while read"
+                    )
+                out.write(chunk)
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+    return dest

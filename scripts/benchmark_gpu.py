@@ -32,7 +32,7 @@ from adas.detector.data import CocoFrames  # noqa: E402
 from adas.intake.bundle import validate_bundle  # noqa: E402
 from adas.intake.model import load_model  # noqa: E402
 from adas.packaging.config import load_packaging_config  # noqa: E402
-from adas.packaging.equivalence import check_equivalence, task_map_drop  # noqa: E402
+from adas.packaging.equivalence import ModuleReference, check_equivalence, task_map_drop  # noqa: E402
 from adas.packaging.torch_cuda import (  # noqa: E402
     MODES,
     PRECISIONS,
@@ -97,7 +97,13 @@ def main() -> int:
                     reference, names, shape, mode=mode, precision=precision, package_dir=tmp
                 )
                 eq = check_equivalence(
-                    reference, engine, contract, cfg, precision, None if val is None else val.frames, 0
+                    ModuleReference(reference, names),
+                    engine,
+                    contract,
+                    cfg,
+                    precision,
+                    None if val is None else val.frames,
+                    0,
                 )
                 q = {
                     "mode": mode,
@@ -112,7 +118,13 @@ def main() -> int:
                 }
                 if val is not None:
                     ap_ref, ap_eng, drop = task_map_drop(
-                        reference, engine, contract, val.coco, val.image_ids, val.frames, MAP_SCORE_THRESHOLD
+                        ModuleReference(reference, names),
+                        engine,
+                        contract,
+                        val.coco,
+                        val.image_ids,
+                        val.frames,
+                        MAP_SCORE_THRESHOLD,
                     )
                     q |= {
                         "map_cpu_reference": round(ap_ref, 2),

@@ -170,7 +170,9 @@ def read_lineage(bundle_dir: str | Path) -> Lineage:
 def load_bundle_model(bundle_dir: str | Path) -> nn.Module:
     """The bundle's model as a callable module (eval mode) returning the contract's outputs in order.
 
-    One loader for intake, packaging and tools: ``adas.intake.bundle.load_model``.
+    For tools and tests on bundles this code wrote itself (trusted): it loads the program in
+    this process. The platform never does that with a candidate: intake and packaging load it
+    only in the sandbox (``adas.intake.inspect_worker``, ``adas.packaging.model_worker``).
     """
     return load_model(Path(bundle_dir), read_contract(bundle_dir))
 

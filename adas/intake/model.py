@@ -1,7 +1,8 @@
 """The candidate's model as torch sees it: load, weight check, smoke forward.
 
-Untrusted code: intake runs these only inside the sandbox (:mod:`adas.intake.inspect_worker`),
-after :mod:`adas.intake.pickle_scan` has cleared every pickle in the file.
+Untrusted code: the platform runs these only inside the sandbox (intake's
+:mod:`adas.intake.inspect_worker`, after :mod:`adas.intake.pickle_scan` has cleared every pickle
+in the file; packaging's :mod:`adas.packaging.model_worker` and the eager latency worker).
 """
 
 from pathlib import Path
@@ -85,7 +86,7 @@ def smoke_forward(
         except Exception as exc:
             raise BundleRejected(
                 f"{CONTRACT_FILE}: input.shape",
-                f"the model rejected an input of shape {list(x.shape)}: {type(exc).__name__}: {_gist(exc)}",
+                f"the model rejected an input of shape {list(x.shape)}: {type(exc).__name__}: {error_gist(exc)}",
             ) from exc
         outputs = named_outputs(result, contract)
         for i, spec in enumerate(contract.outputs):
@@ -102,7 +103,7 @@ def smoke_forward(
     return shapes
 
 
-def _gist(exc: BaseException) -> str:
+def error_gist(exc: BaseException) -> str:
     """The cause of an error in a few hundred characters: TorchScript puts its own traceback
     first and the error that matters last."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]

@@ -15,15 +15,14 @@ from PIL import Image
 
 from adas.catalog import TargetCatalog, require_supported
 from adas.cell import Cell
-from adas.intake.model import load_model
 from adas.intake.refs import CalibrationShardRef, CandidateRef, DatasetRef, StoredFile
 from adas.intake.stored import read_json, stored_file
 from adas.packaging.config import PackagingConfig
-from adas.packaging.export import export_onnx
 from adas.packaging.operators import coverage_report, require_supported_ops
 from adas.packaging.ort_engines import build_fp32_engine
 from adas.packaging.ort_int8 import build_int8_engine
 from adas.packaging.refs import EngineRef, ExportRef, model_prefix
+from adas.packaging.sandboxed_model import export_in_sandbox
 from adas.packaging.tensorrt_engines import build_tensorrt_engine
 from adas.storage import ArtifactStore
 
@@ -60,12 +59,21 @@ class ExportOutcome:
 def export_graph(
     store: ArtifactStore, candidate: CandidateRef, config: PackagingConfig, workdir: Path
 ) -> ExportOutcome:
-    """ONNX (opset from config, dynamic batch) + the bundle's torch program + operator coverage."""
+    """ONNX (opset from config, dynamic batch) + the bundle's torch program + operator coverage.
+
+    The program is exported in the sandbox (:func:`export_in_sandbox`); this process only
+    validates and stores the graph. Raises ``ExportError`` (``UnsupportedExportOperator`` naming
+    the operator, where the model uses it, the opset and a hint)."""
     bundle_dir = fetch_bundle(store, candidate)
     contract = candidate.contract
-    module = load_model(bundle_dir, contract)
     onnx_path = workdir / "model.onnx"
-    result = export_onnx(module, contract, onnx_path, opset=config.onnx.opset)
+    result = export_in_sandbox(
+        bundle_dir,
+        contract,
+        onnx_path,
+        opset=config.onnx.opset,
+        max_abs_diff_tolerance=config.onnx.sanity_max_abs_diff,
+    )
     reports = {rt: coverage_report(onnx_path, rt) for rt in RUNTIMES}
     prefix = f"{model_prefix(contract.task, contract.version)}/export"
     onnx_file = stored_file(store, f"{prefix}/model.onnx", onnx_path)
@@ -111,13 +119,15 @@ def build_engine(
     """Build the engine of one catalog cell and store it under ``models/<task>/<version>/<device>/<precision>/``.
 
     Raises ``UnsupportedTargetError`` for a cell the catalog does not offer,
-    ``UnsupportedOperatorError`` naming node and op when the runtime cannot run the graph,
+    ``UnsupportedOperatorError`` naming node, op, this cell and a hint when the runtime cannot run
+    the graph (the other cells are unaffected),
     ``TensorRTUnavailable`` ("needs a <device> node with TensorRT") off a GPU node.
     """
     target = require_supported(catalog, device, precision)
     contract = export.candidate.contract
     onnx_path = store.fetch(export.onnx.key, expected_sha256=export.onnx.sha256)
-    require_supported_ops(coverage_report(onnx_path, target.runtime))
+    # An operator this runtime lacks fails this cell only, naming the cell.
+    require_supported_ops(coverage_report(onnx_path, target.runtime), target=f"{device}/{precision}")
     prefix = Cell(device, precision).pack_prefix(contract.task, contract.version)
     cache: StoredFile | None = None
     if target.runtime == "onnxruntime":

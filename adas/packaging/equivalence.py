@@ -17,6 +17,11 @@ Every failure is a sentence naming the head (or "decode") and the metric against
 
 Kept as one module because the three levels share the tolerances, the reference run and the
 decode. torch is imported where the reference runs: the code location imports this module.
+
+The reference is an :class:`Engine` too. In packaging it is the candidate's program running in
+the sandbox (:func:`adas.packaging.sandboxed_model.sandboxed_reference`, whose worker calls
+:func:`run_reference`); :class:`ModuleReference` wraps a module already in this process, for
+tools that run a trusted model of their own (the GPU benchmark).
 """
 
 from __future__ import annotations
@@ -184,6 +189,18 @@ def run_reference(module: nn.Module, x: np.ndarray, output_names: Sequence[str])
     return {n: o.detach().cpu().numpy() for n, o in zip(output_names, outs, strict=True)}
 
 
+class ModuleReference:
+    """A torch module in this process as an :class:`Engine` (trusted models only: packaging runs
+    a candidate's program in the sandbox instead)."""
+
+    def __init__(self, module: nn.Module, output_names: Sequence[str]) -> None:
+        self.module = module.eval()
+        self.output_names = list(output_names)
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return run_reference(self.module, x, self.output_names)
+
+
 class _HeadAccumulator:
     def __init__(self) -> None:
         self.abs: list[np.ndarray] = []
@@ -308,7 +325,7 @@ def _failures(heads: dict[str, HeadErrors], drift: DecodeDrift, tol: PrecisionTo
 
 
 def check_equivalence(
-    reference_module: nn.Module,
+    reference: Engine,
     engine: Engine,
     contract: Contract,
     config: PackagingConfig | EquivalenceConfig,
@@ -316,7 +333,7 @@ def check_equivalence(
     frames_uint8: np.ndarray | None,
     rng_seed: int = 0,
 ) -> EquivalenceReport:
-    """Compare ``engine`` with ``reference_module`` (the bundle's PyTorch program).
+    """Compare ``engine`` with ``reference`` (the bundle's PyTorch program, eager FP32).
 
     ``frames_uint8``: real validation frames [N, H, W, 3] (decode comparison and seeds of the
     perturbed inputs); may be None or empty, then only uniform noise is used and the decode
@@ -328,11 +345,10 @@ def check_equivalence(
     names = [o.name for o in contract.outputs]
     rng = np.random.default_rng(rng_seed)
     frames = None if frames_uint8 is None or len(frames_uint8) == 0 else np.asarray(frames_uint8)
-    reference_module.eval()
     acc = {n: _HeadAccumulator() for n in names}
 
     def compare(x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        ref, got = run_reference(reference_module, x, names), engine.run(x)
+        ref, got = reference.run(x), engine.run(x)
         for n in names:
             acc[n].add(ref[n], got[n])
         return ref, got
@@ -379,7 +395,7 @@ def _detections(
 
 
 def task_map_drop(
-    reference_module: nn.Module,
+    reference: Engine,
     engine: Engine,
     contract: Contract,
     coco_gt: dict[str, Any],
@@ -399,10 +415,8 @@ def task_map_drop(
     if len(image_ids) != len(frames):
         raise ValueError(f"{len(image_ids)} image ids for {len(frames)} frames")
     post = with_score_threshold(contract.postprocess, score_threshold)
-    names = [o.name for o in contract.outputs]
-    reference_module.eval()
     aps = []
-    for run in (lambda x: run_reference(reference_module, x, names), engine.run):
+    for run in (reference.run, engine.run):
         dets = _detections(run, np.asarray(frames), contract, post, batch_size)
         records = [r for i, d in zip(image_ids, dets, strict=True) for r in d.to_coco(int(i))]
         ap = coco_metrics(coco_gt, records, image_ids=[int(i) for i in image_ids])["AP"]

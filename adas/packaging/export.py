@@ -10,6 +10,12 @@ dynamic batch axis. The graph is then:
 * checked with ``onnx.checker`` (full check, with shape inference);
 * run once in ONNX Runtime against the torch module on a batch of a size different from the
   export example (proves the dynamic axis), recording the max abs difference.
+
+The candidate's module is untrusted code: :func:`export_onnx` runs only inside the packaging
+sandbox (:mod:`adas.packaging.model_worker`). What comes out of it is untrusted too, and the
+parent accepts the graph only through :func:`validate_exported_graph` (checker, no external data,
+standard operator domains only, inputs and outputs exactly as the contract declares them), then
+describes it with :func:`graph_result` from the bytes it holds, not from what the worker said.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import numpy as np
 import onnx
 
 from adas.detector.preprocess import normalize
-from adas.intake.contract import Contract
+from adas.intake.contract import Contract, TensorSpec
+from adas.packaging.operators import UnsupportedOperatorError
 from adas.storage import sha256_file
 
 if TYPE_CHECKING:
@@ -38,8 +45,26 @@ _EXPORT_BATCH = 2
 _SANITY_BATCH = 3
 
 
+_STANDARD_DOMAINS = ("", "ai.onnx")
+_ONNX_DTYPES = {
+    "float32": onnx.TensorProto.FLOAT,
+    "float16": onnx.TensorProto.FLOAT16,
+    "uint8": onnx.TensorProto.UINT8,
+    "int32": onnx.TensorProto.INT32,
+    "int64": onnx.TensorProto.INT64,
+}
+UNSUPPORTED_OPERATOR_HINT = (
+    "replace it with supported ops in the model, or raise packaging.onnx.opset if a newer opset supports it"
+)
+
+
 class ExportError(RuntimeError):
     """The exported graph is invalid or does not reproduce the torch module."""
+
+
+class UnsupportedExportOperator(UnsupportedOperatorError, ExportError):
+    """ONNX export met an operator it cannot express at the configured opset: every target
+    needs the ONNX graph, so the export (not one cell) fails, naming operator, where, target, hint."""
 
 
 @dataclass(frozen=True)
@@ -135,27 +160,42 @@ _UNSUPPORTED_OP = re.compile(r"operator '([^']+)'")
 
 
 def export_failure(exc: Exception, opset: int, module: Any = None, example: Any = None) -> ExportError:
-    """A failed ``torch.onnx.export`` as one readable error: the operator, the module path of the
-    node that uses it (found by tracing the model, whose graph records each node's scope), the
-    target and a hint."""
+    """A failed ``torch.onnx.export`` as one readable error: the operator, the node and module
+    path that use it (from the program's own graph, or by tracing the model), the target and a hint."""
     text = str(exc).strip()
     first = text.splitlines()[0] if text else type(exc).__name__
     op_match = _UNSUPPORTED_OP.search(text)
     if not op_match:
         return ExportError(f"ONNX export (opset {opset}) failed: {type(exc).__name__}: {first[:300]}")
-    op = op_match.group(1)
-    where = _scope_of(op, module, example)
-    return ExportError(
-        f"ONNX export (opset {opset}) failed: operator {op}{f' in {where}' if where else ''} is not "
-        f"supported; hint: replace it with supported ops in the model, or raise packaging.onnx.opset if "
-        f"a newer opset supports it ({first[:200]})"
+    return unsupported_export_operator(
+        op_match.group(1), _scope_of(op_match.group(1), module, example), opset, first[:200]
+    )
+
+
+def unsupported_export_operator(
+    operator: str, where: str, opset: int, detail: str = ""
+) -> UnsupportedExportOperator:
+    """The typed error for ``operator`` (used at ``where``) that ONNX opset ``opset`` cannot express."""
+    target = f"ONNX opset {opset}"
+    return UnsupportedExportOperator(
+        f"ONNX export (opset {opset}) failed: operator {operator}{f' in {where}' if where else ''} is not "
+        f"supported; hint: {UNSUPPORTED_OPERATOR_HINT}" + (f" ({detail})" if detail else ""),
+        operator=operator,
+        where=where,
+        target=target,
+        hint=UNSUPPORTED_OPERATOR_HINT,
     )
 
 
 def _scope_of(op: str, module: Any, example: Any) -> str:
-    """The module path of the first traced node of kind ``op`` (empty when it cannot be traced)."""
-    if module is None or example is None:
+    """Where the model uses ``op``: the graph node and module path of its first use (empty when
+    it cannot be found). A ``torch.export`` program keeps each node's module stack; any other
+    module is traced, and the trace records each node's scope."""
+    if module is None:
         return ""
+    fx_where = _fx_scope_of(op, module)
+    if fx_where or example is None:
+        return fx_where
     import torch  # already loaded by the export that failed
 
     try:
@@ -168,6 +208,25 @@ def _scope_of(op: str, module: Any, example: Any) -> str:
             # "__module.backbone/__module.backbone.stage2" -> "backbone.stage2"; empty at the root.
             path = node.scopeName().split("/")[-1].removeprefix("__module").lstrip(".")
             return f"module {path} ({type(module).__name__})" if path else f"{type(module).__name__}.forward"
+    return ""
+
+
+def _fx_scope_of(op: str, module: Any) -> str:
+    """``node cummax in module head (Head)`` for ``aten::cummax`` in a ``torch.export`` program."""
+    graph = getattr(module, "graph", None)
+    nodes = getattr(graph, "nodes", None)
+    if nodes is None:
+        return ""
+    wanted = op.replace("::", ".")
+    for node in nodes:
+        if getattr(node, "op", "") != "call_function" or not str(node.target).startswith(wanted + "."):
+            continue
+        stack = getattr(node, "meta", {}).get("nn_module_stack") or {}
+        path, kind = next(reversed(stack.values()), ("", ""))
+        owner = str(kind).rsplit(".", 1)[-1] or type(module).__name__
+        return (
+            f"node {node.name} in module {path} ({owner})" if path else f"node {node.name} in {owner}.forward"
+        )
     return ""
 
 
@@ -191,7 +250,8 @@ def export_onnx(
     import torch
 
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if not out_path.parent.is_dir():  # in the sandbox, even an existing scratch dir may not be mkdir'ed
+        out_path.parent.mkdir(parents=True)
     _, c, h, w = contract.input.shape
     input_name = contract.input.name
     output_names = [o.name for o in contract.outputs]
@@ -237,21 +297,136 @@ def export_onnx(
             f"{out_path}: ONNX Runtime differs from the torch module by {diff:.3g} "
             f"(max abs, batch {x.shape[0]}), over the {max_abs_diff_tolerance:g} sanity bound"
         )
+    return graph_result(
+        out_path, model, contract, max_abs_diff=diff, export_seconds=export_seconds, renamed_nodes=renamed
+    )
+
+
+def graph_result(
+    path: Path,
+    model: onnx.ModelProto,
+    contract: Contract,
+    *,
+    max_abs_diff: float,
+    export_seconds: float,
+    renamed_nodes: int,
+) -> ExportResult:
+    """The facts of the graph at ``path`` (``model`` is its loaded proto), hashed from the file."""
     return ExportResult(
-        path=out_path,
-        opset=next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+        path=path,
+        opset=next(o.version for o in model.opset_import if o.domain in _STANDARD_DOMAINS),
         ir_version=int(model.ir_version),
         producer=f"{model.producer_name} {model.producer_version}".strip(),
         node_count=len(model.graph.node),
         op_histogram=op_histogram(model),
-        sha256=sha256_file(out_path)[0],
-        size_bytes=out_path.stat().st_size,
-        input_name=input_name,
-        output_names=output_names,
-        max_abs_diff=diff,
+        sha256=sha256_file(path)[0],
+        size_bytes=path.stat().st_size,
+        input_name=contract.input.name,
+        output_names=[o.name for o in contract.outputs],
+        max_abs_diff=max_abs_diff,
         export_seconds=export_seconds,
-        renamed_nodes=renamed,
+        renamed_nodes=renamed_nodes,
     )
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+def _graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """``graph`` and every subgraph (If / Loop / Scan bodies) below it."""
+    found = [graph]
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                found += _graphs(sub)
+    return found
+
+
+def _tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+    tensors = list(graph.initializer) + [s.values for s in graph.sparse_initializer]
+    for node in graph.node:
+        for attr in node.attribute:
+            tensors += ([attr.t] if attr.HasField("t") else []) + list(attr.tensors)
+    return tensors
+
+
+def _check_value(where: str, value: onnx.ValueInfoProto, spec: TensorSpec) -> None:
+    tensor = value.type.tensor_type
+    if tensor.elem_type != _ONNX_DTYPES[spec.dtype]:
+        got = onnx.TensorProto.DataType.Name(tensor.elem_type)
+        raise ExportError(
+            f"exported graph: {where} {spec.name!r} is {got}, the contract declares {spec.dtype}"
+        )
+    dims = list(tensor.shape.dim)
+    if len(dims) != len(spec.shape):
+        raise ExportError(
+            f"exported graph: {where} {spec.name!r} has rank {len(dims)}, the contract declares {spec.shape}"
+        )
+    for axis, (dim, declared) in enumerate(zip(dims, spec.shape, strict=True)):
+        fixed = dim.dim_value if dim.HasField("dim_value") else None
+        if declared == -1 and axis == 0 and fixed is not None:
+            raise ExportError(
+                f"exported graph: {where} {spec.name!r} has a fixed batch of {fixed}, not a dynamic one"
+            )
+        if declared != -1 and fixed != declared:
+            shown = fixed if fixed is not None else (dim.dim_param or "?")
+            raise ExportError(
+                f"exported graph: {where} {spec.name!r} axis {axis} is {shown}, the contract declares {declared}"
+            )
+
+
+def validate_exported_graph(path: Path, contract: Contract, opset: int) -> onnx.ModelProto:
+    """The graph a sandboxed export wrote, accepted only if it is what a clean export produces:
+    all weights inside the file (no external data), only standard ONNX operator domains at
+    ``opset``, ``onnx.checker`` (full) clean, and inputs and outputs exactly the contract's,
+    names, order, types and shapes. Raises :class:`ExportError` naming what is wrong."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # a protobuf parse error has no common base class
+        raise ExportError(f"exported graph {path.name} is not an ONNX model: {type(exc).__name__}") from exc
+    graphs = _graphs(model.graph)
+    for graph in graphs:
+        for tensor in _tensors(graph):
+            if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
+                raise ExportError(f"exported graph: tensor {tensor.name!r} refers to external data")
+        for node in graph.node:
+            if node.domain not in _STANDARD_DOMAINS:
+                raise ExportError(
+                    f"exported graph: node {node.name!r} uses op {node.op_type!r} of domain "
+                    f"{node.domain!r}; only standard ONNX operators are accepted"
+                )
+    domains = {o.domain: o.version for o in model.opset_import}
+    custom = sorted(d for d in domains if d not in _STANDARD_DOMAINS)
+    if custom or model.functions:
+        what = f"operator domains {custom}" if custom else f"{len(model.functions)} local functions"
+        raise ExportError(f"exported graph imports {what}; only standard ONNX operators are accepted")
+    if next((v for d, v in domains.items() if d in _STANDARD_DOMAINS), None) != opset:
+        raise ExportError(f"exported graph has opset {domains}, packaging asked for {opset}")
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"exported graph: onnx.checker rejected it: {str(exc)[:500]}") from exc
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [v for v in model.graph.input if v.name not in initializers]
+    declared_inputs: list[TensorSpec] = [contract.input]
+    if contract.input.source_size is not None:
+        size = contract.input.source_size
+        declared_inputs.append(TensorSpec(name=size.name, shape=[-1, 2], dtype=size.dtype))
+    if [v.name for v in inputs] != [s.name for s in declared_inputs]:
+        raise ExportError(
+            f"exported graph inputs are {[v.name for v in inputs]}, the contract declares "
+            f"{[s.name for s in declared_inputs]}"
+        )
+    if [v.name for v in model.graph.output] != [o.name for o in contract.outputs]:
+        raise ExportError(
+            f"exported graph outputs are {[v.name for v in model.graph.output]}, the contract declares "
+            f"{[o.name for o in contract.outputs]}"
+        )
+    for value, spec in zip(inputs, declared_inputs, strict=True):
+        _check_value("input", value, spec)
+    for value, out in zip(model.graph.output, contract.outputs, strict=True):
+        _check_value("output", value, out)
+    return model
 
 
 def _sanity_batch(contract: Contract, batch: int = _SANITY_BATCH, seed: int = 0) -> np.ndarray:

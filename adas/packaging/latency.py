@@ -1,7 +1,8 @@
 """Latency and throughput of an engine (or of the PyTorch eager baseline) on this CPU.
 
-Every measurement runs in its own subprocess (``python -m adas.packaging.latency_worker``)
-with ``OMP_WAIT_POLICY=PASSIVE``: torch's OpenMP workers and ORT's intra-op threads spin
+Every measurement runs in its own subprocess (``python -m adas.packaging.latency_worker``),
+inside :mod:`adas.sandbox` (a candidate's eager program is untrusted code; an engine gets the
+same sandbox, so there is one way to start a measuring child) with ``OMP_WAIT_POLICY=PASSIVE``: torch's OpenMP workers and ORT's intra-op threads spin
 between calls, and on a 2-core node two runtimes in one process (or the Dagster process's own
 torch) fight over the cores; measured in-process, eager latency spread 22-90 ms. The child
 also disables ORT's spinning, so what is measured is one runtime alone on the cores.
@@ -18,15 +19,15 @@ imports only the runtime it measures.
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ import numpy as np
 
 from adas.intake.contract import Contract
 from adas.packaging.config import LatencyConfig, PackagingConfig, default_packaging_config
+from adas.sandbox import SandboxedWorker, SandboxError, SandboxLimits, run_python_module, start_python_module
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16)
 WORKER_MODULE = "adas.packaging.latency_worker"
@@ -122,35 +124,79 @@ def _latency_config(config: LatencyConfig | PackagingConfig | None) -> LatencyCo
     return config.latency if isinstance(config, PackagingConfig) else config
 
 
-def _run_child(args: list[str], cfg: LatencyConfig) -> dict[str, Any]:
-    env = dict(os.environ)
-    env["OMP_WAIT_POLICY"] = "PASSIVE"
-    env["OMP_NUM_THREADS"] = str(cfg.intra_op_threads)
-    env.setdefault("PYTHONWARNINGS", "ignore")
-    with tempfile.TemporaryDirectory(prefix="latency-") as tmp:
-        out = Path(tmp) / "report.json"
-        cmd = [sys.executable, "-m", WORKER_MODULE, *args, "--out", str(out)]
-        cmd += ["--config-json", cfg.model_dump_json()]
-        try:
-            proc = subprocess.run(
-                cmd, env=env, capture_output=True, text=True, timeout=cfg.timeout_s, check=False
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise LatencyMeasurementError(
-                f"latency measurement exceeded {cfg.timeout_s:g} s: {' '.join(args)}"
-            ) from exc
-        if proc.returncode != 0 or not out.exists():
-            tail = (proc.stderr or proc.stdout)[-2000:]
-            raise LatencyMeasurementError(f"latency subprocess failed (exit {proc.returncode}):\n{tail}")
-        return json.loads(out.read_text())
-
-
-def _report(raw: dict[str, Any]) -> LatencyReport:
-    per_batch = {int(k): BatchLatency(**v) for k, v in raw.pop("per_batch").items()}
-    best = max(per_batch.values(), key=lambda b: b.throughput_fps)
-    return LatencyReport(
-        per_batch=per_batch, best_batch=best.batch_size, best_throughput_fps=best.throughput_fps, **raw
+def _limits(cfg: LatencyConfig) -> SandboxLimits:
+    # Every measuring thread may use a core for the whole wall-clock limit.
+    return SandboxLimits(
+        cpu_seconds=int(cfg.timeout_s * max(1, cfg.intra_op_threads)) + 60, wall_seconds=cfg.timeout_s
     )
+
+
+def _child_env(cfg: LatencyConfig) -> dict[str, str]:
+    return {"OMP_NUM_THREADS": str(cfg.intra_op_threads), "PYTHONWARNINGS": "ignore"}
+
+
+def _visible(kind: str, model: Path) -> Path:
+    """What the sandbox shows read-only: the bundle folder (torch) or the engine's folder (ort)."""
+    return model if kind == "torch" else model.parent
+
+
+def _run_child(kind: str, model: Path, args: list[str], cfg: LatencyConfig) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="latency-") as tmp:
+        try:
+            run = run_python_module(
+                WORKER_MODULE,
+                [kind, "--model", str(model), *args, "--config-json", cfg.model_dump_json()],
+                bundle=_visible(kind, model),
+                scratch=Path(tmp) / "scratch",
+                limits=_limits(cfg),
+                env=_child_env(cfg),
+            )
+        except SandboxError as exc:
+            raise LatencyMeasurementError(
+                f"latency measurement exceeded {cfg.timeout_s:g} s: {kind} {model}"
+            ) from exc
+    if run.returncode != 0 or run.result is None or "error" in run.result:
+        said = run.result.get("error") if run.result else None
+        tail = str(said)[:2000] if said else (run.stderr or run.stdout)[-2000:]
+        raise LatencyMeasurementError(f"latency subprocess failed (exit {run.returncode}):\n{tail}")
+    return run.result
+
+
+def _finite(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise LatencyMeasurementError(
+            f"latency worker replied {what}={str(value)[:40]}: not a finite number >= 0"
+        )
+    return float(value)
+
+
+def _batch_latency(raw: object, size: int) -> BatchLatency:
+    """One batch's numbers as the (untrusted) worker reported them, checked field by field."""
+    names = [f.name for f in fields(BatchLatency)]
+    if not isinstance(raw, dict) or sorted(raw) != sorted(names):
+        raise LatencyMeasurementError(f"latency worker replied an unexpected record for batch {size}")
+    values = {k: _finite(raw[k], k) for k in names if k != "stable"}
+    if int(values["batch_size"]) != size or not isinstance(raw["stable"], bool):
+        raise LatencyMeasurementError(
+            f"latency worker replied a record for batch {raw['batch_size']}, not {size}"
+        )
+    ints = ("batch_size", "windows", "timed_runs")
+    return BatchLatency(**{k: int(v) if k in ints else v for k, v in values.items()}, stable=raw["stable"])
+
+
+def _report(raw: dict[str, Any], sizes: Sequence[int]) -> LatencyReport:
+    """The worker's report, checked: exactly the batches asked for, finite numbers."""
+    per_batch_raw = raw.pop("per_batch", None)
+    if not isinstance(per_batch_raw, dict) or sorted(per_batch_raw) != sorted(str(b) for b in sizes):
+        raise LatencyMeasurementError(f"latency worker replied batches other than {list(sizes)}")
+    per_batch = {int(b): _batch_latency(per_batch_raw[str(b)], int(b)) for b in sizes}
+    best = max(per_batch.values(), key=lambda b: b.throughput_fps)
+    try:
+        return LatencyReport(
+            per_batch=per_batch, best_batch=best.batch_size, best_throughput_fps=best.throughput_fps, **raw
+        )
+    except TypeError as exc:
+        raise LatencyMeasurementError(f"latency worker replied an unexpected report: {exc}") from exc
 
 
 def measure_latency(
@@ -166,18 +212,9 @@ def measure_latency(
     cfg = _latency_config(config)
     sizes = list(batch_sizes) if batch_sizes is not None else cfg.batch_sizes
     _, c, h, w = contract.input.shape
-    args = [
-        "ort",
-        "--model",
-        str(Path(engine_path).resolve()),
-        "--input-name",
-        contract.input.name,
-        "--shape",
-        f"{c},{h},{w}",
-        "--batch-sizes",
-        ",".join(str(b) for b in sizes),
-    ]
-    return _report(_run_child(args, cfg))
+    args = ["--input-name", contract.input.name, "--shape", f"{c},{h},{w}"]
+    args += ["--batch-sizes", ",".join(str(b) for b in sizes)]
+    return _report(_run_child("ort", Path(engine_path).resolve(), args, cfg), sizes)
 
 
 def measure_torch_eager_latency(
@@ -185,17 +222,12 @@ def measure_torch_eager_latency(
     batch_sizes: Sequence[int] | None = DEFAULT_BATCH_SIZES,
     config: LatencyConfig | PackagingConfig | None = None,
 ) -> LatencyReport:
-    """Latency of the bundle's PyTorch program in eager mode (FP32 baseline), same protocol."""
+    """Latency of the bundle's PyTorch program in eager mode (FP32 baseline), same protocol,
+    the program loaded only inside the sandbox."""
     cfg = _latency_config(config)
     sizes = list(batch_sizes) if batch_sizes is not None else cfg.batch_sizes
-    args = [
-        "torch",
-        "--model",
-        str(Path(bundle_dir).resolve()),
-        "--batch-sizes",
-        ",".join(str(b) for b in sizes),
-    ]
-    return _report(_run_child(args, cfg))
+    args = ["--batch-sizes", ",".join(str(b) for b in sizes)]
+    return _report(_run_child("torch", Path(bundle_dir).resolve(), args, cfg), sizes)
 
 
 @dataclass(frozen=True)
@@ -255,7 +287,7 @@ def compare_latency(
 ) -> Comparison:
     """Latency of several runtimes measured in turns, for fair ratios on a shared machine.
 
-    Each runtime lives in its own subprocess (same environment as ``measure_latency``), warms
+    Each runtime lives in its own sandboxed subprocess (as in ``measure_latency``), warms
     up, then waits, blocked on stdin (no spinning), while the others run. Every round times one
     window of ``window_size`` calls per runtime, in rotated order. Percentiles are over all
     rounds; speedups are medians of per-round paired ratios vs ``baseline``.
@@ -263,68 +295,52 @@ def compare_latency(
     cfg = _latency_config(config)
     if baseline not in specs:
         raise ValueError(f"baseline {baseline!r} is not one of {sorted(specs)}")
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(cfg.intra_op_threads))
-    env.setdefault("PYTHONWARNINGS", "ignore")
-    procs: dict[str, subprocess.Popen[str]] = {}
-    # stderr to files, not pipes: a chatty worker would block on a full pipe nobody reads.
-    logs = {name: tempfile.TemporaryFile("w+") for name in specs}  # noqa: SIM115 (closed in finally)
     deadline = time.monotonic() + cfg.timeout_s
+    names = list(specs)
+    samples: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    rss: dict[str, float] = {}
 
-    def read(name: str) -> dict[str, Any]:
-        proc = procs[name]
-        assert proc.stdout is not None
-        while True:
-            if time.monotonic() > deadline:
-                raise LatencyMeasurementError(f"latency comparison exceeded {cfg.timeout_s:g} s")
-            line = proc.stdout.readline()
-            if not line:
-                proc.wait()
-                logs[name].seek(0)
-                err = logs[name].read()[-2000:]
-                raise LatencyMeasurementError(f"latency worker {name!r} exited early:\n{err}")
-            if line.startswith("{"):
-                return json.loads(line)
+    def read(worker: SandboxedWorker, key: str) -> Any:
+        try:
+            reply = worker.receive(max(0.0, deadline - time.monotonic()))
+        except SandboxError as exc:
+            raise LatencyMeasurementError(f"latency comparison: {exc}") from exc
+        if key not in reply:
+            raise LatencyMeasurementError(f"latency worker replied {str(reply)[:300]} instead of {key!r}")
+        return reply[key]
 
-    try:
+    with ExitStack() as stack:
+        workers: dict[str, SandboxedWorker] = {}
         for name, spec in specs.items():
-            cmd = [
-                sys.executable,
-                "-m",
-                WORKER_MODULE,
-                spec.kind,
-                "--model",
-                str(spec.model),
-            ]
-            cmd += ["--input-name", spec.input_name, "--shape", ",".join(str(d) for d in spec.shape)]
-            cmd += ["--batch-sizes", str(batch_size), "--config-json", cfg.model_dump_json(), "--serve"]
-            procs[name] = subprocess.Popen(
-                cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logs[name], text=True
+            model = Path(spec.model).resolve()
+            args = [spec.kind, "--model", str(model), "--input-name", spec.input_name]
+            args += ["--shape", ",".join(str(d) for d in spec.shape), "--batch-sizes", str(batch_size)]
+            args += ["--config-json", cfg.model_dump_json(), "--serve"]
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"latency-{name}-"))
+            workers[name] = stack.enter_context(
+                start_python_module(
+                    WORKER_MODULE,
+                    args,
+                    bundle=_visible(spec.kind, model),
+                    scratch=Path(tmp) / "scratch",
+                    limits=_limits(cfg),
+                    env=_child_env(cfg),
+                )
             )
-        for name in specs:  # sequential start-up: loading torch would slow the others' warm-up
-            read(name)
-        names = list(specs)
-        samples: dict[str, list[np.ndarray]] = {n: [] for n in names}
+            # Sequential start-up: loading torch would slow the others' warm-up.
+            read(workers[name], "ready")
         for r in range(rounds):
             for name in names[r % len(names) :] + names[: r % len(names)]:
-                stdin = procs[name].stdin
-                assert stdin is not None
-                stdin.write("window\n")
-                stdin.flush()
-                samples[name].append(np.asarray(read(name)["ms"], np.float64))
-        rss = {}
+                workers[name].send({"op": "window"})
+                ms = np.asarray(read(workers[name], "ms"), np.float64)
+                if ms.ndim != 1 or not ms.size or not np.isfinite(ms).all() or (ms < 0).any():
+                    raise LatencyMeasurementError(
+                        f"latency worker {name!r} replied a window that is not timings"
+                    )
+                samples[name].append(ms)
         for name in names:
-            stdin = procs[name].stdin
-            assert stdin is not None
-            stdin.write("quit\n")
-            stdin.flush()
-            rss[name] = float(read(name)["peak_rss_mib"])
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-        for f in logs.values():
-            f.close()
+            workers[name].send({"op": "quit"})
+            rss[name] = _finite(read(workers[name], "peak_rss_mib"), "peak_rss_mib")
     per = {n: _stats(np.concatenate(w), batch_size, len(w), True) for n, w in samples.items()}
     base = [float(np.median(w)) for w in samples[baseline]]
     speed = {

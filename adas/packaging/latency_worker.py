@@ -1,8 +1,12 @@
 """The latency measuring subprocess: ``python -m adas.packaging.latency_worker {ort,torch} ...``.
 
-Started by :mod:`adas.packaging.latency` (``measure_latency``, ``compare_latency``); imports
-only the runtime it measures (onnxruntime or torch), inside the runner that needs it, so the
-other runtime's threads never share the cores with the one being timed.
+Started by :mod:`adas.packaging.latency` (``measure_latency``, ``compare_latency``) inside
+:mod:`adas.sandbox`, like every process that runs a model: ``--model`` (an engine's folder or
+the bundle) is the sandbox's read-only bundle. It imports only the runtime it measures
+(onnxruntime or torch), inside the runner that needs it, so the other runtime's threads never
+share the cores with the one being timed. The candidate's torch program is loaded by
+:func:`adas.packaging.model_worker.load_candidate` (audit hook first). Replies are JSON result
+lines (:func:`adas.packaging.model_worker.emit`).
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from adas.intake.bundle import read_contract
-from adas.intake.model import load_model
 from adas.packaging.config import LatencyConfig
 from adas.packaging.latency import machine_info, measure_callable, time_window
+from adas.packaging.model_worker import emit, failure, load_candidate
 from adas.packaging.ort_session import session_options
 
 
@@ -52,7 +56,8 @@ def _torch_runner(
     torch.set_num_threads(cfg.intra_op_threads)
     torch.set_num_interop_threads(1)
     contract = read_contract(Path(args.model))
-    module = load_model(Path(args.model), contract)
+    args.contract = contract
+    module = load_candidate(contract)
     args.shape = ",".join(str(d) for d in contract.input.shape[1:])
 
     def run(x: np.ndarray) -> Any:
@@ -71,13 +76,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--shape", default="", help="C,H,W (ort; torch reads the contract)")
     p.add_argument("--batch-sizes", required=True)
     p.add_argument("--config-json", required=True)
-    p.add_argument("--out", default="")
     p.add_argument("--serve", action="store_true", help="time windows on request (stdin) for compare_latency")
     args = p.parse_args(argv)
     cfg = LatencyConfig.model_validate_json(args.config_json)
     t0 = time.perf_counter()
+    machine = machine_info()  # runs lscpu: before a candidate's program is loaded (no processes then)
     make = _ort_runner if args.kind == "ort" else _torch_runner
-    run, versions, size = make(args, cfg)
+    try:
+        run, versions, size = make(args, cfg)
+    except Exception as exc:  # the model's own failure, or what it tried, reported to the parent
+        contract = getattr(args, "contract", None)
+        emit(
+            {
+                "error": failure(exc, contract)
+                if contract
+                else {"kind": "model", "reason": f"{type(exc).__name__}: {exc}"}
+            }
+        )
+        return
     c, h, w = (int(v) for v in args.shape.split(","))
     rng = np.random.default_rng(0)
     if args.serve:
@@ -98,23 +114,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         "threads": cfg.intra_op_threads,
         "seconds": time.perf_counter() - t0,
         "versions": versions | {"python": platform.python_version(), "numpy": np.__version__},
-        "machine": machine_info(),
+        "machine": machine,
         "protocol": cfg.model_dump() | {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "")},
     }
-    Path(args.out).write_text(json.dumps(report))
+    emit(report)
 
 
 def _serve(run: Callable[[np.ndarray], Any], x: np.ndarray, cfg: LatencyConfig) -> None:
     """Warm up, say "ready", then time one window per "window" line on stdin (JSON out)."""
     for _ in range(cfg.warmup_runs):
         run(x)
-    print(json.dumps({"ready": True}), flush=True)
+    emit({"ready": True})
     for line in sys.stdin:
-        if line.strip() != "window":
+        if json.loads(line).get("op") != "window":
             break
-        print(json.dumps({"ms": time_window(lambda: run(x), cfg).tolist()}), flush=True)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(json.dumps({"peak_rss_mib": rss}), flush=True)
+        emit({"ms": time_window(lambda: run(x), cfg).tolist()})
+    emit({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0})
 
 
 if __name__ == "__main__":

@@ -62,7 +62,17 @@ TENSORRT_SUPPORTED_OPS: frozenset[str] = frozenset(
 
 
 class UnsupportedOperatorError(RuntimeError):
-    """A node of the graph uses an operator the target runtime cannot execute."""
+    """An operator a target cannot handle: ``operator``, ``where`` (the node or module path that
+    uses it), ``target`` and a ``hint``, all in the message too. Raised by the ONNX export (every
+    target fails: see ``adas.packaging.export.UnsupportedExportOperator``) and per target cell by
+    :func:`require_supported_ops` (that cell fails, the other targets are built as usual)."""
+
+    def __init__(self, message: str, *, operator: str, where: str, target: str, hint: str) -> None:
+        super().__init__(message)
+        self.operator = operator
+        self.where = where
+        self.target = target
+        self.hint = hint
 
 
 @dataclass(frozen=True)
@@ -202,8 +212,13 @@ def coverage_report(onnx_path: str | Path, runtime: RuntimeName | str) -> Covera
         method = f"static table: {TENSORRT_TABLE_SOURCE}"
         lo, hi = TENSORRT_OPSET_RANGE
         if not lo <= opsets.get("", 0) <= hi:
+            hint = f"export at an opset in {lo}-{hi} (packaging.onnx.opset)"
             raise UnsupportedOperatorError(
-                f"{onnx_path}: opset {opsets.get('')} is outside TensorRT's parser range {lo}-{hi}"
+                f"{onnx_path}: opset {opsets.get('')} is outside TensorRT's parser range {lo}-{hi}; hint: {hint}",
+                operator=f"opset {opsets.get('')}",
+                where="the whole graph",
+                target="tensorrt",
+                hint=hint,
             )
     else:
         raise ValueError(f"unknown runtime {runtime!r}: expected 'onnxruntime' or 'tensorrt'")
@@ -222,10 +237,33 @@ def coverage_report(onnx_path: str | Path, runtime: RuntimeName | str) -> Covera
     return CoverageReport(runtime, str(onnx_path), method, opsets, ops, unsupported)
 
 
-def require_supported_ops(report: CoverageReport) -> CoverageReport:
-    """Raise ``UnsupportedOperatorError`` naming every offending node; returns the report if clean."""
+def operator_hint(runtime: str, unsupported: list[UnsupportedNode]) -> str:
+    """What the model's owner can do about ``unsupported`` on ``runtime``."""
+    ops = ", ".join(sorted({u.op_type for u in unsupported}))
+    if any(u.domain for u in unsupported):
+        return (
+            f"{ops} belong to a custom operator domain, which no runtime runs without a plugin: export "
+            "the model with standard ONNX operators"
+        )
+    if runtime == "tensorrt" and all("zero point" in u.reason for u in unsupported):
+        return "TensorRT takes symmetric int8 Q/DQ only: build this cell from the TensorRT INT8 flavour"
+    if runtime == "tensorrt":
+        return (
+            f"replace {ops} in the model with operators in TensorRT's table ({TENSORRT_TABLE_SOURCE}), or "
+            "take this target out of the model's rollout; the other targets are built as usual"
+        )
+    return (
+        f"replace {ops} in the model with operators ONNX Runtime's CPU provider implements at the "
+        "graph's opset, or change packaging.onnx.opset; the other targets are built as usual"
+    )
+
+
+def require_supported_ops(report: CoverageReport, target: str | None = None) -> CoverageReport:
+    """Raise ``UnsupportedOperatorError`` naming every offending node, the target (``target``,
+    e.g. the cell ``t4/fp16``; the runtime by default) and a hint; returns the report if clean."""
     if report.supported:
         return report
+    target = target or report.runtime
     lines = [
         f"node '{u.node}' uses op '{u.op_type}' which {report.runtime} does not support ({u.reason})"
         for u in report.unsupported
@@ -235,4 +273,12 @@ def require_supported_ops(report: CoverageReport) -> CoverageReport:
         if len(lines) == 1
         else f"{len(lines)} nodes use unsupported operators:\n  " + "\n  ".join(lines)
     )
-    raise UnsupportedOperatorError(f"{head}\n[{report.model}; {report.method}]")
+    hint = operator_hint(report.runtime, report.unsupported)
+    first = report.unsupported[0]
+    raise UnsupportedOperatorError(
+        f"target {target}: {head}\nhint: {hint}\n[{report.model}; {report.method}]",
+        operator=first.op_type,
+        where=f"node {first.node}",
+        target=target,
+        hint=hint,
+    )

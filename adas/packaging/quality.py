@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from adas.catalog import TargetCatalog
-from adas.intake.model import load_model
 from adas.intake.refs import DatasetRef, StoredFile
 from adas.intake.stored import read_json, stored_file
 from adas.packaging.build import fetch_bundle, load_frames
@@ -21,6 +20,7 @@ from adas.packaging.equivalence import (
 from adas.packaging.latency import LatencyReport, measure_latency
 from adas.packaging.ort_engines import OrtEngine
 from adas.packaging.refs import EngineRef
+from adas.packaging.sandboxed_model import sandboxed_reference
 from adas.storage import ArtifactStore
 
 # Real validation frames used for the decode-level comparison and the INT8 task check.
@@ -75,15 +75,16 @@ def engine_quality(
     if ref.runtime != "onnxruntime":
         raise NotImplementedError(f"build-time checks run ONNX Runtime engines here, not {ref.runtime}")
     contract = ref.contract
-    module = load_model(fetch_bundle(store, ref.candidate), contract)
     engine_path = store.fetch(ref.engine.key, expected_sha256=ref.engine.sha256)
     engine = OrtEngine(engine_path, contract=contract)
     coco, image_ids, frames = validation_sample(store, dataset)
-    equivalence = check_equivalence(module, engine, contract, config, ref.precision, frames)
     map_drop = map_failure = None
-    if ref.precision == "int8":
-        _, _, map_drop = task_map_drop(module, engine, contract, coco, image_ids, frames)
-        map_failure = map_drop_failure(map_drop, config, ref.precision)
+    # The eager FP32 reference is the candidate's program, run in the sandbox.
+    with sandboxed_reference(fetch_bundle(store, ref.candidate), contract) as reference:
+        equivalence = check_equivalence(reference, engine, contract, config, ref.precision, frames)
+        if ref.precision == "int8":
+            _, _, map_drop = task_map_drop(reference, engine, contract, coco, image_ids, frames)
+            map_failure = map_drop_failure(map_drop, config, ref.precision)
     latency = measure_latency(engine_path, contract, config=config)
     budget = catalog.target(ref.device).latency_budget_ms.p95
     eq_body = {**equivalence.to_metadata(), "map_drop_points": map_drop, "map_failure": map_failure}

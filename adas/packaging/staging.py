@@ -1,4 +1,5 @@
-"""Repo staging: pin the environment, verify every bundle hash, smoke-forward the checkpoint."""
+"""Repo staging: pin the environment, verify every bundle hash, smoke-forward the checkpoint
+(in the sandbox: :func:`adas.packaging.sandboxed_model.stage_in_sandbox`)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from adas.detector.preprocess import normalize
-from adas.intake.files import BundleRejected
-from adas.intake.model import check_finite_weights, load_model, named_outputs, smoke_forward
 from adas.intake.refs import CandidateRef
 from adas.intake.stored import stored_file
 from adas.packaging.refs import StagedRef, model_prefix
+from adas.packaging.sandboxed_model import stage_in_sandbox
 from adas.storage import ArtifactStore
 
 # Versions recorded in every pack; the rest of the environment is in requirements.lock.
@@ -87,40 +84,19 @@ def freeze_requirements() -> str:
 
 
 def stage_checkpoint(store: ArtifactStore, candidate: CandidateRef, seed: int = 0) -> StagedCheckpoint:
-    """Fetch every bundle file verifying its sha256, load the model, forward zero and random batches.
+    """Fetch every bundle file verifying its sha256, then, in the sandbox, check the weights and
+    forward zero and random batches.
 
-    Raises :class:`BundleRejected` naming the weight or output at fault (NaN/Inf), or
-    ``ArtifactIntegrityError`` naming the file whose hash does not match intake's record.
+    Raises :class:`BundleRejected` naming the weight, output or attempt at fault (NaN/Inf, a write
+    outside the sandbox), or ``ArtifactIntegrityError`` naming the file whose hash does not match
+    intake's record.
     """
     local = {name: store.fetch(f.key, expected_sha256=f.sha256) for name, f in candidate.files.items()}
     bundle_dir = local[candidate.contract.model_file].parent
-    contract = candidate.contract
-    module = load_model(bundle_dir, contract)
-    params = check_finite_weights(module, contract.model_file)
-    smoke_forward(module, contract)
-    ranges = random_forward_ranges(module, candidate, seed)
-    return StagedCheckpoint(bundle_dir, pin_environment(), freeze_requirements(), params, ranges)
-
-
-def random_forward_ranges(module: Any, candidate: CandidateRef, seed: int) -> dict[str, tuple[float, float]]:
-    """One batch of random frames through the model; every output must be finite."""
-    import torch
-
-    contract = candidate.contract
-    _, _, h, w = contract.input.shape
-    frames = np.random.default_rng(seed).integers(0, 256, size=(4, h, w, 3), dtype=np.uint8)
-    with torch.no_grad():
-        result = module(torch.from_numpy(normalize(frames, contract.input.normalization)))
-    ranges = {}
-    for spec in contract.outputs:
-        arr = named_outputs(result, contract)[spec.name].detach().numpy()
-        if not np.isfinite(arr).all():
-            bad = int((~np.isfinite(arr)).sum())
-            raise BundleRejected(
-                spec.name, f"output has {bad} NaN/Inf values on a random batch of real-range frames"
-            )
-        ranges[spec.name] = (float(arr.min()), float(arr.max()))
-    return ranges
+    staged = stage_in_sandbox(bundle_dir, candidate.contract, seed)
+    return StagedCheckpoint(
+        bundle_dir, pin_environment(), freeze_requirements(), staged.parameter_count, staged.output_ranges
+    )
 
 
 @dataclass(frozen=True)

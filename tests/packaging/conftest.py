@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from adas.intake.contract import Contract
+from adas.packaging.export import ExportResult
 
 
 @pytest.fixture(scope="session")
@@ -20,10 +21,13 @@ def contract(bundle: Path) -> Contract:
 
 
 @pytest.fixture(scope="session")
-def onnx_path(bundle: Path, contract: Contract, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from adas.detector.bundle import load_bundle_model
-    from adas.packaging.export import export_onnx
+def exported(bundle: Path, contract: Contract, tmp_path_factory: pytest.TempPathFactory) -> ExportResult:
+    """The bundle exported the way packaging exports a candidate: in the sandbox."""
+    from adas.packaging.sandboxed_model import export_in_sandbox
 
-    return export_onnx(
-        load_bundle_model(bundle), contract, tmp_path_factory.mktemp("onnx") / "model.onnx"
-    ).path
+    return export_in_sandbox(bundle, contract, tmp_path_factory.mktemp("onnx") / "model.onnx")
+
+
+@pytest.fixture(scope="session")
+def onnx_path(exported: ExportResult) -> Path:
+    return exported.path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from adas.detector.postprocess import Detections
 from adas.intake.contract import Contract, Lineage, Normalization
 from adas.packaging.config import EquivalenceConfig, PackagingConfig, default_packaging_config
 from adas.packaging.equivalence import (
+    ModuleReference,
     check_equivalence,
     compare_detections,
     map_drop_failure,
@@ -21,6 +23,7 @@ from adas.packaging.equivalence import (
     task_map_drop,
 )
 from adas.packaging.ort_engines import OrtEngine, build_fp32_engine
+from adas.packaging.sandboxed_model import SandboxedReference, export_in_sandbox, sandboxed_reference
 
 
 @pytest.fixture(scope="module")
@@ -57,17 +60,15 @@ def contract(bundle: Path) -> Contract:
 
 
 @pytest.fixture(scope="module")
-def module(bundle: Path) -> torch.nn.Module:
-    from adas.detector.bundle import load_bundle_model
-
-    return load_bundle_model(bundle)
+def reference(bundle: Path, contract: Contract) -> Iterator[SandboxedReference]:
+    """The eager FP32 reference as packaging computes it: the program runs in the sandbox."""
+    with sandboxed_reference(bundle, contract) as ref:
+        yield ref
 
 
 @pytest.fixture(scope="module")
-def onnx_path(module: torch.nn.Module, contract: Contract, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from adas.packaging.export import export_onnx
-
-    return export_onnx(module, contract, tmp_path_factory.mktemp("onnx") / "model.onnx").path
+def onnx_path(bundle: Path, contract: Contract, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_in_sandbox(bundle, contract, tmp_path_factory.mktemp("onnx") / "model.onnx").path
 
 
 @pytest.fixture(scope="module")
@@ -103,11 +104,11 @@ def _quick(config: PackagingConfig, n: int) -> EquivalenceConfig:
 
 
 def test_fp32_engine_is_equivalent(
-    module: torch.nn.Module, fp32_engine: OrtEngine, contract: Contract, config: PackagingConfig, val
+    reference: SandboxedReference, fp32_engine: OrtEngine, contract: Contract, config: PackagingConfig, val
 ) -> None:  # type: ignore[no-untyped-def]
     # 200 random inputs keep this under the per-file budget; the shipped 1000 run below (slow).
     report = check_equivalence(
-        module, fp32_engine, contract, _quick(config, 200), "fp32", val.frames, rng_seed=0
+        reference, fp32_engine, contract, _quick(config, 200), "fp32", val.frames, rng_seed=0
     )
     assert report.passed, report.failures
     assert report.random_inputs == 200
@@ -126,15 +127,20 @@ def test_fp32_engine_is_equivalent(
 
 @pytest.mark.slow
 def test_fp32_engine_passes_the_shipped_protocol(
-    module: torch.nn.Module, fp32_engine: OrtEngine, contract: Contract, config: PackagingConfig, val
+    reference: SandboxedReference, fp32_engine: OrtEngine, contract: Contract, config: PackagingConfig, val
 ) -> None:  # type: ignore[no-untyped-def]
-    report = check_equivalence(module, fp32_engine, contract, config, "fp32", val.frames, rng_seed=0)
+    report = check_equivalence(reference, fp32_engine, contract, config, "fp32", val.frames, rng_seed=0)
     assert report.passed, report.failures
     assert report.random_inputs == config.equivalence.num_random_inputs >= 1000
 
 
 def test_broken_head_fails_naming_the_head(
-    module: torch.nn.Module, onnx_path: Path, contract: Contract, config: PackagingConfig, val, tmp_path: Path
+    reference: SandboxedReference,
+    onnx_path: Path,
+    contract: Contract,
+    config: PackagingConfig,
+    val,
+    tmp_path: Path,
 ) -> None:  # type: ignore[no-untyped-def]
     model = onnx.load(str(onnx_path))
     conv = next(n for n in model.graph.node if "heatmap" in n.output)
@@ -145,7 +151,7 @@ def test_broken_head_fails_naming_the_head(
     broken = tmp_path / "broken.onnx"
     onnx.save(model, str(broken))
     report = check_equivalence(
-        module, OrtEngine(broken, contract=contract), contract, _quick(config, 100), "fp32", val.frames, 1
+        reference, OrtEngine(broken, contract=contract), contract, _quick(config, 100), "fp32", val.frames, 1
     )
     assert not report.passed
     assert any(f.startswith("head 'heatmap': max_abs") for f in report.failures), report.failures
@@ -167,10 +173,10 @@ class _ShiftedOffsets:
 
 
 def test_shifted_boxes_fail_at_decode_level(
-    module: torch.nn.Module, fp32_engine: OrtEngine, contract: Contract, config: PackagingConfig, val
+    reference: SandboxedReference, fp32_engine: OrtEngine, contract: Contract, config: PackagingConfig, val
 ) -> None:  # type: ignore[no-untyped-def]
     report = check_equivalence(
-        module, _ShiftedOffsets(fp32_engine), contract, _quick(config, 50), "fp32", val.frames, 2
+        reference, _ShiftedOffsets(fp32_engine), contract, _quick(config, 50), "fp32", val.frames, 2
     )
     assert any(f.startswith("head 'offset'") for f in report.failures)
     assert any(f.startswith("decode: mean_iou_drift") for f in report.failures), report.failures
@@ -222,10 +228,10 @@ def test_detection_matching_counts_drift_missing_and_borderline(
 
 
 def test_task_map_drop_is_zero_for_the_fp32_engine(
-    module: torch.nn.Module, fp32_engine: OrtEngine, contract: Contract, val
+    reference: SandboxedReference, fp32_engine: OrtEngine, contract: Contract, val
 ) -> None:  # type: ignore[no-untyped-def]
     ap_ref, ap_eng, drop = task_map_drop(
-        module, fp32_engine, contract, val.coco, val.image_ids, val.frames, score_threshold=0.05
+        reference, fp32_engine, contract, val.coco, val.image_ids, val.frames, score_threshold=0.05
     )
     assert 0.0 <= ap_ref <= 100.0 and 0.0 <= ap_eng <= 100.0
     assert abs(drop) < 0.01 and drop == pytest.approx(ap_ref - ap_eng)
@@ -234,4 +240,34 @@ def test_task_map_drop_is_zero_for_the_fp32_engine(
         map_drop_failure(1.5, default_packaging_config(), "int8")
     )
     with pytest.raises(ValueError, match="image ids"):
-        task_map_drop(module, fp32_engine, contract, val.coco, val.image_ids[:1], val.frames)
+        task_map_drop(reference, fp32_engine, contract, val.coco, val.image_ids[:1], val.frames)
+
+
+def test_the_sandboxed_reference_gives_what_the_program_gives_in_process(
+    reference: SandboxedReference,
+    bundle: Path,
+    fp32_engine: OrtEngine,
+    contract: Contract,
+    config: PackagingConfig,
+    val,
+) -> None:  # type: ignore[no-untyped-def]
+    from adas.detector.bundle import load_bundle_model
+
+    local = ModuleReference(load_bundle_model(bundle), [o.name for o in contract.outputs])
+    x = random_inputs(contract, 6, val.frames, config.equivalence, np.random.default_rng(3), 6)[0]
+    got, want = reference.run(x), local.run(x)
+    assert list(got) == list(want)
+    for name, arr in want.items():
+        assert got[name].dtype == arr.dtype and got[name].shape == arr.shape
+        # Same program and weights; only the process (and its thread pool) differ.
+        np.testing.assert_allclose(got[name], arr, rtol=0, atol=1e-5)
+    sandboxed = check_equivalence(
+        reference, fp32_engine, contract, _quick(config, 30), "fp32", val.frames[:16], 4
+    )
+    in_process = check_equivalence(
+        local, fp32_engine, contract, _quick(config, 30), "fp32", val.frames[:16], 4
+    )
+    assert sandboxed.passed and in_process.passed
+    assert sandboxed.decode == in_process.decode
+    for name, head in in_process.heads.items():
+        assert sandboxed.heads[name].max_abs == pytest.approx(head.max_abs, abs=1e-5)

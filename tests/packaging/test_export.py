@@ -24,13 +24,6 @@ from adas.packaging.operators import (
 from adas.storage import sha256_file
 
 
-@pytest.fixture(scope="module")
-def exported(bundle: Path, contract: Contract, tmp_path_factory: pytest.TempPathFactory) -> ExportResult:
-    from adas.detector.bundle import load_bundle_model
-
-    return export_onnx(load_bundle_model(bundle), contract, tmp_path_factory.mktemp("onnx") / "model.onnx")
-
-
 def test_export_records_graph_facts(exported: ExportResult, contract: Contract) -> None:
     model = onnx.load(str(exported.path))
     assert exported.opset == 17
