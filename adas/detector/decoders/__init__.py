@@ -8,7 +8,8 @@ inverse of the preprocess placement, ``adas.detector.preprocess.Geometry.boxes_t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,17 +21,12 @@ from adas.detector.decoders.queries import decode_queries
 from adas.detector.decoders.ragged import decode_ragged
 from adas.detector.postprocess import Detections
 from adas.detector.preprocess import Geometry
-from adas.intake.contract import (
-    Contract,
-    DensePostprocess,
-    DetectionsPostprocess,
-    HeatmapPostprocess,
-    Postprocess,
-    QueriesPostprocess,
-    RaggedPostprocess,
-)
+
+if TYPE_CHECKING:  # duck-typed at run time: the Triton postprocess vendors this package without pydantic
+    from adas.intake.contract import Contract, Postprocess
 
 __all__ = [
+    "DECODERS",
     "Detections",
     "Geometry",
     "decode",
@@ -40,6 +36,35 @@ __all__ = [
     "decode_queries",
     "decode_ragged",
 ]
+
+
+def _heatmap(outputs: Mapping[str, np.ndarray], post: Any, class_ids: Sequence[int], geometry: GeometryArg,
+             input_hw: tuple[int, int] | None, batch_size: int | None) -> list[Detections]:  # fmt: skip
+    return decode_heatmap(outputs, post, class_ids, geometry)
+
+
+def _ragged(outputs: Mapping[str, np.ndarray], post: Any, class_ids: Sequence[int], geometry: GeometryArg,
+            input_hw: tuple[int, int] | None, batch_size: int | None) -> list[Detections]:  # fmt: skip
+    return decode_ragged(outputs, post, class_ids, geometry, input_hw, batch_size)
+
+
+def _rows_or_dense(fn: Callable[..., list[Detections]]) -> Callable[..., list[Detections]]:
+    def run(outputs: Mapping[str, np.ndarray], post: Any, class_ids: Sequence[int], geometry: GeometryArg,
+            input_hw: tuple[int, int] | None, batch_size: int | None) -> list[Detections]:  # fmt: skip
+        return fn(outputs, post, class_ids, geometry, input_hw)
+
+    return run
+
+
+# One decoder per ``postprocess.kind`` (``centernet`` is schema v1's name of ``heatmap``).
+DECODERS: dict[str, Callable[..., list[Detections]]] = {
+    "heatmap": _heatmap,
+    "centernet": _heatmap,
+    "dense": _rows_or_dense(decode_dense),
+    "queries": _rows_or_dense(decode_queries),
+    "detections": _rows_or_dense(decode_detections),
+    "ragged": _ragged,
+}
 
 
 def decode(
@@ -56,27 +81,22 @@ def decode(
     Given a ``Contract``, the class ids and the input size come from it; given a bare
     postprocess, pass ``class_ids`` (the contract's ``classes`` in order) and, for normalized
     boxes without a geometry, ``input_hw``. ``geometry`` (one for the batch or one per image)
-    maps boxes to source-frame pixels; without it boxes stay in model-input pixels.
+    maps boxes to source-frame pixels; without it boxes stay in model-input pixels. Dispatch is on
+    ``postprocess.kind``, so any object with the contract's fields decodes (the Triton model
+    passes a namespace built from the contract's JSON).
     """
-    if isinstance(contract_or_postprocess, Contract):
-        post = contract_or_postprocess.postprocess
-        class_ids = contract_or_postprocess.class_ids if class_ids is None else class_ids
-        input_hw = contract_or_postprocess.input.height_width if input_hw is None else input_hw
-    else:
-        post = contract_or_postprocess
+    post: Any = contract_or_postprocess
+    if hasattr(contract_or_postprocess, "postprocess"):  # a contract
+        contract: Any = contract_or_postprocess
+        post = contract.postprocess
+        class_ids = [c.id for c in contract.classes] if class_ids is None else class_ids
+        input_hw = (contract.input.shape[2], contract.input.shape[3]) if input_hw is None else input_hw
     if class_ids is None:
         raise ValueError("decode needs the class ids (the contract's classes in order)")
     if input_hw is None:
         first = geometry if isinstance(geometry, Geometry | None) else (geometry[0] if geometry else None)
         input_hw = first.input_hw if first is not None else None
-    if isinstance(post, HeatmapPostprocess):
-        return decode_heatmap(outputs, post, class_ids, geometry)
-    if isinstance(post, DensePostprocess):
-        return decode_dense(outputs, post, class_ids, geometry, input_hw)
-    if isinstance(post, QueriesPostprocess):
-        return decode_queries(outputs, post, class_ids, geometry, input_hw)
-    if isinstance(post, DetectionsPostprocess):
-        return decode_detections(outputs, post, class_ids, geometry, input_hw)
-    if isinstance(post, RaggedPostprocess):
-        return decode_ragged(outputs, post, class_ids, geometry, input_hw, batch_size)
-    raise TypeError(f"no decoder for postprocess {type(post).__name__}")
+    decoder = DECODERS.get(str(getattr(post, "kind", "")))
+    if decoder is None:
+        raise TypeError(f"no decoder for postprocess kind {getattr(post, 'kind', type(post).__name__)!r}")
+    return decoder(outputs, post, class_ids, geometry, input_hw, batch_size)

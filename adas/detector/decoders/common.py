@@ -4,12 +4,15 @@ NMS) and the way back to source-frame pixels."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from adas.detector.postprocess import Detections, batched_nms, nms
 from adas.detector.preprocess import Geometry
-from adas.intake.contract import DetectionsPostprocess, LabelMap, RaggedPostprocess
+
+if TYPE_CHECKING:  # annotations only: the decoders run where pydantic is absent (Triton)
+    from adas.intake.contract import DetectionsPostprocess, LabelMap, RaggedPostprocess
 
 GeometryArg = Geometry | Sequence[Geometry] | None
 

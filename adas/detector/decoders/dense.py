@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,7 +16,9 @@ from adas.detector.decoders.common import (
     to_source,
 )
 from adas.detector.postprocess import Detections, sigmoid
-from adas.intake.contract import DensePostprocess
+
+if TYPE_CHECKING:  # annotations only: the decoders run where pydantic is absent (Triton)
+    from adas.intake.contract import DensePostprocess
 
 
 def decode_dense(

@@ -4,12 +4,15 @@ rows per image, of which the padding rows are dropped."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from adas.detector.decoders.common import GeometryArg, map_labels, per_image, rows, select, to_source
 from adas.detector.postprocess import Detections
-from adas.intake.contract import DetectionsPostprocess
+
+if TYPE_CHECKING:  # annotations only: the decoders run where pydantic is absent (Triton)
+    from adas.intake.contract import DetectionsPostprocess
 
 
 def decode_detections(

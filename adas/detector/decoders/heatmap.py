@@ -4,12 +4,15 @@ function the Triton postprocess model vendors), then mapped to source-frame pixe
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from adas.detector.decoders.common import GeometryArg, per_image
 from adas.detector.postprocess import Detections, decode
-from adas.intake.contract import HeatmapPostprocess
+
+if TYPE_CHECKING:  # annotations only: the decoders run where pydantic is absent (Triton)
+    from adas.intake.contract import HeatmapPostprocess
 
 
 def decode_heatmap(

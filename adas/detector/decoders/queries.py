@@ -4,6 +4,7 @@ normalized cxcywh boxes; no NMS."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,7 +18,9 @@ from adas.detector.decoders.common import (
     to_source,
 )
 from adas.detector.postprocess import Detections, sigmoid
-from adas.intake.contract import QueriesPostprocess
+
+if TYPE_CHECKING:  # annotations only: the decoders run where pydantic is absent (Triton)
+    from adas.intake.contract import QueriesPostprocess
 
 
 def decode_queries(

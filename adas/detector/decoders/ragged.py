@@ -5,13 +5,16 @@ batch-index column."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from adas.detector.decoders.common import GeometryArg, map_labels, per_image, rows, select, to_source
 from adas.detector.postprocess import Detections
 from adas.detector.preprocess import Geometry
-from adas.intake.contract import RaggedPostprocess
+
+if TYPE_CHECKING:  # annotations only: the decoders run where pydantic is absent (Triton)
+    from adas.intake.contract import RaggedPostprocess
 
 
 def decode_ragged(
