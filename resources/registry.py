@@ -1,9 +1,9 @@
-"""The ``registry`` resource: which registry database, which pinned key, which webhook.
+"""The ``registry`` resource: which registry database, which trusted keys, which webhook.
 
 The settings and what they build (the store, the policy, the notifier, a promotion's
 settings) are the core's :class:`adas.registry.settings.RegistrySettings`, which the
 ``adas-registry`` CLI reads too; this resource only makes them Dagster configuration. Where
-a value comes from an environment variable (the production database and key, the webhook),
+a value comes from an environment variable (the production database and trust file, the webhook),
 the resource names the variable (``dg.EnvVar``), so the UI never shows the value.
 """
 
@@ -27,8 +27,9 @@ class RegistryResource(dg.ConfigurableResource):
     url: str = Field(
         description="SQLAlchemy URL: sqlite:///... locally, postgresql+psycopg2://... in production"
     )
-    pinned_public_key: str = Field(
-        default="", description="PEM file of the public key packs must be signed with"
+    trusted_keys: str = Field(
+        default="",
+        description="trust file (trusted_keys.yaml): the only public keys pack signatures are verified with",
     )
     webhook_url: str = Field(
         default="", description="every registry event is POSTed here (HMAC-SHA256 signed)"
@@ -52,9 +53,6 @@ class RegistryResource(dg.ConfigurableResource):
 
     def policy(self) -> RegistryPolicy:
         return self.core().policy()
-
-    def public_key_pem(self) -> bytes | None:
-        return self.core().public_key_pem()
 
     def notifier(self) -> WebhookNotifier | None:
         return self.core().notifier()

@@ -21,6 +21,7 @@ from adas.packaging.config import PackagingConfig
 from adas.packaging.operators import coverage_report, require_supported_ops
 from adas.packaging.ort_engines import build_fp32_engine
 from adas.packaging.ort_int8 import build_int8_engine
+from adas.packaging.publish import publish_file
 from adas.packaging.refs import EngineRef, ExportRef, model_prefix
 from adas.packaging.sandboxed_model import export_in_sandbox
 from adas.packaging.tensorrt_engines import build_tensorrt_engine
@@ -141,10 +142,11 @@ def build_engine(
                 onnx_path, calibration_frames, contract, workdir, config.int8, runtime="onnxruntime"
             )
             details = build.to_metadata()
-            cache = stored_file(store, f"{prefix}/calibration.cache", build.calibration_cache)
+            cache = publish_file(store, f"{prefix}/calibration.cache", build.calibration_cache)
         else:  # the catalog check above keeps other precisions out; this guards a catalog edit
             raise ValueError(f"onnxruntime engines are built for fp32 and int8, not {precision}")
-        engine_file = stored_file(store, f"{prefix}/model.onnx", build.path)
+        # Write-once: a rebuild with other bytes goes to a content-addressed key beside it.
+        engine_file = publish_file(store, f"{prefix}/model.onnx", build.path)
     else:
         trt = build_tensorrt_engine(
             onnx_path,
@@ -157,7 +159,7 @@ def build_engine(
             int8_config=config.int8,
         )
         details = trt.to_metadata()
-        engine_file = stored_file(store, f"{prefix}/model.plan", trt.path)
+        engine_file = publish_file(store, f"{prefix}/model.plan", trt.path)
     ref = EngineRef(
         device=device,
         precision=precision,

@@ -1,8 +1,9 @@
 """Assemble a model pack: files, serving container context, SBOM, scans, signatures, report.
 
-A pack is complete only when its ``pack_manifest.json`` exists: it is written last, after
-every file is stored and signed, and lists each file with its sha256. A failure before that
-leaves no manifest, so a partial pack can never look complete.
+A pack is complete only when its ``pack_manifest.json`` exists: it is stored last, after every
+file and the manifest's signature, and lists each file with its sha256 (signed: see
+:mod:`adas.packaging.signing`). A failure before that leaves no manifest, so a partial pack can
+never look complete; packs are write-once (:mod:`adas.packaging.publish`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from adas.intake.contract import Contract, Lineage
 from adas.settings import CONFIG_DIR
 
 SERVING_FILE = CONFIG_DIR / "serving.yaml"
-MANIFEST_FILE = "pack_manifest.json"
 EXPORT_REPORT_FILE = "export_report.json"
 
 

@@ -9,32 +9,48 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from adas.detector.postprocess import Detections, decode
 from adas.detector.preprocess import normalize
 from adas.intake.refs import DatasetRef, StoredFile
-from adas.intake.stored import read_json, stored_file
+from adas.intake.stored import read_json
 from adas.packaging.build import load_frames
 from adas.packaging.contract_smoke import ContractSmokeReport, run_contract_smoke
-from adas.packaging.licenses import license_report
+from adas.packaging.licenses import LicenseReport, license_report
 from adas.packaging.ort_engines import OrtEngine
 from adas.packaging.pack import (
     EXPORT_REPORT_FILE,
-    MANIFEST_FILE,
     build_export_report,
     container_tag,
     load_serving_config,
     write_container_context,
     write_json,
 )
+from adas.packaging.publish import (
+    PublishedPack,
+    fetch_pack,
+    find_published_pack,
+    publish_file,
+    publish_pack,
+)
 from adas.packaging.refs import EngineRef, ExportRef, PackRef, StagedRef, TritonRepositoryRef
 from adas.packaging.sbom import build_sbom, write_sbom
-from adas.packaging.signing import load_or_create_signing_key, sign_pack, verify_pack
+from adas.packaging.signing import (
+    MANIFEST_FILE,
+    PUBLIC_KEY_FILE,
+    PackCheck,
+    SignatureError,
+    check_pack,
+    listed_files,
+    load_signing_key,
+    sign_pack,
+)
 from adas.packaging.triton_repository import write_triton_repository
-from adas.packaging.vulnscan import scan
+from adas.packaging.trust import TrustFile, UntrustedKeyError, load_trust_file, now_utc, trust_file_path
+from adas.packaging.vulnscan import VulnScanReport, scan
 from adas.settings import AdasHome
 from adas.storage import ArtifactStore, sha256_file
 
@@ -75,8 +91,9 @@ def build_repository(
         serving=serving,  # type: ignore[arg-type]
     )
     prefix = f"{engine.prefix}/{TRITON_DIR}"
-    files = {f.path: stored_file(store, f"{prefix}/{f.path}", repo.root / f.path) for f in repo.files}
-    inference_config = stored_file(store, f"{prefix}/inference_config.json", repo.inference_config_path)
+    # Write-once: an adopted production entry may point at these files.
+    files = {f.path: publish_file(store, f"{prefix}/{f.path}", repo.root / f.path) for f in repo.files}
+    inference_config = publish_file(store, f"{prefix}/inference_config.json", repo.inference_config_path)
     files["inference_config.json"] = inference_config
     ref = TritonRepositoryRef(
         prefix=prefix,
@@ -153,18 +170,15 @@ def _optional_json(store: ArtifactStore, key: str) -> dict[str, Any] | None:
         return None
 
 
-def assemble_pack(
+def _gather_inputs(
     store: ArtifactStore,
     engine: EngineRef,
     triton: TritonRepositoryRef,
     export: ExportRef,
     staged: StagedRef,
-    workdir: Path,
-    log: Callable[[str], None] = print,
-) -> PackOutcome:
-    """Gather, scan, sign and store the pack; ``pack_manifest.json`` goes in last."""
-    contract, lineage = engine.contract, engine.candidate.lineage
-    pack = workdir / "pack"
+    pack: Path,
+) -> dict[str, dict[str, Any] | None]:
+    """Copy what the pack is made of into ``pack`` (every file hash-verified); the reports."""
     model_name = Path(engine.engine.key).name
     _copy(store, engine.engine, pack / model_name)
     _copy(store, export.torch_program, pack / Path(export.torch_program.key).name)
@@ -182,6 +196,99 @@ def assemble_pack(
     for name, body in reports.items():
         if body is not None:
             write_json(pack / name, body)
+    return reports
+
+
+def _inputs_digest(pack: Path) -> str:
+    """What the pack is made of, as one digest: every file gathered so far with its sha256."""
+    files = {rel: sha256_file(pack / rel)[0] for rel in listed_files(pack)}
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def _pack_ref(engine: EngineRef, published: PublishedPack) -> PackRef:
+    return PackRef(
+        engine=engine,
+        prefix=published.prefix,
+        manifest=published.manifest,
+        files=published.files,
+        container_tag=published.body["container_tag"],
+        public_key=published.files[PUBLIC_KEY_FILE],
+    )
+
+
+def _summary(engine: EngineRef, published: PublishedPack, signed: int, lines: list[str]) -> str:
+    contract, signing = engine.contract, published.body["signing"]
+    return (
+        f"### {contract.model_name} {contract.version} for {engine.device}/{engine.precision}\n\n"
+        f"- pack: `{published.prefix}` (write-once)\n"
+        f"- container: `{published.body['container_tag']}`\n"
+        f"- files: {len(published.files) + 1} ({signed} signed; manifest signed by key `{signing['key_id']}` "
+        f"at {signing['signed_at']})\n" + "".join(f"- {line}\n" for line in lines)
+    )
+
+
+def _reused(engine: EngineRef, published: PublishedPack, check: PackCheck, local: Path) -> PackOutcome:
+    """The outcome of a re-materialization that reuses ``published`` (verified, copied to ``local``)."""
+    licenses = LicenseReport.model_validate_json((local / "license_report.json").read_bytes())
+    vulns = VulnScanReport.model_validate_json((local / "vulnerability_scan.json").read_bytes())
+    summary = _summary(
+        engine, published, len(check.signed), ["re-materialized from the same inputs: nothing written"]
+    )
+    return PackOutcome(
+        _pack_ref(engine, published),
+        len(check.signed),
+        summary,
+        licenses.to_markdown(),
+        vulns.to_markdown(),
+        wandb_artifact_name(engine),
+    )
+
+
+def _require_trusted(trust: TrustFile, key_id: str, at: datetime) -> None:
+    """Refuse to sign with a key the trust root does not vouch for now: such a pack could
+    never pass governance, so it is not made."""
+    try:
+        trust.signer(key_id, at)
+    except UntrustedKeyError as exc:
+        raise SignatureError(
+            f"the signing key cannot sign packs: {exc} (locally: `adas-registry keys init` or "
+            "`keys rotate`; production: enrol the key in the reviewed trust file)"
+        ) from exc
+
+
+def assemble_pack(
+    store: ArtifactStore,
+    engine: EngineRef,
+    triton: TritonRepositoryRef,
+    export: ExportRef,
+    staged: StagedRef,
+    workdir: Path,
+    log: Callable[[str], None] = print,
+) -> PackOutcome:
+    """Gather, scan, sign and publish the pack, write-once (:mod:`adas.packaging.publish`).
+
+    When a pack built from the same inputs is already published and still verifies against the
+    trust root, it is the result and nothing is written; otherwise the new pack goes to its own
+    content-addressed folder, ``pack_manifest.json`` last.
+    """
+    contract, lineage = engine.contract, engine.candidate.lineage
+    pack = workdir / "pack"
+    reports = _gather_inputs(store, engine, triton, export, staged, pack)
+    model_name = Path(engine.engine.key).name
+    serving = load_serving_config()
+    tag = container_tag(serving, contract, lineage)
+    container = write_container_context(pack / "container", serving, tag, engine.runtime)
+    inputs_digest = _inputs_digest(pack)
+    trust = load_trust_file(trust_file_path())
+
+    found = find_published_pack(store, engine.prefix, inputs_digest, trust, workdir / "published", log=log)
+    if found is not None:
+        log(f"same inputs as the published pack {found[0].prefix}: reused, nothing written")
+        return _reused(engine, *found, workdir / "published" / Path(found[0].prefix).name)
+
+    key = load_signing_key(AdasHome.from_env().keys)
+    signed_at = now_utc()
+    _require_trusted(trust, key.key_id, signed_at)
 
     log("SBOM, license policy and vulnerability scan")
     model_files = {p.name: p for p in (pack / model_name, pack / Path(export.torch_program.key).name)}
@@ -192,9 +299,6 @@ def assemble_pack(
     vulns = scan(pack / "sbom.cdx.json")
     write_json(pack / "vulnerability_scan.json", vulns.model_dump(mode="json"))
 
-    serving = load_serving_config()
-    tag = container_tag(serving, contract, lineage)
-    container = write_container_context(pack / "container", serving, tag, engine.runtime)
     environment = read_json(store, staged.environment)
     coverage = read_json(store, export.coverage)
     files_so_far = {
@@ -225,48 +329,35 @@ def assemble_pack(
     )
     write_json(pack / EXPORT_REPORT_FILE, report)
 
-    key = load_or_create_signing_key(AdasHome.from_env().keys)
-    signatures = sign_pack(pack, key)
-    log(f"signed {len(signatures)} files (key {key.key_id})")
-    files = {
-        p.relative_to(pack).as_posix(): stored_file(
-            store, f"{engine.prefix}/{p.relative_to(pack).as_posix()}", p
-        )
-        for p in sorted(pack.rglob("*"))
-        if p.is_file()
-    }
-    manifest_body = {
-        "schema_version": 1,
-        "created_at": datetime.now(UTC).isoformat(),
-        "model": {"task": contract.task, "name": contract.model_name, "version": contract.version},
-        "target": {"device": engine.device, "precision": engine.precision, "runtime": engine.runtime},
-        "container_tag": tag,
-        "signing_key_id": key.key_id,
-        "files": {rel: f.sha256 for rel, f in files.items()},
-    }
-    manifest = stored_file(
-        store,
-        f"{engine.prefix}/{MANIFEST_FILE}",
-        data=json.dumps(manifest_body, indent=2, sort_keys=True).encode(),
+    body = sign_pack(
+        pack,
+        key,
+        {
+            "model": {"task": contract.task, "name": contract.model_name, "version": contract.version},
+            "target": {"device": engine.device, "precision": engine.precision, "runtime": engine.runtime},
+            "container_tag": tag,
+            "inputs_digest": inputs_digest,
+        },
+        signed_at=signed_at,
     )
-    wandb_name = log_pack_artifact(engine, manifest_body, store.uri(engine.prefix))
-    ref = PackRef(
-        engine=engine,
-        prefix=engine.prefix,
-        manifest=manifest,
-        files=files,
-        container_tag=tag,
-        public_key=files["cosign.pub"],
+    signed = len([rel for rel in body["files"] if rel.endswith(".sig")])
+    log(f"signed {signed} files and the manifest (key {key.key_id})")
+    published = publish_pack(store, engine.prefix, pack)
+    wandb_name = log_pack_artifact(engine, body, store.uri(published.prefix))
+    summary = _summary(
+        engine,
+        published,
+        signed,
+        [
+            f"base image {'pinned' if container['pinned'] else '**not pinned**'}",
+            f"licenses: {'passed' if licenses.passed else '**failed**'}; vulnerability scan: {vulns.status}"
+            + (f" ({vulns.reason})" if vulns.reason else ""),
+            f"W&B artifact: `{wandb_name}`",
+        ],
     )
-    summary = (
-        f"### {contract.model_name} {contract.version} for {engine.device}/{engine.precision}\n\n"
-        f"- container: `{tag}` (base image {'pinned' if container['pinned'] else '**not pinned**'})\n"
-        f"- files: {len(files)} ({len(signatures)} signed, key `{key.key_id}`)\n"
-        f"- licenses: {'passed' if licenses.passed else '**failed**'}; vulnerability scan: {vulns.status}"
-        + (f" ({vulns.reason})" if vulns.reason else "")
-        + f"\n- W&B artifact: `{wandb_name}`\n"
+    return PackOutcome(
+        _pack_ref(engine, published), signed, summary, licenses.to_markdown(), vulns.to_markdown(), wandb_name
     )
-    return PackOutcome(ref, len(signatures), summary, licenses.to_markdown(), vulns.to_markdown(), wandb_name)
 
 
 def package_cell(
@@ -289,7 +380,7 @@ def log_pack_artifact(engine: EngineRef, manifest: dict[str, Any], uri: str) -> 
     lineage = engine.candidate.lineage
     home = AdasHome.from_env()
     home.wandb.mkdir(parents=True, exist_ok=True)
-    name = f"{engine.contract.model_name}-{engine.device}-{engine.precision}"
+    name = wandb_artifact_name(engine).split(":")[0]
     run = wandb.init(
         project=os.environ.get("WANDB_PROJECT", "adas-packaging"),
         mode=os.environ.get("WANDB_MODE", "offline"),  # type: ignore[arg-type]
@@ -315,17 +406,27 @@ def log_pack_artifact(engine: EngineRef, manifest: dict[str, Any], uri: str) -> 
         run.log_artifact(artifact, aliases=[engine.contract.version])
     finally:
         run.finish()
-    return f"{name}:{engine.contract.version}"
+    return wandb_artifact_name(engine)
 
 
-def verify_stored_pack(
-    store: ArtifactStore, pack: PackRef, public_key_pem: bytes | str, workdir: Path
-) -> list[str]:
-    """Re-hash every file against the manifest and verify every signature with a pinned key."""
-    manifest = read_json(store, pack.manifest)
-    for rel, sha in manifest["files"].items():
-        _copy(store, StoredFile(key=f"{pack.prefix}/{rel}", uri="", sha256=sha, size=0), workdir / rel)
-    return verify_pack(workdir, public_key_pem)
+def wandb_artifact_name(engine: EngineRef) -> str:
+    """``<model>-<device>-<precision>:<version>``: the pack's W&B artifact and alias."""
+    return f"{engine.contract.model_name}-{engine.device}-{engine.precision}:{engine.contract.version}"
+
+
+def verify_stored_pack(store: ArtifactStore, pack: PackRef, trust: TrustFile, workdir: Path) -> list[str]:
+    """Copy the pack out of the store (each file against the sha256 the signed manifest lists)
+    and verify it against the trust root; returns the files proven, else raises
+    :class:`SignatureError` naming every problem."""
+    body = json.loads(store.get_bytes(pack.manifest.key, expected_sha256=pack.manifest.sha256))
+    fetch_pack(store, pack.prefix, body, workdir)
+    shutil.copyfile(
+        store.fetch(pack.manifest.key, expected_sha256=pack.manifest.sha256), workdir / MANIFEST_FILE
+    )
+    check = check_pack(workdir, trust)
+    if not check.ok:
+        raise SignatureError("; ".join(check.problems) or f"{pack.prefix}: pack has no files")
+    return check.files
 
 
 __all__ = [

@@ -6,10 +6,10 @@ CLI (:mod:`.cli`) both call these modules.
   append-only; SQLite locally, PostgreSQL in production) and :mod:`.store` (entries and events,
   aliases per deployment target that move only through recorded events, optimistic
   concurrency, idempotency keys, point-in-time history); :mod:`.models`, :mod:`.config`,
-  :mod:`.settings` (which registry, key and webhook; one engine per URL);
+  :mod:`.settings` (which registry, trust file and webhook; one engine per URL);
 * registration: :mod:`.entries` (entries from the pipeline's descriptors), :mod:`.model_card`,
   :mod:`.registration` (register, stage, adopt production), :mod:`.approvals`;
-* governance: :mod:`.governance` (approvals, signatures against a pinned key, SBOM,
+* governance: :mod:`.governance` (approvals, the signed manifest against the trusted keys, SBOM,
   vulnerability gate or written waiver, verdicts; every unmet condition listed);
 * the rollout: :mod:`.rollout` (plans, analysis, the local real canary, Argo Rollouts and
   SageMaker renderings), :mod:`.nginx` and :mod:`.traffic` (the canary's split and replay

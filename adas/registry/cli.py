@@ -1,4 +1,5 @@
-"""``adas-registry``: the registry for people (list, show, history, approve, promote, rollback, verify).
+"""``adas-registry``: the registry for people (list, show, history, approve, promote, rollback, verify,
+keys).
 
 The registry URL comes from ``--url``, else ``ADAS_REGISTRY_URL``, else the local SQLite
 database under ``ADAS_HOME``; artifacts come from the environment's artifact store (``ADAS_ENV``).
@@ -20,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from adas.catalog import load_catalog
+from adas.packaging.keys import init_local_keys, rotate_local_keys
+from adas.packaging.signing import SIGNING_KEY_ENV, SignatureError
+from adas.packaging.trust import TRUSTED_KEYS_ENV, load_trust_file, now_utc, trust_file_path
 from adas.registry.aliases import entry_versions
 from adas.registry.approvals import approve_entries, entries_of_version
 from adas.registry.governance import verify_artifacts
@@ -29,6 +33,7 @@ from adas.registry.promotion import PromotionResult
 from adas.registry.replay import Traffic, replay_traffic
 from adas.registry.settings import URL_ENV, RegistrySettings
 from adas.registry.store import RegistryStore
+from adas.settings import AdasHome
 from adas.storage import ArtifactStore, StoreSettings
 from adas.values import decode_value, stored_value_key
 
@@ -290,22 +295,75 @@ def cmd_verify(args: argparse.Namespace) -> int:
     settings = _settings(args)
     store = _artifact_store()
     entry = _entry(settings.store(), args)
-    pinned = Path(args.public_key).read_bytes() if args.public_key else settings.public_key_pem()
+    trusted = Path(args.trusted_keys) if args.trusted_keys else settings.trusted_keys_path()
     with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
-        v = verify_artifacts(store, entry.body, pinned, Path(tmp))
+        v = verify_artifacts(store, entry.body, trusted, Path(tmp))
     ok = v.ok and (entry.body.adopted or bool(v.signed))
     if args.json:
         print(json.dumps({"entry": entry.id, "ok": ok, "files": v.files, "hashed": len(v.hashed), "signed": len(v.signed),
                           "key_id": v.key_id, "hash_problems": v.hash_problems, "signature_problems": v.signature_problems}, indent=2))  # fmt: skip
     else:
         print(f"{entry.ref}: {len(v.hashed)}/{v.files} files re-hashed, {len(v.signed)} signatures verified"
-              + (f" with pinned key {v.key_id[:12]}" if v.key_id else ""))  # fmt: skip
+              + (f" with trusted key {v.key_id}" if v.key_id and not v.signature_problems else ""))  # fmt: skip
         for p in v.hash_problems + v.signature_problems:
             print(f"  FAIL {p}")
         if entry.body.adopted:
             print("  note: adopted baseline, no signatures to verify")
         print("OK" if ok else "VERIFICATION FAILED")
     return 0 if ok else 1
+
+
+def _local_keys() -> tuple[Path, Path]:
+    """The local key directory and trust file; production keys are never made by this tool."""
+    if os.environ.get("ADAS_ENV", "local") != "local" or os.environ.get(SIGNING_KEY_ENV):
+        raise RegistryError(
+            "keys init/rotate manage the local key only: production keys live in the secret store "
+            f"({SIGNING_KEY_ENV}) and enter the reviewed trust file ({TRUSTED_KEYS_ENV}) by a change "
+            "request (README: Signing keys and rotation)"
+        )
+    return AdasHome.from_env().keys, trust_file_path()
+
+
+def cmd_keys_init(args: argparse.Namespace) -> int:
+    try:
+        change = init_local_keys(*_local_keys())
+    except SignatureError as exc:
+        raise RegistryError(str(exc)) from exc
+    print(change.summary())
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    try:
+        change = rotate_local_keys(*_local_keys())
+    except SignatureError as exc:
+        raise RegistryError(str(exc)) from exc
+    print(change.summary())
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    trust = load_trust_file(Path(_settings(args).trusted_keys or trust_file_path()))
+    now = now_utc()
+    rows = [
+        {
+            "key_id": k.key_id,
+            "not_before": k.not_before.isoformat(timespec="seconds"),
+            "not_after": k.not_after.isoformat(timespec="seconds") if k.not_after else "-",
+            "now": k.state(now),
+            "comment": k.comment,
+        }
+        for k in trust.root.keys
+    ]
+    if args.json:
+        print(json.dumps({"trust_file": str(trust.path), "keys": rows}, indent=2))
+        return 0
+    print(f"trust file: {trust.path}")
+    if rows:
+        _print_table(rows, list(rows[0]))
+    else:
+        print("no trusted keys: nothing can pass verification")
+    return 0
 
 
 # --------------------------------------------------------------------------- parser
@@ -378,11 +436,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser(
-        "verify", help="re-hash an entry's artifacts and verify every signature with the pinned key"
+        "verify", help="re-hash an entry's artifacts and verify its signed pack against the trusted keys"
     )
     entry_args(p)
-    p.add_argument("--public-key", help="PEM of the pinned key (default: the registry resource's)")
+    p.add_argument(
+        "--trusted-keys",
+        help="trust file (default: ADAS_TRUSTED_KEYS, else $ADAS_HOME/keys/trusted_keys.yaml)",
+    )
     p.set_defaults(func=cmd_verify)
+
+    keys = sub.add_parser("keys", help="the local signing key and the trust file (init, rotate, list)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    p = keys_sub.add_parser("init", help="create the local signing key if missing and enrol it (idempotent)")
+    p.set_defaults(func=cmd_keys_init)
+    p = keys_sub.add_parser(
+        "rotate", help="new local signing key enrolled from now; the old key's window closes now"
+    )
+    p.set_defaults(func=cmd_keys_rotate)
+    p = keys_sub.add_parser("list", help="the trusted keys with their validity windows")
+    p.set_defaults(func=cmd_keys_list)
     return parser
 
 

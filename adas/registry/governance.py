@@ -4,10 +4,11 @@ Every condition is evaluated (none short-circuits another), so a refused promoti
 every unmet condition with what to do about it:
 
 * approvals recorded for each required role (technical, safety, security, product);
-* every artifact re-hashed against the sha256 pinned in the entry, and the pack manifest
-  equal to the entry's pointers;
-* every file's signature verified with the registry's pinned public key (never the key the
-  pack ships with: whoever can rewrite a pack can rewrite its key);
+* every artifact re-hashed against the sha256 pinned in the entry;
+* the pack's signed manifest verified with a key of the trust root (``trusted_keys.yaml``,
+  :mod:`adas.packaging.trust`) that was valid when the pack was signed, and every file equal to
+  the manifest's sha256, none missing, none added; never the key the pack ships with (whoever
+  can rewrite a pack can rewrite its key). A refusal names the key id;
 * an SBOM present and a CycloneDX document;
 * the vulnerability gate passed, or waived with a written justification;
 * third-party licenses passed;
@@ -17,7 +18,6 @@ every unmet condition with what to do about it:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -26,17 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel
 
-from adas.packaging.signing import (
-    PUBLIC_KEY_FILE,
-    SIG_SUFFIX,
-    SignatureError,
-    load_public_key,
-    pack_files,
-    verify_blob,
-)
+from adas.config_errors import ConfigError
+from adas.packaging.signing import MANIFEST_FILE, check_pack
+from adas.packaging.trust import load_trust_file
 from adas.registry.config import GovernancePolicy
 from adas.registry.models import Entry, EntryBody, Event, RegistryError, Verdict, semver_key
 from adas.registry.store import RegistryStore
@@ -95,7 +89,8 @@ class Verification:
     signed: list[str] = field(default_factory=list)
     hash_problems: list[str] = field(default_factory=list)
     signature_problems: list[str] = field(default_factory=list)
-    key_id: str | None = None
+    key_id: str | None = None  # the key that signed the pack's manifest, as the manifest names it
+    signed_at: datetime | None = None
     workdir: Path | None = None
 
     @property
@@ -103,91 +98,54 @@ class Verification:
         return not self.hash_problems and not self.signature_problems
 
 
-def key_id(public_key_pem: bytes) -> str:
-    der = load_public_key(public_key_pem).public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(der).hexdigest()
-
-
 def _limit(problems: list[str], n: int = 6) -> str:
     more = f" (+{len(problems) - n} more)" if len(problems) > n else ""
     return "; ".join(problems[:n]) + more
 
 
+def _copy_pinned(store: ArtifactStore, key: str, sha256: str, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(store.fetch(key, expected_sha256=sha256), dest)
+
+
 def verify_artifacts(
-    store: ArtifactStore, body: EntryBody, pinned_public_key_pem: bytes | None, workdir: Path
+    store: ArtifactStore, body: EntryBody, trusted_keys: Path | None, workdir: Path
 ) -> Verification:
-    """Re-hash every artifact the entry points to and verify every signature with the pinned
-    key; every problem is collected (not only the first). Files land under ``workdir``."""
+    """Re-hash every artifact the entry points to (against the sha256 the entry pins), then
+    verify the pack against the trust file ``trusted_keys``; every problem is collected (not
+    only the first). Files land under ``workdir``."""
+    shutil.rmtree(workdir, ignore_errors=True)  # nothing left over from an earlier check counts
     out = Verification(workdir=workdir)
     pointers = body.pointers
     artifacts = dict(pointers.artifacts)
     out.files = len(artifacts)
-    if pointers.manifest is not None:
-        try:
-            manifest = json.loads(
-                store.get_bytes(pointers.manifest.key, expected_sha256=pointers.manifest.sha256)
-            )
-        except Exception as exc:  # integrity error, missing file, bad JSON
-            out.hash_problems.append(f"pack manifest: {exc}")
-            manifest = None
-        if manifest is not None:
-            listed = manifest.get("files", {})
-            for rel in sorted(set(listed) | set(artifacts)):
-                if rel not in artifacts:
-                    out.hash_problems.append(f"{rel}: in the pack manifest but not pinned by the entry")
-                elif rel not in listed:
-                    out.hash_problems.append(f"{rel}: pinned by the entry but not in the pack manifest")
-                elif listed[rel] != artifacts[rel].sha256:
-                    out.hash_problems.append(f"{rel}: manifest sha256 differs from the entry's")
+    refused = set()
     for rel, p in sorted(artifacts.items()):
-        dest = workdir / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
         try:
-            shutil.copyfile(store.fetch(p.key, expected_sha256=p.sha256), dest)
+            _copy_pinned(store, p.key, p.sha256, workdir / rel)
             out.hashed.append(rel)
-        except Exception as exc:
+        except Exception as exc:  # integrity error, missing file
             out.hash_problems.append(f"{rel}: {exc}")
+            refused.add(rel)
     if body.adopted or pointers.manifest is None:
         return out
-    if pinned_public_key_pem is None:
-        out.signature_problems.append("no pinned public key configured: signatures cannot be trusted")
+    try:
+        _copy_pinned(store, pointers.manifest.key, pointers.manifest.sha256, workdir / MANIFEST_FILE)
+    except Exception as exc:
+        out.hash_problems.append(f"pack manifest: {exc}")
+        out.signature_problems.append("the pack manifest could not be read: nothing to verify against")
+        return out
+    if trusted_keys is None:
+        out.signature_problems.append("no trust root configured: no signature can be trusted")
         return out
     try:
-        out.key_id = key_id(pinned_public_key_pem)
-    except SignatureError as exc:
-        out.signature_problems.append(f"pinned public key: {exc}")
+        trust = load_trust_file(trusted_keys)
+    except ConfigError as exc:
+        out.signature_problems.append(f"trust root: {exc}")
         return out
-    signable = [rel for rel in pack_files(workdir) if rel in out.hashed]
-    if not any(rel.endswith(SIG_SUFFIX) for rel in artifacts):
-        out.signature_problems.append(
-            f"the pack is unsigned: none of its {len(signable)} files has a signature"
-        )
-        return out
-    for rel in signable:
-        sig = workdir / f"{rel}{SIG_SUFFIX}"
-        if not sig.is_file():
-            out.signature_problems.append(f"{rel}: signature {rel}{SIG_SUFFIX} is missing")
-            continue
-        try:
-            verify_blob(pinned_public_key_pem, workdir / rel, sig.read_text(encoding="ascii"))
-            out.signed.append(rel)
-        except (SignatureError, UnicodeDecodeError) as exc:
-            out.signature_problems.append(str(exc).replace(str(workdir / rel), rel))
-    shipped = workdir / PUBLIC_KEY_FILE
-    if shipped.is_file() and out.key_id:
-        try:
-            shipped_id = key_id(shipped.read_bytes())
-        except SignatureError:
-            shipped_id = "unreadable"
-        if shipped_id != out.key_id:
-            # First: it explains every per-file failure after it.
-            out.signature_problems.insert(
-                0,
-                f"the pack's {PUBLIC_KEY_FILE} is not the pinned key (pack {shipped_id[:12]}, "
-                f"pinned {out.key_id[:12]}): signed by someone else",
-            )
+    check = check_pack(workdir, trust, refused)  # a file refused above is not reported twice
+    out.key_id, out.signed_at, out.signed = check.key_id, check.signed_at, check.signed
+    out.signature_problems.extend(check.problems)
     return out
 
 
@@ -256,7 +214,7 @@ def check_governance(
     store: ArtifactStore,
     entry: Entry,
     *,
-    pinned_public_key_pem: bytes | None,
+    trusted_keys: Path | None,
     policy: GovernancePolicy,
     evaluation: Verdict | None = None,
     simulation: Verdict | None = None,
@@ -290,7 +248,7 @@ def check_governance(
         )
     tmp = Path(tempfile.mkdtemp(prefix="governance-")) if workdir is None else workdir
     try:
-        ver = verify_artifacts(store, body, pinned_public_key_pem, tmp / "pack")
+        ver = verify_artifacts(store, body, trusted_keys, tmp / "pack")
         conditions.append(
             Condition(
                 name="artifacts intact",
@@ -300,19 +258,7 @@ def check_governance(
                 else f"{len(ver.hashed)} files re-hashed",
             )
         )
-        conditions.append(
-            Condition(
-                name="signatures (pinned key)",
-                met=not ver.signature_problems and bool(ver.signed),
-                detail=_limit(ver.signature_problems)
-                if ver.signature_problems
-                else (
-                    f"{len(ver.signed)} signatures verified with pinned key {ver.key_id[:12] if ver.key_id else '?'}"
-                    if ver.signed
-                    else "nothing was signed"
-                ),
-            )
-        )
+        conditions.append(_signature_condition(ver))
         pack_dir = tmp / "pack"
         sbom = _read_json(pack_dir / "sbom.cdx.json")
         if sbom is None:
@@ -394,6 +340,20 @@ def check_governance(
         target=body.target,
         checked_at=datetime.now(UTC),
         conditions=conditions,
+    )
+
+
+def _signature_condition(ver: Verification) -> Condition:
+    name = "signatures (trusted keys)"
+    if ver.signature_problems:
+        return Condition(name=name, met=False, detail=_limit(ver.signature_problems))
+    if not ver.signed:
+        return Condition(name=name, met=False, detail="nothing was signed")
+    return Condition(
+        name=name,
+        met=True,
+        detail=f"signed manifest and {len(ver.signed)} file signatures verified with trusted key "
+        f"{ver.key_id} (signed at {ver.signed_at.isoformat() if ver.signed_at else '?'})",
     )
 
 

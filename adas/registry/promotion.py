@@ -124,7 +124,7 @@ class _Promotion:
             settings.registry,
             settings.store,
             self.entry,
-            pinned_public_key_pem=settings.pinned_public_key_pem,
+            trusted_keys=settings.trusted_keys,
             policy=settings.policy.governance,
             evaluation=evaluation,
             simulation=simulation,
@@ -362,7 +362,8 @@ def rollback(
 ) -> PromotionResult:
     """Reverse promotion. With a promotion in flight (e.g. one that crashed) it is aborted:
     its lock released, production untouched. Otherwise production moves back to the
-    ``rollback`` entry, after its artifacts re-hash to the sha256 the entry pins."""
+    ``rollback`` entry, after its artifacts re-hash to the sha256 the entry pins and its pack
+    (if it has one) verifies against the trust root."""
     reg = settings.registry
     state = reg.target_state(target)
     production = reg.alias_entry(target, "production")
@@ -392,10 +393,11 @@ def rollback(
         raise RegistryError(f"{target}: no rollback version recorded, nothing to roll back to")
     if back is not None:
         with tempfile.TemporaryDirectory(prefix="rollback-verify-") as tmp:
-            check = verify_artifacts(settings.store, back.body, settings.pinned_public_key_pem, Path(tmp))
-        if check.hash_problems:
+            check = verify_artifacts(settings.store, back.body, settings.trusted_keys, Path(tmp))
+        if not check.ok:
+            problems = check.hash_problems + check.signature_problems
             raise RegistryError(
-                f"{back.ref}: refusing to roll back to artifacts that no longer verify: {'; '.join(check.hash_problems[:3])}"
+                f"{back.ref}: refusing to roll back to artifacts that no longer verify: {'; '.join(problems[:3])}"
             )
     events = rollback_aliases(reg, target, actor=actor, reason=reason, idempotency_key=idempotency_key)
     now = reg.alias_entry(target, "production")

@@ -1,9 +1,16 @@
-"""Retention: prune heavy intermediates of old model versions, never what an entry points to."""
+"""Retention: prune heavy intermediates of old model versions, never what an entry points to.
+
+Packs are write-once (:mod:`adas.packaging.publish`): a re-materialization with other bytes
+publishes a new pack folder instead of rewriting one, so old versions accumulate packs that no
+registry entry references; those match ``packs/*`` and go. A pack an entry points to keeps every
+file (the entry pins each one), whatever its version.
+"""
 
 import fnmatch
 
 from pydantic import BaseModel
 
+from adas.packaging.signing import MANIFEST_FILE
 from adas.registry.config import RetentionPolicy
 from adas.registry.models import semver_key
 from adas.registry.store import RegistryStore
@@ -72,6 +79,9 @@ def prune_intermediates(
         for task, vs in versions.items()
     }
     deleted, protected = [], []
+    # Manifests first: a pack interrupted mid-prune never looks complete (a pack is complete
+    # only while its manifest exists).
+    candidates.sort(key=lambda k: (not k.endswith(f"/{MANIFEST_FILE}"), k))
     for k in candidates:
         task, version = k.split("/")[1:3]
         if version in kept.get(task, []):

@@ -1,9 +1,11 @@
-"""Which registry, which pinned key, which webhook: the registry's settings, read in one place.
+"""Which registry, which trusted keys, which webhook: the registry's settings, read in one place.
 
-Local (``ADAS_ENV=local``): SQLite at ``$ADAS_HOME/registry.db``, the local signing key's
-``cosign.pub`` pinned, rollouts under ``$ADAS_HOME/work/rollouts``. Production: the database
-``$ADAS_REGISTRY_URL`` (PostgreSQL), the pinned key ``$ADAS_REGISTRY_PUBLIC_KEY`` (a PEM file
-from the secret store), the IAM policy's bucket and prefix from the artifact store's settings.
+Local (``ADAS_ENV=local``): SQLite at ``$ADAS_HOME/registry.db``, the trust file
+``$ADAS_HOME/keys/trusted_keys.yaml`` (written by ``adas-registry keys init``), rollouts under
+``$ADAS_HOME/work/rollouts``. Production: the database ``$ADAS_REGISTRY_URL`` (PostgreSQL), the
+trust file ``$ADAS_TRUSTED_KEYS`` (reviewed, mounted read-only), the IAM policy's bucket and
+prefix from the artifact store's settings. Signatures are verified with the trust file's keys
+only (:mod:`adas.packaging.trust`).
 Both: ``$ADAS_REGISTRY_WEBHOOK_URL`` / ``$ADAS_REGISTRY_WEBHOOK_SECRET`` when a webhook is set.
 
 The Dagster resource (``resources.registry``) and the ``adas-registry`` CLI both build on
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adas.catalog import TargetCatalog
+from adas.packaging.trust import TRUSTED_KEYS_ENV, trust_file_path
 from adas.registry.config import RegistryPolicy, load_policy
 from adas.registry.store import RegistryStore
 from adas.registry.webhook import WebhookNotifier, deliver
@@ -23,7 +26,6 @@ from adas.settings import AdasHome
 from adas.storage import ENVIRONMENTS, ArtifactStore
 
 URL_ENV = "ADAS_REGISTRY_URL"
-PUBLIC_KEY_ENV = "ADAS_REGISTRY_PUBLIC_KEY"
 WEBHOOK_URL_ENV = "ADAS_REGISTRY_WEBHOOK_URL"
 WEBHOOK_SECRET_ENV = "ADAS_REGISTRY_WEBHOOK_SECRET"
 
@@ -47,7 +49,7 @@ class PromotionSettings:
     registry: RegistryStore
     store: ArtifactStore
     policy: RegistryPolicy
-    pinned_public_key_pem: bytes | None
+    trusted_keys: Path | None  # the trust file (trusted_keys.yaml) signatures are verified against
     # Placement of the rendered Argo / SageMaker documents; None renders them without one.
     catalog: TargetCatalog | None = None
     notifier: WebhookNotifier | None = None
@@ -62,7 +64,7 @@ class RegistrySettings:
     """The registry of truth and what promotions need around it (field meanings: the resource's)."""
 
     url: str
-    pinned_public_key: str = ""
+    trusted_keys: str = ""
     webhook_url: str = ""
     webhook_secret: str = ""
     policy_path: str = ""
@@ -74,7 +76,7 @@ class RegistrySettings:
     def env_fields(env: str) -> dict[str, str]:
         """``field -> environment variable`` of the fields ``env`` reads from variables (the
         Dagster resource names these variables instead of copying their values)."""
-        fields = {"url": URL_ENV, "pinned_public_key": PUBLIC_KEY_ENV} if env == "production" else {}
+        fields = {"url": URL_ENV, "trusted_keys": TRUSTED_KEYS_ENV} if env == "production" else {}
         if os.environ.get(WEBHOOK_URL_ENV):
             fields.update(webhook_url=WEBHOOK_URL_ENV, webhook_secret=WEBHOOK_SECRET_ENV)
         return fields
@@ -87,7 +89,7 @@ class RegistrySettings:
             home = home or AdasHome.from_env()
             local = {
                 "url": f"sqlite:///{home.registry_db}",
-                "pinned_public_key": str(home.keys / "cosign.pub"),
+                "trusted_keys": str(trust_file_path(home)),
                 "workdir": str(home.root / "work" / "rollouts"),
             }
             return cls(**{**local, **from_vars})
@@ -105,9 +107,8 @@ class RegistrySettings:
     def policy(self) -> RegistryPolicy:
         return load_policy(self.policy_path or None)
 
-    def public_key_pem(self) -> bytes | None:
-        path = Path(self.pinned_public_key) if self.pinned_public_key else None
-        return path.read_bytes() if path is not None and path.is_file() else None
+    def trusted_keys_path(self) -> Path | None:
+        return Path(self.trusted_keys) if self.trusted_keys else None
 
     def notifier(self) -> WebhookNotifier | None:
         if not self.webhook_url:
@@ -119,13 +120,13 @@ class RegistrySettings:
         return deliver(self.notifier(), self.store())
 
     def promotion(self, store: ArtifactStore, catalog: TargetCatalog | None) -> PromotionSettings:
-        """What a promotion needs: this registry, the artifact store, the policy, the pinned key."""
+        """What a promotion needs: this registry, the artifact store, the policy, the trust file."""
         return PromotionSettings(
             registry=self.store(),
             store=store,
             catalog=catalog,
             policy=self.policy(),
-            pinned_public_key_pem=self.public_key_pem(),
+            trusted_keys=self.trusted_keys_path(),
             notifier=self.notifier(),
             workdir=Path(self.workdir) if self.workdir else None,
             iam_bucket=self.iam_bucket or None,

@@ -6,7 +6,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from adas.packaging.keys import init_local_keys
 from adas.packaging.refs import EngineRef
+from adas.packaging.trust import TRUST_FILE, load_trust_file
 from adas.settings import AdasHome
 from adas.storage import ArtifactIntegrityError, LocalArtifactStore
 from adas_assets.definitions import make_definitions
@@ -22,6 +24,9 @@ def packaged(tmp_path_factory: pytest.TempPathFactory, bundle_template: Path):  
     mp.setenv("ADAS_PACKAGING_CONFIG", str(Path(__file__).with_name("fast_packaging.yaml")))
     home = AdasHome(tmp_path_factory.mktemp("adas-home")).ensure()
     mp.setenv("ADAS_HOME", str(home.root))
+    mp.delenv("ADAS_TRUSTED_KEYS", raising=False)
+    mp.delenv("ADAS_SIGNING_KEY", raising=False)
+    init_local_keys(home.keys, home.keys / TRUST_FILE)  # adas-registry keys init
     resources = build_resources("local", home)
     defs = make_definitions(resources)
     assets = list(defs.assets or [])
@@ -152,21 +157,23 @@ def test_signed_pack_with_real_triton_contract_smoke(packaged, tmp_path: Path) -
         "export_report.json",
         "container/Dockerfile",
         "cosign.pub",
+        "pack_manifest.json.sig",
         "model.onnx.sig",
         "export_report.json.sig",
     ):
         assert required in names, required
     assert any(n.startswith("triton/") and n.endswith("config.pbtxt") for n in names)
     assert pack.container_tag == "adas-detector:0.1.0-abcdef0"
-    public_key = (home.keys / "cosign.pub").read_bytes()
-    assert "model.onnx" in verify_stored_pack(store, pack, public_key, tmp_path / "ok")
+    trust = load_trust_file(home.keys / TRUST_FILE)
+    assert pack.prefix.startswith("models/vehicle-detection-2d/0.1.0/x86-cpu/fp32/packs/")
+    assert "model.onnx" in verify_stored_pack(store, pack, trust, tmp_path / "ok")
     # Tampering behind the store's back is caught by the recorded hash...
     target = home.artifacts / pack.prefix / "inference_config.json"
     original = target.read_text()
     target.write_text(original.replace("0.3", "0.01"))
     with pytest.raises(ArtifactIntegrityError, match=r"inference_config\.json: sha256 mismatch"):
-        verify_stored_pack(store, pack, public_key, tmp_path / "bad")
-    # ...and by the signature even when the attacker also rewrites every hash record and the manifest.
+        verify_stored_pack(store, pack, trust, tmp_path / "bad")
+    # ...and by the signed manifest even when the attacker also rewrites every hash record and the manifest.
     forged = store.put_bytes(f"{pack.prefix}/inference_config.json", target.read_bytes())
     manifest = json.loads(store.get_bytes(pack.manifest.key))
     manifest["files"]["inference_config.json"] = forged.sha256
@@ -174,5 +181,5 @@ def test_signed_pack_with_real_triton_contract_smoke(packaged, tmp_path: Path) -
     forged_pack = pack.model_copy(
         update={"manifest": pack.manifest.model_copy(update={"sha256": new_manifest.sha256})}
     )
-    with pytest.raises(SignatureError, match=r"inference_config\.json"):
-        verify_stored_pack(store, forged_pack, public_key, tmp_path / "forged")
+    with pytest.raises(SignatureError, match=r"pack_manifest\.json: signature does not match trusted key"):
+        verify_stored_pack(store, forged_pack, trust, tmp_path / "forged")

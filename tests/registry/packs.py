@@ -8,6 +8,7 @@ import hashlib
 import json
 import shutil
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,11 @@ from adas.evaluation.gates import GateVerdict, Latency, MetricsSnapshot, SliceSt
 from adas.evaluation.refs import EvalReportRef, GateRef
 from adas.intake.contract import Contract, Lineage, Normalization
 from adas.intake.refs import CandidateRef, StoredFile
+from adas.packaging.keys import init_local_keys
+from adas.packaging.publish import pack_folder, publish_pack
 from adas.packaging.refs import EngineRef, PackRef, TritonRepositoryRef
-from adas.packaging.signing import load_or_create_signing_key, sign_pack
+from adas.packaging.signing import PRIVATE_KEY_FILE, SigningKey, load_key_file, sign_pack
+from adas.packaging.trust import TRUST_FILE
 from adas.simulation.refs import SimVerdictRef
 from adas.storage import LocalArtifactStore
 
@@ -77,6 +81,12 @@ def _put(store: LocalArtifactStore, key: str, data: bytes) -> StoredFile:
     return StoredFile(key=s.key, uri=s.uri, sha256=s.sha256, size=s.size)
 
 
+def local_signer(key_dir: Path) -> SigningKey:
+    """The key of ``key_dir`` after ``adas-registry keys init`` there (its own trust file)."""
+    init_local_keys(key_dir, key_dir / TRUST_FILE)
+    return load_key_file(key_dir / PRIVATE_KEY_FILE)
+
+
 @dataclass
 class Built:
     pack: PackRef
@@ -98,7 +108,11 @@ def build_pack(
     gate_green: bool = True,
     sim_green: bool = True,
     ap: float = 0.60,
+    signer: SigningKey | None = None,
+    signed_at: datetime | None = None,
 ) -> Built:
+    """A pack of ``version`` signed by ``signer`` (default: the key of ``key_dir``, enrolled in
+    ``key_dir``'s trust file) and published write-once as the packaging stage publishes it."""
     from adas.packaging.triton_repository import write_triton_repository
 
     c = contract(version)
@@ -130,19 +144,21 @@ def build_pack(
     (pack / "container").mkdir()
     (pack / "container" / "Dockerfile").write_text("FROM nvcr.io/nvidia/tritonserver:24.10-py3\n")
     if signed:
-        sign_pack(pack, load_or_create_signing_key(key_dir))
-    files = {
-        p.relative_to(pack).as_posix(): _put(
-            store, f"{prefix}/{p.relative_to(pack).as_posix()}", p.read_bytes()
+        describe = {"model": {"task": TASK, "name": MODEL, "version": version}, "inputs_digest": version}
+        sign_pack(pack, signer or local_signer(key_dir), describe, signed_at=signed_at)
+        published = publish_pack(store, prefix, pack)
+        pack_prefix, files, manifest = published.prefix, published.files, published.manifest
+    else:  # files and a manifest listing them, nothing signed
+        hashes = {
+            p.relative_to(pack).as_posix(): _sha(p.read_bytes()) for p in pack.rglob("*") if p.is_file()
+        }
+        pack_prefix = pack_folder(prefix, hashes)
+        files = {
+            rel: _put(store, f"{pack_prefix}/{rel}", (pack / rel).read_bytes()) for rel in sorted(hashes)
+        }
+        manifest = _put(
+            store, f"{pack_prefix}/pack_manifest.json", json.dumps({"files": hashes}, sort_keys=True).encode()
         )
-        for p in sorted(pack.rglob("*"))
-        if p.is_file()
-    }
-    manifest = _put(
-        store,
-        f"{prefix}/pack_manifest.json",
-        json.dumps({"files": {rel: f.sha256 for rel, f in files.items()}}, sort_keys=True).encode(),
-    )
     onnx = files["model.onnx"]
     candidate = CandidateRef(
         bundle_sha256=_sha(version.encode()),
@@ -157,10 +173,10 @@ def build_pack(
     engine = EngineRef(
         device=device, precision=precision, runtime="onnxruntime", candidate=candidate, engine=onnx
     )
-    public_key = files.get("cosign.pub") or _put(store, f"{prefix}/unsigned.pub", b"")
+    public_key = files.get("cosign.pub") or _put(store, f"{pack_prefix}/unsigned.pub", b"")
     pack_ref = PackRef(
         engine=engine,
-        prefix=prefix,
+        prefix=pack_prefix,
         manifest=manifest,
         files=files,
         container_tag=f"adas-detector:{version}-abcdef0",

@@ -24,7 +24,7 @@ PROMOTE = ("promote", "--version", "1.3.0", "--target", TARGET, "--actor", "rm",
 def world(
     registry_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, onnx_models: dict[str, Path]
 ) -> World:
-    # ADAS_HOME = tmp_path: the CLI's artifact store and pinned key are the world's.
+    # ADAS_HOME = tmp_path: the CLI's artifact store and trust file are the world's.
     monkeypatch.setenv("ADAS_HOME", str(tmp_path))
     monkeypatch.delenv("ADAS_REGISTRY_URL", raising=False)
     monkeypatch.setenv("ADAS_ENV", "local")
@@ -52,7 +52,7 @@ def test_list_show_approve_verify_promote_history_rollback(
     assert out.startswith("# Model card: test-detector 1.3.0")
 
     code, out = _cli(world, capsys, "verify", "--version", "1.3.0", "--target", TARGET)
-    assert code == 0 and "signatures verified with pinned key" in out and out.strip().endswith("OK")
+    assert code == 0 and "signatures verified with trusted key" in out and out.strip().endswith("OK")
 
     # Refused: no approvals yet; every missing role is named and the exit status says so.
     code, out = _cli(world, capsys, *PROMOTE)
@@ -107,6 +107,32 @@ def test_verify_fails_on_a_tampered_artifact(world: World, capsys: pytest.Captur
     assert code == 1 and "no registry entry for version '9.9.9'" in out
     code, out = _cli(world, capsys, "approve", "--entry", str(world.candidate.id), "--role", "technical", "--actor", "a", "--reason", "b", "--waive-vulnerabilities", "x" * 50)  # fmt: skip
     assert code == 1 and "only the security role can waive" in out
+
+
+def test_keys_init_rotate_list_and_verify_after_rotation(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = json.loads(_cli(world, capsys, "--json", "keys", "list")[1])["keys"]
+    assert [k["now"] for k in old] == ["valid"]
+    code, out = _cli(world, capsys, "keys", "init")
+    assert code == 0 and f"key {old[0]['key_id']}: signing key present; already trusted in" in out
+    code, out = _cli(world, capsys, "keys", "rotate")
+    assert code == 0 and f"retired key {old[0]['key_id']} (its packs still verify)" in out
+    code, out = _cli(world, capsys, "keys", "list")
+    assert code == 0 and "expired" in out and "valid" in out
+    # The candidate was signed by the retired key: it still verifies, naming that key.
+    code, out = _cli(world, capsys, "verify", "--entry", str(world.candidate.id))
+    assert code == 0 and f"with trusted key {old[0]['key_id']}" in out and out.strip().endswith("OK")
+    # An empty trust root trusts nothing: refused, naming the key.
+    empty = world.workdir / "empty.yaml"
+    empty.write_text("version: 1\nkeys: []\n")
+    code, out = _cli(
+        world, capsys, "verify", "--entry", str(world.candidate.id), "--trusted-keys", str(empty)
+    )
+    assert code == 1 and f"signed by key {old[0]['key_id']}, which is not in {empty}" in out
+    monkeypatch.setenv("ADAS_ENV", "production")
+    code, out = _cli(world, capsys, "keys", "rotate")
+    assert code == 1 and "manage the local key only" in out
 
 
 def test_the_cli_runs_without_dagster(tmp_path: Path) -> None:

@@ -7,17 +7,21 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from adas.catalog import load_catalog
+from adas.packaging.keys import rotate_local_keys
+from adas.packaging.signing import PRIVATE_KEY_FILE, create_signing_key
+from adas.packaging.trust import TRUST_FILE
 from adas.registry.approvals import approve_entries
 from adas.registry.config import load_policy
 from adas.registry.entries import entry_from_pack
-from adas.registry.governance import GovernanceRefused, check_governance, require_governance
+from adas.registry.governance import Condition, GovernanceRefused, check_governance, require_governance
 from adas.registry.model_card import render_model_card
 from adas.registry.models import ROLES, Entry
 from adas.registry.store import RegistryStore
 from adas.storage import LocalArtifactStore
-from tests.registry.packs import Built, build_pack
+from tests.registry.packs import Built, build_pack, local_signer
 
 POLICY = load_policy().governance
 
@@ -34,8 +38,9 @@ def _approve_all(registry: RegistryStore, entry: Entry, roles: tuple[str, ...] =
 
 
 def _check(registry: RegistryStore, store: LocalArtifactStore, entry: Entry, key_dir: Path, **kw):  # type: ignore[no-untyped-def]
-    pinned = (key_dir / "cosign.pub").read_bytes()
-    return check_governance(registry, store, entry, pinned_public_key_pem=pinned, policy=POLICY, **kw)
+    """Governance against the trust file of ``key_dir`` (where build_pack ran keys init)."""
+    trusted = key_dir / TRUST_FILE
+    return check_governance(registry, store, entry, trusted_keys=trusted, policy=POLICY, **kw)
 
 
 def test_complete_entry_passes_and_card_is_generated(
@@ -48,12 +53,12 @@ def test_complete_entry_passes_and_card_is_generated(
     report = _check(registry, artifact_store, entry, tmp_path / "keys")
     assert report.passed, report.summary()
     names = [c.name for c in report.conditions]
-    for expected in ("approval: safety", "artifacts intact", "signatures (pinned key)", "SBOM", "vulnerabilities",
+    for expected in ("approval: safety", "artifacts intact", "signatures (trusted keys)", "SBOM", "vulnerabilities",
                      "licenses", "evaluation gate", "simulation gate", "newer than production"):  # fmt: skip
         assert expected in names
-    assert "signatures verified with pinned key" in next(
-        c.detail for c in report.conditions if c.name.startswith("sig")
-    )
+    signatures = next(c.detail for c in report.conditions if c.name.startswith("sig"))
+    key_id = local_signer(tmp_path / "keys").key_id
+    assert "signed manifest and" in signatures and f"verified with trusted key {key_id}" in signatures
     card = entry.model_card
     assert card.startswith("# Model card: test-detector 1.3.0")
     assert "| weather=fog | yes | 35 |" in card and "abcdef0" in card and "sbom.cdx.json" in card
@@ -76,20 +81,17 @@ def test_refusal_lists_every_unmet_condition(
     )  # fmt: skip
     entry = _register(registry, artifact_store, built)
     _approve_all(registry, entry, roles=("technical", "security"))
-    (tmp_path / "keys").mkdir(exist_ok=True)
-    from adas.packaging.signing import load_or_create_signing_key
-
-    load_or_create_signing_key(tmp_path / "keys")  # a pinned key exists; the pack is not signed with it
+    local_signer(tmp_path / "keys")  # a trusted key exists; the pack is not signed with it
     report = _check(registry, artifact_store, entry, tmp_path / "keys")
     unmet = {c.name: c.detail for c in report.unmet}
     assert set(unmet) == {
         "approval: safety",
         "approval: product",
-        "signatures (pinned key)",
+        "signatures (trusted keys)",
         "evaluation gate",
         "simulation gate",
     }, report.summary()
-    assert "unsigned" in unmet["signatures (pinned key)"]
+    assert "pack_manifest.json is not signed" in unmet["signatures (trusted keys)"]
     assert "no safety approval recorded" in unmet["approval: safety"]
     assert unmet["evaluation gate"].startswith("RED for x86-cpu/fp32") and "mAP" in unmet["evaluation gate"]
     assert "collisions" in unmet["simulation gate"]
@@ -120,13 +122,13 @@ def test_tampered_and_forged_artifacts_are_refused(
         and "sha256 mismatch" in unmet["artifacts intact"]
     )
     # 2. A forger who also rewrites the hash record: the sha256 pinned in the entry catches it,
-    #    and the signature (pinned key) does too.
+    #    and the signed manifest does too.
     artifact_store.put_bytes(f"{built.pack.prefix}/inference_config.json", original.replace(b"0.3", b"0.01"))
     report = _check(registry, artifact_store, entry, tmp_path / "keys")
     unmet = {c.name: c.detail for c in report.unmet}
     assert "inference_config.json" in unmet["artifacts intact"] and "expected" in unmet["artifacts intact"]
-    assert set(unmet) == {"artifacts intact"} or "signatures (pinned key)" in unmet
-    # 3. A pack re-signed with somebody else's key fails against the pinned key.
+    assert set(unmet) == {"artifacts intact"}  # reported once, where the pinned read refused it
+    # 3. A pack signed by somebody else's key (enrolled in their own trust file, not ours) is refused.
     artifact_store.put_bytes(f"{built.pack.prefix}/inference_config.json", original)
     other = build_pack(
         artifact_store, tmp_path / "other", tmp_path / "other-keys", "1.4.0", onnx_models["agree"]
@@ -134,8 +136,11 @@ def test_tampered_and_forged_artifacts_are_refused(
     entry2 = _register(registry, artifact_store, other)
     _approve_all(registry, entry2)
     report = _check(registry, artifact_store, entry2, tmp_path / "keys")
-    sig = next(c for c in report.unmet if c.name == "signatures (pinned key)")
-    assert "signature does not match" in sig.detail and "not the pinned key" in sig.detail
+    sig = next(c for c in report.unmet if c.name == "signatures (trusted keys)")
+    other_id = local_signer(tmp_path / "other-keys").key_id
+    assert sig.detail == (
+        f"pack_manifest.json: signed by key {other_id}, which is not in {tmp_path / 'keys' / TRUST_FILE}"
+    )
     # Untouched again: the first entry passes.
     assert _check(registry, artifact_store, entry, tmp_path / "keys").passed
 
@@ -258,3 +263,63 @@ def test_verdicts_without_amber_serialize_as_before() -> None:
     assert "amber" not in v.model_dump() and "amber" not in v.model_dump_json()
     assert "amber" in v.model_copy(update={"amber": ["all AP +0.1 [-1, +1] (n = 9)"]}).model_dump()
     assert "delta_interval" not in SliceRow(slice="fog", AP=0.5, images=40).model_dump()
+
+
+def _signatures(registry: RegistryStore, store: LocalArtifactStore, entry: Entry, key_dir: Path) -> Condition:
+    report = _check(registry, store, entry, key_dir)
+    assert [c.name for c in report.unmet] in ([], ["signatures (trusted keys)"]), report.summary()
+    return next(c for c in report.conditions if c.name == "signatures (trusted keys)")
+
+
+def test_pack_signed_by_a_freshly_generated_key_is_refused_naming_it(
+    registry_url: str, artifact_store: LocalArtifactStore, tmp_path: Path, onnx_models: dict[str, Path]
+) -> None:
+    """A well-formed, self-consistent pack (its cosign.pub matches every signature) by a key made
+    on the spot: the trust root does not list it, so governance refuses it by key id."""
+    registry = RegistryStore(registry_url)
+    local_signer(tmp_path / "keys")  # keys init: the trust root lists the local key only
+    fresh = create_signing_key(tmp_path / "fresh" / PRIVATE_KEY_FILE)
+    built = build_pack(
+        artifact_store, tmp_path, tmp_path / "keys", "1.3.0", onnx_models["agree"], signer=fresh
+    )
+    entry = _register(registry, artifact_store, built)
+    _approve_all(registry, entry)
+    sig = _signatures(registry, artifact_store, entry, tmp_path / "keys")
+    assert not sig.met
+    assert (
+        sig.detail
+        == f"pack_manifest.json: signed by key {fresh.key_id}, which is not in {tmp_path / 'keys' / TRUST_FILE}"
+    )
+
+
+def test_rotation_old_packs_pass_new_packs_carry_the_new_key(
+    artifact_store: LocalArtifactStore, tmp_path: Path, onnx_models: dict[str, Path]
+) -> None:
+    registry = RegistryStore(f"sqlite:///{tmp_path / 'r.db'}")
+    keys = tmp_path / "keys"
+    old = _register(
+        registry, artifact_store, build_pack(artifact_store, tmp_path, keys, "1.3.0", onnx_models["agree"])
+    )
+    old_key = local_signer(keys).key_id
+    change = rotate_local_keys(keys, keys / TRUST_FILE)
+    assert change.retired_key_id == old_key and change.key_id != old_key
+    new = _register(
+        registry, artifact_store, build_pack(artifact_store, tmp_path, keys, "1.4.0", onnx_models["agree"])
+    )
+    for entry, key_id in ((old, old_key), (new, change.key_id)):
+        _approve_all(registry, entry)
+        manifest = json.loads(artifact_store.get_bytes(entry.body.pointers.manifest.key))  # type: ignore[union-attr]
+        assert manifest["signing"]["key_id"] == key_id
+        sig = _signatures(registry, artifact_store, entry, keys)
+        assert sig.met and f"verified with trusted key {key_id}" in sig.detail
+    # A leaked key is revoked: everything it signed is refused, naming it; the new key's packs pass.
+    body = yaml.safe_load((keys / TRUST_FILE).read_text())
+    next(k for k in body["keys"] if k["key_id"] == old_key)["revoked"] = True
+    (keys / TRUST_FILE).write_text(yaml.safe_dump(body))
+    sig = _signatures(registry, artifact_store, old, keys)
+    assert (
+        not sig.met
+        and sig.detail
+        == f"pack_manifest.json: signed by key {old_key}, which is revoked in {keys / TRUST_FILE}"
+    )
+    assert _signatures(registry, artifact_store, new, keys).met

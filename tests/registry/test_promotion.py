@@ -4,6 +4,7 @@ refusals with reasons, crash-and-rerun, rollback."""
 from __future__ import annotations
 
 import json
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from adas.catalog import load_catalog
 from adas.packaging.triton_server import default_triton_venv
+from adas.packaging.trust import TRUST_FILE
 from adas.registry.access_policy import readonly_iam_policy
+from adas.registry.entries import entry_from_pack
+from adas.registry.governance import verify_artifacts
 from adas.registry.hooks import next_weekly_evaluation
+from adas.registry.model_card import render_model_card
 from adas.registry.nginx import nginx_available
 from adas.registry.production import default_promotion_key
 from adas.registry.promotion import SimulatedCrash, promote, rollback
@@ -21,6 +27,7 @@ from adas.registry.retention import prune_intermediates
 from adas.registry.rollout.report import RolloutReport, StepRecord
 from adas.registry.store import PromotionConflict
 from adas.registry.webhook import SIGNATURE_HEADER, WebhookNotifier, verify_signature
+from tests.registry.packs import build_pack
 from tests.registry.receiver import Receiver
 from tests.registry.world import TARGET, World, make_world
 
@@ -238,6 +245,36 @@ def test_retention_never_touches_what_an_entry_points_to(
     assert store.exists(dry.deleted[0])
 
 
+def test_retention_prunes_only_packs_no_entry_references(
+    tmp_path: Path, onnx_models: dict[str, Path]
+) -> None:
+    """Packs are write-once, so old versions gather packs nobody registered: those go; a pack an
+    entry points to stays whole and verifiable, whatever its version; kept versions stay."""
+    world = make_world(f"sqlite:///{tmp_path / 'r.db'}", tmp_path, onnx_models)
+    store, keys = world.store, world.key_dir
+    registered = build_pack(store, tmp_path / "b", keys, "1.0.0", onnx_models["agree"])
+    body = entry_from_pack(
+        store, registered.pack, registered.gate, registered.sim, registered.report, load_catalog()
+    )
+    old_entry, _ = world.registry.register(body, render_model_card(body), actor="ci")  # no alias holds it
+    dangling = [
+        build_pack(store, tmp_path / "b", keys, "1.1.0", onnx_models[m]).pack for m in ("agree", "disagree")
+    ]
+    kept = build_pack(store, tmp_path / "b", keys, "1.3.0", onnx_models["disagree"]).pack  # not registered
+    report = prune_intermediates(store, world.registry, world.policy.retention)
+    dangling_keys = [f.key for p in dangling for f in p.files.values()] + [p.manifest.key for p in dangling]
+    assert sorted(report.deleted) == sorted(dangling_keys)
+    manifests = [k for k in report.deleted if k.endswith("/pack_manifest.json")]
+    assert report.deleted[: len(manifests)] == manifests  # a pack mid-prune never looks complete
+    assert not any(store.exists(k) for k in dangling_keys)
+    for pack in (registered.pack, kept):
+        assert all(store.exists(f.key) for f in [*pack.files.values(), pack.manifest])
+    assert set(report.protected) >= {f.key for f in registered.pack.files.values()}
+    with tempfile.TemporaryDirectory() as tmp:
+        check = verify_artifacts(store, old_entry.body, keys / TRUST_FILE, Path(tmp))
+    assert check.ok and check.signed, check.signature_problems + check.hash_problems
+
+
 def test_iam_policy_is_read_only_on_the_production_prefix(
     tmp_path: Path, onnx_models: dict[str, Path]
 ) -> None:
@@ -246,9 +283,9 @@ def test_iam_policy_is_read_only_on_the_production_prefix(
     by_sid = {s["Sid"]: s for s in doc["Statement"]}
     read = by_sid["ReadProductionPack"]
     assert read["Effect"] == "Allow" and all(a.startswith("s3:Get") for a in read["Action"])
-    assert read["Resource"] == [
-        "arn:aws:s3:::prod-bucket/gold/models/vehicle-detection-2d/1.3.0/x86-cpu/fp32/*"
-    ]
+    pack = world.candidate.body.pointers.pack_prefix  # the write-once pack folder of the entry
+    assert pack.startswith("models/vehicle-detection-2d/1.3.0/x86-cpu/fp32/packs/")
+    assert read["Resource"] == [f"arn:aws:s3:::prod-bucket/gold/{pack}/*"]
     allowed = [a for s in doc["Statement"] if s["Effect"] == "Allow" for a in s["Action"]]
     assert not any(a.startswith(("s3:Put", "s3:Delete")) for a in allowed)
     assert "s3:PutObject" in by_sid["DenyWritesToModelArtifacts"]["Action"]

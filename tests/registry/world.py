@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from adas.catalog import load_catalog
+from adas.packaging.trust import TRUST_FILE
 from adas.registry.config import CanaryStep, RegistryPolicy, load_policy
 from adas.registry.entries import adopted_entry, entry_from_pack
 from adas.registry.models import ROLES, Entry
@@ -53,7 +54,7 @@ class World:
             registry=self.registry,
             store=self.store,
             policy=self.policy,
-            pinned_public_key_pem=(self.key_dir / "cosign.pub").read_bytes(),
+            trusted_keys=self.key_dir / TRUST_FILE,
             notifier=notifier,
             workdir=self.workdir / "promotions",
         )
