@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import tempfile
 from collections.abc import Sequence
@@ -11,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from adas.catalog import TargetCatalog, require_supported
 from adas.cell import Cell
 from adas.intake.refs import CalibrationShardRef, CandidateRef, DatasetRef, StoredFile
-from adas.intake.stored import read_json, stored_file
+from adas.intake.stored import DatasetFiles, read_json, stored_file
 from adas.packaging.config import PackagingConfig
 from adas.packaging.operators import coverage_report, require_supported_ops
 from adas.packaging.ort_engines import build_fp32_engine
@@ -37,12 +35,9 @@ def fetch_bundle(store: ArtifactStore, candidate: CandidateRef) -> Path:
 
 
 def load_frames(store: ArtifactStore, dataset: DatasetRef, file_names: Sequence[str]) -> np.ndarray:
-    """uint8 RGB frames [N, H, W, 3] from the dataset in the store (each file hash-verified)."""
-    frames = [
-        np.asarray(Image.open(io.BytesIO(store.get_bytes(f"{dataset.prefix}/{name}"))).convert("RGB"))
-        for name in file_names
-    ]
-    return np.stack(frames).astype(np.uint8)
+    """uint8 RGB frames [N, H, W, 3] from the dataset in the store (each verified against the
+    dataset's file index)."""
+    return DatasetFiles.of(store, dataset).rgb_frames(file_names)
 
 
 def calibration_frames(store: ArtifactStore, shard: CalibrationShardRef, dataset: DatasetRef) -> np.ndarray:

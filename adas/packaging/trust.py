@@ -7,9 +7,10 @@ when absent) and whether it is revoked. Pack verification (governance, promotion
 ``adas-registry verify``) trusts these keys and nothing else: never a key derived from a private
 key at run time, never the ``cosign.pub`` a pack ships with.
 
-Where the file lives: ``$ADAS_TRUSTED_KEYS`` when set (production: a reviewed file mounted
-read-only), else ``$ADAS_HOME/keys/trusted_keys.yaml`` (local, written by
-``adas-registry keys init`` and ``keys rotate``).
+Where the file lives: ``$ADAS_TRUSTED_KEYS`` when set; else in production
+``config/trusted_keys.yaml`` (reviewed in this repository like all configuration, shipped with
+the code), locally ``$ADAS_HOME/keys/trusted_keys.yaml`` (written by ``adas-registry keys init``
+and ``keys rotate``).
 
 Expiry and revocation differ on purpose: a key past ``not_after`` still vouches for what it
 signed inside its window (old packs keep verifying after a rotation), a revoked key vouches for
@@ -32,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adas.config_errors import ConfigError, load_yaml_model
-from adas.settings import AdasHome
+from adas.settings import CONFIG_DIR, AdasHome
 
 TRUSTED_KEYS_ENV = "ADAS_TRUSTED_KEYS"
 TRUST_FILE = "trusted_keys.yaml"
@@ -142,11 +143,14 @@ class TrustFile:
         return self.root.signer(key_id, signed_at, source=str(self.path))
 
 
-def trust_file_path(home: AdasHome | None = None) -> Path:
-    """``$ADAS_TRUSTED_KEYS``, else ``$ADAS_HOME/keys/trusted_keys.yaml``."""
-    env = os.environ.get(TRUSTED_KEYS_ENV)
-    if env:
-        return Path(env)
+def trust_file_path(home: AdasHome | None = None, env: str | None = None) -> Path:
+    """``$ADAS_TRUSTED_KEYS`` when set; else in production ``config/trusted_keys.yaml`` (reviewed
+    in this repository, shipped with the code), locally ``$ADAS_HOME/keys/trusted_keys.yaml``."""
+    explicit = os.environ.get(TRUSTED_KEYS_ENV)
+    if explicit:
+        return Path(explicit)
+    if (env or os.environ.get("ADAS_ENV", "local")) == "production":
+        return CONFIG_DIR / TRUST_FILE
     return (home or AdasHome.from_env()).keys / TRUST_FILE
 
 

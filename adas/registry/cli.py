@@ -6,12 +6,15 @@ database under ``ADAS_HOME``; artifacts come from the environment's artifact sto
 Exit status: 0 done, 1 refused / rolled back / verification failed / registry error, 2 usage.
 
 Dagster-free: the registry settings come from :mod:`adas.registry.settings`, the artifact store
-from :class:`adas.storage.StoreSettings`, the golden dataset's stored value through
-:mod:`adas.values`; promote and rollback run the same use-case as the ``production_alias`` asset.
+from :class:`adas.storage.StoreSettings`; promote and rollback run the same use-case as the
+``production_alias`` asset. The canary of ``promote`` replays the dataset the entry was evaluated
+on, every file read against a hash pinned through the entry (the registry database is trusted,
+the store's sidecars are not).
 """
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -30,14 +33,11 @@ from adas.registry.governance import verify_artifacts
 from adas.registry.models import ALIASES, ROLES, Entry, RegistryError
 from adas.registry.production import AliasMoveRequest, move_production_alias
 from adas.registry.promotion import PromotionResult
-from adas.registry.replay import Traffic, replay_traffic
+from adas.registry.replay import Traffic, evaluated_dataset, replay_traffic
 from adas.registry.settings import URL_ENV, RegistrySettings
 from adas.registry.store import RegistryStore
 from adas.settings import AdasHome
-from adas.storage import ArtifactStore, StoreSettings
-from adas.values import decode_value, stored_value_key
-
-GOLDEN_DATASET_KEY = stored_value_key(["golden_dataset"])
+from adas.storage import ArtifactError, ArtifactStore, StoreSettings
 
 
 def _settings(args: argparse.Namespace) -> RegistrySettings:
@@ -239,11 +239,10 @@ def cmd_approve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _traffic(store: ArtifactStore, max_frames: int) -> Traffic:
-    """Replay frames from the golden dataset the pipeline materialized (its stored value)."""
-    if not store.exists(GOLDEN_DATASET_KEY):
-        raise RegistryError("no golden dataset materialized yet: nothing to replay for the canary")
-    return replay_traffic(store, decode_value(store.get_bytes(GOLDEN_DATASET_KEY)), max_frames)
+def _traffic(store: ArtifactStore, entry: Entry, max_frames: int) -> Traffic:
+    """Replay frames from the golden dataset ``entry`` was evaluated on, pinned through the entry
+    (the registry database is trusted; the store's sidecars are not)."""
+    return replay_traffic(evaluated_dataset(store, entry), max_frames)
 
 
 def _print_result(result: PromotionResult, as_json: bool, success: tuple[str, ...]) -> int:
@@ -263,7 +262,9 @@ def _move(args: argparse.Namespace, request: AliasMoveRequest, entry: Entry | No
     store = _artifact_store()
     settings = _settings(args).promotion(store, load_catalog())
     max_frames = settings.policy.rollout.local.max_frames
-    move = move_production_alias(settings, request, traffic=lambda: _traffic(store, max_frames), entry=entry)
+    # Only a promotion runs a canary (and has an entry to take its traffic from).
+    traffic = None if entry is None else functools.partial(_traffic, store, entry, max_frames)
+    move = move_production_alias(settings, request, traffic=traffic, entry=entry)
     return move.result
 
 
@@ -462,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (RegistryError, ValueError, LookupError) as exc:
+    except (RegistryError, ArtifactError, ValueError, LookupError) as exc:
         print(f"adas-registry: {exc}", file=sys.stderr)
         return 1
 

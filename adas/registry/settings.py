@@ -3,9 +3,9 @@
 Local (``ADAS_ENV=local``): SQLite at ``$ADAS_HOME/registry.db``, the trust file
 ``$ADAS_HOME/keys/trusted_keys.yaml`` (written by ``adas-registry keys init``), rollouts under
 ``$ADAS_HOME/work/rollouts``. Production: the database ``$ADAS_REGISTRY_URL`` (PostgreSQL), the
-trust file ``$ADAS_TRUSTED_KEYS`` (reviewed, mounted read-only), the IAM policy's bucket and
-prefix from the artifact store's settings. Signatures are verified with the trust file's keys
-only (:mod:`adas.packaging.trust`).
+reviewed trust file ``config/trusted_keys.yaml`` (``$ADAS_TRUSTED_KEYS`` names another, in either
+environment), the IAM policy's bucket and prefix from the artifact store's settings. Signatures
+are verified with the trust file's keys only (:mod:`adas.packaging.trust`).
 Both: ``$ADAS_REGISTRY_WEBHOOK_URL`` / ``$ADAS_REGISTRY_WEBHOOK_SECRET`` when a webhook is set.
 
 The Dagster resource (``resources.registry``) and the ``adas-registry`` CLI both build on
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adas.catalog import TargetCatalog
-from adas.packaging.trust import TRUSTED_KEYS_ENV, trust_file_path
+from adas.packaging.trust import trust_file_path
 from adas.registry.config import RegistryPolicy, load_policy
 from adas.registry.store import RegistryStore
 from adas.registry.webhook import WebhookNotifier, deliver
@@ -76,7 +76,7 @@ class RegistrySettings:
     def env_fields(env: str) -> dict[str, str]:
         """``field -> environment variable`` of the fields ``env`` reads from variables (the
         Dagster resource names these variables instead of copying their values)."""
-        fields = {"url": URL_ENV, "trusted_keys": TRUSTED_KEYS_ENV} if env == "production" else {}
+        fields = {"url": URL_ENV} if env == "production" else {}
         if os.environ.get(WEBHOOK_URL_ENV):
             fields.update(webhook_url=WEBHOOK_URL_ENV, webhook_secret=WEBHOOK_SECRET_ENV)
         return fields
@@ -89,12 +89,13 @@ class RegistrySettings:
             home = home or AdasHome.from_env()
             local = {
                 "url": f"sqlite:///{home.registry_db}",
-                "trusted_keys": str(trust_file_path(home)),
+                "trusted_keys": str(trust_file_path(home, env)),
                 "workdir": str(home.root / "work" / "rollouts"),
             }
             return cls(**{**local, **from_vars})
         if env == "production":
             return cls(
+                trusted_keys=str(trust_file_path(env=env)),
                 iam_bucket=os.environ.get("ADAS_ARTIFACT_BUCKET", ""),
                 iam_prefix=os.environ.get("ADAS_ARTIFACT_PREFIX", "gold"),
                 **{"url": "", **from_vars},

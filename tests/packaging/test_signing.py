@@ -41,7 +41,8 @@ from adas.packaging.signing import (
     verify_blob,
     verify_pack,
 )
-from adas.packaging.trust import TRUST_FILE, TrustFile, load_trust_file
+from adas.packaging.trust import TRUST_FILE, TRUSTED_KEYS_ENV, TrustFile, load_trust_file, trust_file_path
+from adas.settings import CONFIG_DIR, AdasHome
 
 OPENSSL = shutil.which("openssl")
 DATA_FILES = [
@@ -156,6 +157,29 @@ def test_trust_file_errors_name_the_field(tmp_path: Path, keys: Path, key: Signi
         load_trust_file(bad)
     with pytest.raises(ConfigError, match=r"missing\.yaml: no trust file: run `adas-registry keys init`"):
         load_trust_file(tmp_path / "missing.yaml")
+
+
+def test_where_the_trust_file_lives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pack: Path, key: SigningKey
+) -> None:
+    from adas.registry.settings import RegistrySettings
+
+    monkeypatch.delenv(TRUSTED_KEYS_ENV, raising=False)
+    monkeypatch.setenv("ADAS_HOME", str(tmp_path / "home"))
+    local = AdasHome.from_env().keys / TRUST_FILE
+    assert trust_file_path(env="local") == local
+    assert RegistrySettings.from_env("local").trusted_keys == str(local)
+    # Production: the reviewed file in this repository; it lists no key yet, so nothing passes.
+    shipped = CONFIG_DIR / TRUST_FILE
+    assert trust_file_path(env="production") == shipped
+    monkeypatch.setenv("ADAS_REGISTRY_URL", "postgresql://db/registry")
+    assert RegistrySettings.from_env("production").trusted_keys == str(shipped)
+    sign_pack(pack, key)
+    assert _problems(pack, shipped.parent) == [
+        f"{MANIFEST_FILE}: signed by key {key.key_id}, which is not in {shipped}"
+    ]
+    monkeypatch.setenv(TRUSTED_KEYS_ENV, str(tmp_path / "mounted.yaml"))
+    assert trust_file_path(env="production") == trust_file_path(env="local") == tmp_path / "mounted.yaml"
 
 
 # ----------------------------------------------------------------------------- signed packs
