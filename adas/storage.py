@@ -13,6 +13,13 @@ Every write is atomic (temporary name then rename locally; a single PUT on S3) a
 the content's sha256 next to it (a ``sha256sum``-compatible ``<name>.sha256`` sidecar
 locally, object metadata on S3). Every read re-hashes and compares, so a truncated or
 tampered artifact raises :class:`ArtifactIntegrityError` naming the file and both hashes.
+
+That record sits beside the bytes, so whoever can rewrite one can rewrite the other: it catches
+accidents, not tampering. Readers downstream therefore pass ``expected_sha256=``, the hash
+recorded when the artifact was written (in the upstream materialization, the descriptor it
+handed on, or the registry entry); a read whose bytes differ from that pin raises
+:class:`PinnedHashMismatchError`, naming the run that recorded the pin when the caller noted it
+(:func:`note_pin_origin`).
 """
 
 import base64
@@ -54,6 +61,20 @@ class ArtifactIntegrityError(ArtifactError):
 class ArtifactWriteError(OSError, ArtifactError):
     """A write failed (a full disk, S3 errors past every retry); it names the key, and nothing
     new is stored under it. An ``OSError`` too, with the cause's errno (``ENOSPC``...)."""
+
+
+class PinnedHashMismatchError(ArtifactIntegrityError):
+    """Stored bytes do not hash to the sha256 the reader pinned: the hash an upstream
+    materialization or a registry entry recorded when the artifact was written. The store's own
+    record (sidecar, object metadata) does not count: whoever can rewrite the bytes can rewrite it."""
+
+    def __init__(self, uri: str, pinned: str, actual: str, size: int, pinned_by: str | None) -> None:
+        self.uri, self.pinned, self.actual, self.pinned_by = uri, pinned, actual, pinned_by
+        by = f" (pinned by {pinned_by})" if pinned_by else ""
+        super().__init__(
+            f"{uri}: sha256 mismatch: expected {pinned}{by}, read {actual} ({size} bytes); "
+            "the artifact changed after its hash was recorded upstream"
+        )
 
 
 @dataclass(frozen=True)
@@ -113,12 +134,33 @@ def _integrity_error(uri: str, expected: str, actual: str, size: int, what: str)
     )
 
 
-def _verify(uri: str, actual: str, size: int, recorded: str, expected: str | None) -> None:
-    """Bytes read must hash to the hash recorded at write time, and to the caller's pin if any."""
+# Who recorded each pin (store key, sha256) a reader in this process was handed, so that a
+# mismatch names the run that wrote the artifact. Filled by the layer that knows (the Dagster IO
+# manager, from the upstream materialization); only ever used to word an error.
+_PIN_ORIGINS: dict[tuple[str, str], str] = {}
+
+
+def note_pin_origin(key: str, sha256: str, origin: str) -> None:
+    """Remember that the pin ``sha256`` of ``key`` came from ``origin`` (e.g. "the materialization
+    of engine [x86-cpu|fp32] in run 1a2b...") for the error of a later mismatching read."""
+    _PIN_ORIGINS[(key, sha256)] = origin
+
+
+def pin_origin(key: str, sha256: str) -> str | None:
+    return _PIN_ORIGINS.get((key, sha256))
+
+
+def pinned_mismatch(key: str, uri: str, pinned: str, actual: str, size: int) -> PinnedHashMismatchError:
+    return PinnedHashMismatchError(uri, pinned, actual, size, pin_origin(key, pinned))
+
+
+def _verify(key: str, uri: str, actual: str, size: int, recorded: str, expected: str | None) -> None:
+    """Bytes read must hash to the caller's pin if any (checked first: it is the hash that counts,
+    whatever the store's record says), and to the hash the store recorded at write time."""
+    if expected is not None and actual != expected:
+        raise pinned_mismatch(key, uri, expected, actual, size)
     if actual != recorded:
         raise _integrity_error(uri, recorded, actual, size, "recorded")
-    if expected is not None and actual != expected:
-        raise _integrity_error(uri, expected, actual, size, "expected")
 
 
 def _tmp_name(dest: Path) -> Path:
@@ -346,14 +388,14 @@ class LocalArtifactStore(ArtifactStore):
         path = self._path(key)
         recorded = self.recorded_sha256(key)
         actual, size = sha256_file(path)
-        _verify(self.uri(key), actual, size, recorded, expected_sha256)
+        _verify(key, self.uri(key), actual, size, recorded, expected_sha256)
         return path
 
     def get_bytes(self, key: str, expected_sha256: str | None = None) -> bytes:
         path = self._path(key)
         recorded = self.recorded_sha256(key)
         data = path.read_bytes()
-        _verify(self.uri(key), sha256_bytes(data), len(data), recorded, expected_sha256)
+        _verify(key, self.uri(key), sha256_bytes(data), len(data), recorded, expected_sha256)
         return data
 
     def exists(self, key: str) -> bool:
@@ -491,7 +533,7 @@ class S3ArtifactStore(ArtifactStore):
         recorded = obj.get("Metadata", {}).get("sha256")
         if recorded is None:
             raise ArtifactIntegrityError(f"{self.uri(key)}: no recorded sha256 in object metadata")
-        _verify(self.uri(key), sha256_bytes(data), len(data), recorded, expected_sha256)
+        _verify(key, self.uri(key), sha256_bytes(data), len(data), recorded, expected_sha256)
         return data
 
     def fetch(self, key: str, expected_sha256: str | None = None) -> Path:
@@ -499,9 +541,7 @@ class S3ArtifactStore(ArtifactStore):
         recorded = self.recorded_sha256(key)
         if local.is_file() and sha256_file(local)[0] == recorded:
             if expected_sha256 is not None and recorded != expected_sha256:
-                raise _integrity_error(
-                    self.uri(key), expected_sha256, recorded, local.stat().st_size, "expected"
-                )
+                raise pinned_mismatch(key, self.uri(key), expected_sha256, recorded, local.stat().st_size)
             return local
         atomic_write_bytes(local, self.get_bytes(key, expected_sha256))
         return local

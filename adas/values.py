@@ -9,14 +9,22 @@ Only model classes from the core (modules under ``adas.``) are written or read b
 data, and decoding must never import whatever module a file names. Records written before the
 core moved out of the Dagster layer name ``adas_assets.<module>``; they are read as
 ``adas.<module>``.
+
+A stored value is read against a :class:`ValuePin`: the sha256 recorded when it was written
+(``value_sha256`` in the upstream materialization), never only against the store's sidecar,
+which sits beside the bytes and can be rewritten with them. The pin's origin is noted for every
+file the value describes, so a later mismatching read of one of them names the run that pinned it.
 """
 
 import importlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
+
+from adas.storage import ArtifactStore, note_pin_origin
 
 VALUES_PREFIX = "asset-values"
 CORE_PACKAGE = "adas"
@@ -86,3 +94,44 @@ def decode_value(data: bytes) -> Any:
     if record.get("model") is None:
         return record["value"]
     return model_class(record["model"]).model_validate(record["value"])
+
+
+@dataclass(frozen=True)
+class ValuePin:
+    """The sha256 a stored value must hash to, and what recorded it, worded for an error
+    (e.g. "the materialization of engine [x86-cpu|fp32] in run 1a2b...")."""
+
+    sha256: str
+    recorded_by: str
+
+
+def file_pins(value: Any) -> Iterator[tuple[str, str]]:
+    """``(store key, sha256)`` of every file a value describes: each nested model with ``key``
+    and ``sha256`` fields (a ``StoredFile``, a registry ``Pointer``), at any depth."""
+    if isinstance(value, BaseModel):
+        fields = {name: getattr(value, name) for name in type(value).model_fields}
+        key, sha256 = fields.get("key"), fields.get("sha256")
+        if isinstance(key, str) and isinstance(sha256, str):
+            yield key, sha256
+        for item in fields.values():
+            yield from file_pins(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from file_pins(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from file_pins(item)
+
+
+def read_stored_value(store: ArtifactStore, key: str, pin: ValuePin | None) -> Any:
+    """The value stored at ``key``, its bytes verified against ``pin``. ``pin=None`` reads
+    against the store's own record only: for callers that have no record of the write at all
+    (say so in their docstring); a mismatch raises ``PinnedHashMismatchError`` naming the pin's
+    origin. The origin is noted for the files the value describes, for their later reads."""
+    if pin is None:
+        return decode_value(store.get_bytes(key))
+    note_pin_origin(key, pin.sha256, pin.recorded_by)
+    value = decode_value(store.get_bytes(key, expected_sha256=pin.sha256))
+    for file_key, sha256 in file_pins(value):
+        note_pin_origin(file_key, sha256, pin.recorded_by)
+    return value

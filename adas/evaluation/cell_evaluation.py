@@ -32,7 +32,7 @@ from adas.evaluation.reports import json_bytes, log_to_wandb, summary_markdown, 
 from adas.evaluation.runner import Engine, latency_from_build, measure_latency, open_engine
 from adas.evaluation.slices import catalog_slices, to_parquet_bytes
 from adas.intake.refs import DatasetRef, ReplayBundleRef, SliceCatalogRef, StoredFile
-from adas.intake.stored import read_json
+from adas.intake.stored import DatasetFiles, fetch_file, read_json
 from adas.packaging.refs import EngineRef
 from adas.storage import ArtifactStore
 
@@ -91,7 +91,8 @@ def load_eval_data(
     gt = read_json(store, manifests[settings.split])
     _, _, h, w = request.engine.contract.input.shape
     size_hw = (int(h), int(w))
-    ids, frames, scales = load_split(store, request.dataset.prefix, gt, size_hw)
+    dataset_files = DatasetFiles.of(store, request.dataset)
+    ids, frames, scales = load_split(dataset_files, gt, size_hw)
     slices = catalog_slices(load_slice_catalog(store, request.slice_catalog), gt)
     suites, suite_names = stage_challenge_suites(
         store, challenge_suites_root(adas_home), request.challenge_suites, gt, size_hw, log
@@ -103,7 +104,7 @@ def load_eval_data(
         ids = ids + [i for s in suites for i in s.image_ids]
         slices = slices + [s.slice for s in suites]
     replay = read_json(store, request.replay.manifest)
-    r_ids, r_frames, _ = load_split(store, request.dataset.prefix, replay, size_hw)
+    r_ids, r_frames, _ = load_split(dataset_files, replay, size_hw)
     log(f"{len(split_ids)} {settings.split} frames, {len(r_ids)} replay frames, {len(slices)} slices")
     data = EvalData(
         gt=gt,
@@ -123,7 +124,7 @@ def load_eval_data(
 def open_model(store: ArtifactStore, label: str, ref: EngineRef, threads: int) -> ModelUnderTest:
     """The packaged engine of ``ref``, fetched (verified) and opened in its runtime; raises
     :class:`~adas.evaluation.runner.EngineUnavailableError` when this machine cannot run it."""
-    path = store.fetch(ref.engine.key, ref.engine.sha256)
+    path = fetch_file(store, ref.engine)
     engine = open_engine(path, ref.runtime, ref.contract, threads)
     return ModelUnderTest(label, ref.contract.version, engine, ref.contract)
 
@@ -156,7 +157,7 @@ def eval_report_body(
     settings_sha256: str,
 ) -> dict[str, Any]:
     """``eval_report.json``: the pipeline's report plus what was evaluated, on what data."""
-    engine, production = request.engine, request.production
+    engine, production, index = request.engine, request.production, request.dataset.file_index
     return {
         **outcome.eval_report,
         "engine": {
@@ -166,7 +167,13 @@ def eval_report_body(
             **engine.engine.model_dump(),
         },
         "production_engine": None if production is None else production.engine.model_dump(),
-        "dataset": {"tag": request.dataset.tag, "split": settings.split},
+        # The file index pins every frame evaluated: a registry entry pins this report, so a reader
+        # with only the registry (adas-registry promote) reaches the same frames, verified.
+        "dataset": {
+            "tag": request.dataset.tag,
+            "split": settings.split,
+            "file_index": index.model_dump() if index is not None else None,
+        },
         "challenge_suites": suite_names,
         "settings_sha256": settings_sha256,
     }

@@ -22,7 +22,8 @@ from adas.datasets.slices import SliceCatalog, load_slices
 from adas.evaluation.runner import load_frames
 from adas.evaluation.slices import SliceSpec
 from adas.intake.refs import SliceCatalogRef
-from adas.storage import ArtifactStore
+from adas.intake.stored import DatasetFiles, fetch_file
+from adas.storage import ArtifactStore, sha256_file
 
 SUITE_MANIFEST = "manifest.json"
 # Challenge suites are dropped under ``$ADAS_HOME/challenge_suites/<name>/`` and stored under
@@ -48,15 +49,15 @@ def challenge_suites_root(adas_home: Path) -> Path:
 
 def load_slice_catalog(store: ArtifactStore, ref: SliceCatalogRef) -> SliceCatalog:
     """The slice catalog snapshot the slice_catalog asset stored (verified)."""
-    return load_slices(store.fetch(ref.slices_file.key, ref.slices_file.sha256))
+    return load_slices(fetch_file(store, ref.slices_file))
 
 
 def load_split(
-    store: ArtifactStore, dataset_prefix: str, coco: dict[str, Any], size_hw: tuple[int, int]
+    files: DatasetFiles, coco: dict[str, Any], size_hw: tuple[int, int]
 ) -> tuple[list[int], np.ndarray, list[tuple[float, float]]]:
-    """Frames of a manifest (each file's sha256 verified by the store), model-input size."""
+    """Frames of a manifest (each verified against the dataset's file index), model-input size."""
     names = [str(im["file_name"]) for im in coco["images"]]
-    frames, scales = load_frames(lambda n: store.get_bytes(f"{dataset_prefix}/{n}"), names, size_hw)
+    frames, scales = load_frames(files.read, names, size_hw)
     return [int(im["id"]) for im in coco["images"]], frames, scales
 
 
@@ -190,8 +191,15 @@ def stage_challenge_suites(
         prefix = f"{CHALLENGE_SUITES_DIR}/{name}/{digest[:12]}"
         if not store.exists(f"{prefix}/{SUITE_MANIFEST}"):
             store.put_tree(prefix, folder)
+        # The suite is the dropped folder: its stored copy is read against the folder's hashes,
+        # so a copy changed in the store (sidecars included) is refused, not evaluated.
+        pins = {str(im["file_name"]): sha256_file(folder / str(im["file_name"]))[0] for im in suite["images"]}
         m = merge_suite(
-            gt, suite, lambda f, p=prefix: store.get_bytes(f"{p}/{f}"), size_hw, SUITE_ID_OFFSET * (k + 1)
+            gt,
+            suite,
+            lambda f, p=prefix, pinned=pins: store.get_bytes(f"{p}/{f}", expected_sha256=pinned[f]),
+            size_hw,
+            SUITE_ID_OFFSET * (k + 1),
         )
         log(f"challenge suite {name}: {len(m.image_ids)} frames (stored at {prefix})")
         merged.append(m)

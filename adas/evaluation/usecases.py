@@ -23,7 +23,7 @@ from adas.evaluation.reports import blocking_report, json_bytes, write_files
 from adas.evaluation.runner import Predictions
 from adas.evaluation.slices import catalog_slices, to_parquet_bytes
 from adas.intake.refs import DatasetRef, SliceCatalogRef
-from adas.intake.stored import read_json
+from adas.intake.stored import read_file, read_json
 from adas.storage import ArtifactStore
 
 Log = Callable[[str], None]
@@ -91,9 +91,7 @@ def quantization_study(
         raise EvaluationInputError(f"no eval_report of {cell.device} is materialized yet: nothing to compare")
     mine = reports.get(cell.precision) or next(iter(reports.values()))
     preds = {
-        p: Predictions.from_json(
-            store.get_bytes(r.files["predictions.json"].key, r.files["predictions.json"].sha256)
-        )
+        p: Predictions.from_json(read_file(store, r.files["predictions.json"]))
         for p, r in reports.items()
         if "predictions.json" in r.files and r.dataset_tag == mine.dataset_tag
     }

@@ -15,7 +15,14 @@ from adas.datasets.generator import generate_dataset
 from adas.datasets.slices import load_slices
 from adas.intake.calibration import balanced_shard
 from adas.intake.refs import CalibrationShardRef, DatasetRef, ReplayBundleRef, SliceCatalogRef
-from adas.intake.stored import as_stored_file, existing_file, read_json
+from adas.intake.stored import (
+    FILE_INDEX,
+    as_stored_file,
+    existing_file,
+    read_file_index,
+    read_json,
+    write_file_index,
+)
 from adas.storage import ArtifactStore
 
 MANIFESTS = (
@@ -49,20 +56,28 @@ def store_golden_dataset(
     log: Callable[[str], None] = print,
 ) -> GoldenDataset:
     """Generate the dataset of ``size`` into the store, or reuse it when its tag is already there
-    (the tag hashes the generator config, so an identical dataset is never rewritten)."""
+    (the tag hashes the generator config, so an identical dataset is never rewritten).
+
+    The file index (every file with the sha256 recorded as it was stored) is written last: it
+    marks the dataset complete, and the returned ref pins it, so every later read of a frame or a
+    manifest is checked against it. A tag without an index (stored before indexes existed, or
+    interrupted midway) is generated and stored again."""
     tag = dataset_tag(datagen, size)
     prefix = dataset_prefix(tag)
-    reused = store.exists(f"{prefix}/dataset.json")
+    index_key = f"{prefix}/{FILE_INDEX}"
+    reused = store.exists(index_key)
     seconds = 0.0
     if reused:
         log(f"dataset {tag} already in the store; reusing it")
+        index = existing_file(store, index_key)
     else:
         with tempfile.TemporaryDirectory(prefix=f"{tag}-") as tmp:
             summary = generate_dataset(Path(tmp), datagen, size=size, workers=workers, progress=log)
             seconds = summary.seconds
             log(f"storing {tag} under {store.uri(prefix)}")
-            store.put_tree(prefix, Path(tmp))
-    manifests = {name.removesuffix(".json"): existing_file(store, f"{prefix}/{name}") for name in MANIFESTS}
+            index = write_file_index(store, prefix, store.put_tree(prefix, Path(tmp)))
+    files = read_file_index(store, index)
+    manifests = {name.removesuffix(".json"): files[name] for name in MANIFESTS}
     meta = read_json(store, manifests["dataset"])
     ref = DatasetRef(
         tag=tag,
@@ -73,6 +88,7 @@ def store_golden_dataset(
         counts=dict(meta["counts"]),
         manifests=manifests,
         file_count=len(store.list_keys(prefix + "/")),
+        file_index=index,
     )
     return GoldenDataset(ref, reused, seconds)
 
@@ -157,5 +173,7 @@ def replay_logs(store: ArtifactStore, dataset: DatasetRef) -> ReplayLogs:
         }
         for s in replay["sequences"]
     ]
-    ref = ReplayBundleRef(dataset_tag=dataset.tag, manifest=manifest, sequences=sequences)
+    ref = ReplayBundleRef(
+        dataset_tag=dataset.tag, manifest=manifest, sequences=sequences, file_index=dataset.file_index
+    )
     return ReplayLogs(ref, len(replay["annotations"]))

@@ -44,7 +44,12 @@ class CandidateRef(BaseModel):
 
 
 class DatasetRef(BaseModel):
-    """A generated drive dataset in the artifact store (frames + COCO manifests)."""
+    """A generated drive dataset in the artifact store (frames + COCO manifests).
+
+    Manifests name frames by file name; ``file_index`` pins every file of the dataset (name ->
+    sha256, size), so a frame is read against the hash recorded when the dataset was stored
+    (``adas.intake.stored.DatasetFiles``). Values stored before the index existed decode with
+    ``file_index=None``; their frames are refused until golden_dataset is re-materialized."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -56,6 +61,7 @@ class DatasetRef(BaseModel):
     counts: dict[str, int]
     manifests: dict[str, StoredFile]
     file_count: int
+    file_index: StoredFile | None = None
 
 
 class SliceCatalogRef(BaseModel):
@@ -78,8 +84,12 @@ class CalibrationShardRef(BaseModel):
 
 
 class ReplayBundleRef(BaseModel):
+    """The replay sequences of a dataset; ``file_index`` is the dataset's (frames are read
+    against it, see :class:`DatasetRef`), None in values stored before it existed."""
+
     model_config = ConfigDict(frozen=True)
 
     dataset_tag: str
     manifest: StoredFile
     sequences: list[dict[str, str | int | float]]
+    file_index: StoredFile | None = None

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from adas.simulation.executors import SHARD_MODULE
+from adas.simulation.executors import SHARD_MODULE, shard_spec_key
 from adas.simulation.shards import (
     ShardSpec,
     init_worker,
@@ -63,6 +63,12 @@ def _main_store(args: Any) -> int:
             f"{args.spec_key} is not a valid ShardSpec ({exc.error_count()} error(s); first: "
             f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']})"
         ) from exc
+    # The spec's store key names the sha256 of its content (shard_spec_key): that is its pin.
+    if shard_spec_key(spec) != args.spec_key:
+        raise ShardCommandError(
+            f"shard spec {args.spec_key} holds a spec whose content hashes to {spec.key}, not to the "
+            "key it is stored under: it was modified after it was written"
+        )
     if load_checkpoint(store, spec.key) is not None:
         print(f"shard {spec.shard_index} ({spec.key[:12]}): already checkpointed, nothing to do")
         return 0

@@ -22,7 +22,7 @@ from adas.catalog import TargetCatalog
 from adas.datasets.config import DatagenConfig
 from adas.detector.postprocess import Detections
 from adas.intake.refs import ReplayBundleRef, StoredFile
-from adas.intake.stored import read_json, stored_file
+from adas.intake.stored import DatasetFiles, fetch_file, read_json, stored_file
 from adas.packaging.refs import EngineRef
 from adas.simulation.config import SimulationConfig
 from adas.simulation.perception import EnginePerception, FrameContext
@@ -50,22 +50,22 @@ def replay_px_per_m(datagen: DatagenConfig) -> float:
 def _detections(
     store: ArtifactStore,
     coco: dict[str, Any],
-    base: str,
+    dataset_files: DatasetFiles,
     engines: dict[str, EngineRef],
     log: Callable[[str], None],
 ) -> dict[str, dict[int, Detections]]:
-    """Every replay frame through each labelled engine (frames read from the store once)."""
+    """Every replay frame through each labelled engine (frames read from the store once, each
+    verified against the dataset's file index)."""
     frames: dict[int, np.ndarray] = {}
 
     def load(im: dict) -> np.ndarray:
         if im["id"] not in frames:
-            path = store.fetch(f"{base}/{im['file_name']}")
-            frames[im["id"]] = np.asarray(Image.open(path).convert("RGB"))
+            frames[im["id"]] = np.asarray(Image.open(dataset_files.fetch(im["file_name"])).convert("RGB"))
         return frames[im["id"]]
 
     dets = {}
     for label, ref in engines.items():
-        path = store.fetch(ref.engine.key, expected_sha256=ref.engine.sha256)
+        path = fetch_file(store, ref.engine)
         perception = EnginePerception(path, ref.contract, label=label, threads=2)
         dets[label] = detect_frames(coco, load, lambda f, p=perception: p.detect(f, _NO_CONTEXT))
         log(f"replayed {len(dets[label])} frames through {label} {ref.contract.version}")
@@ -108,8 +108,8 @@ def compute_replay_metrics(
     pair.require_simulatable(catalog)
     engine = pair.candidate
     coco = read_json(store, bundle.manifest)
-    base = bundle.manifest.key.rsplit("/", 1)[0]
-    dets = _detections(store, coco, base, {"candidate": engine, "production": pair.production}, log)
+    files = DatasetFiles.of(store, bundle)
+    dets = _detections(store, coco, files, {"candidate": engine, "production": pair.production}, log)
     report = replay(coco, dets["candidate"], dets["production"], cfg.replay, replay_px_per_m(datagen))
     files = _store_report(store, f"{engine.prefix}/replay", report)
     ref = ReplayMetricsRef(

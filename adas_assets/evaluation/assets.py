@@ -115,7 +115,7 @@ def eval_report(
     # production_engine is a dependency, not a required input: a cell without a production
     # model is evaluated anyway (its production-relative gates are reported as skipped).
     production: EngineRef | None = read_value(
-        artifact_store, PRODUCTION_ENGINE, context.partition_key, TARGET_PARTITIONS
+        artifact_store, context.instance, PRODUCTION_ENGINE, context.partition_key, TARGET_PARTITIONS
     )
     request = EvalRequest(
         cell=Cell.parse(context.partition_key),

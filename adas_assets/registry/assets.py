@@ -11,6 +11,7 @@ from adas.catalog import TargetCatalog
 from adas.cell import Cell
 from adas.evaluation.refs import EvalReportRef, GateRef
 from adas.intake.refs import DatasetRef
+from adas.intake.stored import DatasetFiles
 from adas.packaging.refs import EngineRef, PackRef
 from adas.registry.models import RegistryEntryRef, RegistryError
 from adas.registry.production import AliasMoveRequest, move_production_alias
@@ -101,7 +102,7 @@ class AliasMoveConfig(dg.Config):
     dagster_type=dg.Any,
     description=per_target_description(
         "The target's `production` alias after a promotion or rollback (jobs `promote_candidate` and "
-        "`rollback`). Promotion: governance (approvals, signatures against the pinned key, SBOM, "
+        "`rollback`). Promotion: governance (approvals, the signed manifest against the trusted keys, SBOM, "
         "vulnerabilities or waiver, green verdicts or amber ones accepted by a quoting approval), the target's promotion lock, a plan (also rendered "
         "as Argo Rollouts and SageMaker manifests), a real local canary (two Triton servers behind nginx, "
         "replayed recorded requests; a rank test against a same-period baseline rolls back a slower canary, "
@@ -137,7 +138,9 @@ def production_alias(
     max_frames = settings.policy.rollout.local.max_frames
     try:
         move = move_production_alias(
-            settings, request, traffic=lambda: replay_traffic(artifact_store, golden_dataset, max_frames)
+            settings,
+            request,
+            traffic=lambda: replay_traffic(DatasetFiles.of(artifact_store, golden_dataset), max_frames),
         )
     except RegistryError as exc:  # a conflict with another promotion: nothing moved
         raise dg.Failure(description=str(exc)) from exc

@@ -18,6 +18,7 @@ from adas.evaluation import pipeline as pipeline_module
 from adas.evaluation.config import default_evaluation_settings
 from adas.evaluation.refs import EvalReportRef, GateRef, QuantizationRef
 from adas.intake.refs import DatasetRef, ReplayBundleRef, SliceCatalogRef
+from adas.intake.stored import write_file_index
 from adas.storage import LocalArtifactStore
 from adas_assets.evaluation import assets as ev
 from adas_assets.evaluation import checks as ev_checks
@@ -77,7 +78,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory, onnx_engines) -> dict[st
     ds = tmp_path_factory.mktemp("dataset")
     manifests = make_dataset(ds)
     prefix = "datasets/sim-synthetic"
-    store.put_tree(prefix, ds)
+    index = write_file_index(store, prefix, store.put_tree(prefix, ds))
     dataset = DatasetRef(
         tag="sim-synthetic",
         prefix=prefix,
@@ -87,6 +88,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory, onnx_engines) -> dict[st
         counts={s: len(m["images"]) for s, m in manifests.items()},
         manifests={n: stored(store, f"{prefix}/{n}.json") for n in [*manifests, "dataset"]},
         file_count=len(store.list_keys(prefix + "/")),
+        file_index=index,
     )
     store.put_file("config-snapshots/slices/test.yaml", DEFAULT_SLICES_PATH)
     slices = SliceCatalogRef(
@@ -96,7 +98,10 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory, onnx_engines) -> dict[st
         counts={},
     )
     replay = ReplayBundleRef(
-        dataset_tag=dataset.tag, manifest=dataset.manifests["replay_sequences"], sequences=[]
+        dataset_tag=dataset.tag,
+        manifest=dataset.manifests["replay_sequences"],
+        sequences=[],
+        file_index=index,
     )
     _write_value(store, "golden_dataset", dataset)
     _write_value(store, "slice_catalog", slices)

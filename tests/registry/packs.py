@@ -5,6 +5,7 @@ descriptors (PackRef, GateRef, SimVerdictRef, EvalReportRef) the registry consum
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 from dataclasses import dataclass
@@ -12,20 +13,22 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from adas.cell import Cell
 from adas.detector.bundle import build_contract
 from adas.evaluation.gates import GateVerdict, Latency, MetricsSnapshot, SliceStat
 from adas.evaluation.refs import EvalReportRef, GateRef
 from adas.intake.contract import Contract, Lineage, Normalization
-from adas.intake.refs import CandidateRef, StoredFile
+from adas.intake.refs import CandidateRef, DatasetRef, StoredFile
+from adas.intake.stored import as_stored_file, write_file_index
 from adas.packaging.keys import init_local_keys
 from adas.packaging.publish import pack_folder, publish_pack
 from adas.packaging.refs import EngineRef, PackRef, TritonRepositoryRef
 from adas.packaging.signing import PRIVATE_KEY_FILE, SigningKey, load_key_file, sign_pack
 from adas.packaging.trust import TRUST_FILE
 from adas.simulation.refs import SimVerdictRef
-from adas.storage import LocalArtifactStore
+from adas.storage import ArtifactStore, LocalArtifactStore
 
 MODEL = "test-detector"
 TASK = "vehicle-detection-2d"
@@ -79,6 +82,45 @@ def _sha(data: bytes) -> str:
 def _put(store: LocalArtifactStore, key: str, data: bytes) -> StoredFile:
     s = store.put_bytes(key, data)
     return StoredFile(key=s.key, uri=s.uri, sha256=s.sha256, size=s.size)
+
+
+def replay_dataset(store: ArtifactStore, n: int = 8) -> DatasetRef:
+    """A small golden dataset of replay frames, stored with its file index as golden_dataset
+    stores one (the same bytes each call)."""
+    prefix = "datasets/test-replay"
+    images, stored = [], []
+    for i, frame in enumerate(frames(n)):
+        buf = io.BytesIO()
+        Image.fromarray(frame).save(buf, format="PNG")
+        name = f"images/replay/f{i:03d}.png"
+        stored.append(store.put_bytes(f"{prefix}/{name}", buf.getvalue()))
+        images.append(
+            {
+                "id": i,
+                "file_name": name,
+                "scenario": "merge",
+                "weather": ["clear", "fog"][i % 2],
+                "lighting": "day",
+            }
+        )
+    replay = {
+        "images": images,
+        "annotations": [],
+        "categories": [],
+        "sequences": [{"sequence_id": "s0", "image_ids": list(range(n))}],
+    }
+    manifest = store.put_bytes(f"{prefix}/replay_sequences.json", json.dumps(replay).encode())
+    return DatasetRef(
+        tag="test-replay",
+        prefix=prefix,
+        size="tiny",
+        config_hash="0",
+        frame_size=[96, 384],
+        counts={},
+        manifests={"replay_sequences": as_stored_file(manifest)},
+        file_count=n,
+        file_index=write_file_index(store, prefix, [*stored, manifest]),
+    )
 
 
 def local_signer(key_dir: Path) -> SigningKey:
@@ -245,13 +287,21 @@ def build_pack(
         prefix=eval_prefix,
         files={
             "evaluation_summary.md": _put(store, f"{eval_prefix}/evaluation_summary.md", b"# evaluation\n"),
-            "eval_report.json": _put(store, f"{eval_prefix}/eval_report.json", b"{}"),
+            "eval_report.json": _put(store, f"{eval_prefix}/eval_report.json", _eval_report(store)),
         },
         snapshot=snap,
         production_snapshot=prod,
         latency=Latency(p50_ms=3.0, p95_ms=4.0, source="ort", budget_p95_ms=25.0),
     )
     return Built(pack_ref, gate, sim, report, triton_dir)
+
+
+def _eval_report(store: LocalArtifactStore) -> bytes:
+    """What an entry's eval_report.json says of its data: the dataset and its file index."""
+    dataset = replay_dataset(store)
+    assert dataset.file_index is not None
+    index = dataset.file_index.model_dump()
+    return json.dumps({"dataset": {"tag": dataset.tag, "split": "golden_test", "file_index": index}}).encode()
 
 
 def triton_ref_for(store: LocalArtifactStore, version: str, triton_dir: Path) -> TritonRepositoryRef:

@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 
 from adas.registry import rollout_step
-from adas.registry.cli import GOLDEN_DATASET_KEY, main
+from adas.registry.cli import main
 from adas.registry.models import ROLES
-from adas.values import encode_value
+from adas.storage import SIDECAR_SUFFIX, sha256_bytes
 from tests.registry.test_promotion import _stub_runner
-from tests.registry.test_registry_assets import _dataset
 from tests.registry.world import TARGET, World, make_world
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,7 +28,6 @@ def world(
     monkeypatch.delenv("ADAS_REGISTRY_URL", raising=False)
     monkeypatch.setenv("ADAS_ENV", "local")
     w = make_world(registry_url, tmp_path, onnx_models)
-    w.store.put_bytes(GOLDEN_DATASET_KEY, encode_value(_dataset(w.store)))
     monkeypatch.setattr(rollout_step, "local_runner", lambda settings: _stub_runner())
     return w
 
@@ -148,3 +146,22 @@ def test_the_cli_runs_without_dagster(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "0 []", out.stdout
+
+
+def test_promote_refuses_a_replay_frame_tampered_with_its_sidecar(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The canary's frames come from the dataset the entry was evaluated on, pinned through the
+    entry (its eval_report.json names the dataset's file index), never through sidecars."""
+    for role in ROLES:
+        code, out = _cli(world, capsys, "approve", "--version", "1.3.0", "--role", role, "--actor", "a", "--reason", "ok")  # fmt: skip
+        assert code == 0, out
+    frame = Path(world.store.root) / "datasets/test-replay/images/replay/f000.png"
+    pinned, evil = sha256_bytes(frame.read_bytes()), frame.read_bytes()[:-4] + b"evil"
+    frame.write_bytes(evil)
+    frame.with_name(frame.name + SIDECAR_SUFFIX).write_text(f"{sha256_bytes(evil)}  {frame.name}\n")
+    code, out = _cli(world, capsys, *PROMOTE)
+    assert code == 1 and frame.resolve().as_uri() in out, out
+    assert f"expected {pinned}" in out and f"read {sha256_bytes(evil)}" in out
+    code, out = _cli(world, capsys, "--json", "history", "--target", TARGET)
+    assert json.loads(out)["version"] == "1.2.0"  # production did not move

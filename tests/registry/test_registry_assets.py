@@ -1,16 +1,12 @@
 """The Dagster layer: registry_entry and production_alias per cell, the approve, promote_candidate
 and rollback jobs, on a temporary instance (upstream values written where the IO manager reads)."""
 
-import io
-import json
 from pathlib import Path
 
 import dagster as dg
 import pytest
-from PIL import Image
 
 from adas.catalog import load_catalog
-from adas.intake.refs import DatasetRef, StoredFile
 from adas.packaging.triton_server import default_triton_venv
 from adas.registry.config import POLICY_FILE
 from adas.registry.models import ROLES
@@ -27,7 +23,7 @@ from jobs.demo_promotion import promote_demo_candidate
 from jobs.registry import registry_jobs
 from resources import build_resources
 from resources.io_manager import encode_value, value_key
-from tests.registry.packs import build_pack, frames
+from tests.registry.packs import build_pack, replay_dataset
 
 CELL = "x86-cpu|fp32"
 TARGET = "x86-cpu/fp32"
@@ -51,43 +47,6 @@ def _put_value(store: ArtifactStore, name: str, value: object, partition: str | 
     store.put_bytes(key, encode_value(value))
 
 
-def _dataset(store, n: int = 8) -> DatasetRef:  # type: ignore[no-untyped-def]
-    prefix = "datasets/test-replay"
-    images, files = [], {}
-    for i, frame in enumerate(frames(n)):
-        buf = io.BytesIO()
-        Image.fromarray(frame).save(buf, format="PNG")
-        name = f"images/replay/f{i:03d}.png"
-        store.put_bytes(f"{prefix}/{name}", buf.getvalue())
-        images.append(
-            {
-                "id": i,
-                "file_name": name,
-                "scenario": "merge",
-                "weather": ["clear", "fog"][i % 2],
-                "lighting": "day",
-            }
-        )
-    replay = {
-        "images": images,
-        "annotations": [],
-        "categories": [],
-        "sequences": [{"sequence_id": "s0", "image_ids": list(range(n))}],
-    }
-    s = store.put_bytes(f"{prefix}/replay_sequences.json", json.dumps(replay).encode())
-    files["replay_sequences"] = StoredFile(key=s.key, uri=s.uri, sha256=s.sha256, size=s.size)
-    return DatasetRef(
-        tag="test-replay",
-        prefix=prefix,
-        size="tiny",
-        config_hash="0",
-        frame_size=[96, 384],
-        counts={},
-        manifests=files,
-        file_count=n,
-    )
-
-
 @pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, onnx_models: dict[str, Path]):  # type: ignore[no-untyped-def]
     home = AdasHome(tmp_path / "home").ensure()
@@ -106,7 +65,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, onnx_models: dict[str
     prod = build_pack(store, tmp_path / "build", home.keys, "1.2.0", onnx_models["agree"])
     cand = build_pack(store, tmp_path / "build", home.keys, "1.3.0", onnx_models["agree"])
     _put_value(store, "target_catalog", load_catalog())
-    _put_value(store, "golden_dataset", _dataset(store))
+    _put_value(store, "golden_dataset", replay_dataset(store))
     for name, value in {
         "model_pack": cand.pack,
         "regression_gate": cand.gate,

@@ -22,6 +22,7 @@ from adas.datasets.scene_plan import plan_scenes
 from adas.detector.bundle import build_contract
 from adas.intake.contract import Contract, Lineage
 from adas.intake.refs import CandidateRef, ReplayBundleRef, StoredFile
+from adas.intake.stored import read_file_index, write_file_index
 from adas.packaging.refs import EngineRef
 from adas.simulation.scenarios import validate_file
 from adas.storage import LocalArtifactStore
@@ -80,12 +81,9 @@ def _replay_bundle(store: LocalArtifactStore, tmp: Path) -> ReplayBundleRef:
     manifests = _assemble(cfg, specs, results, tag, config_hash(cfg))
     write_coco(split_file(tmp, REPLAY_SPLIT), manifests[REPLAY_SPLIT])
     prefix = f"datasets/{tag}"
-    store.put_tree(prefix, tmp)
-    key = f"{prefix}/replay_sequences.json"
-    manifest = StoredFile(
-        key=key, uri=store.uri(key), sha256=store.recorded_sha256(key), size=len(store.get_bytes(key))
-    )
-    return ReplayBundleRef(dataset_tag=tag, manifest=manifest, sequences=[])
+    index = write_file_index(store, prefix, store.put_tree(prefix, tmp))
+    manifest = read_file_index(store, index)["replay_sequences.json"]
+    return ReplayBundleRef(dataset_tag=tag, manifest=manifest, sequences=[], file_index=index)
 
 
 @pytest.fixture(scope="module")
