@@ -19,6 +19,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from adas.intake.labels import label_columns
+
 CONTRACT_FILE = "contract.yaml"
 LINEAGE_FILE = "lineage.json"
 SCHEMA_VERSION = 2
@@ -159,9 +161,7 @@ class LabelMap(_Strict):
 
     def label_columns(self, class_ids: list[int]) -> int:
         """How many class columns (or distinct labels) a model with these classes has."""
-        if self.mode == "category_id":
-            return max(class_ids) + 1
-        return self.background_offset + len(class_ids)
+        return label_columns(self.mode, self.background_offset, class_ids)
 
 
 class _Selection(_Strict):

@@ -54,8 +54,18 @@ def served_parameters(config: dict[str, Any]) -> dict[str, str]:
 
 
 def normalization_problems(params: dict[str, str], contract: Contract) -> list[str]:
+    """The served preprocess (normalization, and the whole input spec) against the contract's."""
     norm = contract.input.normalization
     problems = []
+    served_spec = json.loads(params.get("input_spec", "null"))
+    wanted_spec = contract.input.model_dump(mode="json")
+    if served_spec != wanted_spec:
+        keys = sorted(
+            k
+            for k in set(served_spec or {}) | set(wanted_spec)
+            if (served_spec or {}).get(k) != wanted_spec.get(k)
+        )
+        problems.append(f"preprocess input_spec differs from the contract's input in {keys}")
     served_scale = float(params["scale"])
     if not _close(served_scale, norm.scale):
         problems.append(f"normalization scale: served {served_scale!r} != contract {norm.scale!r}")
@@ -68,29 +78,26 @@ def normalization_problems(params: dict[str, str], contract: Contract) -> list[s
 
 
 def postprocess_problems(params: dict[str, str], contract: Contract) -> list[str]:
-    post = contract.postprocess
-    wanted: dict[str, Any] = {
-        "stride": post.stride,
-        "heatmap_output": post.heatmap_output,
-        "size_output": post.size_output,
-        "offset_output": post.offset_output,
-        "score_threshold": post.score_threshold,
-        "nms_iou_threshold": post.nms_iou_threshold,
-        "max_detections": post.max_detections,
-    }
+    """The served postprocess (its JSON parameter, whatever the kind) against the contract's."""
+    if "postprocess" not in params:
+        return ["postprocess parameter postprocess missing"]
+    served = json.loads(params["postprocess"])
+    wanted = contract.postprocess.model_dump(mode="json")
     problems = []
-    for key, value in wanted.items():
-        if key not in params:
-            problems.append(f"postprocess parameter {key} missing")
-            continue
-        raw = params[key]
-        same = raw == value if isinstance(value, str) else _close(float(raw), float(value))
+    for key in sorted(set(served) | set(wanted)):
+        a, b = served.get(key), wanted.get(key)
+        same = _close(a, b) if isinstance(a, int | float) and isinstance(b, int | float) else a == b
         if not same:
-            problems.append(f"postprocess {key}: served {raw} != contract {value}")
+            problems.append(f"postprocess {key}: served {a!r} != contract {b!r}")
     served_ids = json.loads(params.get("class_ids", "null"))
     wanted_ids = [c.id for c in contract.classes]
     if served_ids != wanted_ids:
         problems.append(f"postprocess class_ids: served {served_ids} != contract {wanted_ids}")
+    served_hw = json.loads(params.get("input_hw", "null"))
+    if served_hw != list(contract.input.height_width):
+        problems.append(
+            f"postprocess input_hw: served {served_hw} != contract {list(contract.input.height_width)}"
+        )
     return problems
 
 
@@ -168,8 +175,9 @@ def shape_problems(served: ServedDetections, n_frames: int, k: int) -> list[str]
     return problems
 
 
-def range_problems(served: ServedDetections, contract: Contract) -> list[str]:
-    _, _, h, w = contract.input.shape
+def range_problems(served: ServedDetections, contract: Contract, frame_hw: tuple[int, int]) -> list[str]:
+    """Counts, boxes inside the sent frames (``frame_hw``), scores, classes and zero padding."""
+    h, w = frame_hw
     k = contract.postprocess.max_detections
     class_ids = {c.id for c in contract.classes}
     problems = []

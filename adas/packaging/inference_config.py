@@ -31,7 +31,7 @@ def _triton_dtype(dtype: str) -> str:
 
 def build_inference_config(contract: Contract, device: str, precision: str, runtime: str) -> dict[str, Any]:
     """The JSON-ready inference config of ``contract`` served on ``device``/``precision``/``runtime``."""
-    _, c, h, w = contract.input.shape
+    c = contract.input.shape[1]
     post = contract.postprocess
     k = post.max_detections
     norm = contract.input.normalization
@@ -42,14 +42,15 @@ def build_inference_config(contract: Contract, device: str, precision: str, runt
         "task": contract.task,
         "target": {"device": device, "precision": precision, "runtime": runtime},
         "input": {
-            # What clients of the served ensemble send: raw RGB frames, batch first.
+            # What clients of the served ensemble send: raw RGB frames of any size, batch first
+            # (one size per request); boxes come back in those frames' pixels.
             "raw_frames": {
                 "name": FRAMES_INPUT,
                 "dtype": "uint8",
                 "triton_dtype": "UINT8",
-                "shape": [-1, h, w, c],
+                "shape": [-1, -1, -1, c],
                 "layout": "NHWC",
-                "color": contract.input.color,
+                "color": "RGB",
             },
             # What the engine itself consumes, after preprocessing.
             "model_tensor": {
@@ -60,6 +61,15 @@ def build_inference_config(contract: Contract, device: str, precision: str, runt
                 "layout": contract.input.layout,
                 "color": contract.input.color,
             },
+        },
+        "preprocess": {
+            "resize": contract.input.resize,
+            "letterbox": None
+            if contract.input.letterbox is None
+            else contract.input.letterbox.model_dump(mode="json"),
+            "source_size_input": None
+            if contract.input.source_size is None
+            else contract.input.source_size.model_dump(mode="json"),
         },
         "normalization": {
             "formula": "x = (pixel * scale - mean[c]) / std[c]",
@@ -83,7 +93,7 @@ def build_inference_config(contract: Contract, device: str, precision: str, runt
                 "dtype": "float32",
                 "triton_dtype": "FP32",
                 "shape": [-1, k, 4],
-                "description": "xyxy in input pixels, padded with zeros past num_detections",
+                "description": "xyxy in the sent frame's pixels, padded with zeros past num_detections",
             },
             {
                 "name": "scores",
@@ -107,16 +117,9 @@ def build_inference_config(contract: Contract, device: str, precision: str, runt
                 "description": "valid rows of boxes/scores/classes per frame",
             },
         ],
-        "postprocess": {
-            "type": post.type,
-            "stride": post.stride,
-            "heatmap_output": post.heatmap_output,
-            "size_output": post.size_output,
-            "offset_output": post.offset_output,
-            "score_threshold": post.score_threshold,
-            "nms": {"type": "class-wise greedy", "iou_threshold": post.nms_iou_threshold},
-            "max_detections": k,
-        },
+        # The contract's postprocess as written (kind, tensors, thresholds, NMS, label map), plus
+        # schema v1's ``type`` name that older readers look for.
+        "postprocess": {"type": post.type, **post.model_dump(mode="json")},
         "class_map": [
             {"index": i, "category_id": cls.id, "name": cls.name} for i, cls in enumerate(contract.classes)
         ],

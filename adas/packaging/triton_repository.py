@@ -4,16 +4,22 @@ Layout (``<m>`` is the contract's ``model_name``, ``<v>`` the repository version
 
     <out>/inference_config.json
     <out>/<m>/config.pbtxt, <v>/README.txt           ensemble: frames -> boxes/scores/classes
-    <out>/<m>_preprocess/config.pbtxt, <v>/model.py  python: uint8 NHWC -> normalized NCHW
+    <out>/<m>_preprocess/config.pbtxt, <v>/model.py  python: uint8 NHWC frames of any size ->
+                                                     the model tensor (stretch or letterbox,
+                                                     colour, normalization) + geometry
                                         <v>/frame_preprocess.py       (vendored)
     <out>/<m>_engine/config.pbtxt, <v>/model.onnx | model.plan [+ model.py]
-    <out>/<m>_postprocess/config.pbtxt, <v>/model.py python: decode + NMS, padded outputs
-                                         <v>/centernet_postprocess.py (vendored)
+    <out>/<m>_postprocess/config.pbtxt, <v>/model.py python: the contract's decoder (any kind),
+                                                     boxes in source pixels, padded outputs
+                                         <v>/adas/detector/...       (vendored decoders)
 
-Clients send raw frames to the ensemble and get boxes back. The python-backend models are
-self-contained (the server's environment does not have our package): the numpy pre- and
-post-processing is vendored next to each ``model.py`` with a header naming its source and
-sha256, and every threshold lives in the ``config.pbtxt`` parameters.
+Clients send raw frames to the ensemble and get boxes back in their own frame's pixels. The
+python-backend models are self-contained (the server's environment does not have our package):
+the numpy pre- and post-processing is vendored next to each ``model.py`` with a header naming its
+source and sha256, and the contract's input and postprocess live in the ``config.pbtxt``
+parameters as JSON. Every postprocess kind (heatmap, dense, queries, detections, ragged) is served
+by the same postprocess model; a ``ragged`` engine has no batch axis on its outputs, so it is
+served unbatched.
 
 ``serving`` picks the engine step: ``tensorrt`` (``tensorrt_plan``, GPU), ``onnxruntime``
 (``onnxruntime_onnx`` backend, production CPU) or ``python-onnxruntime`` (a python-backend
@@ -58,12 +64,32 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = _PACKAGE_DIR / "triton_models"
 _DETECTOR_DIR = _PACKAGE_DIR.parent / "detector"
 # Vendored sources: (source in this repo, file name inside the Triton model version dir).
-VENDORED_POSTPROCESS = (_DETECTOR_DIR / "postprocess.py", "centernet_postprocess.py")
 VENDORED_PREPROCESS = (_DETECTOR_DIR / "preprocess.py", "frame_preprocess.py")
+# The decoders as a package (their own absolute imports resolve against the version folder).
+_CORE_DIR = _DETECTOR_DIR.parent
+VENDORED_DECODERS: tuple[tuple[Path, str], ...] = tuple(
+    (src, src.relative_to(_CORE_DIR.parent).as_posix())
+    for src in (
+        _CORE_DIR / "__init__.py",
+        _DETECTOR_DIR / "__init__.py",
+        _DETECTOR_DIR / "postprocess.py",
+        _DETECTOR_DIR / "preprocess.py",
+        *sorted((_DETECTOR_DIR / "decoders").glob("*.py")),
+        _CORE_DIR / "intake" / "__init__.py",
+        _CORE_DIR / "intake" / "labels.py",
+    )
+)
+GEOMETRY = "geometry"  # preprocess -> postprocess: source_h, source_w, scale_x, scale_y, pad_x, pad_y
 VENDOR_HEADER_LINES = 4
 ENSEMBLE_PLACEHOLDER = "README.txt"
 
-_TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8", "int64": "TYPE_INT64"}
+_TRITON_TYPES = {
+    "float32": "TYPE_FP32",
+    "float16": "TYPE_FP16",
+    "uint8": "TYPE_UINT8",
+    "int32": "TYPE_INT32",
+    "int64": "TYPE_INT64",
+}
 
 
 @dataclass(frozen=True)
@@ -251,51 +277,67 @@ def _write_models(
 ) -> None:
     m = contract.model_name
     names = {"pre": f"{m}_preprocess", "engine": f"{m}_engine", "post": f"{m}_postprocess"}
-    _, c, h, w = contract.input.shape
-    in_type = _TRITON_TYPES[contract.input.dtype]
+    spec = contract.input
+    _, c, h, w = spec.shape
+    in_type = _TRITON_TYPES[spec.dtype]
     post = contract.postprocess
     k = post.max_detections
-    model_outputs = [(o.name, _TRITON_TYPES[o.dtype], list(o.shape[1:])) for o in contract.outputs]
-    head_names = [post.heatmap_output, post.size_output, post.offset_output]
+    # A ragged engine's outputs are rows of the whole batch ([M, F]), not per image: Triton can
+    # batch only tensors whose first axis is the batch, so that engine is served unbatched.
+    batched = post.kind != "ragged"
+    engine_batch = max_batch_size if batched else 0
+    model_outputs = [
+        (o.name, _TRITON_TYPES[o.dtype], list(o.shape[1:] if batched else o.shape)) for o in contract.outputs
+    ]
+    decoded = list(dict.fromkeys(post.output_fields().values()))  # the outputs the decoder reads
+    engine_inputs = [(spec.name, in_type, [c, h, w])]
+    if spec.source_size is not None:
+        engine_inputs.append((spec.source_size.name, _TRITON_TYPES[spec.source_size.dtype], [2]))
 
     def version_dir(model: str) -> Path:
         d = root / model / str(version)
         d.mkdir(parents=True)
         return d
 
+    def with_batch(dims: list[int]) -> list[int]:
+        return dims if batched else [-1, *dims]
+
     # Preprocess: batched like the engine, so that dynamic batching can group frames early.
     d = version_dir(names["pre"])
     shutil.copyfile(TEMPLATES_DIR / "preprocess.py", d / "model.py")
     (d / VENDORED_PREPROCESS[1]).write_text(vendored_source(VENDORED_PREPROCESS[0]))
-    norm = contract.input.normalization
+    norm = spec.normalization
+    pre_outputs = [*engine_inputs, (GEOMETRY, "TYPE_FP32", [6])]
     (root / names["pre"] / "config.pbtxt").write_text(
         model_header(names["pre"], 'backend: "python"', max_batch_size)
-        + tensor_list("input", [tensor_entry(FRAMES_INPUT, "TYPE_UINT8", [h, w, c])])
-        + tensor_list("output", [tensor_entry(contract.input.name, in_type, [c, h, w])])
+        + tensor_list("input", [tensor_entry(FRAMES_INPUT, "TYPE_UINT8", [-1, -1, c])])
+        + tensor_list("output", [tensor_entry(n, t, dims) for n, t, dims in pre_outputs])
         + dynamic_batching(max_batch_size)
         + instance_group(False, instance_count, gpus)
         + parameters_text(
             {
+                # scale/mean/std stay separate too: the smoke test reads them back from the server.
                 "scale": repr(float(norm.scale)),
                 "mean": json.dumps([float(v) for v in norm.mean]),
                 "std": json.dumps([float(v) for v in norm.std]),
+                "input_spec": json.dumps(spec.model_dump(mode="json"), sort_keys=True),
             }
         )
     )
 
     # Engine.
     d = version_dir(names["engine"])
-    engine_io = tensor_list("input", [tensor_entry(contract.input.name, in_type, [c, h, w])]) + tensor_list(
-        "output", [tensor_entry(n, t, dims) for n, t, dims in model_outputs]
-    )
+    engine_io = tensor_list(
+        "input", [tensor_entry(n, t, with_batch(dims)) for n, t, dims in engine_inputs]
+    ) + tensor_list("output", [tensor_entry(n, t, dims) for n, t, dims in model_outputs])
     if serving == "tensorrt":
         shutil.copyfile(model_file, d / "model.plan")
-        head = model_header(names["engine"], 'platform: "tensorrt_plan"', max_batch_size)
+        head = model_header(names["engine"], 'platform: "tensorrt_plan"', engine_batch)
         head += 'default_model_filename: "model.plan"\n'
         tail = instance_group(True, instance_count, gpus)
     elif serving == "onnxruntime":
         shutil.copyfile(model_file, d / "model.onnx")
-        head = model_header(names["engine"], 'platform: "onnxruntime_onnx"', max_batch_size)
+        head = model_header(names["engine"], 'platform: "onnxruntime_onnx"', engine_batch)
         head += 'default_model_filename: "model.onnx"\n'
         # ORT backend knobs (same meaning as the python stand-in's intra_op_threads).
         tail = instance_group(False, instance_count, gpus) + parameters_text(
@@ -304,12 +346,12 @@ def _write_models(
     else:
         shutil.copyfile(model_file, d / "model.onnx")
         shutil.copyfile(TEMPLATES_DIR / "onnxruntime_engine.py", d / "model.py")
-        head = model_header(names["engine"], 'backend: "python"', max_batch_size)
+        head = model_header(names["engine"], 'backend: "python"', engine_batch)
         tail = instance_group(False, instance_count, gpus) + parameters_text(
             {"model_file": "model.onnx", "intra_op_threads": str(intra_op_threads)}
         )
     (root / names["engine"] / "config.pbtxt").write_text(
-        head + engine_io + dynamic_batching(max_batch_size) + tail
+        head + engine_io + (dynamic_batching(max_batch_size) if batched else "") + tail
     )
 
     # Postprocess: not batched (max_batch_size 0, explicit -1 batch axis) so that
@@ -317,7 +359,9 @@ def _write_models(
     # output with no dims past the batch axis. Decode loops over images anyway.
     d = version_dir(names["post"])
     shutil.copyfile(TEMPLATES_DIR / "postprocess.py", d / "model.py")
-    (d / VENDORED_POSTPROCESS[1]).write_text(vendored_source(VENDORED_POSTPROCESS[0]))
+    for src, rel in VENDORED_DECODERS:
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_text(vendored_source(src))
     out_defs = [
         ("boxes", "TYPE_FP32", [-1, k, 4]),
         ("scores", "TYPE_FP32", [-1, k]),
@@ -325,21 +369,19 @@ def _write_models(
         ("num_detections", "TYPE_INT32", [-1]),
     ]
     heads = {n: (t, dims) for n, t, dims in model_outputs}
+    post_inputs = [
+        tensor_entry(n, heads[n][0], [-1, *heads[n][1]] if batched else heads[n][1]) for n in decoded
+    ] + [tensor_entry(GEOMETRY, "TYPE_FP32", [-1, 6])]
     (root / names["post"] / "config.pbtxt").write_text(
         model_header(names["post"], 'backend: "python"', 0)
-        + tensor_list("input", [tensor_entry(n, heads[n][0], [-1, *heads[n][1]]) for n in head_names])
+        + tensor_list("input", post_inputs)
         + tensor_list("output", [tensor_entry(n, t, dims) for n, t, dims in out_defs])
         + instance_group(False, instance_count, gpus)
         + parameters_text(
             {
-                "stride": str(post.stride),
-                "heatmap_output": post.heatmap_output,
-                "size_output": post.size_output,
-                "offset_output": post.offset_output,
-                "score_threshold": repr(float(post.score_threshold)),
-                "nms_iou_threshold": repr(float(post.nms_iou_threshold)),
-                "max_detections": str(k),
+                "postprocess": json.dumps(post.model_dump(mode="json"), sort_keys=True),
                 "class_ids": json.dumps([cls.id for cls in contract.classes]),
+                "input_hw": json.dumps([h, w]),
             }
         )
     )
@@ -357,15 +399,13 @@ def _write_models(
         return f"    {{ model_name: {quoted(model)} model_version: {version} {imap} {omap} }}"
 
     steps = [
-        step(names["pre"], {FRAMES_INPUT: FRAMES_INPUT}, {contract.input.name: contract.input.name}),
-        step(
-            names["engine"], {contract.input.name: contract.input.name}, {n: n for n, _, _ in model_outputs}
-        ),
-        step(names["post"], {n: n for n in head_names}, {n: n for n, _, _ in out_defs}),
+        step(names["pre"], {FRAMES_INPUT: FRAMES_INPUT}, {n: n for n, _, _ in pre_outputs}),
+        step(names["engine"], {n: n for n, _, _ in engine_inputs}, {n: n for n in decoded}),
+        step(names["post"], {n: n for n in [*decoded, GEOMETRY]}, {n: n for n, _, _ in out_defs}),
     ]
     (root / m / "config.pbtxt").write_text(
         model_header(m, 'platform: "ensemble"', 0)
-        + tensor_list("input", [tensor_entry(FRAMES_INPUT, "TYPE_UINT8", [-1, h, w, c])])
+        + tensor_list("input", [tensor_entry(FRAMES_INPUT, "TYPE_UINT8", [-1, -1, -1, c])])
         + tensor_list("output", [tensor_entry(n, t, dims) for n, t, dims in out_defs])
         + "ensemble_scheduling {\n  step [\n"
         + ",\n".join(steps)

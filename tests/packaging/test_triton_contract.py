@@ -193,3 +193,33 @@ def test_server_lifecycle(tmp_path: Path, contract: Contract, onnx_file: Path) -
     with pytest.raises(ProcessLookupError):
         os.killpg(pid, 0)  # signal 0: existence probe
     assert "successfully loaded" in (tmp_path / "server.log").read_text()
+
+
+def test_a_letterboxed_dense_detector_is_served_in_source_pixels(tmp_path: Path, frames: np.ndarray) -> None:
+    """Another output kind on the real server: a dense (YOLO-style, BFN) head on 160x512
+    letterboxed input; the ensemble takes the 96x384 frames and answers in their pixels."""
+    from adas.detector.decoders import decode as decode_any
+    from adas.detector.dense_bundle import build_dense_contract, export_dense_onnx
+    from adas.detector.dense_model import build_dense_model
+    from adas.detector.preprocess import preprocess
+
+    torch.manual_seed(0)
+    model = build_dense_model(num_classes=3, width=8).eval()
+    with torch.no_grad():
+        model.head4.cls_out.bias.fill_(0.0)
+        model.head8.cls_out.bias.fill_(0.0)
+    contract = build_dense_contract(
+        version="2.0.0", model_name="dense-smoke", task="vehicle-detection", normalization=NORM,
+        classes=[(1, "car"), (2, "truck"), (3, "motorcycle")], num_candidates=model.config.num_candidates,
+        score_threshold=0.3, max_detections=32,
+    )  # fmt: skip
+    onnx_path = tmp_path / "dense.onnx"
+    onnx_path.write_bytes(export_dense_onnx(model))
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    x, geometry = preprocess(frames, contract.input)
+    expected = decode_any({"output0": sess.run(None, {"images": x})[0]}, contract, geometry=geometry)
+    assert sum(len(d) for d in expected) >= 20
+    repo = write_triton_repository(tmp_path / "repo", contract, onnx_path, max_batch_size=4, **CPU)
+    report = run_contract_smoke(repo, contract, frames, expected, tolerance=1e-4, box_tolerance_px=1e-3)
+    assert report.passed, report.to_markdown()
+    assert "detections on 6 frames" in report.check("grpc: detections equal the local engine's").detail

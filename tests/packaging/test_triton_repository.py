@@ -24,6 +24,7 @@ import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+import adas.detector.decoders  # noqa: F401  (every module the postprocess vendors is loaded: see _load_model)
 from adas.detector.bundle import build_contract
 from adas.detector.model import build_model
 from adas.detector.postprocess import Detections, decode
@@ -38,7 +39,7 @@ from adas.packaging.inference_config import (
 )
 from adas.packaging.triton_repository import (
     VENDOR_HEADER_LINES,
-    VENDORED_POSTPROCESS,
+    VENDORED_DECODERS,
     VENDORED_PREPROCESS,
     write_triton_repository,
 )
@@ -105,8 +106,9 @@ def test_layout_and_file_list(tmp_path: Path, contract: Contract, onnx_file: Pat
         f"{m}_engine/3/model.onnx",
         f"{m}_postprocess/config.pbtxt",
         f"{m}_postprocess/3/model.py",
-        f"{m}_postprocess/3/centernet_postprocess.py",
+        *(f"{m}_postprocess/3/{rel}" for _, rel in VENDORED_DECODERS),
     }
+    assert f"{m}_postprocess/3/adas/detector/decoders/dense.py" in expected
     assert {f.path for f in repo.files} == expected
     for f in repo.files:
         assert f.sha256 == hashlib.sha256((repo.root / f.path).read_bytes()).hexdigest()
@@ -189,14 +191,16 @@ def test_preprocess_and_postprocess_configs(tmp_path: Path, contract: Contract, 
     pre = _config(repo.root / repo.preprocess / "config.pbtxt")
     assert pre.backend == "python" and pre.max_batch_size == 8
     assert [(i.name, i.data_type, list(i.dims)) for i in pre.input] == [
-        ("frames", model_config_pb2.TYPE_UINT8, [96, 384, 3])
+        ("frames", model_config_pb2.TYPE_UINT8, [-1, -1, 3])  # frames of any size
     ]
     assert [(o.name, o.data_type, list(o.dims)) for o in pre.output] == [
-        ("images", model_config_pb2.TYPE_FP32, [3, 96, 384])
+        ("images", model_config_pb2.TYPE_FP32, [3, 96, 384]),
+        ("geometry", model_config_pb2.TYPE_FP32, [6]),
     ]
     p = _params(pre)
     assert float(p["scale"]) == NORM.scale
     assert json.loads(p["mean"]) == list(NORM.mean) and json.loads(p["std"]) == list(NORM.std)
+    assert json.loads(p["input_spec"]) == contract.input.model_dump(mode="json")
 
     post = _config(repo.root / repo.postprocess / "config.pbtxt")
     assert post.backend == "python" and post.max_batch_size == 0  # explicit -1 batch axes
@@ -204,6 +208,7 @@ def test_preprocess_and_postprocess_configs(tmp_path: Path, contract: Contract, 
         ("heatmap", [-1, 3, 24, 96]),
         ("box_size", [-1, 2, 24, 96]),
         ("offset", [-1, 2, 24, 96]),
+        ("geometry", [-1, 6]),
     ]
     assert [(o.name, o.data_type, list(o.dims)) for o in post.output] == [
         ("boxes", model_config_pb2.TYPE_FP32, [-1, 50, 4]),
@@ -211,16 +216,11 @@ def test_preprocess_and_postprocess_configs(tmp_path: Path, contract: Contract, 
         ("classes", model_config_pb2.TYPE_INT32, [-1, 50]),
         ("num_detections", model_config_pb2.TYPE_INT32, [-1]),
     ]
-    assert _params(post) == {
-        "stride": "4",
-        "heatmap_output": "heatmap",
-        "size_output": "box_size",
-        "offset_output": "offset",
-        "score_threshold": "0.3",
-        "nms_iou_threshold": "0.45",
-        "max_detections": "50",
-        "class_ids": "[1, 2, 3]",
-    }
+    params = _params(post)
+    assert set(params) == {"postprocess", "class_ids", "input_hw"}
+    assert json.loads(params["postprocess"]) == contract.postprocess.model_dump(mode="json")
+    assert json.loads(params["postprocess"])["nms_iou_threshold"] == 0.45
+    assert params["class_ids"] == "[1, 2, 3]" and json.loads(params["input_hw"]) == [96, 384]
 
 
 def test_ensemble_wiring(tmp_path: Path, contract: Contract, onnx_file: Path) -> None:
@@ -230,7 +230,7 @@ def test_ensemble_wiring(tmp_path: Path, contract: Contract, onnx_file: Path) ->
     ens = _config(repo.root / repo.ensemble / "config.pbtxt")
     assert ens.platform == "ensemble" and ens.max_batch_size == 0
     assert [(i.name, i.data_type, list(i.dims)) for i in ens.input] == [
-        ("frames", model_config_pb2.TYPE_UINT8, [-1, 96, 384, 3])
+        ("frames", model_config_pb2.TYPE_UINT8, [-1, -1, -1, 3])
     ]
     assert [o.name for o in ens.output] == ["boxes", "scores", "classes", "num_detections"]
     steps = ens.ensemble_scheduling.step
@@ -246,19 +246,20 @@ def test_ensemble_wiring(tmp_path: Path, contract: Contract, onnx_file: Path) ->
         model = _config(repo.root / step.model_name / "config.pbtxt")
         assert set(step.input_map) == {i.name for i in model.input}
         assert set(step.input_map.values()) <= available
+        # The engine's outputs are mapped where the decoder reads them (all, for a heatmap).
         assert set(step.output_map) == {o.name for o in model.output}
         available |= set(step.output_map.values())
     assert set(steps[-1].output_map.values()) == {o.name for o in ens.output}
 
 
-@pytest.mark.parametrize(("source", "vendored"), [VENDORED_POSTPROCESS, VENDORED_PREPROCESS])
+@pytest.mark.parametrize(("source", "vendored"), [VENDORED_PREPROCESS, *VENDORED_DECODERS])
 def test_vendored_sources_are_identical(
     tmp_path: Path, contract: Contract, onnx_file: Path, source: Path, vendored: str
 ) -> None:
     repo = write_triton_repository(
         tmp_path / "repo", contract, onnx_file, serving="python-onnxruntime", **CPU
     )
-    step = repo.postprocess if vendored == VENDORED_POSTPROCESS[1] else repo.preprocess
+    step = repo.preprocess if vendored == VENDORED_PREPROCESS[1] else repo.postprocess
     text = (repo.root / step / "1" / vendored).read_text()
     header, body = (
         text.splitlines(keepends=True)[:VENDOR_HEADER_LINES],
@@ -266,14 +267,29 @@ def test_vendored_sources_are_identical(
     )
     assert "".join(body) == source.read_text()
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    assert f"adas/detector/{source.name} (sha256 {digest})" in header[0]
-    # The python-backend model imports the vendored module, never our package.
+    repo_root = Path(__file__).resolve().parents[2]
+    assert f"{source.relative_to(repo_root).as_posix()} (sha256 {digest})" in header[0]
+
+
+@pytest.mark.parametrize("step_name", ["preprocess", "postprocess"])
+def test_python_steps_import_only_their_vendored_code(
+    tmp_path: Path, contract: Contract, onnx_file: Path, step_name: str
+) -> None:
+    """The python-backend model imports the vendored modules, which import without our package,
+    pydantic or Pillow-less failures (as in the server's environment)."""
+    repo = write_triton_repository(
+        tmp_path / "repo", contract, onnx_file, serving="python-onnxruntime", **CPU
+    )
+    step = getattr(repo, step_name)
     model_py = (repo.root / step / "1" / "model.py").read_text()
-    assert f"from {Path(vendored).stem} import" in model_py
-    # ...and the vendored module imports without it (as in the server's environment).
+    module = "frame_preprocess" if step_name == "preprocess" else "adas.detector.decoders"
+    assert f"from {module} import" in model_py
     blocked = (
-        "import sys; sys.modules['adas_assets'] = None; "
-        f"sys.path.insert(0, {str(repo.root / step / '1')!r}); import {Path(vendored).stem}"
+        "import sys\n"
+        "for name in ('adas_assets', 'pydantic', 'adas.intake.contract'): sys.modules[name] = None\n"
+        f"sys.path.insert(0, {str(repo.root / step / '1')!r})\n"
+        f"import {module} as m\n"
+        "assert m.__file__.startswith(sys.path[0]), m.__file__\n"
     )
     proc = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -297,16 +313,18 @@ def test_inference_config_fields(tmp_path: Path, contract: Contract) -> None:
         "name": "frames",
         "dtype": "uint8",
         "triton_dtype": "UINT8",
-        "shape": [-1, 96, 384, 3],
+        "shape": [-1, -1, -1, 3],
         "layout": "NHWC",
         "color": "RGB",
     }
+    assert cfg["preprocess"] == {"resize": "stretch", "letterbox": None, "source_size_input": None}
     assert cfg["input"]["model_tensor"]["name"] == "images"
     assert cfg["input"]["model_tensor"]["shape"] == [-1, 3, 96, 384]
     assert cfg["input"]["model_tensor"]["layout"] == "NCHW"
     assert cfg["normalization"]["mean"] == list(NORM.mean) and cfg["normalization"]["scale"] == NORM.scale
     assert cfg["postprocess"]["score_threshold"] == 0.3
-    assert cfg["postprocess"]["nms"]["iou_threshold"] == 0.45
+    assert cfg["postprocess"]["nms_iou_threshold"] == 0.45
+    assert cfg["postprocess"]["kind"] == "heatmap" and cfg["postprocess"]["type"] == "centernet"
     assert cfg["postprocess"]["max_detections"] == 50
     assert [o["name"] for o in cfg["outputs"]] == ["boxes", "scores", "classes", "num_detections"]
     assert cfg["outputs"][0]["shape"] == [-1, 50, 4]
@@ -393,7 +411,9 @@ def _load_model(model_dir: Path, version: int, monkeypatch: pytest.MonkeyPatch, 
     """Import ``<model_dir>/<version>/model.py`` as the python backend would and initialize it."""
     vdir = model_dir / str(version)
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _fake_pb_utils())
-    for stale in ("frame_preprocess", "centernet_postprocess"):
+    # The vendored copies must be what runs, not our installed package: forget both for the
+    # test (monkeypatch puts ours back afterwards; every vendored name is imported above).
+    for stale in [n for n in sys.modules if n in ("frame_preprocess", "adas") or n.startswith("adas.")]:
         monkeypatch.delitem(sys.modules, stale, raising=False)
     spec = importlib.util.spec_from_file_location(f"_triton_model_{tag}", vdir / "model.py")
     assert spec is not None and spec.loader is not None
@@ -433,8 +453,12 @@ def test_python_backend_models_reproduce_the_offline_pipeline(
     e1, e2 = engine.execute([_Request(images=r1.tensors["images"]), _Request(images=r2.tensors["images"])])
     assert e1.tensors["heatmap"].shape == (1, 3, 24, 96) and e2.tensors["heatmap"].shape == (2, 3, 24, 96)
     heads = {n: np.concatenate([e1.tensors[n], e2.tensors[n]]) for n in ("heatmap", "box_size", "offset")}
-    (out,) = post.execute([_Request(**heads)])
+    geometry = np.concatenate([r1.tensors["geometry"], r2.tensors["geometry"]])
+    np.testing.assert_array_equal(geometry, [[96, 384, 1, 1, 0, 0]] * 3)  # stretch at input size: identity
+    (out,) = post.execute([_Request(**heads, geometry=geometry)])
     assert out.error is None
+    served_decode = type(post).initialize.__globals__["decode"]
+    assert served_decode.__code__.co_filename.startswith(str(repo.root)), "the vendored decoder ran"
 
     sess = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     local = sess.run([o.name for o in contract.outputs], {"images": images})
@@ -475,3 +499,70 @@ def test_missing_server_is_an_environment_error(tmp_path: Path, contract: Contra
     frames = np.zeros((1, 96, 384, 3), np.uint8)
     with pytest.raises(TritonNotInstalledError):
         run_contract_smoke(repo, contract, frames, [Detections.empty()], venv=empty)
+
+
+def _dense_and_e2e_bundles(tmp_path: Path) -> dict[str, tuple[Contract, Path]]:
+    """Small untrained models of two other kinds, as ONNX with their contracts: a letterboxed
+    dense (BFN) detector and a CenterNet with its decode in the graph (packed detections)."""
+    from adas.detector.dense_bundle import build_dense_contract, export_dense_onnx
+    from adas.detector.dense_model import build_dense_model
+    from adas.detector.e2e import e2e_contract, export_e2e_onnx
+
+    torch.manual_seed(0)
+    dense = build_dense_model(num_classes=3, width=8).eval()
+    with torch.no_grad():  # some candidates above the threshold
+        dense.head4.cls_out.bias.fill_(0.0)
+        dense.head8.cls_out.bias.fill_(0.0)
+    dense_contract = build_dense_contract(
+        version="2.0.0", model_name="dense-test", task="t", normalization=NORM,
+        classes=[(1, "car"), (2, "truck"), (3, "motorcycle")], num_candidates=dense.config.num_candidates,
+        score_threshold=0.3, max_detections=50,
+    )  # fmt: skip
+    (tmp_path / "dense.onnx").write_bytes(export_dense_onnx(dense))
+    centernet = build_model(width=8)
+    with torch.no_grad():
+        centernet.heatmap.weight.normal_(std=50.0)
+    base = _contract(score_threshold=0.3, max_detections=50)
+    (tmp_path / "e2e.onnx").write_bytes(export_e2e_onnx(centernet))
+    return {
+        "dense": (dense_contract, tmp_path / "dense.onnx"),
+        "detections": (e2e_contract(base), tmp_path / "e2e.onnx"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["dense", "detections"])
+def test_every_kind_is_served_in_source_pixels_like_the_offline_pipeline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    from adas.detector.decoders import decode as decode_any
+    from adas.detector.preprocess import preprocess
+
+    contract, onnx_path = _dense_and_e2e_bundles(tmp_path)[kind]
+    repo = write_triton_repository(
+        tmp_path / "repo", contract, onnx_path, serving="python-onnxruntime", **CPU
+    )
+    pre = _load_model(repo.root / repo.preprocess, 1, monkeypatch, "pre")
+    engine = _load_model(repo.root / repo.engine, 1, monkeypatch, "engine")
+    post = _load_model(repo.root / repo.postprocess, 1, monkeypatch, "post")
+
+    frames = np.random.default_rng(2).integers(0, 256, size=(2, 96, 384, 3), dtype=np.uint8)
+    (p,) = pre.execute([_Request(frames=frames)])
+    assert p.error is None, p.error
+    x, geometry = preprocess(frames, contract.input)
+    np.testing.assert_array_equal(p.tensors[contract.input.name], x)  # letterbox included
+    (e,) = engine.execute([_Request(**{contract.input.name: p.tensors[contract.input.name]})])
+    (out,) = post.execute([_Request(**e.tensors, geometry=p.tensors["geometry"])])
+    assert out.error is None, out.error
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    raw = dict(zip([o.name for o in contract.outputs], sess.run(None, {contract.input.name: x}), strict=True))
+    expected = decode_any(raw, contract, geometry=geometry)
+    assert sum(len(d) for d in expected) > 0
+    for i, d in enumerate(expected):
+        n = int(out.tensors["num_detections"][i])
+        assert n == len(d)
+        np.testing.assert_allclose(out.tensors["boxes"][i, :n], d.boxes, atol=1e-3)
+        np.testing.assert_allclose(out.tensors["scores"][i, :n], d.scores, atol=1e-5)
+        np.testing.assert_array_equal(out.tensors["classes"][i, :n], d.category_ids)
+        # Source-frame pixels: inside the 96x384 frame, whatever the model's input size.
+        assert out.tensors["boxes"][i, :n, [1, 3]].max(initial=0) <= 96.0

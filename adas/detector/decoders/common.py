@@ -10,6 +10,7 @@ import numpy as np
 
 from adas.detector.postprocess import Detections, batched_nms, nms
 from adas.detector.preprocess import Geometry
+from adas.intake.labels import label_columns
 
 if TYPE_CHECKING:  # annotations only: the decoders run where pydantic is absent (Triton)
     from adas.intake.contract import DetectionsPostprocess, LabelMap, RaggedPostprocess
@@ -81,7 +82,7 @@ def column_classes(
     """For class-score columns of ``tensor``: the indices of the columns that name a contract
     class, and their category ids. A column count the label map does not expect is refused
     (the usual cause is a transposed layout or a wrong class list)."""
-    want = label_map.label_columns(list(class_ids))
+    want = label_columns(label_map.mode, label_map.background_offset, class_ids)
     if columns != want if label_map.mode == "index" else columns < want:
         need = want if label_map.mode == "index" else f"at least {want}"
         raise ValueError(

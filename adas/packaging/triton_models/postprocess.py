@@ -1,9 +1,12 @@
-"""Triton python-backend model: CenterNet head outputs -> padded boxes, scores, classes.
+"""Triton python-backend model: the engine's raw outputs -> padded boxes, scores, classes in
+source-frame pixels, for every postprocess kind of the contract.
 
-Copied verbatim into ``<model>_postprocess/<version>/model.py``. The decode + NMS is the
-vendored ``centernet_postprocess.decode`` (next to this file), the very function offline
-evaluation uses. Thresholds, stride, output names and the class map come from the
-``config.pbtxt`` parameters, so the same repository is re-configured, never code-edited.
+Copied verbatim into ``<model>_postprocess/<version>/model.py``. The decode is the vendored
+``adas.detector.decoders`` package (next to this file, under ``adas/``), the very code offline
+evaluation uses; the contract's ``postprocess`` (kind, tensor names, thresholds, NMS, label map),
+its class ids and input size are ``config.pbtxt`` parameters, so the same repository is
+re-configured, never code-edited. The preprocess step's ``geometry`` maps boxes back to each
+frame's own pixels.
 """
 
 from __future__ import annotations
@@ -17,31 +20,50 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-# The server's Python environment does not have the adas_assets package.
+# The server's Python environment does not have the adas package: the vendored copy of the
+# decoders sits next to this file.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from centernet_postprocess import decode
+from adas.detector.decoders import decode
+from adas.detector.preprocess import Geometry
+
+GEOMETRY = "geometry"
+
+
+def _namespace(value: Any) -> Any:
+    if isinstance(value, dict):
+        return SimpleNamespace(**{k: _namespace(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_namespace(v) for v in value)
+    return value
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        self.post = SimpleNamespace(
-            stride=int(params["stride"]),
-            heatmap_output=params["heatmap_output"],
-            size_output=params["size_output"],
-            offset_output=params["offset_output"],
-            score_threshold=float(params["score_threshold"]),
-            nms_iou_threshold=float(params["nms_iou_threshold"]),
-            max_detections=int(params["max_detections"]),
-        )
+        self.post = _namespace(json.loads(params["postprocess"]))
         self.class_ids = [int(c) for c in json.loads(params["class_ids"])]
-        self.input_names = [i["name"] for i in config["input"]]
+        self.input_hw = tuple(int(v) for v in json.loads(params["input_hw"]))
+        self.input_names = [i["name"] for i in config["input"] if i["name"] != GEOMETRY]
 
     def _run(self, request: Any) -> Any:
         outputs = {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.input_names}
-        dets = decode(outputs, self.post, self.class_ids)
-        k = self.post.max_detections
+        rows = pb_utils.get_input_tensor_by_name(request, GEOMETRY).as_numpy().reshape(-1, 6)
+        geometries = [
+            Geometry(
+                (int(r[0]), int(r[1])), self.input_hw, (float(r[2]), float(r[3])), (int(r[4]), int(r[5]))
+            )
+            for r in rows.tolist()
+        ]
+        dets = decode(
+            outputs,
+            self.post,
+            self.class_ids,
+            geometry=geometries,
+            input_hw=self.input_hw,
+            batch_size=len(geometries),
+        )
+        k = int(self.post.max_detections)
         b = len(dets)
         # Fixed-size outputs (Triton shapes are static past the batch axis): zero padded past
         # num_detections.
@@ -50,10 +72,10 @@ class TritonPythonModel:
         classes = np.zeros((b, k), np.int32)
         count = np.zeros((b,), np.int32)
         for i, d in enumerate(dets):
-            n = len(d)
-            boxes[i, :n] = d.boxes
-            scores[i, :n] = d.scores
-            classes[i, :n] = d.category_ids
+            n = min(len(d), k)
+            boxes[i, :n] = d.boxes[:n]
+            scores[i, :n] = d.scores[:n]
+            classes[i, :n] = d.category_ids[:n]
             count[i] = n
         return pb_utils.InferenceResponse(
             [
