@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -24,12 +25,16 @@ import numpy as np
 from lxml import etree
 
 from adas.simulation.openscenario.findings import Finding
+from adas.simulation.scenario_schema import validate_file
 
 _MAX_REDRAWS: Final[int] = 10_000
 
 
 class DistributionError(ValueError):
     """A parameter distribution that cannot be expanded; the message names the element."""
+
+
+Fail = Callable[[etree._Element, str], DistributionError]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +45,10 @@ class Sweep:
 
 
 def read_distribution(path: str | Path, *, seed: int | None = None) -> Sweep:
-    """The concrete parameter sets of a ``ParameterValueDistribution`` file."""
+    """The concrete parameter sets of a ``ParameterValueDistribution`` file (validated against the XSD first:
+    ``ScenarioValidationError`` when it does not)."""
     path = Path(path)
+    validate_file(path)
     doc = etree.parse(str(path))
     pvd = doc.getroot().find("ParameterValueDistribution")
     if pvd is None:
@@ -67,7 +74,7 @@ def read_distribution(path: str | Path, *, seed: int | None = None) -> Sweep:
     raise fail(pvd, "neither Deterministic nor Stochastic")
 
 
-def _deterministic(det: etree._Element, fail) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
+def _deterministic(det: etree._Element, fail: Fail) -> list[dict[str, str]]:
     axes: list[list[dict[str, str]]] = []
     for part in det:
         if not isinstance(part.tag, str):
@@ -95,7 +102,7 @@ def _deterministic(det: etree._Element, fail) -> list[dict[str, str]]:  # type: 
     return out
 
 
-def _single_values(part: etree._Element, fail) -> list[str]:  # type: ignore[no-untyped-def]
+def _single_values(part: etree._Element, fail: Fail) -> list[str]:
     dset = part.find("DistributionSet")
     if dset is not None:
         return [e.get("value", "") for e in dset.findall("Element")]
@@ -112,7 +119,7 @@ def _single_values(part: etree._Element, fail) -> list[str]:  # type: ignore[no-
     raise fail(other, f"{other.tag} is outside the supported subset")
 
 
-def _stochastic(sto: etree._Element, rng: np.random.Generator, fail) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
+def _stochastic(sto: etree._Element, rng: np.random.Generator, fail: Fail) -> list[dict[str, str]]:
     runs = int(float(sto.get("numberOfTestRuns", "0")))
     draws: dict[str, list[str]] = {}
     for dist in sto.findall("StochasticDistribution"):
@@ -129,7 +136,7 @@ def _range(el: etree._Element) -> tuple[float, float] | None:
     return None if r is None else (float(r.get("lowerLimit", "0")), float(r.get("upperLimit", "0")))
 
 
-def _draw(kind: etree._Element, rng: np.random.Generator, fail) -> str:  # type: ignore[no-untyped-def]
+def _draw(kind: etree._Element, rng: np.random.Generator, fail: Fail) -> str:
     tag = kind.tag
     if tag == "ProbabilityDistributionSet":
         elements = kind.findall("Element")

@@ -275,6 +275,11 @@ class Player:
 
     def _finish(self, run: Run, t: float) -> None:
         self._release(run)
+        if run.body.is_ego:  # what a completed ego action asked for stays asked for
+            if isinstance(run, SpeedRun):
+                self.ego_intent.speed = self.ego_intent.target_speed = run.profile.v1
+            elif isinstance(run, LateralRun):
+                self.ego_intent.lateral = run.profile.b
         if run.element is None:
             return
         runs = self._runs_of.get(run.element)
