@@ -1,8 +1,18 @@
 """The sandbox untrusted models run in, tried for real (bubblewrap): what it hides and forbids."""
 
+import errno
+import os
 from pathlib import Path
 
-from adas.sandbox import run_python_module
+import pytest
+
+from adas.sandbox import (
+    SandboxError,
+    copy_scratch_file,
+    read_scratch_file,
+    run_python_module,
+    start_python_module,
+)
 
 
 def test_the_sandbox_hides_adas_home_and_forbids_writes_and_sockets(adas_home: Path, tmp_path: Path) -> None:
@@ -20,3 +30,63 @@ def test_the_sandbox_hides_adas_home_and_forbids_writes_and_sockets(adas_home: P
     assert run.result["write_scratch"] == "allowed"
     assert "not allowed in the intake sandbox" in run.result["socket"], run.result
     assert not outside.exists() and (tmp_path / "scratch" / "ok").exists()
+
+
+def test_a_served_worker_sees_a_bundle_under_adas_home_and_its_inputs_read_only(
+    adas_home: Path, tmp_path: Path
+) -> None:
+    secret = adas_home / "keys" / "cosign.key"
+    secret.parent.mkdir(parents=True)
+    secret.write_text("private key")
+    # Packaging's bundle lives in the artifact store, under the masked ADAS_HOME.
+    bundle = adas_home / "artifacts" / "candidates" / "0.1.0"
+    bundle.mkdir(parents=True)
+    (bundle / "model.pt2").write_text("weights")
+    inputs, scratch, outside = tmp_path / "inputs", tmp_path / "scratch", tmp_path / "outside.txt"
+    inputs.mkdir()
+    (inputs / "batch.npy").write_text("batch")
+    with start_python_module(
+        "tests.sandbox_server_probe", [], bundle=bundle, scratch=scratch, read_only=[inputs]
+    ) as worker:
+        assert worker.receive(60) == {"ready": True}  # past the model's own prints and a forged line
+
+        def outcome(op: str, path: Path) -> str:
+            return str(worker.request({"op": op, "path": str(path)}, 60)["outcome"])
+
+        assert outcome("read", bundle / "model.pt2") == "weights"
+        assert outcome("read", inputs / "batch.npy") == "batch"
+        assert outcome("read", secret).startswith("FileNotFoundError")  # the rest of ADAS_HOME is masked
+        for path in (bundle / "model.pt2", inputs / "batch.npy", outside):
+            assert "not allowed in the intake sandbox" in outcome("write", path)
+            assert outcome("native_write", path) == f"errno {errno.EROFS}"  # past the hook: the mounts
+        assert outcome("write", scratch / "out.npy") == "allowed"
+        assert outcome("native_write", scratch / "native.npy") == "allowed"
+        with pytest.raises(SandboxError, match="exited without an answer: KeyError: 'crash'"):
+            worker.request({"op": "crash", "path": "x"}, 60)
+    assert (bundle / "model.pt2").read_text() == "weights" and (inputs / "batch.npy").read_text() == "batch"
+    assert not outside.exists() and sorted(p.name for p in scratch.iterdir()) == ["native.npy", "out.npy"]
+
+
+def test_files_come_back_from_scratch_only_as_bounded_regular_files(tmp_path: Path) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (scratch / "graph.onnx").write_bytes(b"x" * 100)
+    assert read_scratch_file(scratch, "graph.onnx", 100) == b"x" * 100
+    copied = copy_scratch_file(scratch, "graph.onnx", tmp_path / "copy.onnx", 100)
+    assert copied.read_bytes() == b"x" * 100
+    with pytest.raises(SandboxError, match="over the 99 byte limit"):
+        copy_scratch_file(scratch, "graph.onnx", tmp_path / "short.onnx", 99)
+    assert not (tmp_path / "short.onnx").exists()
+    (tmp_path / "signing.key").write_text("secret")
+    (scratch / "link.onnx").symlink_to(tmp_path / "signing.key")
+    os.mkfifo(scratch / "pipe.onnx")
+    os.link(tmp_path / "signing.key", scratch / "hard.onnx")
+    for name, reason in {
+        "link.onnx": "without following links",
+        "pipe.onnx": "not a regular file",
+        "hard.onnx": "2 links",
+        "../signing.key": "not a plain file name",
+        "gone.onnx": "missing",
+    }.items():
+        with pytest.raises(SandboxError, match=reason):
+            read_scratch_file(scratch, name, 1 << 20)

@@ -66,6 +66,8 @@ class UnsupportedExportOperator(UnsupportedOperatorError, ExportError):
     """ONNX export met an operator it cannot express at the configured opset: every target
     needs the ONNX graph, so the export (not one cell) fails, naming operator, where, target, hint."""
 
+    detail: str = ""
+
 
 @dataclass(frozen=True)
 class ExportResult:
@@ -167,24 +169,29 @@ def export_failure(exc: Exception, opset: int, module: Any = None, example: Any 
     op_match = _UNSUPPORTED_OP.search(text)
     if not op_match:
         return ExportError(f"ONNX export (opset {opset}) failed: {type(exc).__name__}: {first[:300]}")
-    return unsupported_export_operator(
-        op_match.group(1), _scope_of(op_match.group(1), module, example), opset, first[:200]
-    )
+    try:
+        where = _scope_of(op_match.group(1), module, example)
+    except Exception:  # naming the place is a courtesy; the operator is named regardless
+        where = ""
+    return unsupported_export_operator(op_match.group(1), where, opset, first[:200])
 
 
 def unsupported_export_operator(
     operator: str, where: str, opset: int, detail: str = ""
 ) -> UnsupportedExportOperator:
-    """The typed error for ``operator`` (used at ``where``) that ONNX opset ``opset`` cannot express."""
+    """The typed error for ``operator`` (used at ``where``) that ONNX opset ``opset`` cannot express;
+    ``detail`` is the exporter's own sentence."""
     target = f"ONNX opset {opset}"
-    return UnsupportedExportOperator(
-        f"ONNX export (opset {opset}) failed: operator {operator}{f' in {where}' if where else ''} is not "
-        f"supported; hint: {UNSUPPORTED_OPERATOR_HINT}" + (f" ({detail})" if detail else ""),
+    error = UnsupportedExportOperator(
+        f"ONNX export failed: operator {operator}{f' in {where}' if where else ''} is not supported "
+        f"by target {target}; hint: {UNSUPPORTED_OPERATOR_HINT}" + (f" ({detail})" if detail else ""),
         operator=operator,
         where=where,
         target=target,
         hint=UNSUPPORTED_OPERATOR_HINT,
     )
+    error.detail = detail
+    return error
 
 
 def _scope_of(op: str, module: Any, example: Any) -> str:
@@ -203,22 +210,26 @@ def _scope_of(op: str, module: Any, example: Any) -> str:
             traced = torch.jit.trace(module, (example,), check_trace=False, strict=False)
     except Exception:
         return ""
+    # A TorchScript module's type is RecursiveScriptModule; its author's class is original_name.
+    owner = getattr(module, "original_name", None) or type(module).__name__
     for node in traced.inlined_graph.nodes():
         if node.kind() == op:
-            # "__module.backbone/__module.backbone.stage2" -> "backbone.stage2"; empty at the root.
+            # "__module.backbone/__module.backbone.stage2" -> "backbone.stage2"; empty at the root
+            # (a scripted root shows as its qualified class, "pkg.Model::").
             path = node.scopeName().split("/")[-1].removeprefix("__module").lstrip(".")
-            return f"module {path} ({type(module).__name__})" if path else f"{type(module).__name__}.forward"
+            path = "" if path.endswith("::") else path
+            return f"module {path} ({owner})" if path else f"{owner}.forward"
     return ""
 
 
 def _fx_scope_of(op: str, module: Any) -> str:
     """``node cummax in module head (Head)`` for ``aten::cummax`` in a ``torch.export`` program."""
-    graph = getattr(module, "graph", None)
-    nodes = getattr(graph, "nodes", None)
-    if nodes is None:
+    import torch.fx  # already loaded by the export that failed
+
+    if not isinstance(module, torch.fx.GraphModule):
         return ""
     wanted = op.replace("::", ".")
-    for node in nodes:
+    for node in module.graph.nodes:
         if getattr(node, "op", "") != "call_function" or not str(node.target).startswith(wanted + "."):
             continue
         stack = getattr(node, "meta", {}).get("nn_module_stack") or {}
@@ -362,16 +373,17 @@ def _check_value(where: str, value: onnx.ValueInfoProto, spec: TensorSpec) -> No
         raise ExportError(
             f"exported graph: {where} {spec.name!r} has rank {len(dims)}, the contract declares {spec.shape}"
         )
+    # A symbolic axis is one shape inference could not pin down (not a contradiction): the
+    # sandboxed sanity run and the reference outputs check the real sizes.
     for axis, (dim, declared) in enumerate(zip(dims, spec.shape, strict=True)):
         fixed = dim.dim_value if dim.HasField("dim_value") else None
         if declared == -1 and axis == 0 and fixed is not None:
             raise ExportError(
                 f"exported graph: {where} {spec.name!r} has a fixed batch of {fixed}, not a dynamic one"
             )
-        if declared != -1 and fixed != declared:
-            shown = fixed if fixed is not None else (dim.dim_param or "?")
+        if declared != -1 and fixed is not None and fixed != declared:
             raise ExportError(
-                f"exported graph: {where} {spec.name!r} axis {axis} is {shown}, the contract declares {declared}"
+                f"exported graph: {where} {spec.name!r} axis {axis} is {fixed}, the contract declares {declared}"
             )
 
 

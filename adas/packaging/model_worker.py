@@ -76,7 +76,7 @@ def failure(exc: BaseException, contract: Contract) -> dict[str, Any]:
             "where": exc.where,
             "target": exc.target,
             "hint": exc.hint,
-            "message": str(exc),
+            "detail": getattr(exc, "detail", ""),
         }
     if isinstance(exc, ExportError):
         return {"kind": "export", "field": contract.model_file, "reason": str(exc)[:1000]}

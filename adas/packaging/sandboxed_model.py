@@ -89,7 +89,7 @@ def _model_failure(failure: object, contract: Contract, op: str, opset: int = DE
     f = failure if isinstance(failure, dict) else {}
     if f.get("kind") == "unsupported_operator":
         return unsupported_export_operator(
-            _text(f.get("operator"), 120), _text(f.get("where"), 300), opset, _text(f.get("message"), 200)
+            _text(f.get("operator"), 120), _text(f.get("where"), 300), opset, _text(f.get("detail"), 200)
         )
     reason = _text(f.get("reason")) or "failed without saying why"
     if op == "export" and f.get("kind") == "export":
