@@ -196,7 +196,7 @@ class LaneOffsetRun(LateralRun):
 class TrajectoryRun(Run):
     """A polyline in position mode: timed (vertex times mapped to simulation time) or along the path."""
 
-    __slots__ = ("arc", "cum", "headings", "speed", "times", "xs", "ys")
+    __slots__ = ("arc", "cum", "headings", "seg_h", "seg_v", "speed", "times", "xs", "ys")
 
     def __init__(
         self,
@@ -214,6 +214,12 @@ class TrajectoryRun(Run):
         self.headings = [p[2] for p in poses]
         self.speed = 0.0
         self.times: list[float] | None = None
+        n = len(poses)
+        seg_h = []  # per segment: its direction (the start vertex's heading on a zero-length one)
+        for k in range(n - 1):
+            dx, dy = self.xs[k + 1] - self.xs[k], self.ys[k + 1] - self.ys[k]
+            seg_h.append(math.atan2(dy, dx) if math.hypot(dx, dy) > 1e-9 else self.headings[k])
+        self.seg_h = seg_h
         timing = action.timing
         if timing is not None:
             base = t0 if timing.domain == "relative" else 0.0
@@ -221,6 +227,13 @@ class TrajectoryRun(Run):
             if any(b < a for a, b in itertools.pairwise(times)):
                 raise PlayerError(f"{path}: vertex times decrease along trajectory {action.trajectory_name}")
             self.times = times
+            self.seg_v = [
+                ((self.xs[k + 1] - self.xs[k]) / dt, (self.ys[k + 1] - self.ys[k]) / dt)
+                if dt > 0
+                else (0.0, 0.0)
+                for k in range(n - 1)
+                for dt in (times[k + 1] - times[k],)
+            ]
         cum = [0.0]
         for k in range(1, len(poses)):
             cum.append(cum[-1] + math.hypot(self.xs[k] - self.xs[k - 1], self.ys[k] - self.ys[k - 1]))
@@ -267,19 +280,10 @@ class TrajectoryRun(Run):
         return xs[k] + u * (xs[k + 1] - xs[k]), ys[k] + u * (ys[k + 1] - ys[k]), self._heading(k)
 
     def _segment_velocity(self, k: int) -> tuple[float, float]:
-        assert self.times is not None
-        dt = self.times[k + 1] - self.times[k]
-        if dt <= 0:
-            return 0.0, 0.0
-        return (self.xs[k + 1] - self.xs[k]) / dt, (self.ys[k + 1] - self.ys[k]) / dt
+        return self.seg_v[k]
 
     def _heading(self, k: int) -> float:
-        """Direction of segment k (the vertex's own heading on a zero-length segment)."""
-        k = min(max(k, 0), len(self.xs) - 2)
-        dx, dy = self.xs[k + 1] - self.xs[k], self.ys[k + 1] - self.ys[k]
-        if math.hypot(dx, dy) > 1e-9:
-            return math.atan2(dy, dx)
-        return self.headings[k]
+        return self.seg_h[min(max(k, 0), len(self.seg_h) - 1)]
 
     def done(self, t: float) -> bool:
         if self.times is not None:

@@ -17,14 +17,9 @@ Domain code: no dagster import.
 from __future__ import annotations
 
 import math
-from typing import Final
-
-import numpy as np
 
 from adas.simulation.openscenario.model import CoordinateSystem, EntityDef, RelativeDistanceType
 from adas.simulation.openscenario.road import StraightRoad
-
-_BOX_SIGNS: Final[np.ndarray] = np.asarray([[0.5, 0.5], [0.5, -0.5], [-0.5, -0.5], [-0.5, 0.5]])
 
 
 class Body:
@@ -44,6 +39,7 @@ class Body:
         "object_type",
         "odometer",
         "placed",
+        "reach",
         "s",
         "t",
         "v",
@@ -63,6 +59,8 @@ class Body:
         self.width = spec.width
         self.cx = spec.center_x
         self.cy = spec.center_y
+        # radius around the reference point that holds the whole box (a cheap first collision test)
+        self.reach = math.hypot(abs(self.cx) + 0.5 * self.length, abs(self.cy) + 0.5 * self.width)
         self.is_ego = is_ego
         self.x = self.y = self.h = self.v = 0.0
         self.vx = self.vy = 0.0  # world-frame velocity (what time to collision closes with)
@@ -80,18 +78,6 @@ class Body:
     def center(self) -> tuple[float, float]:
         c, s = math.cos(self.h), math.sin(self.h)
         return self.x + self.cx * c - self.cy * s, self.y + self.cx * s + self.cy * c
-
-    def corners(self) -> np.ndarray:
-        """The bounding box's corners (4 x 2, world frame)."""
-        c, s = math.cos(self.h), math.sin(self.h)
-        rot = np.asarray([[c, -s], [s, c]])
-        local = _BOX_SIGNS * (self.length, self.width) + (self.cx, self.cy)
-        return local @ rot.T + (self.x, self.y)
-
-
-def _extent(corners: np.ndarray, ax: float, ay: float) -> tuple[float, float]:
-    proj = corners[:, 0] * ax + corners[:, 1] * ay
-    return float(proj.min()), float(proj.max())
 
 
 def _gap(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -112,6 +98,15 @@ def _axes(a: Body, road: StraightRoad, cs: CoordinateSystem) -> tuple[float, flo
     return c, s, -s, c
 
 
+def extent(b: Body, ax: float, ay: float) -> tuple[float, float]:
+    """The interval the bounding box covers along the unit axis (ax, ay) (closed form, no corners)."""
+    c, s = math.cos(b.h), math.sin(b.h)
+    cx, cy = b.x + b.cx * c - b.cy * s, b.y + b.cx * s + b.cy * c
+    mid = cx * ax + cy * ay
+    half = 0.5 * b.length * abs(c * ax + s * ay) + 0.5 * b.width * abs(-s * ax + c * ay)
+    return mid - half, mid + half
+
+
 def entity_distance(
     a: Body,
     b: Body,
@@ -123,12 +118,12 @@ def entity_distance(
     """Distance from ``a`` to ``b``: signed for longitudinal / lateral, non-negative for euclidean."""
     if kind in ("euclidianDistance", "cartesianDistance"):
         if freespace:
-            return polygon_distance(a.corners(), b.corners())
+            return box_distance(a, b)
         return math.hypot(b.x - a.x, b.y - a.y)
     fx, fy, lx, ly = _axes(a, road, cs)
     ax, ay = (fx, fy) if kind == "longitudinal" else (lx, ly)
     if freespace:
-        return _gap(_extent(a.corners(), ax, ay), _extent(b.corners(), ax, ay))
+        return _gap(extent(a, ax, ay), extent(b, ax, ay))
     return (b.x - a.x) * ax + (b.y - a.y) * ay
 
 
@@ -144,69 +139,80 @@ def point_distance(
     """Distance from ``a`` to the point (px, py), with the same conventions as ``entity_distance``."""
     if kind in ("euclidianDistance", "cartesianDistance"):
         if freespace:
-            return polygon_distance(a.corners(), np.asarray([[px, py]]))
+            return _point_box_distance(px, py, a)
         return math.hypot(px - a.x, py - a.y)
     fx, fy, lx, ly = _axes(a, road, cs)
     ax, ay = (fx, fy) if kind == "longitudinal" else (lx, ly)
     along = px * ax + py * ay
     if freespace:
-        return _gap(_extent(a.corners(), ax, ay), (along, along))
+        return _gap(extent(a, ax, ay), (along, along))
     return (px - a.x) * ax + (py - a.y) * ay
 
 
-def polygon_distance(p: np.ndarray, q: np.ndarray) -> float:
-    """Minimum distance between two convex polygons (or a polygon and a point); 0 when they overlap."""
-    if len(q) > 2 and boxes_overlap(p, q):
-        return 0.0
-    if len(q) == 1 and _point_in_convex(q[0], p):
-        return 0.0
-    return (
-        min(_points_to_segments(p, q), _points_to_segments(q, p)) if len(q) > 1 else _points_to_segments(q, p)
-    )
-
-
-def _point_in_convex(pt: np.ndarray, poly: np.ndarray) -> bool:
-    edges = np.roll(poly, -1, axis=0) - poly
-    rel = pt - poly
-    cross = edges[:, 0] * rel[:, 1] - edges[:, 1] * rel[:, 0]
-    return bool(np.all(cross >= 0) or np.all(cross <= 0))
-
-
-def _points_to_segments(points: np.ndarray, poly: np.ndarray) -> float:
-    a = poly
-    b = np.roll(poly, -1, axis=0)
-    ab = b - a  # (E, 2)
-    ap = points[:, None, :] - a[None, :, :]  # (P, E, 2)
-    denom = np.maximum((ab * ab).sum(axis=1), 1e-12)
-    u = np.clip((ap * ab[None]).sum(axis=2) / denom, 0.0, 1.0)
-    closest = a[None] + u[..., None] * ab[None]
-    return float(np.sqrt(((points[:, None, :] - closest) ** 2).sum(axis=2)).min())
-
-
-def boxes_overlap(p: np.ndarray, q: np.ndarray) -> bool:
-    """Separating-axis test for two convex quadrilaterals (touching counts as no overlap)."""
-    for poly in (p, q):
-        edges = np.roll(poly, -1, axis=0) - poly
-        normals = np.stack([-edges[:, 1], edges[:, 0]], axis=1)
-        pp = p @ normals.T
-        qq = q @ normals.T
-        if np.any(pp.max(axis=0) <= qq.min(axis=0)) or np.any(qq.max(axis=0) <= pp.min(axis=0)):
-            return False
+def boxes_overlap(a: Body, b: Body) -> bool:
+    """Separating-axis test of two oriented bounding boxes (touching is not overlapping)."""
+    for h in (a.h, b.h):
+        c, s = math.cos(h), math.sin(h)
+        for ax, ay in ((c, s), (-s, c)):
+            lo_a, hi_a = extent(a, ax, ay)
+            lo_b, hi_b = extent(b, ax, ay)
+            if hi_a <= lo_b or hi_b <= lo_a:
+                return False
     return True
 
 
+def box_distance(a: Body, b: Body) -> float:
+    """Minimum distance between two bounding boxes; 0 when they overlap."""
+    if boxes_overlap(a, b):
+        return 0.0
+    pa, pb = _corner_list(a), _corner_list(b)
+    best = math.inf
+    for points, poly in ((pa, pb), (pb, pa)):
+        for k in range(4):
+            q0, q1 = poly[k], poly[(k + 1) % 4]
+            for p in points:
+                d = _point_segment(p, q0, q1)
+                if d < best:
+                    best = d
+    return best
+
+
+def _point_box_distance(px: float, py: float, b: Body) -> float:
+    c, s = math.cos(b.h), math.sin(b.h)
+    cx, cy = b.x + b.cx * c - b.cy * s, b.y + b.cx * s + b.cy * c
+    u = (px - cx) * c + (py - cy) * s  # the point in the box's frame
+    v = -(px - cx) * s + (py - cy) * c
+    du = max(abs(u) - 0.5 * b.length, 0.0)
+    dv = max(abs(v) - 0.5 * b.width, 0.0)
+    return math.hypot(du, dv)
+
+
+def _corner_list(b: Body) -> list[tuple[float, float]]:
+    c, s = math.cos(b.h), math.sin(b.h)
+    out = []
+    for fl, fw in ((0.5, 0.5), (0.5, -0.5), (-0.5, -0.5), (-0.5, 0.5)):
+        lx, ly = b.cx + fl * b.length, b.cy + fw * b.width
+        out.append((b.x + lx * c - ly * s, b.y + lx * s + ly * c))
+    return out
+
+
+def _point_segment(p: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
+    abx, aby = b[0] - a[0], b[1] - a[1]
+    denom = abx * abx + aby * aby
+    u = 0.0 if denom <= 0 else min(max(((p[0] - a[0]) * abx + (p[1] - a[1]) * aby) / denom, 0.0), 1.0)
+    return math.hypot(p[0] - a[0] - u * abx, p[1] - a[1] - u * aby)
+
+
 def overlapping(bodies: list[Body], a: Body) -> list[Body]:
-    """The bodies whose bounding boxes overlap ``a``'s: a vectorised circle pre-filter, then the SAT test."""
-    others = [b for b in bodies if b is not a and b.placed]
-    if not others:
-        return []
-    ca = a.center()
-    cb = np.asarray([b.center() for b in others])
-    reach = 0.5 * math.hypot(a.length, a.width) + 0.5 * np.hypot(
-        [b.length for b in others], [b.width for b in others]
-    )
-    near = np.hypot(cb[:, 0] - ca[0], cb[:, 1] - ca[1]) < reach
-    if not near.any():
-        return []
-    pa = a.corners()
-    return [b for b, n in zip(others, near, strict=True) if n and boxes_overlap(pa, b.corners())]
+    """The bodies whose bounding boxes overlap ``a``'s: a bounding-circle check, then the box test.
+
+    Plain floats, not numpy: at the platform's scale (about ten entities) numpy's per-call overhead
+    made this the most expensive part of a step (measured with scripts/benchmark_openscenario.py).
+    """
+    out = []
+    for b in bodies:
+        if b is a or not b.placed:
+            continue
+        if math.hypot(b.x - a.x, b.y - a.y) < a.reach + b.reach and boxes_overlap(a, b):
+            out.append(b)
+    return out

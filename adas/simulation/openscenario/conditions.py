@@ -188,11 +188,14 @@ def _parameter_holds(c: ParameterCondition) -> bool:
 
 
 def _by_entity(by: ByEntity, ctx: ConditionContext) -> Callable[[float], bool]:
-    names = by.triggering
+    bodies = [ctx.body(n) for n in by.triggering]  # bodies live as long as the player: bound once
     measure = _entity_measure(by, ctx)
+    if len(bodies) == 1:
+        only = bodies[0]
+        return lambda t: measure(only)
     if by.rule == "any":
-        return lambda t: any(measure(ctx.body(n)) for n in names)
-    return lambda t: all(measure(ctx.body(n)) for n in names)
+        return lambda t: any(measure(b) for b in bodies)
+    return lambda t: all(measure(b) for b in bodies)
 
 
 def _entity_measure(by: ByEntity, ctx: ConditionContext) -> Callable[[Body], bool]:
@@ -222,27 +225,21 @@ def _entity_measure(by: ByEntity, ctx: ConditionContext) -> Callable[[Body], boo
 
         return distance
     if isinstance(c, RelativeDistanceCondition):
-        return lambda a: compare(
-            abs(
-                entity_distance(
-                    a, ctx.body(c.entity), road, c.coordinate_system, c.distance_type, c.freespace
-                )
-            ),
-            c.rule,
-            c.value,
-        )
+        ref = ctx.body(c.entity)
+        cs, kind, free = c.coordinate_system, c.distance_type, c.freespace
+        return lambda a: compare(abs(entity_distance(a, ref, road, cs, kind, free)), c.rule, c.value)
     if isinstance(c, TimeHeadwayCondition):
-        return lambda a: _compare_defined(headway(a, ctx.body(c.entity), road, c), c.rule, c.value)
+        ref = ctx.body(c.entity)
+        return lambda a: _compare_defined(headway(a, ref, road, c), c.rule, c.value)
     if isinstance(c, TimeToCollisionCondition):
         return lambda a: _compare_defined(time_to_collision(a, c, ctx), c.rule, c.value)
     if isinstance(c, CollisionCondition):
         if c.entity is not None:
-            other = c.entity
-            return lambda a: (
-                a is not ctx.body(other) and boxes_overlap(a.corners(), ctx.body(other).corners())
-            )
+            other = ctx.body(c.entity)
+            return lambda a: a is not other and boxes_overlap(a, other)
         object_type = c.object_type
-        return lambda a: any(b.object_type == object_type for b in overlapping(ctx.bodies(), a))
+        everyone = ctx.bodies()
+        return lambda a: any(b.object_type == object_type for b in overlapping(everyone, a))
     raise TypeError(f"no measure for {type(c).__name__}")  # the parser only builds the kinds above
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
@@ -65,14 +65,12 @@ class StraightRoad:
     length: float
     lanes: tuple[Lane, ...]  # ascending t (rightmost lane first)
     source: str
+    cos_h: float = field(init=False, repr=False)
+    sin_h: float = field(init=False, repr=False)
 
-    @property
-    def cos_h(self) -> float:
-        return math.cos(self.heading)
-
-    @property
-    def sin_h(self) -> float:
-        return math.sin(self.heading)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cos_h", math.cos(self.heading))  # read on every step: computed once
+        object.__setattr__(self, "sin_h", math.sin(self.heading))
 
     def to_road(self, x: float, y: float) -> tuple[float, float]:
         dx, dy = x - self.x0, y - self.y0
