@@ -29,7 +29,7 @@ from adas.evaluation.inputs import (
 from adas.evaluation.pipeline import EvalData, EvaluationOutcome, ModelUnderTest, evaluate_engine
 from adas.evaluation.refs import EvalReportRef
 from adas.evaluation.reports import json_bytes, log_to_wandb, summary_markdown, write_files
-from adas.evaluation.runner import Engine, latency_from_build, measure_latency, open_engine
+from adas.evaluation.runner import Engine, frame_size, latency_from_build, measure_latency, open_engine
 from adas.evaluation.slices import catalog_slices, to_parquet_bytes
 from adas.intake.refs import DatasetRef, ReplayBundleRef, SliceCatalogRef, StoredFile
 from adas.intake.stored import DatasetFiles, fetch_file, read_json
@@ -89,8 +89,9 @@ def load_eval_data(
     if settings.split not in manifests:
         raise EvaluationInputError(f"golden_dataset has no manifest {settings.split!r}")
     gt = read_json(store, manifests[settings.split])
-    _, _, h, w = request.engine.contract.input.shape
-    size_hw = (int(h), int(w))
+    # Frames at their own size: each model (candidate and production may differ in family and
+    # input size) places them as its contract says and answers in these pixels.
+    size_hw = frame_size(gt)
     dataset_files = DatasetFiles.of(store, request.dataset)
     ids, frames, scales = load_split(dataset_files, gt, size_hw)
     slices = catalog_slices(load_slice_catalog(store, request.slice_catalog), gt)

@@ -1,11 +1,14 @@
-"""Run a packaged engine over frames: batched, through the contract's normalization and decode.
+"""Run a packaged engine over frames: batched, through the contract's preprocess and decoder.
 
 Evaluation runs the *packaged engine* of a device x precision cell, never the training-time
-model. An ``Engine`` is anything with ``run(x) -> {output name: array}`` on normalized NCHW
-float32 batches (``adas.packaging.ort_engines.OrtEngine`` for ONNX Runtime engines).
+model. An ``Engine`` is anything with ``run(x) -> {output name: array}`` on preprocessed NCHW
+float32 batches (``adas.packaging.ort_engines.OrtEngine`` for ONNX Runtime engines). Frames go
+in at their own size; each model's ``input`` (stretch or letterbox, colour, normalization) places
+them, and its kind's decoder returns boxes in the frames' pixels, so models of different families
+and input sizes are evaluated on the very same frames.
 
-Besides the decoded detections, each frame keeps two image-level scores computed from the raw
-heatmap logits, for OOD and uncertainty studies:
+Besides the decoded detections, each frame keeps two image-level scores for OOD and uncertainty
+studies. For a heatmap head they come from the raw heatmap logits:
 
 * ``max_score``: the largest sigmoid over every cell and class (the detector's analogue of the
   maximum softmax probability);
@@ -15,6 +18,10 @@ heatmap logits, for OOD and uncertainty studies:
   strongest cells (its detection candidates). Lower = more confident = more in-distribution.
   (A logsumexp over *every* cell would be dominated by the thousands of background cells and
   rank textured OOD scenes as the most in-distribution.)
+
+Other kinds expose no common raw tensor, so both come from the decoded candidates (evaluation
+decodes at a low threshold): ``max_score`` the best candidate's score, ``energy`` the same free
+energy over the ``ENERGY_TOP_K`` best candidates, ``-softplus(logit(p)) = log(1 - p)``.
 
 Domain code: no Dagster import.
 """
@@ -32,8 +39,9 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from adas.detector.postprocess import Detections, decode, sigmoid, with_score_threshold
-from adas.detector.preprocess import normalize
+from adas.detector.decoders import decode
+from adas.detector.postprocess import Detections, sigmoid, with_score_threshold
+from adas.detector.preprocess import preprocess
 from adas.intake.contract import Contract, Normalization
 from adas.packaging import tensorrt_engines
 from adas.packaging.ort_engines import OrtEngine
@@ -161,6 +169,17 @@ def image_energy(heat_logits: np.ndarray, k: int = ENERGY_TOP_K) -> np.ndarray:
     return -np.logaddexp(0.0, top).mean(axis=1)
 
 
+def candidate_scores(dets: Sequence[Detections], k: int = ENERGY_TOP_K) -> tuple[np.ndarray, np.ndarray]:
+    """(max_score, energy) per image from decoded candidates: the best score, and the mean of
+    ``log(1 - p)`` over the ``k`` best (an absent candidate counts as p = 0)."""
+    max_score = np.array([float(d.scores.max()) if len(d) else 0.0 for d in dets])
+    top = np.zeros((len(dets), k))
+    for i, d in enumerate(dets):
+        best = np.sort(d.scores.astype(np.float64))[::-1][:k]
+        top[i, : len(best)] = best
+    return max_score, np.log1p(-np.clip(top, 0.0, 1.0 - 1e-12)).mean(axis=1)
+
+
 def predict(
     engine: Engine,
     frames_uint8: np.ndarray,
@@ -171,26 +190,34 @@ def predict(
     batch_size: int = 32,
     scales: Sequence[tuple[float, float]] | None = None,
 ) -> Predictions:
-    """Detections of ``engine`` on uint8 RGB frames [N, H, W, 3] (model-input size).
+    """Detections of ``engine`` on uint8 RGB frames [N, H, W, 3] of any one size, in their pixels.
 
     ``score_threshold`` overrides the contract's (evaluation keeps the low-score tail);
-    ``scales[i] = (sx, sy)`` maps boxes of frame ``i`` back to its original pixel grid.
+    ``scales[i] = (sx, sy)`` maps boxes of frame ``i`` further back to its original pixel grid
+    (for frames that were resized when loaded).
     """
     if len(frames_uint8) != len(image_ids):
         raise ValueError(f"{len(frames_uint8)} frames but {len(image_ids)} image ids")
     post = with_score_threshold(contract.postprocess, score_threshold)
     class_ids = [c.id for c in contract.classes]
+    heatmap = post.kind == "heatmap"
     dets: list[Detections] = []
     max_score: list[np.ndarray] = []
     energy: list[np.ndarray] = []
     t0 = time.perf_counter()
     for s in range(0, len(frames_uint8), batch_size):
-        x = normalize(frames_uint8[s : s + batch_size], contract.input.normalization)
+        x, geometry = preprocess(frames_uint8[s : s + batch_size], contract.input)
         outs = engine.run(x)
-        heat = np.asarray(outs[post.heatmap_output], np.float32)
-        dets.extend(decode(outs, post, class_ids))
-        max_score.append(sigmoid(heat.reshape(heat.shape[0], -1).max(axis=1)))
-        energy.append(image_energy(heat))
+        batch = decode(outs, post, class_ids, geometry=geometry, input_hw=contract.input.height_width)
+        dets.extend(batch)
+        if heatmap:
+            heat = np.asarray(outs[post.heatmap_output], np.float32)
+            max_score.append(sigmoid(heat.reshape(heat.shape[0], -1).max(axis=1)))
+            energy.append(image_energy(heat))
+        else:
+            best, free_energy = candidate_scores(batch)
+            max_score.append(best)
+            energy.append(free_energy)
     seconds = time.perf_counter() - t0
     if scales is not None:
         dets = [
@@ -224,9 +251,18 @@ def predict_fn(
 # --------------------------------------------------------------------------- frames
 
 
+def frame_size(coco: Mapping[str, Any]) -> tuple[int, int]:
+    """The size frames of a manifest are loaded at: its first image's (every model places them
+    itself; frames of another size are resized to this one and their boxes scaled back)."""
+    images = coco.get("images") or []
+    if not images:
+        raise ValueError("the manifest has no images")
+    return int(images[0]["height"]), int(images[0]["width"])
+
+
 def decode_frame(data: bytes, size_hw: tuple[int, int]) -> tuple[np.ndarray, tuple[float, float]]:
-    """PNG/JPEG bytes -> uint8 RGB [H, W, 3] at the model input size, and the (sx, sy) that maps
-    model-input boxes back to the original frame."""
+    """PNG/JPEG bytes -> uint8 RGB [H, W, 3] at ``size_hw``, and the (sx, sy) that maps boxes at
+    that size back to the original frame."""
     h, w = size_hw
     with Image.open(io.BytesIO(data)) as pil:
         rgb = pil.convert("RGB")
