@@ -9,7 +9,7 @@ export WANDB_MODE ?= offline
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast architecture ui lint clean-state
+.PHONY: setup demo test test-all test-fast architecture ui lint clean-state
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version'
@@ -25,8 +25,11 @@ setup: $(STAMP)
 demo: setup  ## run the main job end to end on embedded defaults
 	$(BIN)/python scripts/run_demo.py
 
-test: setup architecture  ## the whole test suite (what CI runs)
+test: setup architecture  ## the whole test suite (what CI runs), nightly tests left out
 	$(BIN)/python -m pytest
+
+test-all: setup architecture  ## every test, the nightly ones (long fault injection) included
+	$(BIN)/python -m pytest -m "nightly or not nightly"
 
 architecture: setup  ## the import contracts, ruff, and dg's check of the definitions
 	$(BIN)/lint-imports
