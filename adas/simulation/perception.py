@@ -3,8 +3,9 @@
 Every perception maps one rendered (weathered) frame to ``Detections`` in frame pixels through
 one interface, so the controller, simulator, metrics and gate are the same whatever sees:
 
-* ``EnginePerception``: the packaged ONNX Runtime engine + the contract's normalization and
-  CenterNet decode (exactly what the pack serves);
+* ``EnginePerception``: the packaged ONNX Runtime engine + the contract's preprocess (stretch or
+  letterbox, colour, normalization) and its kind's decoder (exactly what the pack serves), any
+  model family, boxes in the rendered frame's pixels;
 * ``OraclePerception``: the simulator's ground-truth boxes (a perfect-perception baseline);
 * faults wrapped around either: ``drop_class`` (never reports a class: persistent misses of one
   object type), ``blind_in_weather`` (reports nothing under some weather/lighting), and
@@ -27,8 +28,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from adas.datasets.coco import CATEGORY_IDS
-from adas.detector.postprocess import Detections, decode
-from adas.detector.preprocess import normalize
+from adas.detector.decoders import decode
+from adas.detector.postprocess import Detections
+from adas.detector.preprocess import preprocess
 from adas.intake.contract import Contract
 from adas.packaging.ort_engines import OrtEngine
 
@@ -71,14 +73,10 @@ class EnginePerception:
         self.label = label
         self.contract = contract
         self.engine = OrtEngine(engine_path, intra_op_threads=threads, contract=contract)
-        self._class_ids = [c.id for c in contract.classes]
-        _, _, self._h, self._w = contract.input.shape
 
     def detect(self, frame: np.ndarray, ctx: FrameContext) -> Detections:
-        if frame.shape[:2] != (self._h, self._w):
-            raise ValueError(f"frame {frame.shape[:2]} does not match the engine input {(self._h, self._w)}")
-        outs = self.engine.run(normalize(frame, self.contract.input.normalization))
-        return decode(outs, self.contract.postprocess, self._class_ids)[0]
+        x, geometry = preprocess(frame, self.contract.input)
+        return decode(self.engine.run(x), self.contract, geometry=geometry)[0]
 
 
 class OraclePerception:
