@@ -222,3 +222,61 @@ def test_a_record_without_value_hash_is_refused_and_no_record_reads_the_store(tm
             raise_on_error=False,
         )  # fmt: skip
         assert not result.success and "records no value_sha256" in _messages(result)
+
+
+CELLS = dg.MultiPartitionsDefinition(
+    {
+        "device": dg.StaticPartitionsDefinition(["x86-cpu"]),
+        "precision": dg.StaticPartitionsDefinition(["fp32", "int8"]),
+    }
+)
+
+
+@dg.asset(name="engine", partitions_def=CELLS)
+def cell_engine(context: dg.AssetExecutionContext) -> dict:
+    return {"cell": context.partition_key}
+
+
+@dg.asset(partitions_def=CELLS)
+def cell_consumer(engine: dict) -> str:
+    return str(engine["cell"])
+
+
+@dg.asset
+def every_cell(engine: dict[str, dict]) -> list[str]:
+    """Fans in every partition of engine (the IO manager's dict[str, ...] inputs)."""
+    return sorted(engine)
+
+
+def test_partitioned_values_are_pinned_to_their_own_partition_record(tmp_path: Path) -> None:
+    store = LocalArtifactStore(root=str(tmp_path / "artifacts"))
+    assets = [cell_engine, cell_consumer]
+    with dg.instance_for_test() as instance:
+        runs = {}
+        for cell in ("x86-cpu|fp32", "x86-cpu|int8"):
+            result = dg.materialize(
+                assets, partition_key=cell, resources=_resources(store), instance=instance
+            )
+            assert result.output_for_node("cell_consumer") == cell
+            runs[cell] = result.run_id
+        key = value_key(dg.AssetKey("engine"), "x86-cpu|int8", CELLS)
+        rewrite(store, key, encode_value({"cell": "x86-cpu|fp32"}))
+        ok = dg.materialize(
+            assets, selection=[cell_consumer], partition_key="x86-cpu|fp32", resources=_resources(store),
+            instance=instance,
+        )  # fmt: skip
+        assert ok.success
+        bad = dg.materialize(
+            assets, selection=[cell_consumer], partition_key="x86-cpu|int8", resources=_resources(store),
+            instance=instance, raise_on_error=False,
+        )  # fmt: skip
+        assert not bad.success
+        message = _messages(bad)
+        assert store.uri(key) in message and f"engine [x86-cpu|int8] in run {runs['x86-cpu|int8']}" in message
+        fan_in = dg.materialize(
+            [*assets, every_cell], selection=[every_cell], resources=_resources(store), instance=instance,
+            raise_on_error=False,
+        )  # fmt: skip
+        assert not fan_in.success and f"engine [x86-cpu|int8] in run {runs['x86-cpu|int8']}" in _messages(
+            fan_in
+        )
