@@ -11,6 +11,7 @@ from adas.catalog import TargetCatalog
 from adas.cell import Cell
 from adas.evaluation.refs import EvalReportRef, GateRef
 from adas.intake.refs import DatasetRef
+from adas.intake.stored import DatasetFiles
 from adas.packaging.refs import EngineRef, PackRef
 from adas.registry.models import RegistryEntryRef, RegistryError
 from adas.registry.production import AliasMoveRequest, move_production_alias
@@ -137,7 +138,9 @@ def production_alias(
     max_frames = settings.policy.rollout.local.max_frames
     try:
         move = move_production_alias(
-            settings, request, traffic=lambda: replay_traffic(artifact_store, golden_dataset, max_frames)
+            settings,
+            request,
+            traffic=lambda: replay_traffic(DatasetFiles.of(artifact_store, golden_dataset), max_frames),
         )
     except RegistryError as exc:  # a conflict with another promotion: nothing moved
         raise dg.Failure(description=str(exc)) from exc
