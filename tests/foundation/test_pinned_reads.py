@@ -248,6 +248,7 @@ def every_cell(engine: dict[str, dict]) -> list[str]:
     return sorted(engine)
 
 
+@pytest.mark.slow
 def test_partitioned_values_are_pinned_to_their_own_partition_record(tmp_path: Path) -> None:
     store = LocalArtifactStore(root=str(tmp_path / "artifacts"))
     assets = [cell_engine, cell_consumer]
