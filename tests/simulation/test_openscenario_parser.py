@@ -245,3 +245,61 @@ def test_without_a_sun_the_time_of_day_decides_the_lighting() -> None:
         ).lighting
 
     assert [at(h) for h in (3.0, 6.0, 20.9, 21.0)] == ["night", "day", "day", "night"]
+
+
+def test_generated_file_conventions_are_read(tmp_path: Path) -> None:
+    """What scenariogeneration-written files do: siblings sharing a name, "$name" declarations, catalogs."""
+    path = _variant(
+        tmp_path,
+        "speed_relative_continuous",
+        ('name="follower_group"', 'name="group"'),
+        ('name="lead_group"', 'name="group"'),
+        (
+            "<ParameterDeclarations/>",
+            '<ParameterDeclarations><ParameterDeclaration name="$owner" parameterType="string" value="Lead"/>'
+            "</ParameterDeclarations>",
+        ),
+        ('<EntityRef entityRef="Lead"/>', '<EntityRef entityRef="$owner"/>'),
+    )
+    scenario = load_scenario(path)
+    assert scenario.executable, scenario.reason
+    groups = scenario.stories[0].acts[0].groups
+    assert [g.key for g in groups] == ["story::act::group", "story::act::group#2"]
+    assert groups[1].actors == ("Lead",)
+
+    ambiguous = load_scenario(_variant(tmp_path, "state_chain", ('<Event name="E2"', '<Event name="E1"')))
+    assert "storyboardElementRef='E1' names 2 event elements (needs exactly one)" in ambiguous.reason
+
+    text = (CASES_DIR / "speed_step.xosc").read_text()
+    vehicle = text[text.index("<Vehicle ") : text.index("</Vehicle>") + len("</Vehicle>")]
+    catalog = load_scenario(
+        _variant(
+            tmp_path,
+            "speed_step",
+            (vehicle, '<CatalogReference catalogName="VehicleCatalog" entryName="car"/>'),
+        )
+    )
+    # one finding: the catalog; the references to the entity it defines are not findings of their own
+    assert [f.path for f in catalog.findings] == ["/OpenSCENARIO/Entities/ScenarioObject/CatalogReference"]
+
+
+def test_histograms_dollar_names_and_fractional_seeds_in_sweeps(tmp_path: Path) -> None:
+    path = tmp_path / "histogram.xosc"
+    path.write_text(
+        (CASES_DIR / "sweep_stochastic.xosc")
+        .read_text()
+        .replace('randomSeed="7"', 'randomSeed="1.234"')
+        .replace('parameterName="StartS"', 'parameterName="$StartS"')
+        .replace(
+            """<NormalDistribution expectedValue="30.0" variance="25.0">
+                    <Range lowerLimit="25.0" upperLimit="35.0"/>
+                </NormalDistribution>""",
+            """<Histogram>
+                    <Bin weight="0.3"><Range lowerLimit="15.0" upperLimit="25.0"/></Bin>
+                    <Bin weight="0.7"><Range lowerLimit="25.0" upperLimit="35.0"/></Bin>
+                </Histogram>""",
+        )
+    )
+    sweep = read_distribution(path)
+    assert len(sweep.points) == 6 and all(15.0 <= float(p["StartS"]) <= 35.0 for p in sweep.points)
+    assert sweep.seed != 1  # 1.234 is not truncated to the seed 1

@@ -67,7 +67,7 @@ def read_distribution(path: str | Path, *, seed: int | None = None) -> Sweep:
         return Sweep(scenario_file, tuple(_deterministic(det, fail)), None)
     if sto is not None:
         file_seed = sto.get("randomSeed")
-        used = int(float(file_seed)) if file_seed is not None else seed
+        used = _seed(float(file_seed)) if file_seed is not None else seed
         if used is None:
             raise fail(sto, "a stochastic distribution without randomSeed needs a seed from the caller")
         return Sweep(scenario_file, tuple(_stochastic(sto, np.random.default_rng(used), fail)), used)
@@ -80,7 +80,7 @@ def _deterministic(det: etree._Element, fail: Fail) -> list[dict[str, str]]:
         if not isinstance(part.tag, str):
             continue
         if part.tag == "DeterministicSingleParameterDistribution":
-            name = part.get("parameterName", "")
+            name = part.get("parameterName", "").removeprefix("$")
             axes.append([{name: v} for v in _single_values(part, fail)])
         elif part.tag == "DeterministicMultiParameterDistribution":
             sets = []
@@ -123,7 +123,7 @@ def _stochastic(sto: etree._Element, rng: np.random.Generator, fail: Fail) -> li
     runs = int(float(sto.get("numberOfTestRuns", "0")))
     draws: dict[str, list[str]] = {}
     for dist in sto.findall("StochasticDistribution"):
-        name = dist.get("parameterName", "")
+        name = dist.get("parameterName", "").removeprefix("$")
         kind = next((c for c in dist if isinstance(c.tag, str)), None)
         if kind is None:
             raise fail(dist, "empty StochasticDistribution")
@@ -145,7 +145,7 @@ def _draw(kind: etree._Element, rng: np.random.Generator, fail: Fail) -> str:
             raise fail(kind, "a ProbabilityDistributionSet needs elements with positive total weight")
         return elements[int(rng.choice(len(elements), p=weights / weights.sum()))].get("value", "")
     if tag == "Histogram":
-        bins = kind.findall("HistogramBin")
+        bins = kind.findall("Bin")
         weights = np.asarray([float(b.get("weight", "0")) for b in bins])
         if not bins or weights.sum() <= 0:
             raise fail(kind, "a Histogram needs bins with positive total weight")
@@ -171,6 +171,14 @@ def _draw(kind: etree._Element, rng: np.random.Generator, fail: Fail) -> str:
                 return _fmt(value)
         raise fail(kind, f"no draw fell inside the range after {_MAX_REDRAWS} tries")
     raise fail(kind, f"{tag} is outside the supported subset")
+
+
+def _seed(value: float) -> int:
+    """A generator seed from the schema's double: the integer itself, else the double's 64 bits (so
+    1.234 and 1.0 draw different sweeps)."""
+    if value.is_integer():
+        return int(value)
+    return int(np.float64(value).view(np.uint64))
 
 
 def _fmt(v: float) -> str:

@@ -152,7 +152,11 @@ class _Reader:
         self.scope: dict[str, ParamValue] = {}
         self.entities: dict[str, EntityDef] = {}
         self.road: StraightRoad | None = None
-        self.keys: dict[str, list[str]] = {k: [] for k in _ELEMENT_TYPES}
+        self.keys: dict[str, list[tuple[str, tuple[str, ...]]]] = {k: [] for k in _ELEMENT_TYPES}
+        self.key_of: dict[str, etree._Element] = {}
+        self.el_key: dict[etree._Element, str] = {}
+        self.catalog_entities: set[str] = set()  # entities defined outside the subset (already reported)
+        self.road_unknown = False  # a road file that could not be read: its ids are not checked
 
     # -- bookkeeping -----------------------------------------------------------------------------
 
@@ -210,7 +214,7 @@ class _Reader:
 
     def entity_ref(self, el: etree._Element, name: str = "entityRef") -> str:
         ref = self.attr(el, name, _str)
-        if ref not in self.entities:
+        if ref not in self.entities and ref not in self.catalog_entities:
             self.invalid(el, f"{name}={ref!r} names no entity")
         return ref
 
@@ -285,7 +289,8 @@ class _Reader:
 
     def declare(self, decls: etree._Element, *, overrides: Mapping[str, str] | None = None) -> None:
         for d in self.children(decls, "ParameterDeclaration"):
-            name = d.get("name", "")
+            # Some 1.0-era writers declare "$name"; references are "$name" either way (esmini accepts both).
+            name = d.get("name", "").removeprefix("$")
             ptype = d.get("parameterType", "string")
             if ptype not in PARAMETER_TYPES:
                 self.unsupported(d, f"parameterType={ptype!r} is outside the supported subset")
@@ -338,6 +343,7 @@ class _Reader:
         filepath = self.attr(logic, "filepath", _str)
         road, findings = read_opendrive((self.path.parent / filepath).resolve())
         self.road = road
+        self.road_unknown = road is None  # its road and lane ids cannot be checked
         self.findings.extend(findings)
 
     def read_entities(self, ents: etree._Element) -> None:
@@ -352,8 +358,9 @@ class _Reader:
                 el = self.child(obj, tag)
                 if el is not None:
                     spec = self.entity(el, name, kind)
-            if spec is None:
-                continue  # CatalogReference / ExternalObjectReference: reported as unread
+            if spec is None:  # CatalogReference / ExternalObjectReference: reported as unread
+                self.catalog_entities.add(name)  # references to it are not findings of their own
+                continue
             if name in self.entities:
                 self.invalid(obj, f"two entities are named {name!r}")
             self.entities[name] = spec
@@ -384,34 +391,36 @@ class _Reader:
     # -- storyboard ------------------------------------------------------------------------------
 
     def index_keys(self, board: etree._Element) -> None:
-        """Every storyboard element's key, before any condition refers to one (refs may point forward)."""
-        for story in board.findall("Story"):
-            sk = story.get("name", "")
-            self.keys["story"].append(sk)
-            for act in story.findall("Act"):
-                ak = f"{sk}::{act.get('name', '')}"
-                self.keys["act"].append(ak)
-                for group in act.findall("ManeuverGroup"):
-                    gk = f"{ak}::{group.get('name', '')}"
-                    self.keys["maneuverGroup"].append(gk)
-                    for man in group.findall("Maneuver"):
-                        mk = f"{gk}::{man.get('name', '')}"
-                        self.keys["maneuver"].append(mk)
-                        for ev in man.findall("Event"):
-                            ek = f"{mk}::{ev.get('name', '')}"
-                            self.keys["event"].append(ek)
-                            for action in ev.findall("Action"):
-                                self.keys["action"].append(f"{ek}::{action.get('name', '')}")
-        seen: set[str] = set()
-        for kind, keys in self.keys.items():
-            for key in keys:
-                if key in seen:
-                    self.invalid(board, f"two {kind} elements have the same qualified name {key!r}")
-                seen.add(key)
+        """Every storyboard element's key, before any condition refers to one (refs may point forward).
+
+        A key is the element's name qualified by its parents' (``Story::Act::Group::Maneuver::Event``).
+        Generated files often reuse a name among siblings (the standard asks for unique names): such
+        an element gets ``#2``, ``#3`` ... appended to its key, and only a reference to the shared name
+        is a finding (it is ambiguous)."""
+        levels = (("story", "Story"), ("act", "Act"), ("maneuverGroup", "ManeuverGroup"))
+        levels += (("maneuver", "Maneuver"), ("event", "Event"), ("action", "Action"))
+
+        def walk(parent_el: etree._Element, parent_key: str, names: tuple[str, ...], depth: int) -> None:
+            if depth == len(levels):
+                return
+            kind, tag = levels[depth]
+            for el in parent_el.findall(tag):
+                name = el.get("name", "")
+                base = f"{parent_key}::{name}" if parent_key else name
+                key, n = base, 1
+                while key in self.key_of:
+                    n += 1
+                    key = f"{base}#{n}"
+                self.key_of[key] = el
+                self.el_key[el] = key
+                self.keys[kind].append((key, (*names, name)))
+                walk(el, key, (*names, name), depth + 1)
+
+        walk(board, "", (), 0)
 
     def resolve_ref(self, el: etree._Element, kind: str, ref: str) -> str:
-        tail = ref.split("::")
-        hits = [k for k in self.keys.get(kind, []) if k.split("::")[-len(tail) :] == tail]
+        tail = tuple(ref.split("::"))
+        hits = [key for key, names in self.keys.get(kind, []) if names[-len(tail) :] == tail]
         if len(hits) != 1:
             self.invalid(
                 el, f"storyboardElementRef={ref!r} names {len(hits)} {kind} elements (needs exactly one)"
@@ -439,13 +448,13 @@ class _Reader:
     def story(self, el: etree._Element) -> StoryDef:
         outer = self.scoped(el)
         name = self.attr(el, "name", _str)
-        acts = tuple(self.act(a, name) for a in self.children(el, "Act"))
+        acts = tuple(self.act(a) for a in self.children(el, "Act"))
         self.scope = outer
-        return StoryDef(name, name, acts, self.xpath(el))
+        return StoryDef(name, self.el_key[el], acts, self.xpath(el))
 
-    def act(self, el: etree._Element, parent: str) -> ActDef:
-        key = f"{parent}::{self.attr(el, 'name', _str)}"
-        groups = tuple(self.group(g, key) for g in self.children(el, "ManeuverGroup"))
+    def act(self, el: etree._Element) -> ActDef:
+        key = self.el_key[el]
+        groups = tuple(self.group(g) for g in self.children(el, "ManeuverGroup"))
         start = self.child(el, "StartTrigger")
         stop = self.child(el, "StopTrigger")
         return ActDef(
@@ -457,8 +466,8 @@ class _Reader:
             self.xpath(el),
         )
 
-    def group(self, el: etree._Element, parent: str) -> ManeuverGroupDef:
-        key = f"{parent}::{self.attr(el, 'name', _str)}"
+    def group(self, el: etree._Element) -> ManeuverGroupDef:
+        key = self.el_key[el]
         actors_el = self.child(el, "Actors")
         actors: tuple[str, ...] = ()
         if actors_el is not None:
@@ -466,27 +475,25 @@ class _Reader:
                 self.unsupported(actors_el, "selectTriggeringEntities=true is outside the supported subset")
             actors = tuple(self.entity_ref(r) for r in self.children(actors_el, "EntityRef"))
         count = self.attr(el, "maximumExecutionCount", _int)
-        maneuvers = tuple(self.maneuver(m, key) for m in self.children(el, "Maneuver"))
+        maneuvers = tuple(self.maneuver(m) for m in self.children(el, "Maneuver"))
         return ManeuverGroupDef(el.get("name", ""), key, max(count, 1), actors, maneuvers, self.xpath(el))
 
-    def maneuver(self, el: etree._Element, parent: str) -> ManeuverDef:
+    def maneuver(self, el: etree._Element) -> ManeuverDef:
         outer = self.scoped(el)
-        key = f"{parent}::{self.attr(el, 'name', _str)}"
-        events = tuple(self.event(e, key) for e in self.children(el, "Event"))
+        key = self.el_key[el]
+        events = tuple(self.event(e) for e in self.children(el, "Event"))
         self.scope = outer
         return ManeuverDef(el.get("name", ""), key, events, self.xpath(el))
 
-    def event(self, el: etree._Element, parent: str) -> EventDef:
-        key = f"{parent}::{self.attr(el, 'name', _str)}"
+    def event(self, el: etree._Element) -> EventDef:
+        key = self.el_key[el]
         priority = self.choice(el, "priority", ("override", "skip", "parallel", "overwrite"))
         count = self.attr(el, "maximumExecutionCount", _int, 1)
         actions = []
         for a in self.children(el, "Action"):
             action = self.event_action(a)
             if action is not None:
-                actions.append(
-                    ActionDef(a.get("name", ""), f"{key}::{a.get('name', '')}", action, self.xpath(a))
-                )
+                actions.append(ActionDef(a.get("name", ""), self.el_key[a], action, self.xpath(a)))
         start = self.child(el, "StartTrigger")
         return EventDef(
             el.get("name", ""),
@@ -718,7 +725,7 @@ class _Reader:
     def lane_id(self, el: etree._Element, name: str) -> int:
         lane = self.attr(el, name, _int)
         road = self.road or platform_road()
-        if all(x.lane_id != lane for x in road.lanes):
+        if not self.road_unknown and all(x.lane_id != lane for x in road.lanes):
             self.invalid(el, f"{name}={lane}: road {road.road_id} has no lane {lane}")
         return lane
 
@@ -785,7 +792,7 @@ class _Reader:
 
     def check_road(self, el: etree._Element, road_id: str) -> None:
         road = self.road or platform_road()
-        if road_id != road.road_id:
+        if not self.road_unknown and road_id != road.road_id:
             self.invalid(el, f"roadId={road_id!r}: the road network has road {road.road_id!r} only")
 
     # -- triggers and conditions ------------------------------------------------------------------
