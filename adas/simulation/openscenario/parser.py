@@ -545,9 +545,7 @@ class _Reader:
         fog_range = sun_ill = sun_elev = None
         precip_type, precip_int = None, 0.0
         weather = self.child(env, "Weather")
-        if weather is not None:
-            for attr_name in ("cloudState", "fractionalCloudCover", "atmosphericPressure", "temperature"):
-                weather.get(attr_name)  # no effect on the renderer's conditions
+        if weather is not None:  # cloud cover, pressure and temperature have no renderer condition
             fog = self.child(weather, "Fog")
             if fog is not None:
                 fog_range = self.attr(fog, "visualRange", float)
