@@ -30,7 +30,7 @@ from adas.packaging.trust import TrustFile
 from adas.storage import ArtifactError, ArtifactIntegrityError, ArtifactStore, sha256_bytes
 
 PACKS_DIR = "packs"
-PACK_ID_LENGTH = 16
+SHORT_ID_CHARS = 16  # hex characters of a content id in a key (64 bits)
 
 
 class PublishedConflictError(RuntimeError):
@@ -65,7 +65,7 @@ def put_once(store: ArtifactStore, key: str, data: bytes) -> StoredFile:
 def content_addressed_key(key: str, sha256: str) -> str:
     """``a/b/name`` -> ``a/b/sha256-<first 16 hex>/name``."""
     p = PurePosixPath(key)
-    return str(p.parent / f"sha256-{sha256[:PACK_ID_LENGTH]}" / p.name)
+    return str(p.parent / f"sha256-{sha256[:SHORT_ID_CHARS]}" / p.name)
 
 
 def publish_file(
@@ -82,7 +82,7 @@ def publish_file(
 def pack_id(files: Mapping[str, str]) -> str:
     """Content id of a pack: sha256 over ``path NUL sha256 LF`` of every listed file, in path order."""
     text = "".join(f"{rel}\0{sha}\n" for rel, sha in sorted(files.items()))
-    return hashlib.sha256(text.encode()).hexdigest()[:PACK_ID_LENGTH]
+    return hashlib.sha256(text.encode()).hexdigest()[:SHORT_ID_CHARS]
 
 
 def pack_folder(cell_prefix: str, files: Mapping[str, str]) -> str:
