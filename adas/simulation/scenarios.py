@@ -84,14 +84,9 @@ def _expr(base: float, t: float, offset: float, gap_shift: float | None = None) 
 
 
 def _vehicle(xosc: Any, name: str, category: str, length: float, width: float) -> Any:
-    bb = xosc.BoundingBox(
-        round(width, 2),
-        round(length, 2),
-        1.6 if category != "truck" else 3.5,
-        round(length / 2 - 0.6, 2),
-        0,
-        0.8,
-    )
+    # The positions written are the replay's box centres: the declared reference point is the
+    # box centre (centre offset 0), so a player, esmini or CARLA puts each box where it was recorded.
+    bb = xosc.BoundingBox(round(width, 2), round(length, 2), 1.6 if category != "truck" else 3.5, 0, 0, 0.8)
     fa = xosc.Axle(0.52, 0.7, round(width * 0.85, 2), round(max(length - 1.2, 0.5), 2), 0.35)
     ba = xosc.Axle(0.52, 0.7, round(width * 0.85, 2), 0, 0.35)
     return xosc.Vehicle(name, category, bb, fa, ba, 69, 6, 9)
@@ -174,8 +169,9 @@ def extract_scenario(seg: FlaggedSegment, cfg: SimulationConfig, out_dir: Path) 
     )
     init.add_global_action(xosc.EnvironmentAction(env))
 
+    # ">= 0": the recordings start with the scenario (at t = 0), not one step later.
     start = xosc.ValueTrigger(
-        "at_start", 0, xosc.ConditionEdge.none, xosc.SimulationTimeCondition(0, xosc.Rule.greaterThan)
+        "at_start", 0, xosc.ConditionEdge.none, xosc.SimulationTimeCondition(0, xosc.Rule.greaterOrEqual)
     )
     act = xosc.Act("replayed_interval", start)
     t_start = seg.start_s

@@ -104,6 +104,12 @@ class EntityPose:
     center_y: float
     is_ego: bool
 
+    @property
+    def box_center(self) -> tuple[float, float]:
+        """The bounding box's centre in the world frame (what a renderer draws and a sensor sees)."""
+        c, s = math.cos(self.h), math.sin(self.h)
+        return self.x + self.center_x * c - self.center_y * s, self.y + self.center_x * s + self.center_y * c
+
 
 @dataclass(slots=True)
 class EgoIntent:
