@@ -5,7 +5,8 @@ sensor tick shows up in the UI afterwards. Steps:
 
 1. golden data: target catalog, simulated drive dataset, slices, calibration shard, replay logs,
    and the current production model;
-2. drop the bundled candidate into the inbox (atomically: copy to a hidden name, then rename);
+2. drop the bundled candidate (or ``--bundle DIR``: any bundle, e.g. demo/bundles/dense-candidate)
+   into the inbox (atomically: copy to a hidden name, then rename);
 3. tick the inbox sensor and execute the intake run it requests; tick again to show it is idempotent;
 4. tick declarative automation (the conditions the automation sensor evaluates) until idle:
    staging, export, engines / Triton repositories / signed packs, evaluation and gates, replay,
@@ -46,7 +47,15 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--size", default="demo", help="dataset size from config/datagen.yaml (demo, tiny)")
+    parser.add_argument(
+        "--bundle",
+        type=Path,
+        default=DEMO_BUNDLES_DIR / "candidate",
+        help="the candidate bundle to take in (default: demo/bundles/candidate; `make demo BUNDLE=DIR`)",
+    )
     args = parser.parse_args()
+    if not (args.bundle / "contract.yaml").is_file():
+        parser.error(f"--bundle {args.bundle}: no contract.yaml there (a bundle is a folder with one)")
 
     home = AdasHome.from_env()
     prepare_local_instance(home)
@@ -66,8 +75,8 @@ def main() -> int:
         for event in result.get_asset_materialization_events():
             print(f"  materialized {event.asset_key.to_user_string()}")
 
-        banner("2/5 drop the bundled candidate into the inbox")
-        dropped = drop_bundle(DEMO_BUNDLES_DIR / "candidate", home.inbox, "candidate-demo")
+        banner(f"2/5 drop the candidate {args.bundle} into the inbox")
+        dropped = drop_bundle(args.bundle, home.inbox, f"{args.bundle.resolve().name}-demo")
         print(f"  {dropped}")
 
         banner("3/5 inbox sensor -> candidate intake")
