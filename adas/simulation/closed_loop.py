@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,20 +35,24 @@ import numpy as np
 from adas.datasets.config import DatagenConfig
 from adas.datasets.weather import apply_weather
 from adas.detector.postprocess import Detections
-from adas.simulation.config import ControllerConfig
+from adas.simulation.config import SCENARIOS_DIR, ControllerConfig
 from adas.simulation.controller import EgoState, ProxyController, WorldTracker, detections_to_world
 from adas.simulation.episode import ClipFrame, EpisodeOutput, EpisodeSpec, EpisodeTrace
+from adas.simulation.openscenario import Player, load_scenario
 from adas.simulation.perception import FrameContext, GtBox, Perception
 from adas.simulation.world import (
     MERGE_ROUTE_END_X,
     ClosedLoopSimulator,
     collision_kind,
     collision_partner,
+    ego_state,
     gt_boxes,
     lane_index_side,
     path_state,
+    place_actors,
     script_step,
     setup_category,
+    setup_openscenario,
 )
 
 
@@ -59,18 +64,28 @@ def run_episode(
     *,
     policy_hz: int = 5,
     clip_seconds: float | None = None,
+    scenario_root: Path = SCENARIOS_DIR,
 ) -> EpisodeOutput:
     """Simulate one run; deterministic for a given spec (seeded simulator, weather and faults).
 
     ``clip_seconds``: keep the last seconds of perceived frames with detections (for clips).
+    ``scenario_root``: the folder ``spec.xosc`` is relative to (an OpenSCENARIO run).
     """
     t_wall = time.perf_counter()
     t_cpu = time.process_time()
     dt = 1.0 / policy_hz
     rng = np.random.default_rng([spec.seed, 1])
+    # An OpenSCENARIO run plays its file (``NotExecutableError`` names what is outside the subset).
+    player = (
+        Player(load_scenario(Path(scenario_root) / spec.xosc, spec.parameters), step_s=dt, ego="Ego")
+        if spec.xosc is not None
+        else None
+    )
     sim = ClosedLoopSimulator(datagen, spec.scenario, spec.density, spec.seed, rng)
     try:
-        out = _run(sim, spec, perception, datagen, controller, policy_hz, dt, rng, clip_seconds, t_wall)
+        out = _run(
+            sim, spec, perception, datagen, controller, policy_hz, dt, rng, clip_seconds, t_wall, player
+        )
         out.cpu_s = time.process_time() - t_cpu
         return out
     finally:
@@ -88,8 +103,11 @@ def _run(
     rng: np.random.Generator,
     clip_seconds: float | None,
     t_wall: float,
+    player: Player | None,
 ) -> EpisodeOutput:
-    state = setup_category(sim, spec, rng)
+    # The scene: the category's scripted actors, or the scenario file's entities moved by the player.
+    actors = setup_openscenario(sim, player) if player is not None else {}
+    state = setup_category(sim, spec, rng) if player is None else {}
     ego = sim.ego
     road = sim.u.road
     frame_scale = datagen.frame.width / datagen.frame.render_width
@@ -97,37 +115,48 @@ def _run(
     controller = ProxyController(ctrl_cfg)
     trace = EpisodeTrace(dt=dt)
     x0 = float(ego.position[0])
+    set_speed = float(ego.speed) if player is not None else spec.ego_speed_mps
     if spec.scenario == "merge":
         trace.route_length_m = max(MERGE_ROUTE_END_X - x0, 1.0)
     else:
-        trace.route_length_m = spec.ego_speed_mps * spec.duration_s
+        trace.route_length_m = set_speed * spec.duration_s
     n_steps = round(spec.duration_s * hz)
     clip_len = round((clip_seconds or 0.0) * hz)
     clip: deque[ClipFrame] = deque(maxlen=max(clip_len, 1))
     layout_rng_seed = [spec.seed, 3]
-    severity = spec.severity if (spec.weather, spec.lighting) != ("clear", "day") else 1
     ego_box: tuple[float, float, float, float] | None = None
+
+    def conditions() -> tuple[str, str, int]:
+        """The renderer's conditions now: the scenario's environment (it may change), else the run's."""
+        c = player.conditions if player is not None else None
+        weather, lighting, severity = (
+            (c.weather, c.lighting, c.severity) if c else (spec.weather, spec.lighting, spec.severity)
+        )
+        return weather, lighting, severity if (weather, lighting) != ("clear", "day") else 1
 
     def perceive(step: int, t: float) -> tuple[np.ndarray, Detections, list[GtBox], Any]:
         fr = sim.render()
         gt = gt_boxes(fr)
+        weather, lighting, severity = conditions()
         img = apply_weather(
             fr.image,
-            spec.weather,
-            spec.lighting,
+            weather,
+            lighting,
             np.random.default_rng([spec.seed, 2, step]),
             severity=severity,
             layout_rng=np.random.default_rng(layout_rng_seed),
             noise_sigma=datagen.sensor_noise.sigma,
             blur_sigma=datagen.sensor_noise.blur_sigma_px,
         )
-        ctx = FrameContext(spec.seed, step, t, spec.weather, spec.lighting, severity, gt)
+        ctx = FrameContext(spec.seed, step, t, weather, lighting, severity, gt)
         return img, perception.detect(img, ctx), gt, sim.u.viewer.sim_surface
 
     for step in range(n_steps):
         t = step * dt
-        if script_step(sim, spec, state, t):
+        if player is None and script_step(sim, spec, state, t):
             trace.event_triggered_s = round(t, 3)
+        if player is not None:
+            set_speed = _follow_intent(player, ego, road, set_speed, trace)
         img, dets, gt, surf = perceive(step, t)
         half = (ego.LENGTH / 2, ego.WIDTH / 2)
         world = detections_to_world(
@@ -149,7 +178,7 @@ def _run(
             idx = lane_index_side(road, ego.lane_index, side, ego.position)
             if idx is not None:
                 sides[side] = road.network.get_lane(idx)
-        state_e = EgoState(ego.position.copy(), float(ego.speed), half, spec.ego_speed_mps, t)
+        state_e = EgoState(ego.position.copy(), float(ego.speed), half, set_speed, t)
         cmd = controller.decide(state_e, tracks, path, sides, changing)
         if cmd.lane_change is not None:
             idx = lane_index_side(road, ego.lane_index, cmd.lane_change, ego.position)
@@ -173,6 +202,11 @@ def _run(
             clip.append(ClipFrame(img, dets, ego_box, gt, f"t={t:4.1f}s v={ego.speed:4.1f}m/s"))
         before = {id(v): v.position.copy() for v in road.vehicles}
         sim.advance(dt)
+        if player is not None:  # the actors to the new time, triggers fire on the ego's new state
+            player.step(ego_state(player, ego))
+            place_actors(player, actors)
+            if trace.event_triggered_s is None:
+                trace.event_triggered_s = _first_event_start(player)
         if ego.crashed:
             other = collision_partner(ego, road.vehicles)
             trace.collision = {
@@ -189,8 +223,36 @@ def _run(
             break
         if spec.scenario == "merge" and float(ego.position[0]) >= MERGE_ROUTE_END_X:
             break
+        if player is not None and player.finished:  # the storyboard's stop trigger ends the run
+            break
     trace.distance_m = float(ego.position[0]) - x0
     return EpisodeOutput(spec=spec, trace=trace, clip=list(clip), wall_s=time.perf_counter() - t_wall)
+
+
+def _follow_intent(player: Player, ego: Any, road: Any, set_speed: float, trace: EpisodeTrace) -> float:
+    """The storyboard's ego actions as the controller's intent (never moves): the speed asked for
+    becomes the set speed, a lane asked for the route's lane. Returns the set speed."""
+    intent = player.ego_intent
+    lane_id = intent.lane_id
+    if intent.pose is not None:  # a trajectory: the lane it runs in now
+        _, t_road = player.road.to_road(intent.pose[0], intent.pose[1])
+        lane = player.road.lane_at(t_road)
+        lane_id = lane.lane_id if lane is not None else lane_id
+    if lane_id is not None:
+        idx = (ego.lane_index[0], ego.lane_index[1], player.road.highway_lane_index(lane_id))
+        if idx != ego.target_lane_index and ego.target_lane_index == ego.lane_index:
+            ego.target_lane_index = idx
+            trace.lane_changes += 1
+    asked = intent.target_speed if intent.target_speed is not None else intent.speed
+    return float(asked) if asked is not None else set_speed
+
+
+def _first_event_start(player: Player) -> float | None:
+    """When the first storyboard event started after the scenario's start (the scene's key event)."""
+    for tr in player.log:
+        if tr.transition == "startTransition" and tr.time > 0 and tr.element_type == "event":
+            return round(tr.time, 3)
+    return None
 
 
 def _ego_box(gt: Sequence[GtBox]) -> tuple[float, float, float, float] | None:

@@ -25,7 +25,7 @@ import polars as pl
 from adas.catalog import TargetCatalog
 from adas.datasets.config import DatagenConfig
 from adas.intake.refs import StoredFile
-from adas.intake.stored import read_json, stored_file
+from adas.intake.stored import read_file, read_json, stored_file
 from adas.simulation.config import SimulationConfig
 from adas.simulation.episode import EpisodeSpec
 from adas.simulation.executors import ShardExecutor
@@ -35,6 +35,7 @@ from adas.simulation.metrics import RunRecord, summarize, summarize_by_category
 from adas.simulation.perception import PerceptionSpec
 from adas.simulation.planning import plan_batch, plan_runs
 from adas.simulation.refs import ScenarioLibraryRef, SimulationRef
+from adas.simulation.scenario_sweeps import LIBRARY_DIR
 from adas.simulation.sequential import (
     SequentialLook,
     SequentialRecord,
@@ -42,7 +43,7 @@ from adas.simulation.sequential import (
     look_schedule,
     next_batch,
 )
-from adas.simulation.shards import EpisodeSettings, thumbnail_key
+from adas.simulation.shards import EpisodeSettings, config_scenario_files, thumbnail_key
 from adas.simulation.steps import EnginePair, SimulationInputError, json_bytes
 from adas.simulation.sweep import SweepResult, run_sweep
 from adas.storage import ArtifactStore
@@ -224,6 +225,15 @@ def run_closed_loop_simulation(
     name = choose_sweep(cfg, sweep, {} if environ is None else environ)
     library_runs = [EpisodeSpec.model_validate(r) for r in read_json(store, library.index)["runs"]]
     runs = plan_runs(cfg, name, library_runs)
+    # One code path plays every scene: the shipped files and the library's, read pinned.
+    scenario_files = {
+        **config_scenario_files(),
+        **{
+            f"{LIBRARY_DIR}/{rel}": read_file(store, f).decode()
+            for rel, f in library.files.items()
+            if rel.endswith((".xosc", ".xodr"))
+        },
+    }
     settings = EpisodeSettings.from_configs(cfg, datagen)
     n_shards = shards or cfg.sweeps[name].shards
     shard_executor = executor()
@@ -248,6 +258,7 @@ def run_closed_loop_simulation(
                 shards=n_shards,
                 executor=shard_executor,
                 progress=log,
+                scenario_files=scenario_files,
             )
         return results
 

@@ -15,6 +15,8 @@ from adas.config_errors import load_yaml_model
 from adas.settings import CONFIG_DIR
 
 SIMULATION_FILE: Final[Path] = CONFIG_DIR / "simulation.yaml"
+# The scenes the gate plays as OpenSCENARIO files (``EpisodeSpec.xosc`` of a category's runs).
+SCENARIOS_DIR: Final[Path] = CONFIG_DIR / "scenarios"
 # Looks of a sequential sweep (the O'Brien-Fleming constants in ``sequential`` go this far).
 MAX_LOOKS: Final[int] = 10
 
@@ -70,6 +72,17 @@ class CategoryConfig(_Strict):
         default_factory=lambda: [5.0], description="cut-in: how much slower than the ego the actor drives"
     )
     conditions: list[Condition] = Field(min_length=1)
+    xosc: str | None = Field(
+        None,
+        description="the OpenSCENARIO file (under config/scenarios/) the player plays for this category's runs, "
+        "its parameters set from the run's axes; unset: highway-env traffic (cruise, merge)",
+    )
+
+    @model_validator(mode="after")
+    def _scenario_file_exists(self) -> CategoryConfig:
+        if self.xosc is not None and not (SCENARIOS_DIR / self.xosc).is_file():
+            raise ValueError(f"xosc: no file {self.xosc} in {SCENARIOS_DIR}")
+        return self
 
 
 class SequentialConfig(_Strict):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from adas.detector.postprocess import Detections
 from adas.simulation.perception import GtBox
@@ -35,6 +35,11 @@ class EpisodeSpec(BaseModel):
     actor_type: Literal["car", "truck", "motorcycle"] | None = None
     actor_speed_delta_mps: float | None = None
     source: str = "sweep"
+    # An OpenSCENARIO run: the file (relative to the run's scenario folder) the player plays, and its
+    # parameter values. The file's entities are the whole scene (no random traffic); its Init
+    # places the ego and its environment sets the weather.
+    xosc: str | None = None
+    parameters: dict[str, str] = Field(default_factory=dict)
 
     @property
     def condition(self) -> str:

@@ -41,6 +41,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from adas.simulation.config import GateConfig
+from adas.simulation.episode import EpisodeSpec
 from adas.simulation.metrics import EpisodeMetrics, GroupSummary, RunRecord, summarize, summarize_by_category
 from adas.simulation.sequential import SequentialRecord
 from adas.stats import (
@@ -105,6 +106,24 @@ def overall_verdict(checks: Sequence[GateCheck]) -> Verdict:
     return "red" if "fail" in statuses else "amber" if "amber" in statuses else "green"
 
 
+class ScenarioOutcome(BaseModel):
+    """One scene over its runs: what the candidate did there, beside production on the same runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scenario: str  # a library scenario's id, else the category (its shipped file, or traffic)
+    source: Literal["library", "shipped", "traffic"]
+    runs: int
+    outcome: Literal["pass", "fail"]  # fail: the candidate collided, left the road or got stuck
+    candidate_failures: int
+    production_failures: int
+    candidate_collisions: int
+    min_ttc_s: float | None  # the candidate's lowest over the runs
+    min_gap_m: float | None
+    hard_brakes: int
+    max_p95_jerk_mps3: float
+
+
 class SimVerdict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -116,6 +135,7 @@ class SimVerdict(BaseModel):
     production: dict[str, GroupSummary]
     runs: int = 0  # paired runs the verdict was decided on
     sequential: SequentialRecord | None = None
+    scenarios: list[ScenarioOutcome] = []
 
     @property
     def status(self) -> Verdict:
@@ -631,6 +651,8 @@ def evaluate_gate(
             f"+ {JERK_FLOOR_MPS3:g} m/s³",
         )
     )
+    outcomes = scenario_outcomes(pairs)
+    checks += _library_checks(outcomes)
     verdict = overall_verdict(checks)
     c_cat, p_cat = summarize_by_category(candidate), summarize_by_category(production)
     c_all, p_all = summarize(candidate), summarize(production)
@@ -639,13 +661,77 @@ def evaluate_gate(
         verdict=verdict,
         checks=checks,
         rationale=rationale_markdown(
-            verdict, checks, c_all, p_all, _collision_notes(candidate, production), len(pairs), sequential
+            verdict,
+            checks,
+            c_all,
+            p_all,
+            _collision_notes(candidate, production),
+            len(pairs),
+            sequential,
+            outcomes,
         ),
         candidate={**c_cat, "all": c_all},
         production={**p_cat, "all": p_all},
         runs=len(pairs),
         sequential=sequential,
+        scenarios=outcomes,
     )
+
+
+def _scene_of(spec: EpisodeSpec) -> tuple[str, Literal["library", "shipped", "traffic"]]:
+    if spec.source.startswith("library:"):
+        return spec.source.removeprefix("library:"), "library"
+    return spec.category, "shipped" if spec.xosc is not None else "traffic"
+
+
+def scenario_outcomes(pairs: Sequence[Pair]) -> list[ScenarioOutcome]:
+    """Per scene (each library scenario over its sweep, each category), in first-run order."""
+    groups: dict[tuple[str, str], list[Pair]] = {}
+    for c, p in pairs:
+        groups.setdefault(_scene_of(c.spec), []).append((c, p))
+    out = []
+    for (scene, source), group in groups.items():
+        cm = [c.metrics for c, _ in group]
+        ttcs = [m.min_ttc_s for m in cm if m.min_ttc_s is not None]
+        gaps = [m.min_gap_m for m in cm if m.min_gap_m is not None]
+        failures = sum(m.failed for m in cm)
+        out.append(
+            ScenarioOutcome(
+                scenario=scene,
+                source=source,  # type: ignore[arg-type]
+                runs=len(group),
+                outcome="fail" if failures else "pass",
+                candidate_failures=failures,
+                production_failures=sum(p.metrics.failed for _, p in group),
+                candidate_collisions=sum(m.collisions for m in cm),
+                min_ttc_s=min(ttcs) if ttcs else None,
+                min_gap_m=min(gaps) if gaps else None,
+                hard_brakes=sum(m.hard_brake_events for m in cm),
+                max_p95_jerk_mps3=max(m.p95_abs_jerk_mps3 for m in cm),
+            )
+        )
+    return out
+
+
+def _library_checks(outcomes: Sequence[ScenarioOutcome]) -> list[GateCheck]:
+    """A scenario the replay found (the candidate diverged there) that the candidate still fails in
+    closed loop is red, named: the reason it was extracted is not fixed."""
+    return [
+        _check(
+            "library_scenario_still_fails",
+            o.scenario,
+            float(o.candidate_failures),
+            float(o.production_failures),
+            "0 failing runs of an extracted scenario",
+            "fail" if o.candidate_failures else "pass",
+            f"the candidate fails {o.candidate_failures} of {o.runs} runs of extracted scenario {o.scenario} "
+            f"(production {o.production_failures})"
+            if o.candidate_failures
+            else "",
+        )
+        for o in outcomes
+        if o.source == "library"
+    ]
 
 
 def _fmt(v: Any) -> str:
@@ -690,6 +776,7 @@ def rationale_markdown(
     notes: Sequence[str] = (),
     runs: int | None = None,
     sequential: SequentialRecord | None = None,
+    outcomes: Sequence[ScenarioOutcome] = (),
 ) -> str:
     failed = [ch for ch in checks if ch.status == "fail"]
     amber = [ch for ch in checks if ch.status == "amber"]
@@ -714,6 +801,20 @@ def rationale_markdown(
         )
     if notes:
         lines += ["", "Candidate collisions (see the clips):", *[f"- {n}" for n in notes]]
+    if outcomes:
+        lines += [
+            "",
+            "Scenarios (candidate over each scene's runs; production's failures on the same runs):",
+            "",
+            "| scenario | source | runs | outcome | failures (prod) | collisions | min TTC s | min gap m | hard brakes | p95 jerk m/s³ |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for o in outcomes:
+            lines.append(
+                f"| {o.scenario} | {o.source} | {o.runs} | {RESULT_TEXT[o.outcome]} | {o.candidate_failures} "
+                f"({o.production_failures}) | {o.candidate_collisions} | {_fmt(o.min_ttc_s)} | {_fmt(o.min_gap_m)} | "
+                f"{o.hard_brakes} | {o.max_p95_jerk_mps3:.2f} |"
+            )
     lines += [
         "",
         "Deltas are candidate - production on the same runs: `point [low, high] (n = runs)`; "

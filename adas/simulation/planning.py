@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from adas.simulation.config import CATEGORIES, SimulationConfig
+from adas.simulation.config import CATEGORIES, CategoryConfig, SimulationConfig
+from adas.simulation.config import Condition as RunCondition
 from adas.simulation.episode import EpisodeSpec
+from adas.simulation.scenario_templates import ACTOR_SIZE_M, OSC_CATEGORY, Condition
 
 
 def _seed(*parts: int) -> int:
@@ -47,6 +49,7 @@ def plan_category(cfg: SimulationConfig, category: str, n: int, batch: int = 0) 
     runs = []
     for i in range(n):
         cond = axes["condition"][i]
+        seed = _seed(cfg.seed, cat_index, 1000 * batch + i) if batch else _seed(cfg.seed, cat_index, i)
         runs.append(
             EpisodeSpec(
                 run_id=f"{category}-b{batch}-{i:03d}" if batch else f"{category}-{i:03d}",
@@ -56,7 +59,7 @@ def plan_category(cfg: SimulationConfig, category: str, n: int, batch: int = 0) 
                 weather=cond.weather,
                 lighting=cond.lighting,
                 severity=cond.severity,
-                seed=_seed(cfg.seed, cat_index, 1000 * batch + i) if batch else _seed(cfg.seed, cat_index, i),
+                seed=seed,
                 duration_s=cc.duration_s,
                 ego_speed_mps=float(axes["ego_speed_mps"][i]),
                 gap_time_s=float(axes["gap_time_s"][i]) if category == "cut_in" else None,
@@ -64,9 +67,38 @@ def plan_category(cfg: SimulationConfig, category: str, n: int, batch: int = 0) 
                 actor_speed_delta_mps=float(axes["actor_speed_delta_mps"][i])
                 if category == "cut_in"
                 else None,
+                xosc=cc.xosc,
+                parameters=_scene_parameters(category, cc, cond, seed, axes, i),
             )
         )
     return runs
+
+
+def _scene_parameters(
+    category: str, cc: CategoryConfig, cond: RunCondition, seed: int, axes: dict[str, list[Any]], i: int
+) -> dict[str, str]:
+    """The run's axes as the parameters of its category's OpenSCENARIO file (none without a file).
+
+    Every file takes the ego speed, the actor's type and size and the environment; the cut-in also
+    the gap time, the actor's speed deficit and the side it comes from (alternating with the seed)."""
+    if cc.xosc is None:
+        return {}
+    actor = axes["actor_type"][i]
+    length, width = ACTOR_SIZE_M[actor]
+    params = {
+        "EgoSpeed": f"{float(axes['ego_speed_mps'][i]):g}",
+        "ActorType": OSC_CATEGORY[actor],
+        "ActorLength": f"{length:g}",
+        "ActorWidth": f"{width:g}",
+        **Condition(weather=cond.weather, lighting=cond.lighting, severity=cond.severity).parameters(),
+    }
+    if category == "cut_in":
+        params |= {
+            "GapTime": f"{float(axes['gap_time_s'][i]):g}",
+            "ActorSpeedDelta": f"{float(axes['actor_speed_delta_mps'][i]):g}",
+            "CutInFrom": "1" if seed % 2 else "-1",
+        }
+    return params
 
 
 def plan_runs(cfg: SimulationConfig, size: str, library: Sequence[EpisodeSpec] = ()) -> list[EpisodeSpec]:

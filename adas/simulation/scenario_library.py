@@ -20,6 +20,7 @@ from adas.cell import Cell
 from adas.intake.stored import as_stored_file, read_json, stored_file
 from adas.simulation.config import SimulationConfig
 from adas.simulation.episode import EpisodeSpec
+from adas.simulation.openscenario import load_scenario
 from adas.simulation.refs import ReplayMetricsRef, ScenarioLibraryRef
 from adas.simulation.replay_report import FlaggedSegment
 from adas.simulation.scenario_schema import ScenarioValidationError
@@ -28,6 +29,15 @@ from adas.simulation.scenario_templates import ScenarioTemplate
 from adas.simulation.scenarios import build_library
 from adas.simulation.steps import json_bytes, require_simulatable
 from adas.storage import ArtifactStore
+
+
+def playable(tpl: ScenarioTemplate, points: list[dict[str, str]], folder: Path) -> ScenarioTemplate:
+    """The template marked not executable, with the player's reason, when any sweep point is not."""
+    for point in points:
+        scenario = load_scenario(folder / tpl.xosc, point)
+        if not scenario.executable:
+            return tpl.model_copy(update={"executable": False, "reason": scenario.reason})
+    return tpl
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,8 @@ def build_scenario_library(
             pairs = [(t, expand_sweep(Path(tmp) / t.segment_id / t.sweep_xosc)) for t in templates]
         except ScenarioValidationError as exc:
             raise ScenarioValidationError(f"generated scenario is invalid: {exc}") from exc
+        pairs = [(playable(t, points, Path(tmp) / t.segment_id), points) for t, points in pairs]
+        templates = [t for t, _ in pairs]
         stored = store.put_tree(prefix, Path(tmp)) if templates else []
     runs = runs_from_library(pairs, cfg)
     index = {
@@ -83,5 +95,8 @@ def build_scenario_library(
         files=files,
         runs=len(runs),
     )
+    for t in templates:
+        if not t.executable:
+            log(f"{t.scenario_id} is not executable (listed, not run): {t.reason}")
     log(f"{len(templates)} scenarios, {len(runs)} concrete runs, {len(files)} files validated")
     return ScenarioLibraryResult(ref=ref, templates=templates, runs=runs, library_uri=store.uri(prefix))

@@ -49,6 +49,15 @@ def expand_sweep(sweep_file: str | Path) -> list[dict[str, str]]:
     return out
 
 
+# Where library scenarios lie among a shard's scenario files: ``library/<segment>/<file>``.
+LIBRARY_DIR = "library"
+
+
+def library_xosc(tpl: ScenarioTemplate) -> str:
+    """The name a run of an extracted scenario plays it under (its folder holds its road)."""
+    return f"{LIBRARY_DIR}/{tpl.segment_id}/{tpl.xosc}"
+
+
 def _int_seed(*parts: str | int) -> int:
     h = hashlib.sha256("/".join(str(p) for p in parts).encode()).hexdigest()
     return int(h[:8], 16)
@@ -59,16 +68,17 @@ def runs_from_library(
     cfg: SimulationConfig,
     max_runs: int | None = None,
 ) -> list[EpisodeSpec]:
-    """Map each scenario's concrete sweep points onto highway-env runs of its category.
+    """Each executable scenario's concrete sweep points as OpenSCENARIO runs: the player plays the
+    extracted file with the point's parameters, the run is filed under the scenario's category.
 
-    Taken round-robin across scenarios (so a small budget still covers every scenario).
-    EgoSpeed -> ego speed, GapTime -> cut-in gap time, ActorType -> actor class,
-    Weather/Lighting/Severity -> the run's weather transform.
+    Taken round-robin across scenarios (so a small budget still covers every scenario). The spec's
+    fields (ego speed, gap time, actor class, weather) repeat the point's parameters for the tables
+    and the gate's per-category checks.
     """
     per: list[list[EpisodeSpec]] = []
     for tpl, points in library:
         cc = cfg.categories.get(tpl.category)  # type: ignore[call-overload]
-        if cc is None:
+        if cc is None or not tpl.executable:
             continue
         runs = []
         for k, p in enumerate(points):
@@ -89,6 +99,8 @@ def runs_from_library(
                     actor_type=actor if tpl.category in ("cut_in", "stopped_lead") else None,
                     actor_speed_delta_mps=tpl.actor_speed_delta_mps if tpl.category == "cut_in" else None,
                     source=f"library:{tpl.scenario_id}",
+                    xosc=library_xosc(tpl),
+                    parameters=dict(p),
                 )
             )
         per.append(runs)

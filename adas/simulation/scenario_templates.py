@@ -24,6 +24,13 @@ DEFAULT_EGO_SPEED: Final[dict[str, float]] = {
 }
 OSC_CATEGORY: Final[dict[str, str]] = {"car": "car", "truck": "truck", "motorcycle": "motorbike"}
 FROM_OSC_CATEGORY: Final[dict[str, str]] = {v: k for k, v in OSC_CATEGORY.items()}
+# The bounding box (length, width) a scripted actor of a class gets: the middle of the generator's
+# size ranges (config/datagen.yaml vehicle_classes); the world widens it to the smallest labelled size.
+ACTOR_SIZE_M: Final[dict[str, tuple[float, float]]] = {
+    "car": (4.5, 1.9),
+    "truck": (10.5, 2.5),
+    "motorcycle": (2.2, 0.8),
+}
 FOG_RANGE_M: Final[dict[int, float]] = {1: 400.0, 2: 200.0, 3: 120.0, 4: 70.0, 5: 40.0}
 
 
@@ -74,6 +81,10 @@ class ScenarioTemplate(BaseModel):
     xosc: str
     xodr: str
     sweep_xosc: str
+    # Whether the player can play every point of its sweep (else the reason: elements outside the
+    # supported subset, by XML path); a scenario that is not executable is listed, never run.
+    executable: bool = True
+    reason: str = ""
 
     @property
     def sweep_size(self) -> int:
@@ -143,4 +154,5 @@ def describe(t: ScenarioTemplate) -> dict[str, Any]:
         "duration_s": t.duration_s,
         "sweep_runs": t.sweep_size,
         "why": "; ".join(t.reasons),
+        "executable": "yes" if t.executable else f"no: {t.reason}",
     }

@@ -54,6 +54,9 @@ AUTHOR: Final[str] = "adas-assets scenario extraction"
 LANES: Final[int] = 4
 ROAD_LENGTH_M: Final[float] = 2000.0
 EGO_START: Final[tuple[float, float]] = (50.0, -6.0)  # x, y (OpenSCENARIO: y to the left): lane 2
+# The scene plays on this long after the recording (the actors keep their last speed along the road),
+# so that what a missed detection leads to (a collision, a hard brake) happens within the run.
+PLAY_ON_S: Final[float] = 8.0
 PARAMETERS: Final[tuple[str, ...]] = (
     "EgoSpeed",
     "GapTime",
@@ -220,7 +223,7 @@ def extract_scenario(seg: FlaggedSegment, cfg: SimulationConfig, out_dir: Path) 
         "interval_over",
         0,
         xosc.ConditionEdge.rising,
-        xosc.SimulationTimeCondition(duration + 2.0, xosc.Rule.greaterThan),
+        xosc.SimulationTimeCondition(duration + PLAY_ON_S, xosc.Rule.greaterThan),
         "stop",
     )
     storyboard = xosc.StoryBoard(init, stop)

@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,14 +27,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from adas.datasets.config import DatagenConfig
 from adas.simulation.clips import make_gif
 from adas.simulation.closed_loop import run_episode
-from adas.simulation.config import ClipConfig, ControllerConfig, MetricsConfig, SimulationConfig
+from adas.simulation.config import (
+    SCENARIOS_DIR,
+    ClipConfig,
+    ControllerConfig,
+    MetricsConfig,
+    SimulationConfig,
+)
 from adas.simulation.episode import EpisodeSpec
 from adas.simulation.metrics import RunRecord, episode_metrics
 from adas.simulation.perception import PerceptionSpec, build_perception
 from adas.storage import ArtifactStore, sha256_file
 
 # Bump when a change alters what an episode computes (invalidates every cached shard).
-SIM_CODE_VERSION: Final[str] = "4"
+SIM_CODE_VERSION: Final[str] = "5"  # 5: cut-in and stopped-lead runs play OpenSCENARIO files
 CHECKPOINT_PREFIX: Final[str] = "sim-cache/shards"
 
 
@@ -67,6 +74,9 @@ class ShardSpec(BaseModel):
     perception: PerceptionSpec
     runs: list[EpisodeSpec] = Field(min_length=1)
     settings: EpisodeSettings
+    # The OpenSCENARIO files its runs play (path relative to the scenario root -> text): the shard
+    # stays a pure function of its spec, and its key changes when a file does.
+    scenario_files: dict[str, str] = Field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -85,14 +95,44 @@ class ShardResult(BaseModel):
     wall_s: float
 
 
+def config_scenario_files() -> dict[str, str]:
+    """The shipped scenario files (``config/scenarios/``), by name."""
+    return {p.name: p.read_text() for p in sorted(SCENARIOS_DIR.iterdir()) if p.suffix in (".xosc", ".xodr")}
+
+
+def files_for_runs(runs: Sequence[EpisodeSpec], files: Mapping[str, str]) -> dict[str, str]:
+    """The files the OpenSCENARIO runs play: each run's ``xosc`` and every file in its folder (its road)."""
+    out: dict[str, str] = {}
+    for run in runs:
+        if run.xosc is None:
+            continue
+        if run.xosc not in files:
+            raise ValueError(f"run {run.run_id}: no scenario file {run.xosc} among {len(files)} files")
+        folder = PurePosixPath(run.xosc).parent
+        out |= {name: text for name, text in files.items() if PurePosixPath(name).parent == folder}
+    return out
+
+
 def make_shards(
-    runs: Sequence[EpisodeSpec], perception: PerceptionSpec, settings: EpisodeSettings, n_shards: int
+    runs: Sequence[EpisodeSpec],
+    perception: PerceptionSpec,
+    settings: EpisodeSettings,
+    n_shards: int,
+    scenario_files: Mapping[str, str] | None = None,
 ) -> list[ShardSpec]:
-    """Round-robin over the plan (categories spread evenly); empty shards are dropped."""
+    """Round-robin over the plan (categories spread evenly); empty shards are dropped. Each shard
+    carries the scenario files its runs play (``scenario_files``, default: the shipped ones)."""
+    files = config_scenario_files() if scenario_files is None else dict(scenario_files)
     n = max(1, min(n_shards, len(runs)))
     groups = [list(runs[i::n]) for i in range(n)]
     return [
-        ShardSpec(shard_index=i, perception=perception, runs=g, settings=settings)
+        ShardSpec(
+            shard_index=i,
+            perception=perception,
+            runs=g,
+            settings=settings,
+            scenario_files=files_for_runs(g, files),
+        )
         for i, g in enumerate(groups)
         if g
     ]
@@ -119,6 +159,16 @@ def run_shard(engine_path: str | None, spec: ShardSpec, threads: int = 1) -> Sha
         perception = build_perception(p, engine_path, threads=threads)
         _PERCEPTION_CACHE.clear()  # one engine per process at a time
         _PERCEPTION_CACHE[cache_key] = perception
+    with tempfile.TemporaryDirectory(prefix="scenarios-") as root:
+        for name, text in spec.scenario_files.items():
+            path = Path(root) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        return _run_episodes(spec, perception, Path(root), t0)
+
+
+def _run_episodes(spec: ShardSpec, perception: Any, scenario_root: Path, t0: float) -> ShardResult:
+    p = spec.perception
     st = spec.settings
     records: list[RunRecord] = []
     clips: dict[str, bytes] = {}
@@ -130,6 +180,7 @@ def run_shard(engine_path: str | None, spec: ShardSpec, threads: int = 1) -> Sha
             st.controller,
             policy_hz=st.policy_frequency_hz,
             clip_seconds=st.clips.seconds,
+            scenario_root=scenario_root,
         )
         m = episode_metrics(run, out.trace, st.metrics)
         clip_key = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,12 +80,14 @@ def run_sweep(
     progress: Callable[[str], None] | None = None,
     runner: ShardRunner | None = None,
     executor: ShardExecutor | None = None,
+    scenario_files: Mapping[str, str] | None = None,
 ) -> SweepResult:
     """Run (or resume) a sweep: checkpointed shards are loaded, the rest computed and checkpointed.
 
     The ``executor`` computes the missing shards (default: ``LocalProcessExecutor(processes,
     runner)``; ``processes <= 1`` or a ``runner`` computes in this process). ``engine_key`` names
-    the engine in the store for executors that run elsewhere (pods).
+    the engine in the store for executors that run elsewhere (pods). ``scenario_files``: the
+    OpenSCENARIO files the runs play, by the name their ``xosc`` uses (default: the shipped ones).
     """
     t0 = time.perf_counter()
     engine = EngineFile(
@@ -94,7 +96,7 @@ def run_sweep(
         sha256=perception.engine_sha256,
     )
     executor = executor or LocalProcessExecutor(processes=processes, runner=runner)
-    specs = make_shards(runs, perception, settings, shards)
+    specs = make_shards(runs, perception, settings, shards, scenario_files)
     results: dict[int, ShardResult] = {}
     out = SweepResult(perception=perception.label, records=[], clip_keys={}, shards_total=len(specs))
 

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
 from adas.datasets.config import DatagenConfig
 from adas.datasets.simulator import SceneSimulator, import_simulator
 from adas.simulation.episode import EpisodeSpec
+from adas.simulation.openscenario import EgoState, Player, PlayerError
 from adas.simulation.perception import GtBox
 
 # merge-v0: the main road ends at x = 460 m; the route stops short of the end.
@@ -277,3 +278,82 @@ def collision_kind(ego: Any, other: Any, before: dict[int, np.ndarray]) -> str:
     if along < -half:
         return "rear"
     return "side"
+
+
+# --------------------------------------------------------------------------- OpenSCENARIO scenes
+
+# The platform's category names of OpenSCENARIO vehicle categories (anything else is drawn as a car).
+_OSC_CLASSES: Final[dict[str, str]] = {
+    "car": "car",
+    "van": "car",
+    "truck": "truck",
+    "semitrailer": "truck",
+    "trailer": "truck",
+    "bus": "truck",
+    "motorbike": "motorcycle",
+    "bicycle": "motorcycle",
+}
+
+
+def setup_openscenario(sim: ClosedLoopSimulator, player: Player) -> dict[str, Any]:
+    """Make highway-env's scene the scenario's: its road (lanes of highway-env's width), the ego at its
+    ``Init`` pose and speed, one vehicle per other entity (sized by its bounding box, classed by its
+    category) and no other traffic. Returns the actors' vehicles by entity name."""
+    from highway_env.road.lane import StraightLane
+    from highway_env.road.road import RoadNetwork
+    from highway_env.vehicle.kinematics import Vehicle
+
+    road_osc = player.road
+    wrong = [lane.lane_id for lane in road_osc.lanes if abs(lane.width - StraightLane.DEFAULT_WIDTH) > 1e-6]
+    if wrong:
+        raise PlayerError(
+            f"{player.scenario.path}: lanes {wrong} of road {road_osc.road_id} are not "
+            f"{StraightLane.DEFAULT_WIDTH:g} m wide (highway-env's lane width)"
+        )
+    road, ego = sim.u.road, sim.ego
+    road.network = RoadNetwork.straight_road_network(len(road_osc.lanes), length=road_osc.length)
+    poses = {p.name: p for p in player.poses()}
+    ego_pose = poses[player.ego_name]  # type: ignore[index]
+    ego.LENGTH, ego.WIDTH = ego_pose.length, ego_pose.width
+    ego.diagonal = math.hypot(ego.LENGTH, ego.WIDTH)
+    x, y, h = road_osc.to_highway(*ego_pose.box_center, ego_pose.h)
+    ego.position = np.asarray([x, y], dtype=float)
+    ego.heading, ego.speed, ego.target_speed = h, ego_pose.v, ego_pose.v
+    ego.lane_index = road.network.get_closest_lane_index(ego.position, ego.heading)
+    ego.lane = road.network.get_lane(ego.lane_index)
+    ego.target_lane_index = ego.lane_index
+    road.vehicles = [ego]
+    entities = {e.name: e for e in player.scenario.entities}
+    actors: dict[str, Any] = {}
+    for name, pose in poses.items():
+        if pose.is_ego:
+            continue
+        x, y, h = road_osc.to_highway(*pose.box_center, pose.h)
+        v = Vehicle(road, np.asarray([x, y], dtype=float), heading=h, speed=pose.v)
+        sim._equip(v, cls_name=_OSC_CLASSES.get(entities[name].category, "car"))
+        v.LENGTH, v.WIDTH = pose.length, pose.width
+        _keep_labelable(sim.config, v)
+        v.check_collisions = False
+        road.vehicles.append(v)
+        actors[name] = v
+    return actors
+
+
+def place_actors(player: Player, actors: dict[str, Any]) -> None:
+    """Put every actor where the player has it now (box centre, heading, speed)."""
+    road_osc = player.road
+    for pose in player.poses():
+        v = actors.get(pose.name)
+        if v is None:
+            continue
+        x, y, h = road_osc.to_highway(*pose.box_center, pose.h)
+        v.position = np.asarray([x, y], dtype=float)
+        v.heading, v.speed = h, pose.v
+
+
+def ego_state(player: Player, ego: Any) -> EgoState:
+    """The highway-env ego as the player's ``EgoState``: its reference point in the OpenSCENARIO frame."""
+    x, y, h = player.road.from_highway(float(ego.position[0]), float(ego.position[1]), float(ego.heading))
+    body = player.body(player.ego_name)  # type: ignore[arg-type]
+    c, s = math.cos(h), math.sin(h)
+    return EgoState(x - body.cx * c + body.cy * s, y - body.cx * s - body.cy * c, h, float(ego.speed))

@@ -127,7 +127,10 @@ def test_driving_score_drop_is_a_bootstrap_interval_of_paired_differences(sim_cf
 def test_the_rationale_gives_every_delta_as_an_interval(sim_cfg: SimulationConfig) -> None:
     cand, prod = _pairs(30, candidate_collides=3)
     v = evaluate_gate(cand, prod, sim_cfg.gate)
-    rows = [line for line in v.rationale.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    lines = v.rationale.splitlines()
+    table = lines[lines.index(next(x for x in lines if x.startswith("| check |"))) :]
+    table = table[: table.index("")] if "" in table else table  # the checks table (the scenarios' follows)
+    rows = [line for line in table if "---" not in line][1:]
     assert len(rows) == len(v.checks)
     for row, check in zip(rows, v.checks, strict=True):
         cells = [c.strip() for c in row.strip("|").split(" | ")]

@@ -20,7 +20,7 @@ from adas.simulation.openscenario import (
     read_distribution,
 )
 from adas.simulation.scenario_sweeps import expand_sweep
-from adas.simulation.scenarios import build_library
+from adas.simulation.scenarios import PLAY_ON_S, build_library
 from tests.simulation.openscenario_cases import CASES_DIR
 from tests.simulation.test_scenarios import _segment
 
@@ -151,7 +151,7 @@ def test_an_extracted_library_scenario_plays_its_recorded_tracks(
     ]
     vertices = [(v.time, v.position.x, v.position.y) for v in action.vertices]  # type: ignore[union-attr]
     positions = {0.0: (player.body("Actor7").x, player.body("Actor7").y)}
-    while not player.finished and player.time < 6.0:
+    while not player.finished and player.time < 20.0:
         ego = EgoState(ego.x + ego.v * 0.2, ego.y, ego.h, ego.v)  # the ego keeps its speed
         player.step(ego)
         positions[round(player.time, 3)] = (player.body("Actor7").x, player.body("Actor7").y)
@@ -160,7 +160,7 @@ def test_an_extracted_library_scenario_plays_its_recorded_tracks(
     for t, x, y in vertices:  # relative timing: vertex time t plays at start + t
         got = positions[round(start + t, 3)]
         assert math.hypot(got[0] - x, got[1] - y) < 1e-9
-    assert player.finished and player.time == pytest.approx(template.duration_s + 2.2)
+    assert player.finished and player.time == pytest.approx(template.duration_s + PLAY_ON_S + 0.2)
     sweep = read_distribution(folder / template.sweep_xosc)
     assert sweep.scenario_file == (folder / template.xosc).resolve()
     assert sorted(map(sorted, (p.items() for p in sweep.points))) == sorted(

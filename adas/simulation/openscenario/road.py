@@ -123,6 +123,13 @@ class StraightRoad:
         first = max(self.lanes, key=lambda lane: lane.t_max)
         return s_coord, top - t - first.width / 2, -(h - self.heading)
 
+    def from_highway(self, x: float, y: float, h: float) -> tuple[float, float, float]:
+        """The inverse of ``to_highway``: (x, y, heading) in the OpenSCENARIO world frame."""
+        top = max(lane.t_max for lane in self.lanes)
+        first = max(self.lanes, key=lambda lane: lane.t_max)
+        wx, wy = self.to_world(x, top - y - first.width / 2)
+        return wx, wy, self.heading - h
+
 
 def platform_road() -> StraightRoad:
     """The platform's road when a scenario names none: what ``scenarios._write_xodr`` writes."""
