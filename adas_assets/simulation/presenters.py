@@ -54,6 +54,7 @@ SCENARIO_TYPES = {
     "duration_s": "float",
     "sweep_runs": "int",
     "why": "string",
+    "executable": "string",  # "yes", or "no: <reason>" (elements outside the player's subset, by XML path)
 }
 SUMMARY_TYPES = {
     "category": "string",
