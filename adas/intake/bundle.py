@@ -9,7 +9,11 @@ A short checklist, cheapest check first, one error type: every failure raises
 3. a private copy of every file, hashed as it is copied (``O_NOFOLLOW``, same inode as listed),
    checked against ``SHA256SUMS`` when the bundle ships one; everything after reads the copy;
 4. every pickle in the model file against the tensor-only allowlist (nothing is loaded yet);
-5. the model loaded, its weights checked and a smoke forward run, in the sandbox only.
+   an ONNX model instead judged from its bytes (:func:`adas.intake.onnx_graph.check_onnx_file`:
+   size, protobuf, opset >= 17, no external data, standard domains, the contract's tensors);
+5. the model loaded, its weights checked and a smoke forward run, in the sandbox only (ONNX
+   Runtime for an ONNX model, batch 1 and 2, the source-size input when declared); then its
+   outputs on a probe batch against the declared layout, box space, labels and padding.
 """
 
 import hashlib
@@ -30,6 +34,7 @@ from adas.intake.files import (
     load_intake_limits,
     read_bundle_bytes,
 )
+from adas.intake.onnx_graph import check_onnx_file
 from adas.intake.parsing import parse_json, parse_yaml
 from adas.intake.pickle_scan import scan_model_file
 from adas.sandbox import SandboxError, SandboxLimits, run_python_module
@@ -213,7 +218,10 @@ def validate_bundle(path: Path, workdir: Path, limits: IntakeLimits | None = Non
     copy = Path(workdir) / "bundle"
     files = _private_copy(path, listed, copy)
     _verify_checksums(copy, files)
-    scan_model_file(copy / contract.model_file, contract.model_file)
+    if contract.model_format == "onnx":
+        check_onnx_file(copy / contract.model_file, contract, max_bytes=limits.max_file_bytes)
+    else:
+        scan_model_file(copy / contract.model_file, contract.model_file)
     params, shapes = inspect_model(copy, contract, Path(workdir) / "sandbox")
     digest = BundleDigest(_bundle_hash(files), files, {f.rel: f.size for f in listed})
     return ValidatedBundle(copy, contract, lineage, digest, params, shapes)

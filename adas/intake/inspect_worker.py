@@ -3,26 +3,35 @@
 Run by :func:`adas.intake.bundle.inspect_model` as
 ``python -m adas.intake.inspect_worker`` inside :mod:`adas.sandbox` (no network, read-only
 file system, the bundle read-only, one writable scratch directory). The
-audit hook goes in after torch is imported and before the model file is touched. The result is
-one JSON line: the parameter count and output shapes, or the refusal (field, reason).
+audit hook goes in after torch (and, for an ONNX bundle, ONNX Runtime) is imported and before
+the model file is touched. After the smoke forward, the model's outputs on a probe batch are
+checked against what the contract declares (:mod:`adas.intake.probe`). The result is one JSON
+line: the parameter count and output shapes, or the refusal (field, reason).
 """
 
+import importlib
 import json
 import sys
 from pathlib import Path
 
 from adas.intake.contract import Contract
 from adas.intake.files import BundleRejected
-from adas.intake.model import check_finite_weights, load_model, smoke_forward
+from adas.intake.model import check_finite_weights, load_model, named_outputs, smoke_forward
+from adas.intake.probe import check_probe_outputs, probe_batch
 from adas.sandbox import RESULT_PREFIX
 from adas.sandbox_guard import SandboxViolation, bundle_dir, install, scratch_dir, violations
+
+# ONNX Runtime's and onnx's start-up read files and load libraries: done before the guard goes in.
+ONNX_PRELOAD = ("onnxruntime", "onnx", "onnx.numpy_helper")
 
 
 def main() -> int:
     contract = Contract.model_validate_json(Path(sys.argv[1]).read_text())
     # torch's own start-up reads files and loads libraries: done before the guard goes in.
-    import torch  # noqa: F401
+    import torch
 
+    for name in ONNX_PRELOAD if contract.model_format == "onnx" else ():
+        importlib.import_module(name)
     sys.dont_write_bytecode = True  # imports after this point never write .pyc files
     install(str(scratch_dir()))
     try:
@@ -31,6 +40,10 @@ def main() -> int:
         if params == 0:
             raise BundleRejected(contract.model_file, "has no floating-point weights")
         shapes = smoke_forward(module, contract)
+        probe = probe_batch(contract)
+        with torch.no_grad():
+            outputs = named_outputs(module(torch.from_numpy(probe)), contract)
+        check_probe_outputs({k: v.detach().numpy() for k, v in outputs.items()}, contract, len(probe))
         result: dict = {"parameter_count": params, "output_shapes": shapes}
     except SandboxViolation as exc:
         result = {"field": contract.model_file, "reason": str(exc)}

@@ -1,5 +1,9 @@
 """The candidate's model as torch sees it: load, weight check, smoke forward.
 
+An ONNX bundle is loaded into ONNX Runtime and wrapped as :class:`OnnxProgram`, which is called
+like the torch modules (a torch batch in, outputs by name out), so the smoke forward, the probe,
+packaging's staging and its FP32 reference are one code path for every model format.
+
 Untrusted code: the platform runs these only inside the sandbox (intake's
 :mod:`adas.intake.inspect_worker`, after :mod:`adas.intake.pickle_scan` has cleared every pickle
 in the file; packaging's :mod:`adas.packaging.model_worker` and the eager latency worker).
@@ -8,8 +12,56 @@ in the file; packaging's :mod:`adas.packaging.model_worker` and the eager latenc
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from adas.intake.contract import CONTRACT_FILE, Contract
 from adas.intake.files import BundleRejected
+
+
+class OnnxProgram:
+    """An ONNX model in ONNX Runtime (CPU), called like a torch module: ``program(x)`` with a
+    torch (or numpy) batch returns ``{output name: torch tensor}``. The contract's source-size
+    input, when declared, is each frame's size given as ``source_hw`` (default: the input's own
+    size, i.e. frames already at the model's input size)."""
+
+    def __init__(self, file: Path, contract: Contract, intra_op_threads: int = 2) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        self.file = Path(file)
+        self.contract = contract
+        self.session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+        self.output_names = [o.name for o in contract.outputs]
+
+    def __call__(self, x: Any, source_hw: Any = None) -> dict[str, Any]:
+        import torch
+
+        spec = self.contract.input
+        batch = np.ascontiguousarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x)
+        feeds = {spec.name: batch.astype(spec.dtype, copy=False)}
+        if spec.source_size is not None:
+            hw = np.asarray(spec.height_width if source_hw is None else source_hw, np.int64)
+            hw = np.broadcast_to(hw.reshape(-1, 2), (batch.shape[0], 2))
+            sizes = hw if spec.source_size.order == "hw" else hw[:, ::-1]
+            feeds[spec.source_size.name] = np.ascontiguousarray(sizes, dtype=spec.source_size.dtype)
+        outs = self.session.run(self.output_names, feeds)
+        return {
+            n: torch.from_numpy(np.ascontiguousarray(o)) for n, o in zip(self.output_names, outs, strict=True)
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """The graph's initializers (its weights) as torch tensors."""
+        import onnx
+        import torch
+        from onnx import numpy_helper
+
+        model = onnx.load(str(self.file), load_external_data=False)
+        return {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in model.graph.initializer}
+
+    def eval(self) -> "OnnxProgram":
+        return self
 
 
 def load_model(path: Path, contract: Contract) -> Any:
@@ -22,6 +74,8 @@ def load_model(path: Path, contract: Contract) -> Any:
             f"{CONTRACT_FILE}: model_file", f"names {contract.model_file!r}, which is not in the bundle"
         )
     try:
+        if contract.model_format == "onnx":
+            return OnnxProgram(file, contract)
         if contract.model_format == "torch_export":
             module = torch.export.load(str(file)).module()
             # ExportedProgram.module() installs train()/eval() that raise; exporters call them.
@@ -91,8 +145,11 @@ def smoke_forward(
         outputs = named_outputs(result, contract)
         for i, spec in enumerate(contract.outputs):
             actual = list(outputs[spec.name].shape)
-            declared = [batch if d == -1 else d for d in spec.shape]
-            if actual != declared:
+            # -1 is the batch on axis 0 and any size elsewhere (ragged rows, a dynamic axis).
+            declared = [batch if axis == 0 and d == -1 else d for axis, d in enumerate(spec.shape)]
+            if len(actual) != len(declared) or any(
+                d not in (-1, a) for d, a in zip(declared, actual, strict=True)
+            ):
                 raise BundleRejected(
                     f"{CONTRACT_FILE}: outputs[{i}].shape",
                     f"declares {spec.shape} for {spec.name!r} but the model produced {actual} at batch {batch}",

@@ -31,7 +31,9 @@ import numpy as np
 import onnx
 
 from adas.detector.preprocess import normalize
-from adas.intake.contract import Contract, TensorSpec
+from adas.intake.contract import Contract
+from adas.intake.files import BundleRejected
+from adas.intake.onnx_graph import check_onnx_file, standard_opset
 from adas.packaging.operators import UnsupportedOperatorError
 from adas.storage import sha256_file
 
@@ -45,14 +47,6 @@ _EXPORT_BATCH = 2
 _SANITY_BATCH = 3
 
 
-_STANDARD_DOMAINS = ("", "ai.onnx")
-_ONNX_DTYPES = {
-    "float32": onnx.TensorProto.FLOAT,
-    "float16": onnx.TensorProto.FLOAT16,
-    "uint8": onnx.TensorProto.UINT8,
-    "int32": onnx.TensorProto.INT32,
-    "int64": onnx.TensorProto.INT64,
-}
 UNSUPPORTED_OPERATOR_HINT = (
     "replace it with supported ops in the model, or raise packaging.onnx.opset if a newer opset supports it"
 )
@@ -325,7 +319,7 @@ def graph_result(
     """The facts of the graph at ``path`` (``model`` is its loaded proto), hashed from the file."""
     return ExportResult(
         path=path,
-        opset=next(o.version for o in model.opset_import if o.domain in _STANDARD_DOMAINS),
+        opset=standard_opset(model) or 0,
         ir_version=int(model.ir_version),
         producer=f"{model.producer_name} {model.producer_version}".strip(),
         node_count=len(model.graph.node),
@@ -343,102 +337,15 @@ def graph_result(
 # --------------------------------------------------------------------------- parent side
 
 
-def _graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
-    """``graph`` and every subgraph (If / Loop / Scan bodies) below it."""
-    found = [graph]
-    for node in graph.node:
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-                found += _graphs(sub)
-    return found
-
-
-def _tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
-    tensors = list(graph.initializer) + [s.values for s in graph.sparse_initializer]
-    for node in graph.node:
-        for attr in node.attribute:
-            tensors += ([attr.t] if attr.HasField("t") else []) + list(attr.tensors)
-    return tensors
-
-
-def _check_value(where: str, value: onnx.ValueInfoProto, spec: TensorSpec) -> None:
-    tensor = value.type.tensor_type
-    if tensor.elem_type != _ONNX_DTYPES[spec.dtype]:
-        got = onnx.TensorProto.DataType.Name(tensor.elem_type)
-        raise ExportError(
-            f"exported graph: {where} {spec.name!r} is {got}, the contract declares {spec.dtype}"
-        )
-    dims = list(tensor.shape.dim)
-    if len(dims) != len(spec.shape):
-        raise ExportError(
-            f"exported graph: {where} {spec.name!r} has rank {len(dims)}, the contract declares {spec.shape}"
-        )
-    # A symbolic axis is one shape inference could not pin down (not a contradiction): the
-    # sandboxed sanity run and the reference outputs check the real sizes.
-    for axis, (dim, declared) in enumerate(zip(dims, spec.shape, strict=True)):
-        fixed = dim.dim_value if dim.HasField("dim_value") else None
-        if declared == -1 and axis == 0 and fixed is not None:
-            raise ExportError(
-                f"exported graph: {where} {spec.name!r} has a fixed batch of {fixed}, not a dynamic one"
-            )
-        if declared != -1 and fixed is not None and fixed != declared:
-            raise ExportError(
-                f"exported graph: {where} {spec.name!r} axis {axis} is {fixed}, the contract declares {declared}"
-            )
-
-
 def validate_exported_graph(path: Path, contract: Contract, opset: int) -> onnx.ModelProto:
     """The graph a sandboxed export wrote, accepted only if it is what a clean export produces:
-    all weights inside the file (no external data), only standard ONNX operator domains at
-    ``opset``, ``onnx.checker`` (full) clean, and inputs and outputs exactly the contract's,
-    names, order, types and shapes. Raises :class:`ExportError` naming what is wrong."""
+    :func:`adas.intake.onnx_graph.check_onnx_file` (no external data, standard operator domains
+    only at exactly ``opset``, ``onnx.checker`` full, inputs and outputs exactly the contract's).
+    Raises :class:`ExportError` naming what is wrong."""
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # a protobuf parse error has no common base class
-        raise ExportError(f"exported graph {path.name} is not an ONNX model: {type(exc).__name__}") from exc
-    graphs = _graphs(model.graph)
-    for graph in graphs:
-        for tensor in _tensors(graph):
-            if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
-                raise ExportError(f"exported graph: tensor {tensor.name!r} refers to external data")
-        for node in graph.node:
-            if node.domain not in _STANDARD_DOMAINS:
-                raise ExportError(
-                    f"exported graph: node {node.name!r} uses op {node.op_type!r} of domain "
-                    f"{node.domain!r}; only standard ONNX operators are accepted"
-                )
-    domains = {o.domain: o.version for o in model.opset_import}
-    custom = sorted(d for d in domains if d not in _STANDARD_DOMAINS)
-    if custom or model.functions:
-        what = f"operator domains {custom}" if custom else f"{len(model.functions)} local functions"
-        raise ExportError(f"exported graph imports {what}; only standard ONNX operators are accepted")
-    if next((v for d, v in domains.items() if d in _STANDARD_DOMAINS), None) != opset:
-        raise ExportError(f"exported graph has opset {domains}, packaging asked for {opset}")
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise ExportError(f"exported graph: onnx.checker rejected it: {str(exc)[:500]}") from exc
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = [v for v in model.graph.input if v.name not in initializers]
-    declared_inputs: list[TensorSpec] = [contract.input]
-    if contract.input.source_size is not None:
-        size = contract.input.source_size
-        declared_inputs.append(TensorSpec(name=size.name, shape=[-1, 2], dtype=size.dtype))
-    if [v.name for v in inputs] != [s.name for s in declared_inputs]:
-        raise ExportError(
-            f"exported graph inputs are {[v.name for v in inputs]}, the contract declares "
-            f"{[s.name for s in declared_inputs]}"
-        )
-    if [v.name for v in model.graph.output] != [o.name for o in contract.outputs]:
-        raise ExportError(
-            f"exported graph outputs are {[v.name for v in model.graph.output]}, the contract declares "
-            f"{[o.name for o in contract.outputs]}"
-        )
-    for value, spec in zip(inputs, declared_inputs, strict=True):
-        _check_value("input", value, spec)
-    for value, out in zip(model.graph.output, contract.outputs, strict=True):
-        _check_value("output", value, out)
-    return model
+        return check_onnx_file(path, contract, where=path.name, min_opset=opset, opset=opset)
+    except BundleRejected as exc:
+        raise ExportError(f"exported graph: {exc.reason}") from exc
 
 
 def _sanity_batch(contract: Contract, batch: int = _SANITY_BATCH, seed: int = 0) -> np.ndarray:
