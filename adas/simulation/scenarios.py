@@ -35,7 +35,7 @@ from typing import Any, Final
 
 from adas.simulation.config import SimulationConfig
 from adas.simulation.replay_report import FlaggedSegment
-from adas.simulation.scenario_schema import validate_file
+from adas.simulation.scenario_schema import check_quality, validate_file
 from adas.simulation.scenario_templates import (
     DEFAULT_EGO_SPEED,
     LANE_WIDTH_M,
@@ -277,6 +277,8 @@ def extract_scenario(seg: FlaggedSegment, cfg: SimulationConfig, out_dir: Path) 
     _fix_header_date(out_dir / sweep_name)
     for name in (xodr_name, xosc_name, sweep_name):
         validate_file(out_dir / name)
+    for name in (xosc_name, sweep_name):
+        check_quality(out_dir / name)
     return ScenarioTemplate(
         scenario_id=sid,
         segment_id=seg.segment_id,
