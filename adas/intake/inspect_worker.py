@@ -16,13 +16,10 @@ from pathlib import Path
 
 from adas.intake.contract import Contract
 from adas.intake.files import BundleRejected
-from adas.intake.model import check_finite_weights, load_model, named_outputs, smoke_forward
+from adas.intake.model import ONNX_PRELOAD, check_finite_weights, load_model, named_outputs, smoke_forward
 from adas.intake.probe import check_probe_outputs, probe_batch
 from adas.sandbox import RESULT_PREFIX
 from adas.sandbox_guard import SandboxViolation, bundle_dir, install, scratch_dir, violations
-
-# ONNX Runtime's and onnx's start-up read files and load libraries: done before the guard goes in.
-ONNX_PRELOAD = ("onnxruntime", "onnx", "onnx.numpy_helper")
 
 
 def main() -> int:

@@ -17,6 +17,10 @@ import numpy as np
 from adas.intake.contract import CONTRACT_FILE, Contract
 from adas.intake.files import BundleRejected
 
+# ONNX Runtime's and onnx's start-up read files and load libraries: a sandboxed worker imports
+# these before its audit hook goes in when the bundle is ONNX.
+ONNX_PRELOAD = ("onnxruntime", "onnx", "onnx.numpy_helper")
+
 
 class OnnxProgram:
     """An ONNX model in ONNX Runtime (CPU), called like a torch module: ``program(x)`` with a

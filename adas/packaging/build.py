@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from adas.catalog import TargetCatalog, require_supported
 from adas.cell import Cell
+from adas.intake.contract import Contract
+from adas.intake.files import BundleRejected
+from adas.intake.onnx_graph import check_onnx_file
 from adas.intake.refs import CalibrationShardRef, CandidateRef, DatasetRef, StoredFile
 from adas.intake.stored import DatasetFiles, read_json, stored_file
 from adas.packaging.config import PackagingConfig
+from adas.packaging.export import ExportError, ExportResult, graph_result
 from adas.packaging.operators import coverage_report, require_supported_ops
 from adas.packaging.ort_engines import build_fp32_engine
 from adas.packaging.ort_int8 import build_int8_engine
@@ -58,18 +65,21 @@ def export_graph(
     """ONNX (opset from config, dynamic batch) + the bundle's torch program + operator coverage.
 
     The program is exported in the sandbox (:func:`export_in_sandbox`); this process only
-    validates and stores the graph. Raises ``ExportError`` (``UnsupportedExportOperator`` naming
+    validates and stores the graph. An ONNX bundle's file is the graph (:func:`given_graph`). Raises ``ExportError`` (``UnsupportedExportOperator`` naming
     the operator, where the model uses it, the opset and a hint)."""
     bundle_dir = fetch_bundle(store, candidate)
     contract = candidate.contract
     onnx_path = workdir / "model.onnx"
-    result = export_in_sandbox(
-        bundle_dir,
-        contract,
-        onnx_path,
-        opset=config.onnx.opset,
-        max_abs_diff_tolerance=config.onnx.sanity_max_abs_diff,
-    )
+    if contract.model_format == "onnx":
+        result = given_graph(bundle_dir / contract.model_file, contract, onnx_path)
+    else:
+        result = export_in_sandbox(
+            bundle_dir,
+            contract,
+            onnx_path,
+            opset=config.onnx.opset,
+            max_abs_diff_tolerance=config.onnx.sanity_max_abs_diff,
+        )
     reports = {rt: coverage_report(onnx_path, rt) for rt in RUNTIMES}
     prefix = f"{model_prefix(contract.task, contract.version)}/export"
     onnx_file = stored_file(store, f"{prefix}/model.onnx", onnx_path)
@@ -87,6 +97,28 @@ def export_graph(
         runtimes_supported={rt: r.supported for rt, r in reports.items()},
     )
     return ExportOutcome(ref, result.to_metadata(), {rt: r.markdown() for rt, r in reports.items()})
+
+
+def given_graph(model_file: Path, contract: Contract, out_path: Path) -> ExportResult:
+    """The export step of an ONNX bundle: its own file is the graph, kept byte for byte (its
+    opset, >= 17, and its dynamic batch). Validated (:func:`check_onnx_file`: no external data,
+    standard domains, the contract's tensors, checker), then ONNX shape inference in strict
+    mode; the operator check is the coverage report that follows. Nothing runs: the file was
+    run in the sandbox at intake, and the FP32 reference runs it there again."""
+    t0 = time.perf_counter()
+    try:
+        model = check_onnx_file(model_file, contract)
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except BundleRejected as exc:
+        raise ExportError(f"{exc.field}: {exc.reason}") from exc
+    except onnx.shape_inference.InferenceError as exc:
+        raise ExportError(f"{contract.model_file}: ONNX shape inference failed: {str(exc)[:500]}") from exc
+    shutil.copyfile(model_file, out_path)
+    result = graph_result(
+        out_path, model, contract, max_abs_diff=0.0, export_seconds=time.perf_counter() - t0, renamed_nodes=0
+    )
+    result.notes.append("ONNX bundle: the given model.onnx is the graph (validated, not re-exported)")
+    return result
 
 
 def export_candidate(store: ArtifactStore, candidate: CandidateRef, config: PackagingConfig) -> ExportOutcome:

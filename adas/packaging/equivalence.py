@@ -2,12 +2,14 @@
 
 Three levels, each with tolerances per precision from ``config/packaging.yaml``:
 
-1. raw heads on >= 1000 randomized inputs (uniform noise over the normalized input range and
+1. raw heads (kinds with a meaningful raw head only: heatmap and dense; a model that decodes
+   itself emits rows whose order and padding a tiny drift reshuffles) on >= 1000 randomized inputs (uniform noise over the normalized input range and
    perturbed real frames: gain, offset, gaussian noise) plus the real frames: per head max,
    mean and p99 of the absolute error and of the relative error (|error| divided by the
    head's dynamic range, max |reference|, in the same batch; an elementwise ratio would
    explode on the many near-zero values);
-2. detections after decode + NMS on the real frames: matched boxes (same class, IoU >=
+2. detections after the contract's decoder (``adas.detector.decoders.decode``, every kind) on
+   the real frames, placed as the contract's ``input`` says and mapped back to frame pixels: matched boxes (same class, IoU >=
    match_iou, greedy by IoU) give the IoU drift (1 - IoU) and the score drift; unmatched
    boxes are missing (reference only) or extra (engine only), not counting borderline boxes
    within ``score_margin`` of the threshold, which a bounded score drift can legitimately flip;
@@ -34,8 +36,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from adas.detector.coco_metrics import coco_metrics
-from adas.detector.postprocess import Detections, box_iou, decode, with_score_threshold
-from adas.detector.preprocess import normalize
+from adas.detector.decoders import decode
+from adas.detector.postprocess import Detections, box_iou, with_score_threshold
+from adas.detector.preprocess import preprocess
 from adas.intake.contract import Contract, Postprocess
 from adas.packaging.config import EquivalenceConfig, PackagingConfig, PrecisionTolerance
 
@@ -166,7 +169,7 @@ def random_inputs(
             off = rng.uniform(*config.perturb_offset, size=(m, 1, 1, 1)).astype(np.float32)
             noise = rng.standard_normal(f.shape, dtype=np.float32) * np.float32(config.perturb_noise_std)
             pert = np.clip(f * gain + off + noise, 0, 255).round().astype(np.uint8)
-            x[~kinds] = normalize(pert, contract.input.normalization)
+            x[~kinds] = preprocess(pert, contract.input)[0]
         batches.append(x)
     return batches
 
@@ -185,6 +188,8 @@ def run_reference(module: nn.Module, x: np.ndarray, output_names: Sequence[str])
 
     with torch.inference_mode():
         outs = module(torch.from_numpy(x).contiguous(memory_format=torch.channels_last))
+    if isinstance(outs, dict):  # an ONNX bundle's program (adas.intake.model.OnnxProgram)
+        outs = [outs[n] for n in output_names]
     outs = outs if isinstance(outs, (tuple, list)) else [outs]
     return {n: o.detach().cpu().numpy() for n, o in zip(output_names, outs, strict=True)}
 
@@ -199,6 +204,18 @@ class ModuleReference:
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         return run_reference(self.module, x, self.output_names)
+
+
+RAW_HEAD_KINDS = ("heatmap", "dense")
+
+
+def raw_head_outputs(contract: Contract) -> list[str]:
+    """The outputs compared raw, elementwise: all of them for a kind with a raw head (heatmap,
+    dense candidates), none for a model that decodes itself (queries, detections, ragged),
+    whose equivalence is its decoded boxes."""
+    if contract.postprocess.kind in RAW_HEAD_KINDS:
+        return [o.name for o in contract.outputs]
+    return []
 
 
 class _HeadAccumulator:
@@ -342,7 +359,7 @@ def check_equivalence(
     t0 = time.perf_counter()
     cfg = config.equivalence if isinstance(config, PackagingConfig) else config
     tol = cfg.for_precision(precision)
-    names = [o.name for o in contract.outputs]
+    names = raw_head_outputs(contract)
     rng = np.random.default_rng(rng_seed)
     frames = None if frames_uint8 is None or len(frames_uint8) == 0 else np.asarray(frames_uint8)
     acc = {n: _HeadAccumulator() for n in names}
@@ -361,9 +378,10 @@ def check_equivalence(
     got_dets: list[Detections] = []
     if frames is not None:
         for s in range(0, len(frames), cfg.batch_size):
-            ref, got = compare(normalize(frames[s : s + cfg.batch_size], contract.input.normalization))
-            ref_dets += decode(ref, post, class_ids)
-            got_dets += decode(got, post, class_ids)
+            x, geometry = preprocess(frames[s : s + cfg.batch_size], contract.input)
+            ref, got = compare(x)
+            ref_dets += decode(ref, post, class_ids, geometry=geometry)
+            got_dets += decode(got, post, class_ids, geometry=geometry)
     heads = {n: acc[n].result(n) for n in names}
     drift = compare_detections(ref_dets, got_dets, post, tol)
     failures = _failures(heads, drift, tol)
@@ -390,7 +408,8 @@ def _detections(
     class_ids = [c.id for c in contract.classes]
     out: list[Detections] = []
     for s in range(0, len(frames), batch):
-        out += decode(run(normalize(frames[s : s + batch], contract.input.normalization)), post, class_ids)
+        x, geometry = preprocess(frames[s : s + batch], contract.input)
+        out += decode(run(x), post, class_ids, geometry=geometry)
     return out
 
 
@@ -405,7 +424,7 @@ def task_map_drop(
     batch_size: int = 32,
 ) -> tuple[float, float, float]:
     """COCO mAP@[.5:.95] of the reference and the engine on ``frames`` (aligned with
-    ``image_ids``; boxes of ``coco_gt`` in model-input pixels), in points (0-100):
+    ``image_ids``; boxes of ``coco_gt`` in the frames' pixels), in points (0-100):
     ``(ap_reference, ap_engine, ap_reference - ap_engine)``.
 
     Detections go through the contract's decode with ``score_threshold`` in place of the

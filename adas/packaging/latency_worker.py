@@ -65,7 +65,23 @@ def _torch_runner(
             return module(torch.from_numpy(x))
 
     size = (Path(args.model) / contract.model_file).stat().st_size
-    return run, {"torch": torch.__version__}, size
+    versions = {"torch": torch.__version__}
+    if contract.model_format == "onnx":  # the given file in ONNX Runtime is the bundle's "eager"
+        import onnxruntime as ort
+
+        versions["onnxruntime"] = ort.__version__
+    return run, versions, size
+
+
+def _runtime(args: argparse.Namespace) -> str:
+    """What was timed: an engine, the bundle's torch program, or (an ONNX bundle's baseline) the
+    bundle's own ONNX file in ONNX Runtime FP32, unoptimized, as the team handed it over."""
+    if args.kind == "ort":
+        return "onnxruntime"
+    contract = getattr(args, "contract", None)
+    if contract is not None and contract.model_format == "onnx":
+        return "onnxruntime-fp32 (the bundle's own model.onnx: the eager baseline of an ONNX bundle)"
+    return "torch-eager"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -105,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         x = rng.standard_normal((b, c, h, w), dtype=np.float32)
         per_batch[str(b)] = asdict(measure_callable(lambda x=x: run(x), b, cfg))
     report = {
-        "runtime": "onnxruntime" if args.kind == "ort" else "torch-eager",
+        "runtime": _runtime(args),
         "model": args.model,
         "model_size_bytes": size,
         "per_batch": per_batch,

@@ -11,7 +11,8 @@ intake's worker. Operations:
 * ``export``: the ONNX graph written to ``<scratch>/model.onnx`` by
   :func:`adas.packaging.export.export_onnx`; replies with what only the export knows (max abs
   difference vs torch, seconds, renamed nodes). The parent validates the graph itself.
-* ``serve``: the reference outputs of the eager FP32 program: replies ``ready``, then for each
+* ``serve``: the reference outputs of the eager FP32 program (an ONNX bundle's own file in ONNX
+  Runtime, :class:`adas.intake.model.OnnxProgram`): replies ``ready``, then for each
   request ``{"id": k, "input": "<name>.npy"}`` (a batch the parent wrote into the input folder)
   writes ``<scratch>/out-<k>-<i>.npy`` per contract output ``i`` and replies ``{"id": k}``.
 
@@ -29,10 +30,17 @@ from typing import Any
 
 import numpy as np
 
-from adas.detector.preprocess import normalize
+from adas.detector.preprocess import preprocess
 from adas.intake.contract import Contract
 from adas.intake.files import BundleRejected
-from adas.intake.model import check_finite_weights, error_gist, load_model, named_outputs, smoke_forward
+from adas.intake.model import (
+    ONNX_PRELOAD,
+    check_finite_weights,
+    error_gist,
+    load_model,
+    named_outputs,
+    smoke_forward,
+)
 from adas.packaging.equivalence import run_reference
 from adas.packaging.export import ExportError, export_onnx
 from adas.packaging.operators import UnsupportedOperatorError
@@ -54,7 +62,7 @@ def load_candidate(contract: Contract, preload: Sequence[str] = ()) -> Any:
     loads libraries, so those are imported first."""
     import torch  # noqa: F401, PLC0415 (this process's only torch user; imported before the guard)
 
-    for name in preload:
+    for name in (*preload, *(ONNX_PRELOAD if contract.model_format == "onnx" else ())):
         importlib.import_module(name)
     sys.dont_write_bytecode = True  # imports after this point never write .pyc files
     install(str(scratch_dir()))
@@ -96,7 +104,7 @@ def random_forward_ranges(module: Any, contract: Contract, seed: int) -> dict[st
     _, _, h, w = contract.input.shape
     frames = np.random.default_rng(seed).integers(0, 256, size=(4, h, w, 3), dtype=np.uint8)
     with torch.no_grad():
-        result = module(torch.from_numpy(normalize(frames, contract.input.normalization)))
+        result = module(torch.from_numpy(preprocess(frames, contract.input)[0]))
     outputs = named_outputs(result, contract)
     ranges = {}
     for spec in contract.outputs:

@@ -38,7 +38,7 @@ from typing import Any, Literal
 import numpy as np
 import onnx
 
-from adas.detector.preprocess import normalize
+from adas.detector.preprocess import preprocess
 from adas.intake.contract import Contract
 from adas.packaging.config import Int8Config
 from adas.packaging.export import op_histogram
@@ -87,7 +87,8 @@ class Int8Build:
 
 
 class _FramesReader:
-    """CalibrationDataReader over uint8 frames, normalized per the contract, in batches."""
+    """CalibrationDataReader over uint8 source frames, placed and normalized as the contract's
+    input says (stretch or letterbox, channel order), in batches."""
 
     def __init__(self, frames: np.ndarray, contract: Contract, batch: int) -> None:
         self._frames, self._contract, self._batch = frames, contract, batch
@@ -95,7 +96,7 @@ class _FramesReader:
 
     def _gen(self) -> Iterator[dict[str, np.ndarray]]:
         for s in range(0, len(self._frames), self._batch):
-            x = normalize(self._frames[s : s + self._batch], self._contract.input.normalization)
+            x, _ = preprocess(self._frames[s : s + self._batch], self._contract.input)
             yield {self._contract.input.name: x}
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -245,7 +246,7 @@ def build_int8_engine(
         if config.fallback.enabled:
             full = tmp / "full_int8.onnx"
             _quantize(pre, full, reader, cache_json, kwargs, sorted(excluded))
-            probe = normalize(frames[: config.fallback.frames], contract.input.normalization)
+            probe, _ = preprocess(frames[: config.fallback.frames], contract.input)
             node_errors = _node_errors(pre, full, probe, tmp)
             for name, err in sorted(node_errors.items(), key=lambda kv: -kv[1]):
                 if err > config.fallback.max_node_error and name not in excluded:

@@ -121,8 +121,10 @@ def isolated_error_model(
         if not ok:
             continue
         out = node.output[0]
+        # Every output of the node is kept (TopK has values and indices); the first is compared.
+        iso_outputs = [f"{prefix}{o}" if o else "" for o in node.output]
         iso = helper.make_node(
-            node.op_type, new_inputs, [f"{prefix}{out}"], name=f"{prefix}{name}", domain=node.domain
+            node.op_type, new_inputs, iso_outputs, name=f"{prefix}{name}", domain=node.domain
         )
         iso.attribute.extend(node.attribute)
         g.node.append(iso)

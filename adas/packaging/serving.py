@@ -13,8 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from adas.detector.postprocess import Detections, decode
-from adas.detector.preprocess import normalize
+from adas.detector.decoders import Detections, decode
+from adas.detector.preprocess import preprocess
 from adas.intake.refs import DatasetRef, StoredFile
 from adas.intake.stored import read_json
 from adas.packaging.build import load_frames
@@ -112,8 +112,8 @@ def reference_detections(store: ArtifactStore, engine: EngineRef, frames: Any) -
     runner = OrtEngine(
         store.fetch(engine.engine.key, expected_sha256=engine.engine.sha256), contract=contract
     )
-    outputs = runner.run(normalize(frames, contract.input.normalization))
-    return decode(outputs, contract.postprocess, [c.id for c in contract.classes])
+    x, geometry = preprocess(frames, contract.input)  # as the Triton preprocess places them
+    return decode(runner.run(x), contract, geometry=geometry)
 
 
 def smoke_test_repository(
@@ -170,6 +170,13 @@ def _optional_json(store: ArtifactStore, key: str) -> dict[str, Any] | None:
         return None
 
 
+def program_pack_name(export: ExportRef) -> str:
+    """The bundle's own model file in the pack, beside the engine: an ONNX bundle's
+    ``model.onnx`` would take the engine's name, so it is ``bundle-model.onnx`` there."""
+    name = Path(export.torch_program.key).name
+    return f"bundle-{name}" if export.candidate.contract.model_format == "onnx" else name
+
+
 def _gather_inputs(
     store: ArtifactStore,
     engine: EngineRef,
@@ -181,7 +188,7 @@ def _gather_inputs(
     """Copy what the pack is made of into ``pack`` (every file hash-verified); the reports."""
     model_name = Path(engine.engine.key).name
     _copy(store, engine.engine, pack / model_name)
-    _copy(store, export.torch_program, pack / Path(export.torch_program.key).name)
+    _copy(store, export.torch_program, pack / program_pack_name(export))
     if engine.calibration_cache is not None:
         _copy(store, engine.calibration_cache, pack / "calibration.cache")
     for rel, f in triton.files.items():
@@ -291,7 +298,7 @@ def assemble_pack(
     _require_trusted(trust, key.key_id, signed_at)
 
     log("SBOM, license policy and vulnerability scan")
-    model_files = {p.name: p for p in (pack / model_name, pack / Path(export.torch_program.key).name)}
+    model_files = {p.name: p for p in (pack / model_name, pack / program_pack_name(export))}
     sbom = build_sbom(model_files, component_name=contract.model_name, version=contract.version)
     write_sbom(pack / "sbom.cdx.json", sbom)
     licenses = license_report(sbom)

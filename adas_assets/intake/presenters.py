@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 
 from adas.catalog import TargetCatalog
+from adas.intake.contract import Postprocess
 from adas.intake.golden import SPLITS, GoldenDataset, ReplayLogs, SliceCounts
 from adas.intake.refs import CalibrationShardRef, CandidateRef
 from adas.storage import ArtifactStore
@@ -47,6 +48,16 @@ def catalog_result(catalog: TargetCatalog, source: Path, sha256: str) -> dg.Mate
     )
 
 
+def _postprocess_summary(p: Postprocess) -> str:
+    """The kind and the fields of that kind a reviewer checks (stride for a heatmap, layout for
+    dense candidates, padding for self-decoding models...), then the selection."""
+    skip = {"kind", "score_threshold", "max_detections", "label_map"}
+    fields = ", ".join(
+        f"{k} {v}" for k, v in p.model_dump(mode="json").items() if k not in skip and v is not None
+    )
+    return f"{p.kind}: {fields}; score >= {p.score_threshold}, max {p.max_detections}"
+
+
 def candidate_summary(ref: CandidateRef) -> str:
     c, lin = ref.contract, ref.lineage
     outputs = "\n".join(f"| `{o.name}` | {o.shape} | {o.dtype} | {o.description} |" for o in c.outputs)
@@ -63,7 +74,8 @@ def candidate_summary(ref: CandidateRef) -> str:
 | git SHA | `{lin.git_sha}` |
 | input | `{c.input.name}` {c.input.shape} {c.input.dtype} {c.input.layout} {c.input.color} |
 | classes | {classes} |
-| postprocess | {p.type}, stride {p.stride}, score >= {p.score_threshold}, NMS IoU {p.nms_iou_threshold}, max {p.max_detections} |
+| input placement | {c.input.resize}{f" ({c.input.letterbox.placement}, pad {c.input.letterbox.pad_value})" if c.input.letterbox else ""} |
+| postprocess | {_postprocess_summary(p)} |
 
 | output | shape | dtype | meaning |
 |---|---|---|---|
