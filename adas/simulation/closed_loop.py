@@ -35,6 +35,7 @@ import numpy as np
 from adas.datasets.config import DatagenConfig
 from adas.datasets.weather import apply_weather
 from adas.detector.postprocess import Detections
+from adas.detector.tracking import match_boxes
 from adas.simulation.config import SCENARIOS_DIR, ControllerConfig
 from adas.simulation.controller import EgoState, ProxyController, WorldTracker, detections_to_world
 from adas.simulation.episode import ClipFrame, EpisodeOutput, EpisodeSpec, EpisodeTrace
@@ -54,6 +55,10 @@ from adas.simulation.world import (
     setup_category,
     setup_openscenario,
 )
+
+# A detection finds a vehicle when it overlaps the vehicle's GT box by this IoU (the replay's
+# ``match_iou``): the same rule as open-loop time to first detection.
+DETECTION_MATCH_IOU = 0.5
 
 
 def run_episode(
@@ -186,7 +191,7 @@ def _run(
                 ego.target_lane_index = idx
                 trace.lane_changes += 1
         ego.commanded_acceleration = cmd.acceleration
-        gap, ttc, lead_cls = path_state(ego, road.vehicles)
+        gap, ttc, lead_cls, lead_id = path_state(ego, road.vehicles)
         trace.t.append(round(t, 3))
         trace.x.append(float(ego.position[0]))
         trace.speed.append(float(ego.speed))
@@ -197,6 +202,10 @@ def _run(
         trace.on_road.append(bool(ego.on_road))
         trace.n_detections.append(len(world))
         trace.n_tracks.append(len(tracks))
+        trace.lead_id.append(lead_id)
+        visible, detected = _detected_ids(gt, dets)
+        trace.visible_ids.append(visible)
+        trace.detected_ids.append(detected)
         if clip_len:
             ego_box = _ego_box(gt)
             clip.append(ClipFrame(img, dets, ego_box, gt, f"t={t:4.1f}s v={ego.speed:4.1f}m/s"))
@@ -253,6 +262,16 @@ def _first_event_start(player: Player) -> float | None:
         if tr.transition == "startTransition" and tr.time > 0 and tr.element_type == "event":
             return round(tr.time, 3)
     return None
+
+
+def _detected_ids(gt: Sequence[GtBox], dets: Detections) -> tuple[frozenset[int], frozenset[int]]:
+    """The GT track ids in the frame (ego excluded), and those a detection matches one-to-one."""
+    others = [g for g in gt if not g.is_ego]
+    if not others:
+        return frozenset(), frozenset()
+    boxes = np.asarray([g.xyxy for g in others], np.float64)
+    hit = match_boxes(boxes, dets.boxes, DETECTION_MATCH_IOU)
+    return frozenset(g.track_id for g in others), frozenset(others[i].track_id for i, _ in hit)
 
 
 def _ego_box(gt: Sequence[GtBox]) -> tuple[float, float, float, float] | None:

@@ -72,6 +72,12 @@ class EpisodeTrace:
     on_road: list[bool] = field(default_factory=list)
     n_detections: list[int] = field(default_factory=list)
     n_tracks: list[int] = field(default_factory=list)
+    # Per step: the GT track id of the vehicle ahead in the ego's path (None: none), the track ids
+    # whose GT box is in the frame (the ego's excluded) and those a detection matched (IoU >=
+    # ``DETECTION_MATCH_IOU``): what time to first detection is measured from.
+    lead_id: list[int | None] = field(default_factory=list)
+    visible_ids: list[frozenset[int]] = field(default_factory=list)
+    detected_ids: list[frozenset[int]] = field(default_factory=list)
     distance_m: float = 0.0
     route_length_m: float = 0.0
     collision: dict[str, Any] | None = None

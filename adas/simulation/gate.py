@@ -122,6 +122,10 @@ class ScenarioOutcome(BaseModel):
     min_gap_m: float | None
     hard_brakes: int
     max_p95_jerk_mps3: float
+    # The candidate's worst time to first detection of a vehicle ahead in the path (None: none was),
+    # and its runs with such a vehicle never detected (then the time is a lower bound).
+    max_time_to_first_detection_s: float | None = None
+    runs_with_undetected_lead: int = 0
 
 
 class SimVerdict(BaseModel):
@@ -694,6 +698,7 @@ def scenario_outcomes(pairs: Sequence[Pair]) -> list[ScenarioOutcome]:
         cm = [c.metrics for c, _ in group]
         ttcs = [m.min_ttc_s for m in cm if m.min_ttc_s is not None]
         gaps = [m.min_gap_m for m in cm if m.min_gap_m is not None]
+        ttfds = [m.time_to_first_detection_s for m in cm if m.time_to_first_detection_s is not None]
         failures = sum(m.failed for m in cm)
         out.append(
             ScenarioOutcome(
@@ -708,6 +713,8 @@ def scenario_outcomes(pairs: Sequence[Pair]) -> list[ScenarioOutcome]:
                 min_gap_m=min(gaps) if gaps else None,
                 hard_brakes=sum(m.hard_brake_events for m in cm),
                 max_p95_jerk_mps3=max(m.p95_abs_jerk_mps3 for m in cm),
+                max_time_to_first_detection_s=max(ttfds) if ttfds else None,
+                runs_with_undetected_lead=sum(m.undetected_leads > 0 for m in cm),
             )
         )
     return out
@@ -740,6 +747,15 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3g}"
     return str(v)
+
+
+def _first_detection_cell(o: ScenarioOutcome) -> str:
+    """The worst time to first detection; "≥" with the runs when a vehicle ahead was never detected."""
+    if o.max_time_to_first_detection_s is None:
+        return "-"
+    if o.runs_with_undetected_lead:
+        return f"≥ {o.max_time_to_first_detection_s:.3g} (never in {o.runs_with_undetected_lead} runs)"
+    return f"{o.max_time_to_first_detection_s:.3g}"
 
 
 def _collision_notes(candidate: Sequence[RunRecord], production: Sequence[RunRecord]) -> list[str]:
@@ -806,14 +822,15 @@ def rationale_markdown(
             "",
             "Scenarios (candidate over each scene's runs; production's failures on the same runs):",
             "",
-            "| scenario | source | runs | outcome | failures (prod) | collisions | min TTC s | min gap m | hard brakes | p95 jerk m/s³ |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| scenario | source | runs | outcome | failures (prod) | collisions | min TTC s | min gap m | hard brakes "
+            "| p95 jerk m/s³ | first detection s (worst) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for o in outcomes:
             lines.append(
                 f"| {o.scenario} | {o.source} | {o.runs} | {RESULT_TEXT[o.outcome]} | {o.candidate_failures} "
                 f"({o.production_failures}) | {o.candidate_collisions} | {_fmt(o.min_ttc_s)} | {_fmt(o.min_gap_m)} | "
-                f"{o.hard_brakes} | {o.max_p95_jerk_mps3:.2f} |"
+                f"{o.hard_brakes} | {o.max_p95_jerk_mps3:.2f} | {_first_detection_cell(o)} |"
             )
     lines += [
         "",

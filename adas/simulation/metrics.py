@@ -11,6 +11,10 @@ Per run (from the ground-truth trace, never from what the perception reported):
 * rule proxy: unsafe following (time headway below ``unsafe_headway_s`` for at least
   ``unsafe_following_min_s``);
 * comfort: realized acceleration and jerk (max, p95, RMS), hard-braking events;
+* time to first detection of the vehicles the ego had to react to (each vehicle that was ever
+  ahead in its path): from the first frame its GT box is in to the first frame a detection
+  matches it, the worst over those vehicles; one never detected counts its whole time in view
+  (a lower bound) and in ``undetected_leads``;
 * route completion (distance / planned route) and the CARLA leaderboard's driving score:
   ``route completion x prod(penalty ** count)`` with vehicle collision 0.60, off-road (leaving
   the drivable area: CARLA's collision with the static layout) 0.65 and agent blocked
@@ -77,6 +81,8 @@ class EpisodeMetrics(BaseModel):
     infraction_penalty: float
     driving_score: float
     mean_detections: float
+    time_to_first_detection_s: float | None = None  # None: no vehicle was ever ahead in the path and in view
+    undetected_leads: int = 0
 
     @property
     def failed(self) -> bool:
@@ -140,6 +146,27 @@ def _finite_min(values: Iterable[float]) -> float | None:
     return round(min(finite), 4) if finite else None
 
 
+def time_to_first_detection(trace: EpisodeTrace) -> tuple[float | None, int]:
+    """Worst time to first detection over the vehicles ever ahead in the ego's path, and how many of
+    them were never detected (their time counts from entering the view to the end: a lower bound).
+
+    The clock starts when the vehicle's GT box is first in the frame, not when it enters the path:
+    a cut-in vehicle seen (and detected) in the next lane is already known when it moves over.
+    """
+    worst: float | None = None
+    undetected = 0
+    for lead in dict.fromkeys(i for i in trace.lead_id if i is not None):
+        seen = next((k for k, ids in enumerate(trace.visible_ids) if lead in ids), None)
+        if seen is None:
+            continue  # ahead in the path but never in the frame: nothing to detect
+        found = next((k for k in range(seen, len(trace.detected_ids)) if lead in trace.detected_ids[k]), None)
+        if found is None:
+            undetected += 1
+        delay = ((found if found is not None else len(trace.t)) - seen) * trace.dt
+        worst = delay if worst is None else max(worst, delay)
+    return (round(worst, 3) if worst is not None else None), undetected
+
+
 def episode_metrics(spec: EpisodeSpec, trace: EpisodeTrace, cfg: MetricsConfig) -> EpisodeMetrics:
     """Every per-run metric from a ground-truth trace."""
     dt = trace.dt
@@ -148,6 +175,7 @@ def episode_metrics(spec: EpisodeSpec, trace: EpisodeTrace, cfg: MetricsConfig) 
     gap = np.asarray(trace.gap, float)
     ttc = np.asarray(trace.ttc, float)
     collided = trace.collision is not None
+    ttfd, undetected = time_to_first_detection(trace)
 
     # Realized acceleration and jerk (finite differences of the simulated speed).
     acc = np.diff(speed) / dt if n >= 2 else np.zeros(0)
@@ -217,6 +245,8 @@ def episode_metrics(spec: EpisodeSpec, trace: EpisodeTrace, cfg: MetricsConfig) 
         infraction_penalty=round(penalty, 6),
         driving_score=round(rc * penalty, 6),
         mean_detections=round(float(np.mean(trace.n_detections)), 3) if n else 0.0,
+        time_to_first_detection_s=ttfd,
+        undetected_leads=undetected,
     )
 
 

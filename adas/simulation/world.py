@@ -114,11 +114,11 @@ def lane_index_side(road: Any, index: tuple[str, str, int], side: str, position:
     return cand
 
 
-def path_state(ego: Any, vehicles: Sequence[Any]) -> tuple[float, float, str]:
-    """GT gap, TTC and class of the nearest vehicle ahead whose body overlaps the ego's path."""
+def path_state(ego: Any, vehicles: Sequence[Any]) -> tuple[float, float, str, int | None]:
+    """GT gap, TTC, class and track id of the nearest vehicle ahead whose body overlaps the ego's path."""
     d = np.asarray([np.cos(ego.heading), np.sin(ego.heading)])
     n = np.asarray([-d[1], d[0]])
-    best_gap, best_ttc, best_cls = math.inf, math.inf, ""
+    best_gap, best_ttc, best_cls, best_id = math.inf, math.inf, "", None
     for v in vehicles:
         if v is ego:
             continue
@@ -137,7 +137,8 @@ def path_state(ego: Any, vehicles: Sequence[Any]) -> tuple[float, float, str]:
             if best_ttc > TTC_HORIZON_S:
                 best_ttc = math.inf  # not on a collision course within the horizon
             best_cls = getattr(v, "_adas_class", "car")
-    return best_gap, best_ttc, best_cls
+            best_id = getattr(v, "_adas_track", None)
+    return best_gap, best_ttc, best_cls, best_id
 
 
 def _clear(

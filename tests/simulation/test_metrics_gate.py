@@ -57,7 +57,35 @@ def _trace(
     tr.distance_m = sum(speed) * DT
     tr.route_length_m = 25.0 * n * DT
     tr.collision = collision
+    tr.lead_id = [None] * n
+    tr.visible_ids = [frozenset()] * n
+    tr.detected_ids = [frozenset()] * n
     return tr
+
+
+def test_time_to_first_detection_counts_from_entering_the_view_to_the_first_matched_detection() -> None:
+    n = 10
+    tr = _trace([25.0] * n, [math.inf] * n, [math.inf] * n)
+    # Vehicle 7 enters the frame at step 2, cuts into the path at step 5, is first detected at step 6;
+    # vehicle 9 is in view from step 0 and detected at once but never ahead in the path (not counted).
+    tr.lead_id = [None] * 5 + [7] * 5
+    tr.visible_ids = [frozenset({9})] * 2 + [frozenset({7, 9})] * 8
+    tr.detected_ids = [frozenset({9})] * 6 + [frozenset({7, 9})] * 4
+    m = episode_metrics(_spec(), tr, MetricsConfig())
+    assert m.time_to_first_detection_s == pytest.approx(4 * DT)
+    assert m.undetected_leads == 0
+
+
+def test_a_lead_never_detected_counts_its_time_in_view_and_one_never_in_view_is_not_counted() -> None:
+    n = 10
+    tr = _trace([25.0] * n, [math.inf] * n, [math.inf] * n)
+    tr.lead_id = [3] * 4 + [7] * 6  # 3: ahead in the path but beyond the frame
+    tr.visible_ids = [frozenset()] * 4 + [frozenset({7})] * 6
+    m = episode_metrics(_spec(), tr, MetricsConfig())
+    assert m.time_to_first_detection_s == pytest.approx(6 * DT)  # a lower bound: never detected
+    assert m.undetected_leads == 1
+    no_lead = episode_metrics(_spec(), _trace([25.0] * n, [math.inf] * n, [math.inf] * n), MetricsConfig())
+    assert (no_lead.time_to_first_detection_s, no_lead.undetected_leads) == (None, 0)
 
 
 def test_clean_run_scores_its_route_completion() -> None:

@@ -84,6 +84,11 @@ def test_the_gate_is_red_on_a_candidate_that_misses_the_cut_in_vehicle_and_names
     candidate = _records("candidate", build_perception(MISSES_TRUCKS), runs, sim_cfg, datagen, tmp_path)
     assert all(r.metrics.collisions == 0 for r in production)
     assert any(r.metrics.collision_with == "truck" for r in candidate)
+    # Time to first detection: the oracle sees every vehicle ahead in the frame it enters (here its
+    # ego changes lane, so the truck is never ahead: no time); the candidate never sees the truck.
+    assert all(r.metrics.time_to_first_detection_s in (None, 0.0) for r in production)
+    assert all(r.metrics.undetected_leads == 0 for r in production)
+    assert all(r.metrics.undetected_leads == 1 and r.metrics.time_to_first_detection_s for r in candidate)
 
     verdict = evaluate_gate(candidate, production, sim_cfg.gate)
     assert verdict.verdict == "red"
@@ -96,6 +101,8 @@ def test_the_gate_is_red_on_a_candidate_that_misses_the_cut_in_vehicle_and_names
         "fail",
         0,
     )
+    assert outcome.runs_with_undetected_lead == len(runs)
+    assert f"(never in {len(runs)} runs)" in verdict.rationale
 
     seeing = [r.model_copy(update={"model": "candidate"}) for r in production]
     (check,) = [
