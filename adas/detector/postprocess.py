@@ -79,22 +79,58 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return iou
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+def _self_iou(boxes: np.ndarray) -> np.ndarray:
+    """``box_iou(boxes, boxes)`` with one coordinate vector per side: the same float64 numbers,
+    without the (N, N, 2) intermediates (NMS's hot spot on a dense head's candidates)."""
+    x1, y1, x2, y2 = (np.ascontiguousarray(boxes[:, k]) for k in range(4))
+    area = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    w = np.clip(np.minimum(x2[:, None], x2[None, :]) - np.maximum(x1[:, None], x1[None, :]), 0, None)
+    h = np.clip(np.minimum(y2[:, None], y2[None, :]) - np.maximum(y1[:, None], y1[None, :]), 0, None)
+    inter = w * h
+    union = area[:, None] + area[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
+# Up to this many candidates NMS precomputes their IoU matrix (2,048^2 float64 = 32 MB at most).
+_NMS_MATRIX_MAX = 2048
+
+
+def nms(
+    boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: int | None = None
+) -> np.ndarray:
     """Greedy NMS: indices of kept boxes, by descending score.
 
     A box is dropped when its IoU with a kept, higher-scoring box is > ``iou_threshold``
     (strictly greater, as torchvision does); ties in score keep the lower index first.
+    ``max_keep`` stops after that many kept boxes: greedy NMS decides boxes in score order, so
+    the first ``max_keep`` are exactly those of the full run (a dense head's thousand candidates
+    then cost a hundred steps, not a thousand).
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     if boxes.shape[0] != scores.shape[0]:
         raise ValueError(f"{boxes.shape[0]} boxes but {scores.shape[0]} scores")
     order = np.argsort(-scores, kind="stable")
+    limit = order.size if max_keep is None else min(max_keep, order.size)
+    if order.size <= _NMS_MATRIX_MAX:
+        # One IoU matrix in score order, then a pass over its rows: the loop touches booleans only.
+        overlaps = _self_iou(boxes[order]) > iou_threshold
+        suppressed = np.zeros(order.size, bool)
+        kept: list[int] = []
+        for i in range(order.size):
+            if suppressed[i]:
+                continue
+            kept.append(i)
+            if len(kept) >= limit:
+                break
+            suppressed |= overlaps[i]
+        return order[np.asarray(kept, dtype=np.int64)]
     keep: list[int] = []
     while order.size:
         i = int(order[0])
         keep.append(i)
-        if order.size == 1:
+        if order.size == 1 or len(keep) >= limit:
             break
         ious = box_iou(boxes[i : i + 1], boxes[order[1:]])[0]
         order = order[1:][ious <= iou_threshold]
@@ -102,11 +138,16 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
 
 
 def batched_nms(
-    boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_threshold: float
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    iou_threshold: float,
+    max_keep: int | None = None,
 ) -> np.ndarray:
-    """Class-wise NMS: boxes of different classes never suppress each other."""
+    """Class-wise NMS: boxes of different classes never suppress each other. With ``max_keep``
+    each class stops at that many (the best ``max_keep`` overall are among them)."""
     keep = [
-        np.flatnonzero(classes == c)[nms(boxes[classes == c], scores[classes == c], iou_threshold)]
+        np.flatnonzero(classes == c)[nms(boxes[classes == c], scores[classes == c], iou_threshold, max_keep)]
         for c in np.unique(classes)
     ]
     if not keep:
@@ -185,6 +226,6 @@ def decode(
         bh = np.clip(sizes[i, 1, ys, xs], 0.0, None)
         boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
         boxes = np.clip(boxes, 0.0, [w * stride, h * stride, w * stride, h * stride]).astype(np.float32)
-        keep = batched_nms(boxes, scores, cls, postprocess.nms_iou_threshold)[:k]
+        keep = batched_nms(boxes, scores, cls, postprocess.nms_iou_threshold, max_keep=k)[:k]
         results.append(Detections(boxes[keep], scores[keep], ids[cls[keep]]))
     return results

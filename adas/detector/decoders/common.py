@@ -151,9 +151,9 @@ def select(
     if nms_iou_threshold is None:
         order = np.argsort(-scores, kind="stable")
     elif class_aware:
-        order = batched_nms(boxes, scores, category_ids, nms_iou_threshold)
+        order = batched_nms(boxes, scores, category_ids, nms_iou_threshold, max_keep=max_detections)
     else:
-        order = nms(boxes, scores, nms_iou_threshold)
+        order = nms(boxes, scores, nms_iou_threshold, max_keep=max_detections)
     order = order[:max_detections]
     if order.size == 0:
         return Detections.empty()
