@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adas.config_errors import ConfigError, load_yaml_model
+from adas.cpu_isa import Isa
 from adas.settings import CONFIG_DIR
 
 TARGETS_FILE = CONFIG_DIR / "targets.yaml"
@@ -51,6 +52,11 @@ class Target(_Strict):
     precisions: list[Precision] = Field(min_length=1)
     latency_budget_ms: LatencyBudget
     kubernetes: KubernetesPlacement
+    # The x86 instruction-set level of a CPU target's nodes: it picks the INT8 recipe
+    # (reduce_range only without VNNI) and where its latency may be measured.
+    isa: Isa | None = None
+    # Automation builds this device on a local (non-production) deployment; GPU devices never.
+    local_automation: bool = True
 
     @field_validator("precisions")
     @classmethod
@@ -63,6 +69,17 @@ class Target(_Strict):
     def _gpu_for_tensorrt(self) -> Target:
         if self.runtime == "tensorrt" and self.kubernetes.gpu_count < 1:
             raise ValueError("a tensorrt target needs kubernetes.gpu_count >= 1")
+        return self
+
+    @model_validator(mode="after")
+    def _isa_for_cpu(self) -> Target:
+        if self.runtime == "onnxruntime" and self.isa is None:
+            raise ValueError(
+                "an onnxruntime (CPU) target must declare isa: avx2 | avx512_vnni | amx "
+                "(its INT8 recipe and where its latency is measured depend on it)"
+            )
+        if self.runtime == "tensorrt" and self.isa is not None:
+            raise ValueError("isa is the instruction set of a CPU target; a tensorrt target runs on its GPU")
         return self
 
     @property

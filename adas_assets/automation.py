@@ -27,7 +27,8 @@ def automated_devices() -> list[str]:
 
     `ADAS_AUTOMATION_DEVICES`: `all`, or a comma-separated list. Default: every device in
     production (GPU node pools exist there); locally only devices that need no GPU, so a laptop
-    never queues TensorRT cells it cannot build (a person can still launch them by hand).
+    never queues TensorRT cells it cannot build (a person can still launch them by hand), and
+    that targets.yaml does not keep off local automation (``local_automation: false``).
     """
     catalog = TARGET_CATALOG
     raw = os.environ.get("ADAS_AUTOMATION_DEVICES", "").strip()
@@ -38,7 +39,7 @@ def automated_devices() -> list[str]:
         for d in devices:
             catalog.target(d)  # unknown device: a KeyError naming targets.yaml's devices
         return devices
-    return [d for d, t in catalog.targets.items() if not t.needs_gpu]
+    return [d for d, t in catalog.targets.items() if not t.needs_gpu and t.local_automation]
 
 
 class SupportedTargetCondition(dg.AutomationCondition):

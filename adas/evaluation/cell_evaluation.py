@@ -17,6 +17,7 @@ import numpy as np
 
 from adas.catalog import Target, TargetCatalog
 from adas.cell import Cell
+from adas.cpu_isa import missing_isa
 from adas.evaluation.config import EVALUATION_FILE, EvaluationSettings, Profile, file_sha256
 from adas.evaluation.gates import Latency
 from adas.evaluation.inputs import (
@@ -131,7 +132,8 @@ def open_model(store: ArtifactStore, label: str, ref: EngineRef, threads: int) -
 
 
 def engine_latency(ref: EngineRef, engine: Engine, target: Target) -> Latency:
-    """The packaging microbenchmark's latency when the build recorded one, else measured here."""
+    """The packaging microbenchmark's latency when the build recorded one, else measured here,
+    only when this host has the target's instruction set (else "not measured: host lacks ...")."""
     budget = target.latency_budget_ms.p95
     lat = latency_from_build(ref.build)
     if lat is not None:
@@ -141,6 +143,10 @@ def engine_latency(ref: EngineRef, engine: Engine, target: Target) -> Latency:
             source="packaging microbenchmark",
             budget_p95_ms=budget,
         )
+    lacking = missing_isa(target.isa)
+    if lacking is not None:
+        reason = f"not measured: {lacking}"
+        return Latency(p95_ms=None, source=reason, budget_p95_ms=budget, not_measured=reason)
     measured = measure_latency(engine, ref.contract.input.shape[1:])
     return Latency(
         p50_ms=measured["p50_ms"],

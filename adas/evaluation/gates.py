@@ -183,6 +183,9 @@ class Latency(BaseModel):
     p95_ms: float | None
     source: str
     budget_p95_ms: float | None = None
+    # Why there is no number although the engine runs, e.g. "not measured: host lacks
+    # avx512_vnni" (a host without the target's instruction set says nothing about its latency).
+    not_measured: str | None = None
 
 
 class GateResult(BaseModel):
@@ -581,6 +584,16 @@ def _safety_recall_gate(
 
 def _latency_gate(latency: Latency | None, budget_ms: float | None) -> GateResult:
     req = "no budget" if budget_ms is None else f"p95 <= {budget_ms:g} ms (targets.yaml)"
+    if latency is not None and latency.not_measured:
+        # Not a pass, and not the candidate's fault: amber until a host with the target's
+        # instruction set measures it.
+        return GateResult(
+            name="latency",
+            status="amber",
+            observed=latency.not_measured,
+            requirement=req,
+            rationale=f"{latency.not_measured}: measure on a node with the target's instruction set",
+        )
     if latency is None or latency.p95_ms is None:
         return GateResult(
             name="latency",

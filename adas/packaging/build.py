@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import shutil
 import tempfile
@@ -14,8 +15,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from adas.catalog import TargetCatalog, require_supported
+from adas.catalog import Target, TargetCatalog, require_supported
 from adas.cell import Cell
+from adas.cpu_isa import isa_report
 from adas.intake.contract import Contract
 from adas.intake.files import BundleRejected
 from adas.intake.onnx_graph import check_onnx_file
@@ -127,6 +129,12 @@ def export_candidate(store: ArtifactStore, candidate: CandidateRef, config: Pack
         return export_graph(store, candidate, config, Path(tmp))
 
 
+def ort_build_environment(target: Target) -> dict[str, str | None]:
+    """What an ONNX Runtime engine was built with and for: the build machine's and the target's
+    instruction sets (``/proc/cpuinfo``; targets.yaml) and the ONNX Runtime version."""
+    return {**isa_report(target.isa), "onnxruntime_version": importlib.metadata.version("onnxruntime")}
+
+
 @dataclass
 class EngineOutcome:
     ref: EngineRef
@@ -166,12 +174,19 @@ def build_engine(
             if calibration_frames is None or len(calibration_frames) == 0:
                 raise ValueError(f"{device}/int8 needs calibration frames (the calibration_shard asset)")
             build = build_int8_engine(
-                onnx_path, calibration_frames, contract, workdir, config.int8, runtime="onnxruntime"
+                onnx_path,
+                calibration_frames,
+                contract,
+                workdir,
+                config.int8,
+                runtime="onnxruntime",
+                target_isa=target.isa,
             )
             details = build.to_metadata()
             cache = publish_file(store, f"{prefix}/calibration.cache", build.calibration_cache)
         else:  # the catalog check above keeps other precisions out; this guards a catalog edit
             raise ValueError(f"onnxruntime engines are built for fp32 and int8, not {precision}")
+        details = {**details, **ort_build_environment(target)}
         # Write-once: a rebuild with other bytes goes to a content-addressed key beside it.
         engine_file = publish_file(store, f"{prefix}/model.onnx", build.path)
     else:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import functools
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adas.config_errors import load_yaml_model
+from adas.cpu_isa import Isa, has_vnni
 from adas.settings import CONFIG_DIR
 
 PACKAGING_FILE = CONFIG_DIR / "packaging.yaml"
@@ -123,10 +125,24 @@ class RuntimeQuant(_Strict):
 
     activation_type: Literal["uint8", "int8"]
     activation_symmetric: bool
-    reduce_range: bool = False
+    # 7-bit weights. ``without_vnni``: only for a target whose ISA (targets.yaml) lacks VNNI.
+    reduce_range: bool | Literal["without_vnni"] = False
     # ORT quantizes conv biases to int32 (DequantizeLinear of int32); TensorRT's parser only
     # dequantizes int8/fp8/int4 and fuses the FP32 bias itself.
     quantize_bias: bool = True
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """The quantization of one target: the runtime's scheme with ``reduce_range`` decided for
+    the target's instruction set."""
+
+    runtime: str
+    target_isa: Isa | None
+    activation_type: Literal["uint8", "int8"]
+    activation_symmetric: bool
+    reduce_range: bool
+    quantize_bias: bool
 
 
 class FallbackConfig(_Strict):
@@ -181,6 +197,20 @@ class Int8Config(_Strict):
             return self.runtimes[runtime]  # type: ignore[index]
         except KeyError:
             raise KeyError(f"packaging.yaml int8.runtimes has no entry for {runtime!r}") from None
+
+    def recipe(self, runtime: str, target_isa: Isa | None) -> Int8Recipe:
+        """``runtime``'s scheme for a target of ISA ``target_isa`` (``None``: not declared, e.g.
+        a GPU target; ``without_vnni`` then keeps 7-bit weights, which are right on every CPU)."""
+        rq = self.for_runtime(runtime)
+        reduce = not has_vnni(target_isa) if rq.reduce_range == "without_vnni" else rq.reduce_range
+        return Int8Recipe(
+            runtime=runtime,
+            target_isa=target_isa,
+            activation_type=rq.activation_type,
+            activation_symmetric=rq.activation_symmetric,
+            reduce_range=reduce,
+            quantize_bias=rq.quantize_bias,
+        )
 
 
 class LatencyConfig(_Strict):

@@ -38,9 +38,10 @@ from typing import Any, Literal
 import numpy as np
 import onnx
 
+from adas.cpu_isa import Isa
 from adas.detector.preprocess import preprocess
 from adas.intake.contract import Contract
-from adas.packaging.config import Int8Config
+from adas.packaging.config import Int8Config, Int8Recipe
 from adas.packaging.export import op_histogram
 from adas.packaging.ort_session import session_options
 from adas.packaging.qdq_graph import (
@@ -67,6 +68,9 @@ class Int8Build:
     per_channel: bool
     activation_type: str
     activation_symmetric: bool
+    # The target's instruction set (targets.yaml) and the 7-bit weights it decided.
+    target_isa: str | None
+    reduce_range: bool
     calibration_frames: int
     shard_sha256: str
     excluded_nodes: dict[str, str]
@@ -116,10 +120,9 @@ def shard_sha256(frames_uint8: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _quant_kwargs(config: Int8Config, runtime: str) -> dict[str, Any]:
+def _quant_kwargs(config: Int8Config, rq: Int8Recipe) -> dict[str, Any]:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
 
-    rq = config.for_runtime(runtime)
     return {
         "quant_format": QuantFormat.QDQ,
         "per_channel": config.per_channel,
@@ -208,12 +211,15 @@ def build_int8_engine(
     out_dir: str | Path,
     config: Int8Config,
     runtime: Literal["onnxruntime", "tensorrt"] = "onnxruntime",
+    target_isa: Isa | None = None,
 ) -> Int8Build:
     """Quantize the FP32 export into ``out_dir/model.onnx`` + ``out_dir/calibration.cache``.
 
     ``calibration_frames_uint8``: [N, H, W, 3] RGB frames of the calibration shard (the first
     ``config.max_calibration_frames`` are used). ``runtime`` picks the activation scheme
     (``config.runtimes``): the TensorRT graph is symmetric int8 without int32 biases.
+    ``target_isa`` (the target's ``isa`` in targets.yaml) decides ``reduce_range``
+    (:meth:`Int8Config.recipe`); ``None`` gets the recipe that is right on every CPU.
     """
     t0 = time.perf_counter()
     src, out = Path(onnx_fp32_path), Path(out_dir)
@@ -226,13 +232,13 @@ def build_int8_engine(
         raise ValueError("no calibration frames")
     model_path, cache_path = out / INT8_MODEL_FILE, out / CALIBRATION_CACHE_FILE
     shard = shard_sha256(frames)
-    rq = config.for_runtime(runtime)
+    rq = config.recipe(runtime, target_isa)
     if contract.quantization_aware:
-        return _qat_build(src, model_path, cache_path, runtime, rq.activation_type, shard, len(frames), t0)
+        return _qat_build(src, model_path, cache_path, rq, shard, len(frames), t0)
 
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    kwargs = _quant_kwargs(config, runtime)
+    kwargs = _quant_kwargs(config, rq)
     reader = _FramesReader(frames, contract, config.calibration_batch_size)
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="int8-") as tmp_s:
@@ -271,6 +277,8 @@ def build_int8_engine(
         "runtime": runtime,
         "activation_type": rq.activation_type,
         "activation_symmetric": rq.activation_symmetric,
+        "reduce_range": rq.reduce_range,
+        "target_isa": target_isa,
         "per_channel": config.per_channel,
         "frames": len(frames),
         "shard_sha256": shard,
@@ -288,6 +296,8 @@ def build_int8_engine(
         per_channel=config.per_channel,
         activation_type=rq.activation_type,
         activation_symmetric=rq.activation_symmetric,
+        target_isa=target_isa,
+        reduce_range=rq.reduce_range,
         calibration_frames=len(frames),
         shard_sha256=shard,
         excluded_nodes=dict(sorted(excluded.items())),
@@ -307,8 +317,7 @@ def _qat_build(
     src: Path,
     model_path: Path,
     cache_path: Path,
-    runtime: str,
-    activation_type: str,
+    rq: Int8Recipe,
     shard: str,
     n_frames: int,
     t0: float,
@@ -327,7 +336,8 @@ def _qat_build(
     header = {
         "format": "adas-calibration-cache v1",
         "method": "quantization-aware training (scales from the bundle's Q/DQ nodes)",
-        "runtime": runtime,
+        "runtime": rq.runtime,
+        "target_isa": rq.target_isa,
         "frames": 0,
         "shard_sha256": "n/a (no calibration run)",
     }
@@ -335,12 +345,14 @@ def _qat_build(
     return Int8Build(
         path=model_path,
         calibration_cache=cache_path,
-        runtime=runtime,
+        runtime=rq.runtime,
         quantization_aware=True,
         calibration_method="qat",
         per_channel=True,
-        activation_type="/".join(dtypes) or activation_type,
+        activation_type="/".join(dtypes) or rq.activation_type,
         activation_symmetric=symmetric,
+        target_isa=rq.target_isa,
+        reduce_range=False,  # the bundle's own scales: nothing is re-quantized
         calibration_frames=0,
         shard_sha256=shard,
         excluded_nodes={},

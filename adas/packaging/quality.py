@@ -1,12 +1,19 @@
-"""Engine quality at build time: numerical equivalence vs PyTorch and latency vs the budget."""
+"""Engine quality at build time: numerical equivalence vs PyTorch and latency vs the budget.
+
+Latency is measured only on a host that has the target's instruction set (targets.yaml
+``isa``): an AVX2 build machine says nothing about a VNNI node's latency, so there the latency
+is "not measured: host lacks avx512_vnni", which never passes a budget.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from adas.catalog import TargetCatalog
+from adas.cpu_isa import Isa, isa_report, missing_isa
 from adas.intake.refs import DatasetRef, StoredFile
 from adas.intake.stored import read_json, stored_file
 from adas.packaging.build import fetch_bundle, load_frames
@@ -32,21 +39,26 @@ class EngineQuality:
     equivalence: EquivalenceReport
     map_drop: float | None
     map_failure: str | None
-    latency: LatencyReport
+    # None when not measured: ``latency_not_measured`` says why ("not measured: host lacks ...").
+    latency: LatencyReport | None
     budget_ms: float
     equivalence_file: StoredFile
     latency_file: StoredFile
+    latency_not_measured: str | None = None
 
     @property
-    def p95_ms(self) -> float:
-        return float(self.latency.batch(1).p95_ms)
+    def p95_ms(self) -> float | None:
+        return None if self.latency is None else float(self.latency.batch(1).p95_ms)
 
     @property
     def within_budget(self) -> bool:
-        return self.p95_ms <= self.budget_ms
+        """Only a measured p95 within the budget passes."""
+        return self.p95_ms is not None and self.p95_ms <= self.budget_ms
 
     @property
-    def latency_summary(self) -> dict[str, float | int]:
+    def latency_summary(self) -> dict[str, float | int | str]:
+        if self.latency is None:
+            return {"not_measured": str(self.latency_not_measured), "budget_p95_ms": float(self.budget_ms)}
         b1 = self.latency.batch(1)
         return {
             "p50_ms": float(b1.p50_ms),
@@ -85,8 +97,11 @@ def engine_quality(
         if ref.precision == "int8":
             _, _, map_drop = task_map_drop(reference, engine, contract, coco, image_ids, frames)
             map_failure = map_drop_failure(map_drop, config, ref.precision)
-    latency = measure_latency(engine_path, contract, config=config)
-    budget = catalog.target(ref.device).latency_budget_ms.p95
+    target = catalog.target(ref.device)
+    latency, not_measured, lat_body = latency_on_this_host(
+        lambda: measure_latency(engine_path, contract, config=config), target.isa
+    )
+    budget = target.latency_budget_ms.p95
     eq_body = {**equivalence.to_metadata(), "map_drop_points": map_drop, "map_failure": map_failure}
     eq_file = stored_file(
         store,
@@ -96,6 +111,19 @@ def engine_quality(
     lat_file = stored_file(
         store,
         f"{ref.prefix}/latency_report.json",
-        data=json.dumps(latency.to_metadata(), indent=2, default=str).encode(),
+        data=json.dumps(lat_body, indent=2, default=str).encode(),
     )
-    return EngineQuality(equivalence, map_drop, map_failure, latency, budget, eq_file, lat_file)
+    return EngineQuality(equivalence, map_drop, map_failure, latency, budget, eq_file, lat_file, not_measured)
+
+
+def latency_on_this_host(
+    measure: Callable[[], LatencyReport], target_isa: Isa | None
+) -> tuple[LatencyReport | None, str | None, dict[str, Any]]:
+    """``measure()`` when this host has the target's instruction set; otherwise no report and
+    the reason, "not measured: host lacks avx512_vnni". Also the body of ``latency_report.json``."""
+    lacking = missing_isa(target_isa)
+    if lacking is not None:
+        reason = f"not measured: {lacking}"
+        return None, reason, {"not_measured": reason, **isa_report(target_isa)}
+    report = measure()
+    return report, None, {**report.to_metadata(), **isa_report(target_isa)}

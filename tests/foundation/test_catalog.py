@@ -103,6 +103,12 @@ def test_require_supported_names_the_catalog() -> None:
         (lambda d: d["targets"]["t4"]["kubernetes"].update(gpu_count=0), r"targets\.t4: .*gpu_count >= 1"),
         (lambda d: d["targets"].update({"Bad|Name": d["targets"]["t4"]}), r"device name 'Bad\|Name'"),
         (lambda d: d["targets"]["t4"].update(colour="red"), r"targets\.t4\.colour: Extra inputs"),
+        (lambda d: d["targets"]["x86-cpu"].pop("isa"), r"targets\.x86-cpu: .*must declare isa: avx2"),
+        (lambda d: d["targets"]["x86-cpu"].update(isa="sse4"), r"targets\.x86-cpu\.isa: Input should be"),
+        (
+            lambda d: d["targets"]["t4"].update(isa="avx2"),
+            r"targets\.t4: .*isa is the instruction set of a CPU",
+        ),
         (
             lambda d: d.update(precisions=["fp32"]),
             r"targets\.[a-z0-9]+\.precisions uses \['fp16', 'int8'\], not listed",
@@ -168,6 +174,11 @@ def test_local_automation_builds_only_cells_this_machine_can(monkeypatch: pytest
     assert _requested_after_upstream_update(eager_on_supported_targets()) == {"x86-cpu|fp32", "x86-cpu|int8"}
     monkeypatch.setenv("ADAS_ENV", "production")
     assert set(automated_devices()) == set(load_catalog().devices)
+    # The VNNI column is automated in production and where a deployment names it, not on a laptop.
+    assert load_catalog().target("x86-cpu-vnni").local_automation is False
+    monkeypatch.delenv("ADAS_ENV")
+    monkeypatch.setenv("ADAS_AUTOMATION_DEVICES", "x86-cpu,x86-cpu-vnni")
+    assert automated_devices() == ["x86-cpu", "x86-cpu-vnni"]
     monkeypatch.setenv("ADAS_AUTOMATION_DEVICES", "x86-cpu, v100")
     with pytest.raises(KeyError, match="unknown device 'v100'"):
         automated_devices()

@@ -1,11 +1,13 @@
 """The packaging graph through Dagster: CPU cells build real engines; other cells fail clearly."""
 
+import importlib.metadata
 import json
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from adas.cpu_isa import ISA_LEVELS
 from adas.packaging.keys import init_local_keys
 from adas.packaging.refs import EngineRef
 from adas.packaging.trust import TRUST_FILE, load_trust_file
@@ -104,6 +106,11 @@ def test_cpu_cells_build_verified_engines(packaged) -> None:  # type: ignore[no-
     ops = {n.op_type for n in onnx.load(store.fetch(int8.engine.key)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert fp32.candidate.bundle_sha256 == int8.candidate.bundle_sha256
+    for ref in (fp32, int8):  # the build report says what the engine was built with and for
+        assert ref.build["target_isa"] == "avx2"
+        assert ref.build["builder_isa"] in (*ISA_LEVELS, "none")
+        assert ref.build["onnxruntime_version"] == importlib.metadata.version("onnxruntime")
+    assert int8.build["reduce_range"] is True  # x86-cpu declares avx2: no VNNI
 
 
 def test_unsupported_cell_fails_naming_the_catalog_and_writes_nothing(packaged) -> None:  # type: ignore[no-untyped-def]
