@@ -22,8 +22,8 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-demo: setup  ## run the main job end to end on embedded defaults (BUNDLE=dir: another candidate bundle)
-	$(BIN)/python scripts/run_demo.py $(if $(BUNDLE),--bundle $(BUNDLE))
+demo: setup  ## run the main job end to end on embedded defaults (BUNDLE=dir: another candidate bundle; VERBOSE=1: the full event stream)
+	$(BIN)/python scripts/run_demo.py $(if $(BUNDLE),--bundle $(BUNDLE)) $(if $(VERBOSE),--verbose)
 
 test: setup architecture  ## the whole test suite (what CI runs), nightly tests left out
 	$(BIN)/python -m pytest

@@ -59,6 +59,11 @@ class AdasHome:
     def registry_db(self) -> Path:
         return self.root / "registry.db"
 
+    @property
+    def logs(self) -> Path:
+        """Output of local runs that would bury their summary (the demo's event stream)."""
+        return self.root / "logs"
+
     def ensure(self) -> AdasHome:
         for path in (self.dagster_home, self.inbox, self.rejected, self.accepted, self.artifacts):
             path.mkdir(parents=True, exist_ok=True)
