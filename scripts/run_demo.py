@@ -66,6 +66,8 @@ def run_failure(result: dg.ExecuteInProcessResult) -> str:
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
             error = event.event_specific_data.error  # type: ignore[union-attr]
+            while error is not None and error.cause is not None:  # the user code's own exception
+                error = error.cause
             return f"step {event.step_key}: {error.message.strip() if error else 'failed'}"
     return f"run {result.run_id[:8]} failed"
 

@@ -6,12 +6,16 @@ is named with its error and the log file's path."""
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from jobs.demo_console import DemoConsole, DemoStep, StepProgress
 
+REPO = Path(__file__).resolve().parents[2]
 MAX_QUIET_LINES = 60
 TABLE_HEAD = "summary (supported CPU cells):"
 
@@ -112,3 +116,25 @@ def test_verbose_keeps_the_stream_on_the_console(tmp_path: Path, capfd) -> None:
     assert console.run([DemoStep("golden data", _noisy)], _summary) == 0
     assert "event 399" in capfd.readouterr().out
     assert "event 399" not in console.log_path.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.nightly  # the whole demo, ~15 min on 2 cores
+def test_the_real_demo_is_quiet_and_ends_with_its_summary(tmp_path: Path) -> None:
+    env = {**os.environ, "ADAS_HOME": str(tmp_path / "home")}
+    for name in ("ADAS_AUTOMATION_DEVICES", "ADAS_ENV", "DAGSTER_HOME"):
+        env.pop(name, None)
+    run = subprocess.run(
+        [sys.executable, "scripts/run_demo.py"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    lines = run.stdout.splitlines()
+    assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+    assert len(lines) <= MAX_QUIET_LINES, run.stdout
+    assert TABLE_HEAD in lines
+    log = Path(lines[0].rsplit(": ", 1)[1])
+    assert log.parent == tmp_path / "home" / "logs" and "STEP_SUCCESS" in log.read_text()
