@@ -155,15 +155,16 @@ def test_a_worse_candidate_stops_at_the_budget_or_red(sim_cfg: SimulationConfig)
     runs = _demo_runs(sim_cfg)
 
     # Collides in every 10th new fog run production drives through: a few points worse, never
-    # enough to be sure within 84 runs -> amber at the budget.
+    # enough to be sure within 84 runs -> amber at the budget. Not in an extracted scenario: one
+    # the candidate still fails is red by itself (library_scenario_still_fails).
     def some(spec: EpisodeSpec) -> bool:
-        return spec.weather != "clear" and spec.seed % 10 == 0
+        return spec.weather != "clear" and spec.seed % 10 == 0 and not spec.source.startswith("library:")
 
     cand, prod = _sweep("candidate", runs, some), _sweep("production", runs, _never)
     run_batch, calls = _batches(some, _never)
     cand, prod, _, record = extend_sequentially(sim_cfg, "demo", cand, prod, run_batch)
     assert record.runs == 84 and "budget spent" in record.stopped
-    assert sum(r.metrics.collisions for r in cand.records) == 4  # 4/84 vs 0/84: undecided
+    assert sum(r.metrics.collisions for r in cand.records) == 3  # 3/84 vs 0/84: undecided
     assert record.looks[-1].rates != "green"
 
     # Collides in clear cut-in scenes: red (NCAP) at the first look, no batch added.
