@@ -12,14 +12,14 @@ Each control step (5 Hz):
 
 Ground truth from the simulator is used only to measure (TTC, gaps, collisions), never to drive.
 
-Scenario categories (``config/simulation.yaml``): ``cruise`` (free highway traffic),
-``cut_in`` (an actor of a given class cuts in at a given gap time), ``stopped_lead`` (a
-stationary actor in the ego's lane beyond the view), ``merge`` (merge-v0 on-ramp traffic).
-An episode ends at the ego's first collision.
+Every run plays an OpenSCENARIO file (one code path): the categories (``config/simulation.yaml``:
+``cruise``, ``cut_in``, ``stopped_lead``, ``merge``) are the files under ``config/scenarios/``, the
+library's runs the files ``scenario_library`` extracted. The player moves every entity but the
+ego. An episode ends at the ego's first collision or at the storyboard's stop trigger.
 
 The pieces: ``episode`` (the run and its trace as data), ``controller`` (what the ego does with
-what it perceives), ``world`` (the simulator, the scripted actors, ground-truth measurements);
-this module is the step loop that ties them together. Domain code: no dagster import.
+what it perceives), ``world`` (the simulator, the scene, ground-truth measurements), the player
+(``openscenario``); this module is the step loop that ties them together. Domain code: no dagster import.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ from adas.simulation.episode import ClipFrame, EpisodeOutput, EpisodeSpec, Episo
 from adas.simulation.openscenario import Player, load_scenario
 from adas.simulation.perception import FrameContext, GtBox, Perception
 from adas.simulation.world import (
-    MERGE_ROUTE_END_X,
     ClosedLoopSimulator,
     collision_kind,
     collision_partner,
@@ -51,8 +50,6 @@ from adas.simulation.world import (
     lane_index_side,
     path_state,
     place_actors,
-    script_step,
-    setup_category,
     setup_openscenario,
 )
 
@@ -80,16 +77,17 @@ def run_episode(
     t_cpu = time.process_time()
     dt = 1.0 / policy_hz
     rng = np.random.default_rng([spec.seed, 1])
-    # An OpenSCENARIO run plays its file (``NotExecutableError`` names what is outside the subset).
-    player = (
-        Player(load_scenario(Path(scenario_root) / spec.xosc, spec.parameters), step_s=dt, ego="Ego")
-        if spec.xosc is not None
-        else None
-    )
+    # Every run plays its file (``NotExecutableError`` names what is outside the subset).
+    if spec.xosc is None:
+        raise ValueError(
+            f"run {spec.run_id}: EpisodeSpec.xosc is unset; every closed-loop run plays an OpenSCENARIO file "
+            "(a category's `xosc` in config/simulation.yaml, or a library scenario)"
+        )
+    player = Player(load_scenario(Path(scenario_root) / spec.xosc, spec.parameters), step_s=dt, ego="Ego")
     sim = ClosedLoopSimulator(datagen, spec.scenario, spec.density, spec.seed, rng)
     try:
         out = _run(
-            sim, spec, perception, datagen, controller, policy_hz, dt, rng, clip_seconds, t_wall, player
+            sim, spec, perception, datagen, controller, policy_hz, dt, clip_seconds, t_wall, player
         )
         out.cpu_s = time.process_time() - t_cpu
         return out
@@ -105,14 +103,12 @@ def _run(
     ctrl_cfg: ControllerConfig,
     hz: int,
     dt: float,
-    rng: np.random.Generator,
     clip_seconds: float | None,
     t_wall: float,
-    player: Player | None,
+    player: Player,
 ) -> EpisodeOutput:
-    # The scene: the category's scripted actors, or the scenario file's entities moved by the player.
-    actors = setup_openscenario(sim, player) if player is not None else {}
-    state = setup_category(sim, spec, rng) if player is None else {}
+    # The scene: the scenario file's entities, moved by the player.
+    actors = setup_openscenario(sim, player)
     ego = sim.ego
     road = sim.u.road
     frame_scale = datagen.frame.width / datagen.frame.render_width
@@ -120,11 +116,8 @@ def _run(
     controller = ProxyController(ctrl_cfg)
     trace = EpisodeTrace(dt=dt)
     x0 = float(ego.position[0])
-    set_speed = float(ego.speed) if player is not None else spec.ego_speed_mps
-    if spec.scenario == "merge":
-        trace.route_length_m = max(MERGE_ROUTE_END_X - x0, 1.0)
-    else:
-        trace.route_length_m = set_speed * spec.duration_s
+    set_speed = float(ego.speed)
+    trace.route_length_m = set_speed * spec.duration_s
     n_steps = round(spec.duration_s * hz)
     clip_len = round((clip_seconds or 0.0) * hz)
     clip: deque[ClipFrame] = deque(maxlen=max(clip_len, 1))
@@ -133,7 +126,7 @@ def _run(
 
     def conditions() -> tuple[str, str, int]:
         """The renderer's conditions now: the scenario's environment (it may change), else the run's."""
-        c = player.conditions if player is not None else None
+        c = player.conditions
         weather, lighting, severity = (
             (c.weather, c.lighting, c.severity) if c else (spec.weather, spec.lighting, spec.severity)
         )
@@ -158,10 +151,7 @@ def _run(
 
     for step in range(n_steps):
         t = step * dt
-        if player is None and script_step(sim, spec, state, t):
-            trace.event_triggered_s = round(t, 3)
-        if player is not None:
-            set_speed = _follow_intent(player, ego, road, set_speed, trace)
+        set_speed = _follow_intent(player, ego, road, set_speed, trace)
         img, dets, gt, surf = perceive(step, t)
         half = (ego.LENGTH / 2, ego.WIDTH / 2)
         world = detections_to_world(
@@ -211,11 +201,11 @@ def _run(
             clip.append(ClipFrame(img, dets, ego_box, gt, f"t={t:4.1f}s v={ego.speed:4.1f}m/s"))
         before = {id(v): v.position.copy() for v in road.vehicles}
         sim.advance(dt)
-        if player is not None:  # the actors to the new time, triggers fire on the ego's new state
-            player.step(ego_state(player, ego))
-            place_actors(player, actors)
-            if trace.event_triggered_s is None:
-                trace.event_triggered_s = _first_event_start(player)
+        # The actors to the new time; triggers fire on the ego's new state.
+        player.step(ego_state(player, ego))
+        place_actors(player, actors)
+        if trace.event_triggered_s is None:
+            trace.event_triggered_s = _first_event_start(player)
         if ego.crashed:
             other = collision_partner(ego, road.vehicles)
             trace.collision = {
@@ -230,9 +220,7 @@ def _run(
                     ClipFrame(img, Detections.empty(), _ego_box(gt), gt, f"t={t + dt:4.1f}s COLLISION")
                 )
             break
-        if spec.scenario == "merge" and float(ego.position[0]) >= MERGE_ROUTE_END_X:
-            break
-        if player is not None and player.finished:  # the storyboard's stop trigger ends the run
+        if player.finished:  # the storyboard's stop trigger ends the run
             break
     trace.distance_m = float(ego.position[0]) - x0
     return EpisodeOutput(spec=spec, trace=trace, clip=list(clip), wall_s=time.perf_counter() - t_wall)

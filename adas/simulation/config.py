@@ -72,15 +72,14 @@ class CategoryConfig(_Strict):
         default_factory=lambda: [5.0], description="cut-in: how much slower than the ego the actor drives"
     )
     conditions: list[Condition] = Field(min_length=1)
-    xosc: str | None = Field(
-        None,
+    xosc: str = Field(
         description="the OpenSCENARIO file (under config/scenarios/) the player plays for this category's runs, "
-        "its parameters set from the run's axes; unset: highway-env traffic (cruise, merge)",
+        "its parameters set from the run's axes",
     )
 
     @model_validator(mode="after")
     def _scenario_file_exists(self) -> CategoryConfig:
-        if self.xosc is not None and not (SCENARIOS_DIR / self.xosc).is_file():
+        if not (SCENARIOS_DIR / self.xosc).is_file():
             raise ValueError(f"xosc: no file {self.xosc} in {SCENARIOS_DIR}")
         return self
 
@@ -277,10 +276,10 @@ class SimulationConfig(_Strict):
         if unknown:
             raise ValueError(f"gate.categories: no category {', '.join(unknown)} in categories")
         for cat, cc in self.categories.items():
-            if cat == "merge" and cc.scenario != "merge":
-                raise ValueError("categories.merge.scenario must be merge")
-            if cat != "merge" and cc.scenario != "highway":
-                raise ValueError(f"categories.{cat}.scenario must be highway")
+            # Every scene is an OpenSCENARIO file on a straight road (merge's entry lane included):
+            # highway-env's highway only renders it.
+            if cc.scenario != "highway":
+                raise ValueError(f"categories.{cat}.scenario must be highway (the file's road replaces it)")
         return self
 
 

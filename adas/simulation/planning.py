@@ -8,7 +8,7 @@ for candidate and production alike. Domain code: no dagster import.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -16,6 +16,12 @@ from adas.simulation.config import CATEGORIES, CategoryConfig, SimulationConfig
 from adas.simulation.config import Condition as RunCondition
 from adas.simulation.episode import EpisodeSpec
 from adas.simulation.scenario_templates import ACTOR_SIZE_M, OSC_CATEGORY, Condition
+
+# Distance between neighbouring vehicles of the cruise and merge files' traffic, by density.
+TRAFFIC_SPACING_M: Final[dict[str, dict[str, float]]] = {
+    "cruise": {"sparse": 45.0, "dense": 25.0},
+    "merge": {"sparse": 50.0, "dense": 30.0},
+}
 
 
 def _seed(*parts: int) -> int:
@@ -62,7 +68,7 @@ def plan_category(cfg: SimulationConfig, category: str, n: int, batch: int = 0) 
                 seed=seed,
                 duration_s=cc.duration_s,
                 ego_speed_mps=float(axes["ego_speed_mps"][i]),
-                gap_time_s=float(axes["gap_time_s"][i]) if category == "cut_in" else None,
+                gap_time_s=float(axes["gap_time_s"][i]) if category in ("cut_in", "merge") else None,
                 actor_type=axes["actor_type"][i] if scripted else None,
                 actor_speed_delta_mps=float(axes["actor_speed_delta_mps"][i])
                 if category == "cut_in"
@@ -77,12 +83,12 @@ def plan_category(cfg: SimulationConfig, category: str, n: int, batch: int = 0) 
 def _scene_parameters(
     category: str, cc: CategoryConfig, cond: RunCondition, seed: int, axes: dict[str, list[Any]], i: int
 ) -> dict[str, str]:
-    """The run's axes as the parameters of its category's OpenSCENARIO file (none without a file).
+    """The run's axes as the parameters of its category's OpenSCENARIO file.
 
     Every file takes the ego speed, the actor's type and size and the environment; the cut-in also
-    the gap time, the actor's speed deficit and the side it comes from (alternating with the seed)."""
-    if cc.xosc is None:
-        return {}
+    the gap time, the actor's speed deficit and the side it comes from (alternating with the seed);
+    cruise and merge the traffic's spacing from the density, and (from the seed) where the traffic
+    stands and when a cruise lane change may happen; merge the gap time it moves over at."""
     actor = axes["actor_type"][i]
     length, width = ACTOR_SIZE_M[actor]
     params = {
@@ -97,6 +103,18 @@ def _scene_parameters(
             "GapTime": f"{float(axes['gap_time_s'][i]):g}",
             "ActorSpeedDelta": f"{float(axes['actor_speed_delta_mps'][i]):g}",
             "CutInFrom": "1" if seed % 2 else "-1",
+        }
+    elif category == "cruise":
+        spacing = TRAFFIC_SPACING_M["cruise"][axes["density"][i]]
+        params |= {
+            "Spacing": f"{spacing:g}",
+            "Shift": f"{(seed % 100) / 100 * spacing:.2f}",
+            "LaneChangeAt": f"{6 + seed % 7:g}",
+        }
+    elif category == "merge":
+        params |= {
+            "Spacing": f"{TRAFFIC_SPACING_M['merge'][axes['density'][i]]:g}",
+            "MergeGapTime": f"{float(axes['gap_time_s'][i]):g}",
         }
     return params
 

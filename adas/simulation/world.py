@@ -1,14 +1,15 @@
-"""The simulator side of a closed-loop episode: highway-env with a perception-driven ego and scripted actors.
+"""The simulator side of a closed-loop episode: highway-env with a perception-driven ego and the scenario's actors.
 
-The scene is the generator's (``adas.datasets.simulator.SceneSimulator``: class-sized vehicles,
+The renderer is the generator's (``adas.datasets.simulator.SceneSimulator``: class-sized vehicles,
 box extraction, 96x384 frames downscaled from 150x600 renders); the ego is a ``ControlledVehicle``
-whose acceleration the proxy controller sets; each category's key actor is placed and scripted
-here (``setup_category``, ``script_step``). Ground truth from the simulator is read here only to
-measure (gaps, TTC, collisions), never to drive.
+whose acceleration the proxy controller sets. Every scene is an OpenSCENARIO file: its road and
+entities replace highway-env's (``setup_openscenario``) and the player moves the actors
+(``place_actors``). Ground truth from the simulator is read here only to measure (gaps, TTC,
+collisions), never to drive.
 
-Differences from stock highway-env, with reasons: traffic keeps the generator's settings
-(collision checks off between traffic vehicles: crashed traffic stops forever); the ego has
-collision checks on, so every contact with the ego is a collision.
+Differences from stock highway-env, with reasons: actors have collision checks off (the player
+moves them; an actor does not stop on contact); the ego has collision checks on, so every contact
+with the ego is a collision.
 
 Domain code: no dagster import. highway-env is imported lazily (headless-safe imports, and the
 code location loads without the simulator).
@@ -24,17 +25,9 @@ import numpy as np
 
 from adas.datasets.config import DatagenConfig
 from adas.datasets.simulator import SceneSimulator, import_simulator
-from adas.simulation.episode import EpisodeSpec
 from adas.simulation.openscenario import EgoState, Player, PlayerError
 from adas.simulation.perception import GtBox
 
-# merge-v0: the main road ends at x = 460 m; the route stops short of the end.
-MERGE_ROUTE_END_X = 430.0
-# stopped_lead: the stationary actor starts beyond the frame's forward view (~76 m).
-STOPPED_LEAD_DISTANCE_M = 105.0
-# cut_in: the actor starts this many seconds of closing (at its speed deficit) before the trigger.
-CUT_IN_LEAD_TIME_S = 4.0
-CUT_IN_LATEST_TRIGGER_S = 12.0
 # A time to collision beyond this is "not closing in" (reported as none).
 TTC_HORIZON_S = 60.0
 
@@ -69,7 +62,7 @@ def _ego_class() -> type:
 
 
 class ClosedLoopSimulator(SceneSimulator):
-    """The generator's scene simulator with a perception-driven ego and scripted actors."""
+    """The generator's scene simulator with a perception-driven ego (the scene: ``setup_openscenario``)."""
 
     def _replace_ego(self) -> None:
         super()._replace_ego()
@@ -141,22 +134,6 @@ def path_state(ego: Any, vehicles: Sequence[Any]) -> tuple[float, float, str, in
     return best_gap, best_ttc, best_cls, best_id
 
 
-def _clear(
-    road: Any, ego: Any, lane_index: tuple, s_from: float, s_to: float, keep: Sequence[Any] = ()
-) -> None:
-    lane = road.network.get_lane(lane_index)
-    kept = []
-    for v in road.vehicles:
-        if v is ego or any(v is k for k in keep):
-            kept.append(v)
-            continue
-        s, r = lane.local_coordinates(v.position)
-        if s_from <= s <= s_to and abs(r) < lane.width_at(s) / 2 + 1.0:
-            continue
-        kept.append(v)
-    road.vehicles = kept
-
-
 def _keep_labelable(config: DatagenConfig, v: Any) -> None:
     """Widen/lengthen a scripted actor to the smallest size the dataset labels.
 
@@ -171,91 +148,6 @@ def _keep_labelable(config: DatagenConfig, v: Any) -> None:
         if int(getattr(v, attr) * k) < min_px:
             setattr(v, attr, (min_px + 0.05) / k)
     v.diagonal = math.hypot(v.LENGTH, v.WIDTH)
-
-
-def _place_actor(
-    sim: ClosedLoopSimulator, lane_index: tuple, s: float, speed: float, cls_name: str, scripted: bool
-) -> Any:
-    from highway_env.vehicle.behavior import IDMVehicle
-    from highway_env.vehicle.kinematics import Vehicle
-
-    road = sim.u.road
-    lane = road.network.get_lane(lane_index)
-    if scripted:
-        v = IDMVehicle(
-            road,
-            lane.position(s, 0.0),
-            heading=lane.heading_at(s),
-            speed=speed,
-            target_lane_index=lane_index,
-            target_speed=speed,
-        )
-        v.enable_lane_change = False
-    else:
-        v = Vehicle(road, lane.position(s, 0.0), heading=lane.heading_at(s), speed=speed)
-    sim._equip(v, cls_name=cls_name)
-    _keep_labelable(sim.config, v)
-    v.check_collisions = False
-    road.vehicles.append(v)
-    return v
-
-
-def setup_category(sim: ClosedLoopSimulator, spec: EpisodeSpec, rng: np.random.Generator) -> dict[str, Any]:
-    """Place the category's scripted actors around the ego; returns the script state."""
-    road, ego = sim.u.road, sim.ego
-    ego.speed = spec.ego_speed_mps
-    ego.target_speed = spec.ego_speed_mps
-    # The ego must not start inside or right behind traffic.
-    _clear(
-        road,
-        ego,
-        ego.lane_index,
-        ego.lane.local_coordinates(ego.position)[0] - 12,
-        ego.lane.local_coordinates(ego.position)[0] + 25,
-    )
-    state: dict[str, Any] = {}
-    s_e, _ = ego.lane.local_coordinates(ego.position)
-    if spec.category == "stopped_lead":
-        d = STOPPED_LEAD_DISTANCE_M
-        _clear(road, ego, ego.lane_index, s_e - 5, s_e + d + 30)
-        state["actor"] = _place_actor(
-            sim, ego.lane_index, s_e + d, 0.0, spec.actor_type or "car", scripted=False
-        )
-    elif spec.category == "cut_in":
-        sides = [
-            s for s in ("left", "right") if lane_index_side(road, ego.lane_index, s, ego.position) is not None
-        ]
-        side = sides[int(rng.integers(len(sides)))]
-        actor_lane = lane_index_side(road, ego.lane_index, side, ego.position)
-        assert actor_lane is not None
-        delta = spec.actor_speed_delta_mps if spec.actor_speed_delta_mps is not None else 5.0
-        actor_speed = max(spec.ego_speed_mps - delta, 3.0)
-        gap_time = spec.gap_time_s if spec.gap_time_s is not None else 1.2
-        cls_name = spec.actor_type or "car"
-        length = sim.config.vehicle_classes[cls_name].length_m[1]  # type: ignore[index]
-        trigger_gap = gap_time * spec.ego_speed_mps
-        s_actor = s_e + ego.LENGTH / 2 + length / 2 + trigger_gap + max(delta, 0.0) * CUT_IN_LEAD_TIME_S
-        _clear(road, ego, ego.lane_index, s_e - 5, s_actor + 60)
-        _clear(road, ego, actor_lane, s_e - 20, s_actor + 40)
-        actor = _place_actor(sim, actor_lane, s_actor, actor_speed, cls_name, scripted=True)
-        state.update(actor=actor, trigger_gap=trigger_gap, target_lane=ego.lane_index, triggered=False)
-    return state
-
-
-def script_step(sim: ClosedLoopSimulator, spec: EpisodeSpec, state: dict[str, Any], t: float) -> bool:
-    """Advance the category's script; True when its key event fires at this step."""
-    if spec.category != "cut_in" or state.get("triggered"):
-        return False
-    ego, actor = sim.ego, state["actor"]
-    lane = sim.u.road.network.get_lane(state["target_lane"])
-    s_e, _ = lane.local_coordinates(ego.position)
-    s_a, _ = lane.local_coordinates(actor.position)
-    gap = s_a - s_e - (ego.LENGTH + actor.LENGTH) / 2
-    if gap <= state["trigger_gap"] or (t >= CUT_IN_LATEST_TRIGGER_S and gap > 0):
-        actor.target_lane_index = state["target_lane"]
-        state["triggered"] = True
-        return True
-    return False
 
 
 def collision_partner(ego: Any, vehicles: Sequence[Any]) -> Any:

@@ -20,6 +20,7 @@ from adas.simulation.episode import EpisodeSpec
 from adas.simulation.gate import evaluate_gate
 from adas.simulation.metrics import RunRecord
 from adas.simulation.perception import Fault, PerceptionSpec
+from adas.simulation.scenario_templates import ACTOR_SIZE_M, OSC_CATEGORY, Condition
 from adas.simulation.shards import EpisodeSettings
 from adas.simulation.sweep import SweepResult, run_sweep
 from adas.storage import LocalArtifactStore
@@ -30,6 +31,22 @@ DURATION_S = 14.0
 
 
 def _run(run_id: str, category: str, actor: str, weather: str, speed: float, seed: int, **kw) -> EpisodeSpec:  # type: ignore[no-untyped-def]
+    """A run of the category's shipped file (``config/scenarios/<category>.xosc``) with these parameters."""
+    severity = 3 if weather != "clear" else 1
+    length, width = ACTOR_SIZE_M[actor]
+    parameters = {
+        "EgoSpeed": f"{speed:g}",
+        "ActorType": OSC_CATEGORY[actor],
+        "ActorLength": f"{length:g}",
+        "ActorWidth": f"{width:g}",
+        **Condition(weather=weather, lighting="day", severity=severity).parameters(),
+    }
+    if category == "cut_in":
+        parameters |= {
+            "GapTime": f"{kw['gap_time_s']:g}",
+            "ActorSpeedDelta": f"{kw['actor_speed_delta_mps']:g}",
+            "CutInFrom": "1" if seed % 2 else "-1",
+        }
     return EpisodeSpec(
         run_id=run_id,
         category=category,  # type: ignore[arg-type]
@@ -37,11 +54,13 @@ def _run(run_id: str, category: str, actor: str, weather: str, speed: float, see
         density="sparse",
         weather=weather,
         lighting="day",
-        severity=3 if weather != "clear" else 1,
+        severity=severity,
         seed=seed,
         duration_s=DURATION_S,
         ego_speed_mps=speed,
         actor_type=actor,  # type: ignore[arg-type]
+        xosc=f"{category}.xosc",
+        parameters=parameters,
         **kw,
     )
 

@@ -124,3 +124,26 @@ def test_the_shipped_cut_in_file_plays_through_the_same_path(
     )
     assert record.metrics.event_triggered_s is not None  # the cut-in fired
     assert record.metrics.collisions == 0
+
+
+@pytest.mark.parametrize("category", ["cruise", "merge"])
+def test_cruise_and_merge_are_files_played_through_the_same_path(
+    category: str, sim_cfg: SimulationConfig, datagen: DatagenConfig
+) -> None:
+    (run,) = plan_category(sim_cfg, category, 1)
+    assert run.xosc == f"{category}.xosc" and run.parameters["Spacing"]
+    run = run.model_copy(update={"duration_s": 14.0})
+    (record,) = _records(
+        "production", build_perception(ORACLE), [run], sim_cfg, datagen, Path("config/scenarios")
+    )
+    assert record.metrics.event_triggered_s is not None  # a lane change into the ego's lane happened
+    assert record.metrics.collisions == 0 and record.metrics.off_road_events == 0
+    assert record.metrics.undetected_leads == 0
+
+
+def test_a_run_without_a_scenario_file_is_refused_naming_the_run(
+    sim_cfg: SimulationConfig, datagen: DatagenConfig
+) -> None:
+    (run,) = plan_category(sim_cfg, "cut_in", 1)
+    with pytest.raises(ValueError, match=f"run {run.run_id}: EpisodeSpec.xosc is unset"):
+        run_episode(run.model_copy(update={"xosc": None}), build_perception(ORACLE), datagen, sim_cfg.controller)
