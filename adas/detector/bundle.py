@@ -199,8 +199,11 @@ def run_detector(
         for s in range(0, len(frames_uint8), batch_size):
             x, geometry = preprocess(frames_uint8[s : s + batch_size], contract.input)
             outs = model(torch.from_numpy(x))
-            outs = outs if isinstance(outs, (tuple, list)) else [outs]
-            raw = {n: o.numpy() for n, o in zip(names, outs, strict=True)}
+            if isinstance(outs, dict):  # named outputs (an ONNX program, a dict-returning module)
+                raw = {n: np.asarray(outs[n]) for n in names}
+            else:
+                seq = outs if isinstance(outs, (tuple, list)) else [outs]
+                raw = {n: o.numpy() for n, o in zip(names, seq, strict=True)}
             results.extend(
                 decode(raw, post, class_ids, geometry=geometry, input_hw=contract.input.height_width)
             )
