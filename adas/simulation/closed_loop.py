@@ -87,7 +87,7 @@ def run_episode(
     sim = ClosedLoopSimulator(datagen, spec.scenario, spec.density, spec.seed, rng)
     try:
         out = _run(
-            sim, spec, perception, datagen, controller, policy_hz, dt, clip_seconds, t_wall, player
+            sim, spec, perception, datagen, controller, policy_hz, dt, clip_seconds, t_wall, player, t_cpu
         )
         out.cpu_s = time.process_time() - t_cpu
         return out
@@ -106,7 +106,9 @@ def _run(
     clip_seconds: float | None,
     t_wall: float,
     player: Player,
+    t_setup: float,
 ) -> EpisodeOutput:
+    lap = _Laps(since=t_setup)
     # The scene: the scenario file's entities, moved by the player.
     actors = setup_openscenario(sim, player)
     ego = sim.ego
@@ -135,6 +137,7 @@ def _run(
     def perceive(step: int, t: float) -> tuple[np.ndarray, Detections, list[GtBox], Any]:
         fr = sim.render()
         gt = gt_boxes(fr)
+        lap("render")
         weather, lighting, severity = conditions()
         img = apply_weather(
             fr.image,
@@ -147,11 +150,16 @@ def _run(
             blur_sigma=datagen.sensor_noise.blur_sigma_px,
         )
         ctx = FrameContext(spec.seed, step, t, weather, lighting, severity, gt)
-        return img, perception.detect(img, ctx), gt, sim.u.viewer.sim_surface
+        lap("weather")
+        dets = perception.detect(img, ctx)
+        lap("engine")
+        return img, dets, gt, sim.u.viewer.sim_surface
 
+    lap("setup")
     for step in range(n_steps):
         t = step * dt
         set_speed = _follow_intent(player, ego, road, set_speed, trace)
+        lap("player")
         img, dets, gt, surf = perceive(step, t)
         half = (ego.LENGTH / 2, ego.WIDTH / 2)
         world = detections_to_world(
@@ -164,6 +172,7 @@ def _run(
             exclusion_margin_m=ctrl_cfg.ego_exclusion_margin_m,
         )
         tracks = tracker.update(world, t, default_velocity=ego.velocity)
+        lap("tracker")
         current = road.network.get_lane(ego.lane_index)
         target = road.network.get_lane(ego.target_lane_index)
         changing = ego.target_lane_index != ego.lane_index
@@ -181,6 +190,7 @@ def _run(
                 ego.target_lane_index = idx
                 trace.lane_changes += 1
         ego.commanded_acceleration = cmd.acceleration
+        lap("controller")
         gap, ttc, lead_cls, lead_id = path_state(ego, road.vehicles)
         trace.t.append(round(t, 3))
         trace.x.append(float(ego.position[0]))
@@ -200,12 +210,15 @@ def _run(
             ego_box = _ego_box(gt)
             clip.append(ClipFrame(img, dets, ego_box, gt, f"t={t:4.1f}s v={ego.speed:4.1f}m/s"))
         before = {id(v): v.position.copy() for v in road.vehicles}
+        lap("measure")
         sim.advance(dt)
+        lap("world_step")
         # The actors to the new time; triggers fire on the ego's new state.
         player.step(ego_state(player, ego))
         place_actors(player, actors)
         if trace.event_triggered_s is None:
             trace.event_triggered_s = _first_event_start(player)
+        lap("player")
         if ego.crashed:
             other = collision_partner(ego, road.vehicles)
             trace.collision = {
@@ -223,7 +236,24 @@ def _run(
         if player.finished:  # the storyboard's stop trigger ends the run
             break
     trace.distance_m = float(ego.position[0]) - x0
-    return EpisodeOutput(spec=spec, trace=trace, clip=list(clip), wall_s=time.perf_counter() - t_wall)
+    return EpisodeOutput(
+        spec=spec, trace=trace, clip=list(clip), wall_s=time.perf_counter() - t_wall, stage_cpu_s=lap.total
+    )
+
+
+class _Laps:
+    """CPU seconds of this process per stage of the step loop (each call closes the stage that ran
+    since the previous one): what the benchmark reports; CPU time, not wall, so other load on the
+    machine does not blur it."""
+
+    def __init__(self, since: float) -> None:
+        self.total: dict[str, float] = {}
+        self._last = since
+
+    def __call__(self, stage: str) -> None:
+        now = time.process_time()
+        self.total[stage] = self.total.get(stage, 0.0) + now - self._last
+        self._last = now
 
 
 def _follow_intent(player: Player, ego: Any, road: Any, set_speed: float, trace: EpisodeTrace) -> float:

@@ -92,3 +92,6 @@ class EpisodeOutput:
     clip: list[ClipFrame]
     wall_s: float
     cpu_s: float = 0.0  # this process's CPU time for the episode (robust to other load on the machine)
+    # CPU seconds per stage of the step loop (render, weather, engine, tracker, controller, measure,
+    # world_step, player): the profile the benchmark prints.
+    stage_cpu_s: dict[str, float] = field(default_factory=dict)

@@ -10,19 +10,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from adas.datasets.config import DatagenConfig
+from adas.datasets.simulator import SceneSimulator
 from adas.simulation.closed_loop import run_episode
 from adas.simulation.config import SimulationConfig
 from adas.simulation.episode import EpisodeSpec
 from adas.simulation.gate import evaluate_gate
 from adas.simulation.metrics import RunRecord, episode_metrics
+from adas.simulation.openscenario import Player, load_scenario
 from adas.simulation.perception import Fault, Perception, PerceptionSpec, build_perception
 from adas.simulation.planning import plan_category
 from adas.simulation.replay_report import FlaggedSegment, FlaggedTrack
 from adas.simulation.scenario_sweeps import LIBRARY_DIR, expand_sweep, runs_from_library
 from adas.simulation.scenarios import build_library
+from adas.simulation.world import ClosedLoopSimulator, ego_state, place_actors, setup_openscenario
 from tests.simulation.test_scenarios import _points, _segment
 
 pytestmark = pytest.mark.slow
@@ -147,3 +151,19 @@ def test_a_run_without_a_scenario_file_is_refused_naming_the_run(
     (run,) = plan_category(sim_cfg, "cut_in", 1)
     with pytest.raises(ValueError, match=f"run {run.run_id}: EpisodeSpec.xosc is unset"):
         run_episode(run.model_copy(update={"xosc": None}), build_perception(ORACLE), datagen, sim_cfg.controller)
+
+
+def test_the_fast_lane_markings_draw_the_same_frame_as_highway_env(datagen: DatagenConfig) -> None:
+    player = Player(load_scenario(Path("config/scenarios/cruise.xosc")), step_s=0.2, ego="Ego")
+    sim = ClosedLoopSimulator(datagen, "highway", "sparse", 3, np.random.default_rng(3))
+    try:
+        actors = setup_openscenario(sim, player)
+        for _ in range(6):  # the view moves with the ego: the stripes' phase changes frame to frame
+            fast, stock = sim.render(), SceneSimulator.render(sim)
+            assert np.array_equal(fast.render_image, stock.render_image)
+            assert np.array_equal(fast.image, stock.image) and fast.boxes == stock.boxes
+            sim.advance(0.2)
+            player.step(ego_state(player, sim.ego))
+            place_actors(player, actors)
+    finally:
+        sim.close()
