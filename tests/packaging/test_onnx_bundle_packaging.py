@@ -131,11 +131,14 @@ def test_intake_takes_the_onnx_bundle_and_the_export_is_the_given_file(packaged:
 def test_both_cpu_cells_build_pass_equivalence_and_the_triton_smoke(packaged: Any, cell: str) -> None:
     _, home, results = packaged
     result = results[cell]
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    if "numerical_equivalence" in checks:  # its own words first: they say what drifted
+        equivalence = checks["numerical_equivalence"]
+        assert equivalence.passed, f"{equivalence.description}\n{equivalence.metadata}"
     assert result.success, _failure(result)
     device, precision = cell.split("|")
     engine: EngineRef = _value(home, f"asset-values/engine/device={device}/precision={precision}.json")
     assert engine.engine.key.endswith(f"{device}/{precision}/model.onnx")
-    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     equivalence = checks["numerical_equivalence"]
     assert equivalence.passed, equivalence.description
     smoke = checks["triton_contract_smoke"]
