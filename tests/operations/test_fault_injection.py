@@ -201,7 +201,11 @@ def run_and_kill(home: Home, bundle: Path, phase: str, delay_s: float) -> str:
                 run.kill()
                 break
         else:
-            pytest.fail(f"the run ended before phase {phase}: {run.seen}")
+            code = run.finish()
+            pytest.fail(
+                f"the run ended (exit {code}) before phase {phase}: {run.seen}\n"
+                + (home.root / "run.log").read_text()[-4000:]
+            )
     finally:
         run.kill()
         code = run.finish()
