@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from pathlib import Path
 
-import onnx
 import torch
-from onnx import numpy_helper
 from torch import nn
 
-from adas.detector.dense_model import DenseDetector, build_dense_model
+from adas.detector.dense_model import DenseDetector
 from adas.intake.contract import Contract
 
 TOP_K = 300
@@ -192,37 +189,3 @@ def kind_contract(base: Contract, kind: str) -> Contract:
     data["postprocess"] = postprocess
     data["model_name"] = f"{base.model_name}-{kind.replace('_', '-')}"
     return Contract.model_validate(data)
-
-
-def dense_from_onnx(path: Path, num_classes: int) -> DenseDetector:
-    """The dense bundle's (BN-fused) weights back in a ``DenseDetector``, read from its ONNX file:
-    the exporter emits one Conv per conv module in execution order, so the graph's Conv nodes map
-    onto the fused model's convs as a forward pass visits them. The result is checked against ONNX
-    Runtime by the caller."""
-    graph = onnx.load(str(path)).graph
-    tensors = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    # The exporter shares equal initializers through Identity nodes: follow them.
-    for node in graph.node:
-        if node.op_type == "Identity" and node.input[0] in tensors:
-            tensors[node.output[0]] = tensors[node.input[0]]
-    convs = [n for n in graph.node if n.op_type == "Conv"]
-    width = int(tensors[convs[0].input[1]].shape[0])
-    model = build_dense_model(num_classes=num_classes, width=width).fuse()
-    order: list[nn.Conv2d] = []
-    hooks = [
-        m.register_forward_hook(lambda mod, i, o: order.append(mod))
-        for m in model.modules()
-        if isinstance(m, nn.Conv2d)
-    ]
-    with torch.no_grad():
-        model(torch.zeros(1, 3, *model.config.input_hw))
-    for h in hooks:
-        h.remove()
-    if len(order) != len(convs):
-        raise ValueError(f"{path}: {len(convs)} Conv nodes, the model has {len(order)} convs")
-    with torch.no_grad():
-        for module, node in zip(order, convs, strict=True):
-            module.weight.copy_(torch.from_numpy(tensors[node.input[1]].copy()))
-            assert module.bias is not None
-            module.bias.copy_(torch.from_numpy(tensors[node.input[2]].copy()))
-    return model.eval()

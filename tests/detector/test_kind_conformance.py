@@ -17,12 +17,12 @@ import torch
 from adas.detector.coco_metrics import coco_metrics
 from adas.detector.data import CocoFrames
 from adas.detector.decoders import decode
-from adas.detector.dense_bundle import build_dense_contract
+from adas.detector.dense_bundle import build_dense_contract, read_dense_weights
 from adas.detector.dense_model import DenseDetector, build_dense_model
 from adas.detector.postprocess import Detections
 from adas.detector.preprocess import preprocess
 from adas.intake.contract import Contract, Normalization
-from tests.detector.kind_exports import EXPORTS, dense_from_onnx, kind_contract
+from tests.detector.kind_exports import EXPORTS, kind_contract
 from tests.detector.kind_exports import export as export_onnx
 
 NORM = Normalization(scale=1 / 255, mean=(0.45, 0.45, 0.45), std=(0.2, 0.2, 0.2))
@@ -102,7 +102,7 @@ def test_the_trained_dense_model_scores_the_same_ap_in_every_kind(tmp_path: Path
     from adas.intake.bundle import read_contract
 
     base = read_contract(DENSE_BUNDLE)
-    model = dense_from_onnx(DENSE_BUNDLE / base.model_file, len(base.classes))
+    model = read_dense_weights(DENSE_BUNDLE / base.model_file, len(base.classes))
     x = np.random.default_rng(0).standard_normal((2, 3, 160, 512)).astype(np.float32)
     session = ort.InferenceSession(str(DENSE_BUNDLE / base.model_file), providers=["CPUExecutionProvider"])
     with torch.no_grad():
