@@ -221,7 +221,7 @@ def validate_bundle(path: Path, workdir: Path, limits: IntakeLimits | None = Non
     if contract.model_format == "onnx":
         check_onnx_file(copy / contract.model_file, contract, max_bytes=limits.max_file_bytes)
     else:
-        scan_model_file(copy / contract.model_file, contract.model_file)
+        scan_model_file(copy / contract.model_file, contract.model_file, contract.model_format)
     params, shapes = inspect_model(copy, contract, Path(workdir) / "sandbox")
     digest = BundleDigest(_bundle_hash(files), files, {f.rel: f.size for f in listed})
     return ValidatedBundle(copy, contract, lineage, digest, params, shapes)

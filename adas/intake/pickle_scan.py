@@ -75,9 +75,21 @@ def _is_pickle(name: str, data: bytes) -> bool:
     )
 
 
-def scan_model_file(path: Path, entry_name: str) -> int:
-    """Scan every pickle stream inside the model file; return how many were scanned."""
-    return _scan(Path(path).read_bytes(), entry_name, 0)
+def scan_model_file(path: Path, entry_name: str, model_format: str | None = None) -> int:
+    """Scan every pickle stream inside the model file; return how many were scanned.
+
+    A ``torch_export`` or ``torchscript`` model is a zip archive: one that is not (truncated, so
+    its central directory is gone, or not a torch file at all) is refused here, before the
+    sandbox is started, since no load could succeed. Every entry is read in full (CRC checked).
+    """
+    data = Path(path).read_bytes()
+    if model_format in ("torch_export", "torchscript") and not zipfile.is_zipfile(io.BytesIO(data)):
+        raise BundleRejected(
+            entry_name,
+            f"cannot be loaded as {model_format}: not a zip archive (no end of central directory: "
+            "truncated, or not a torch.export / TorchScript file)",
+        )
+    return _scan(data, entry_name, 0)
 
 
 def _scan(data: bytes, where: str, depth: int) -> int:

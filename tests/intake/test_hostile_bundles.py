@@ -21,7 +21,7 @@ CORPUS = corpus()
 # Refusals that need the sandbox (a model file that only a load can judge) start a Python with
 # torch in it; everything else is refused before the model is touched.
 REPO = Path(__file__).resolve().parents[2]
-NEEDS_SANDBOX = {"truncated-model", "torchscript-writes-a-file"}
+NEEDS_SANDBOX = {"torchscript-writes-a-file"}
 
 
 def test_the_corpus_covers_every_class_of_attack() -> None:
