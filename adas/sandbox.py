@@ -31,6 +31,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -139,6 +140,14 @@ def _limit(limits: SandboxLimits) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
+def _default_masks() -> list[Path]:
+    """Masked in every sandbox: credentials a model has no business reading (the interpreter may
+    live under $HOME, so $HOME itself stays visible, read-only), and ``ADAS_HOME`` (artifacts,
+    registry, signing keys: never visible to a model)."""
+    home = [Path.home() / d for d in (".ssh", ".aws", ".docker", ".kube", ".config/gcloud", ".gnupg")]
+    return [*home, AdasHome.from_env().root]
+
+
 def _spawn(
     module: str,
     args: Sequence[str],
@@ -155,10 +164,6 @@ def _spawn(
 ) -> subprocess.Popen[bytes]:
     """``python -m module args...`` started in the sandbox (the one place a sandbox is built)."""
     scratch.mkdir(parents=True, exist_ok=True)
-    # Credentials a model has no business reading (the interpreter may live under $HOME, so
-    # $HOME itself stays visible, read-only).
-    home = [Path.home() / d for d in (".ssh", ".aws", ".docker", ".kube", ".config/gcloud", ".gnupg")]
-    home.append(AdasHome.from_env().root)  # artifacts, registry, signing keys: never visible to a model
     argv = [sys.executable, "-m", module, *args]
     child_env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -170,7 +175,9 @@ def _spawn(
         "PYTHONDONTWRITEBYTECODE": "1",
         **(env or {}),
     }
-    cmd = sandbox_argv(argv, bundle=bundle, scratch=scratch, mask=[*mask, *home], read_only=read_only)
+    cmd = sandbox_argv(
+        argv, bundle=bundle, scratch=scratch, mask=[*mask, *_default_masks()], read_only=read_only
+    )
     return subprocess.Popen(
         cmd,
         stdin=stdin,
@@ -249,6 +256,10 @@ class SandboxedWorker:
         self._log = log
         self._buffer = b""
 
+    def returncode(self) -> int | None:
+        """None while it runs."""
+        return self._proc.poll()
+
     def stderr_tail(self) -> str:
         return _tail(self._log, _STDERR_TAIL_BYTES)
 
@@ -293,6 +304,41 @@ class SandboxedWorker:
                         self._proc.kill()
                     raise self._dead("exited without an answer")
                 self._buffer += chunk
+
+    def final_result(self, timeout: float) -> dict:
+        """For a worker that does one job and exits: read its stdout to the end (at most
+        ``timeout`` seconds) and return its *last* result line, so a line the model printed
+        earlier, forged to look like a result, is never taken for the worker's own."""
+        stdout = self._proc.stdout
+        assert stdout is not None
+        fd = stdout.fileno()
+        deadline = time.monotonic() + timeout
+        last: dict | None = None
+        while True:
+            while b"\n" in self._buffer:
+                raw, self._buffer = self._buffer.split(b"\n", 1)
+                result = _result_line(raw.decode("utf-8", "replace"))
+                if result is not None:
+                    last = result
+            if len(self._buffer) > _MAX_LINE_BYTES:
+                raise SandboxError(f"sandboxed {self.module} printed a line over {_MAX_LINE_BYTES} bytes")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SandboxError(f"sandboxed {self.module} ran past its {timeout:g} s limit")
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if chunk:
+                self._buffer += chunk
+                continue
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+            if last is None:
+                raise self._dead("exited without an answer")
+            return last
 
     def request(self, message: Mapping[str, Any], timeout: float) -> dict:
         self.send(message)
@@ -355,6 +401,198 @@ def start_python_module(
         yield worker
     finally:
         worker.close()
+
+
+# --------------------------------------------------------------------------- started ahead
+
+
+class Standby:
+    """One sandboxed worker started ahead of the single job it will do (see :class:`StandbyPool`).
+
+    It is an ordinary sandbox (:func:`_spawn`: its own bwrap, namespaces and limits), started
+    before its job is known: its bundle folder is bound read-only and empty, and the parent fills
+    it (:meth:`deliver`) when the job arrives, then sends the request on its stdin. Until then the
+    worker only imports its libraries and waits: it has never seen a bundle. Its bundle and
+    scratch folders lie under its own private folder, and every standby's sandbox masks the
+    folder holding them all, so no standby sees another's files. After its one job it is stopped
+    and its folders deleted (:meth:`close`).
+    """
+
+    def __init__(
+        self,
+        module: str,
+        args: Sequence[str],
+        *,
+        root: Path,
+        limits: SandboxLimits,
+        env: Mapping[str, str] | None,
+    ) -> None:
+        self.root = root
+        self.bundle = root / "bundle"
+        self.scratch = root / "scratch"
+        root.mkdir(mode=0o700, exist_ok=True)
+        self.bundle.mkdir(mode=0o700)  # fresh: a folder already there is an error
+        self.scratch.mkdir(mode=0o700)
+        # What was masked when it started: a later change (another ADAS_HOME) retires it unused.
+        self.masks = _mask_key()
+        log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by SandboxedWorker.close)
+        try:
+            proc = _spawn(
+                module,
+                args,
+                bundle=self.bundle,
+                scratch=self.scratch,
+                limits=limits,
+                mask=[root.parent],
+                read_only=(),
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )
+        except BaseException:
+            log.close()
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+        self.worker = SandboxedWorker(module, proc, log)
+        self._ready = False
+        self._used = False
+
+    def usable(self) -> bool:
+        """Still waiting for its job, in a sandbox built the way one would be built now."""
+        return not self._used and self.worker.returncode() is None and self.masks == _mask_key()
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait for the worker's ``{"ready": true}`` line (its imports done)."""
+        if self._ready:
+            return
+        reply = self.worker.receive(timeout)
+        if reply != {"ready": True}:
+            raise SandboxError(
+                f"sandboxed {self.worker.module} did not start as a standby: {str(reply)[:200]}"
+            )
+        self._ready = True
+
+    def deliver(self, source: Path) -> None:
+        """Put the files of ``source`` (a folder of regular files: intake's private, verified copy)
+        into the standby's read-only bundle folder: hard links where one file system holds both
+        (the sandbox sees them through a read-only mount either way), copies otherwise."""
+        if self._used:
+            raise SandboxError("a standby does one job only")
+        self._used = True
+        source = Path(source)
+        for dirpath, dirnames, filenames in os.walk(source, followlinks=False):
+            rel = Path(dirpath).relative_to(source)
+            for name in dirnames:
+                if not stat.S_ISDIR(os.lstat(Path(dirpath) / name).st_mode):
+                    raise SandboxError(f"{rel / name} is not a plain folder")
+                (self.bundle / rel / name).mkdir(mode=0o700)
+            for name in filenames:
+                src, dest = Path(dirpath) / name, self.bundle / rel / name
+                if not stat.S_ISREG(os.lstat(src).st_mode):
+                    raise SandboxError(f"{rel / name} is not a regular file")
+                try:
+                    os.link(src, dest, follow_symlinks=False)
+                except OSError:
+                    shutil.copyfile(src, dest, follow_symlinks=False)
+
+    def close(self) -> None:
+        """Stop the worker (a waiting one reads the end of its stdin and exits) and delete its
+        folders."""
+        try:
+            self.worker.close()
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _mask_key() -> tuple[str, ...]:
+    return tuple(str(Path(p).resolve()) for p in _default_masks())
+
+
+class StandbyPool:
+    """Sandboxed workers of one module started ahead, so a job does not wait for a fresh
+    interpreter's imports (torch: seconds). One standby waits at a time; :meth:`take` hands it
+    out for exactly one job, stops it afterwards, and only then starts the next one (so the next
+    one's imports never compete with a running job). A standby that died, or was started under
+    other masks (another ``ADAS_HOME``), is replaced rather than used.
+
+    Nothing is shared between jobs: each is a separate sandboxed process with its own folders,
+    started from a parent that never ran untrusted code. ``root`` (a fresh private temporary
+    folder by default) holds the standbys' folders.
+    """
+
+    def __init__(
+        self,
+        module: str,
+        args: Sequence[str] = (),
+        *,
+        limits: SandboxLimits = DEFAULT_LIMITS,
+        env: Mapping[str, str] | None = None,
+        root: Path | None = None,
+    ) -> None:
+        self.module, self.args, self.limits, self.env = module, tuple(args), limits, env
+        self._root = root
+        self._next: Standby | None = None
+        self._lock = threading.Lock()
+        self._owner = os.getpid()
+
+    def _forked(self) -> bool:
+        """In a process forked from the pool's owner, the standby and its folders are the
+        owner's: forget them (never stop or delete them) and start afresh."""
+        if os.getpid() == self._owner:
+            return False
+        self._owner, self._next, self._lock, self._root = os.getpid(), None, threading.Lock(), None
+        return True
+
+    def _new(self) -> Standby:
+        if self._root is None:
+            self._root = Path(tempfile.mkdtemp(prefix="adas-standby-"))
+        self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="job-", dir=self._root))
+        return Standby(self.module, self.args, root=folder, limits=self.limits, env=self.env)
+
+    def start(self) -> None:
+        """Start the next standby if none is waiting (cheap when one is)."""
+        self._forked()
+        with self._lock:
+            if self._next is not None and not self._next.usable():
+                self._next.close()
+                self._next = None
+            if self._next is None:
+                self._next = self._new()
+
+    def wait_ready(self, timeout: float) -> None:
+        """Start a standby if none is waiting, and wait until its imports are done."""
+        self.start()
+        with self._lock:
+            standby = self._next
+        if standby is not None:
+            standby.wait_ready(timeout)
+
+    @contextmanager
+    def take(self, timeout: float) -> Iterator[Standby]:
+        """The waiting standby (started now if there is none), ready, for one job; stopped and
+        deleted when the block ends, and the next one started."""
+        self.start()
+        with self._lock:
+            standby, self._next = self._next, None
+        assert standby is not None
+        try:
+            standby.wait_ready(timeout)
+            yield standby
+        finally:
+            standby.close()
+            self.start()
+
+    def close(self) -> None:
+        if self._forked():
+            return
+        with self._lock:
+            if self._next is not None:
+                self._next.close()
+                self._next = None
+            if self._root is not None:
+                shutil.rmtree(self._root, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- files coming back

@@ -8,6 +8,9 @@ import pytest
 
 from adas.sandbox import (
     SandboxError,
+    SandboxLimits,
+    Standby,
+    StandbyPool,
     copy_scratch_file,
     read_scratch_file,
     run_python_module,
@@ -90,3 +93,102 @@ def test_files_come_back_from_scratch_only_as_bounded_regular_files(tmp_path: Pa
     }.items():
         with pytest.raises(SandboxError, match=reason):
             read_scratch_file(scratch, name, 1 << 20)
+
+
+_LIMITS = SandboxLimits(
+    memory_bytes=3 << 30,
+    cpu_seconds=77,
+    file_size_bytes=5 << 20,
+    open_files=99,
+    processes=333,
+    wall_seconds=120,
+)
+
+
+def _job(standby: Standby, job: dict) -> dict:
+    standby.worker.send(job)
+    return standby.worker.final_result(120)
+
+
+def test_standbys_started_ahead_see_only_their_own_folders_under_their_limits(tmp_path: Path) -> None:
+    common = tmp_path / "standbys"
+    common.mkdir()
+    a = Standby("tests.sandbox_standby_probe", [], root=common / "job-a", limits=_LIMITS, env=None)
+    b = Standby("tests.sandbox_standby_probe", [], root=common / "job-b", limits=_LIMITS, env=None)
+    try:
+        a.wait_ready(120)
+        b.wait_ready(120)
+        (a.scratch / "secret").write_text("a's scratch")
+        source = tmp_path / "copy"
+        (source / "sub").mkdir(parents=True)
+        (source / "model.pt2").write_text("weights")
+        (source / "sub" / "extra.txt").write_text("extra")
+        b.deliver(source)
+        outside = tmp_path / "outside.txt"
+        reply = _job(b, {"outside": str(outside), "other": str(a.scratch / "secret")})
+        assert "forged" not in reply  # the worker's own (last) line, not the one printed before it
+        assert reply["model"] == "weights" and reply["bundle"] == str(b.bundle)
+        assert "not allowed in the intake sandbox" in reply["write_bundle"], reply
+        assert "not allowed in the intake sandbox" in reply["write_outside"], reply
+        assert reply["write_scratch"] == "allowed"
+        assert reply["read_other"].startswith("FileNotFoundError"), reply  # another standby's scratch
+        assert reply["list_other"].startswith("FileNotFoundError"), reply
+        assert reply["limits"] == {
+            "RLIMIT_AS": 3 << 30,
+            "RLIMIT_CPU": 77,
+            "RLIMIT_FSIZE": 5 << 20,
+            "RLIMIT_NOFILE": 99,
+            "RLIMIT_NPROC": 333,
+        }
+        assert not outside.exists() and (b.scratch / "mine").exists()
+        assert (source / "model.pt2").read_text() == "weights"
+        with pytest.raises(SandboxError, match="one job only"):
+            b.deliver(source)
+    finally:
+        a.close()
+        b.close()
+    assert not common.exists() or not any(common.iterdir())  # each standby's folders deleted
+
+
+def test_a_pool_survives_a_crashing_job_and_never_reuses_a_standby(tmp_path: Path) -> None:
+    pool = StandbyPool("tests.sandbox_standby_probe", limits=_LIMITS, root=tmp_path / "pool")
+    try:
+        pool.wait_ready(120)
+        with pool.take(120) as first, pytest.raises(SandboxError, match="exited without an answer"):
+            _job(first, {"crash": True})
+        assert not first.root.exists() and first.worker.returncode() is not None
+        with pool.take(120) as second:  # a fresh sandboxed process, started after the crash
+            assert second is not first and second.root != first.root
+            reply = _job(second, {"outside": str(tmp_path / "x"), "other": str(first.scratch / "y")})
+            assert reply["write_scratch"] == "allowed"
+        assert second.worker.returncode() is not None
+    finally:
+        pool.close()
+    assert not (tmp_path / "pool").exists()
+
+
+def test_a_standby_started_under_another_adas_home_is_retired_and_a_fork_leaves_it_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "home-a").mkdir()
+    (tmp_path / "home-b").mkdir()
+    monkeypatch.setenv("ADAS_HOME", str(tmp_path / "home-a"))
+    pool = StandbyPool("tests.sandbox_standby_probe", limits=_LIMITS, root=tmp_path / "pool")
+    try:
+        pool.wait_ready(120)
+        waiting = pool._next
+        assert waiting is not None and waiting.usable()
+        pid = os.fork()
+        if pid == 0:  # a forked process closing its copy of the pool stops and deletes nothing
+            pool.close()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        assert waiting.usable() and waiting.bundle.is_dir()
+        # Its sandbox masked home-a: with ADAS_HOME now home-b it would not hide it, so it is not used.
+        monkeypatch.setenv("ADAS_HOME", str(tmp_path / "home-b"))
+        assert not waiting.usable()
+        with pool.take(120) as standby:
+            assert standby is not waiting and standby.masks != waiting.masks
+        assert not waiting.root.exists() and waiting.worker.returncode() is not None
+    finally:
+        pool.close()

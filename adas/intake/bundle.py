@@ -16,6 +16,7 @@ A short checklist, cheapest check first, one error type: every failure raises
    outputs on a probe batch against the declared layout, box space, labels and padding.
 """
 
+import atexit
 import hashlib
 import shutil
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from adas.intake.files import (
 from adas.intake.onnx_graph import check_onnx_file
 from adas.intake.parsing import parse_json, parse_yaml
 from adas.intake.pickle_scan import scan_model_file
-from adas.sandbox import SandboxError, SandboxLimits, run_python_module
+from adas.sandbox import DEFAULT_LIMITS, SandboxError, SandboxLimits, Standby, StandbyPool
 
 CHECKSUMS_FILE = "SHA256SUMS"
 
@@ -48,6 +49,7 @@ __all__ = [
     "ValidatedBundle",
     "digest_bundle",
     "inspect_model",
+    "prewarm_model_inspection",
     "read_contract",
     "read_lineage",
     "validate_bundle",
@@ -174,30 +176,51 @@ def _private_copy(path: Path, listed: list[BundleFile], dest: Path) -> dict[str,
     return hashes
 
 
+_INSPECT_WORKER = "adas.intake.inspect_worker"
+# Sandboxed inspect workers started ahead, one bundle each (see adas.sandbox.StandbyPool); the
+# first is started by prewarm_model_inspection() or by the first bundle, the next after each.
+_STANDBYS = StandbyPool(_INSPECT_WORKER)
+atexit.register(_STANDBYS.close)
+
+
+def prewarm_model_inspection(wait: float | None = None) -> None:
+    """Start the sandboxed worker that will judge the next bundle's model now (an intake run
+    calls this before it lists bundles), so that bundle does not wait for torch's import; with
+    ``wait``, also wait (at most that many seconds) until it is ready."""
+    if wait is None:
+        _STANDBYS.start()
+    else:
+        _STANDBYS.wait_ready(wait)
+
+
+def _inspect(standby: Standby, copy: Path, contract: Contract, timeout: float) -> dict:
+    standby.deliver(copy)
+    standby.worker.send({"contract": contract.model_dump_json()})
+    return standby.worker.final_result(timeout)
+
+
 def inspect_model(
-    copy: Path, contract: Contract, scratch: Path, limits: SandboxLimits | None = None
+    copy: Path, contract: Contract, limits: SandboxLimits | None = None
 ) -> tuple[int, dict[str, list[int]]]:
-    """Load the model, check its weights and run a smoke forward, in the sandbox; returns the
-    parameter count and the output shapes, or raises naming what the model did wrong."""
-    scratch.mkdir(parents=True, exist_ok=True)
-    spec = scratch / "contract.json"
-    spec.write_text(contract.model_dump_json())
+    """Load the model, check its weights and run a smoke forward, in a sandbox of its own (one
+    started ahead, see :func:`prewarm_model_inspection`, unless ``limits`` asks for others);
+    returns the parameter count and the output shapes, or raises naming what the model did wrong."""
     try:
-        run = run_python_module(
-            "adas.intake.inspect_worker",
-            [str(spec.resolve())],
-            bundle=copy,
-            scratch=scratch,
-            limits=limits or SandboxLimits(),
-        )
+        if limits is None:
+            with _STANDBYS.take(DEFAULT_LIMITS.wall_seconds) as standby:
+                result = _inspect(standby, copy, contract, DEFAULT_LIMITS.wall_seconds)
+        else:
+            pool = StandbyPool(_INSPECT_WORKER, limits=limits)
+            try:
+                with pool.take(limits.wall_seconds) as standby:
+                    result = _inspect(standby, copy, contract, limits.wall_seconds)
+            finally:
+                pool.close()
     except SandboxError as exc:
-        raise BundleRejected(contract.model_file, str(exc)) from exc
-    if run.result is None:
-        tail = run.stderr.strip().splitlines()[-1:] or [f"exit status {run.returncode}"]
-        raise BundleRejected(contract.model_file, f"the sandboxed load crashed: {tail[0][:300]}")
-    if "reason" in run.result:
-        raise BundleRejected(str(run.result["field"]), str(run.result["reason"]))
-    return int(run.result["parameter_count"]), {k: list(v) for k, v in run.result["output_shapes"].items()}
+        raise BundleRejected(contract.model_file, f"the sandboxed load failed: {exc}") from exc
+    if "reason" in result:
+        raise BundleRejected(str(result["field"]), str(result["reason"]))
+    return int(result["parameter_count"]), {k: list(v) for k, v in result["output_shapes"].items()}
 
 
 def validate_bundle(path: Path, workdir: Path, limits: IntakeLimits | None = None) -> ValidatedBundle:
@@ -222,6 +245,6 @@ def validate_bundle(path: Path, workdir: Path, limits: IntakeLimits | None = Non
         check_onnx_file(copy / contract.model_file, contract, max_bytes=limits.max_file_bytes)
     else:
         scan_model_file(copy / contract.model_file, contract.model_file, contract.model_format)
-    params, shapes = inspect_model(copy, contract, Path(workdir) / "sandbox")
+    params, shapes = inspect_model(copy, contract)
     digest = BundleDigest(_bundle_hash(files), files, {f.rel: f.size for f in listed})
     return ValidatedBundle(copy, contract, lineage, digest, params, shapes)

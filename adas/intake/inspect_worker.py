@@ -2,9 +2,11 @@
 
 Run by :func:`adas.intake.bundle.inspect_model` as
 ``python -m adas.intake.inspect_worker`` inside :mod:`adas.sandbox` (no network, read-only
-file system, the bundle read-only, one writable scratch directory). The
-audit hook goes in after torch (and, for an ONNX bundle, ONNX Runtime) is imported and before
-the model file is touched. After the smoke forward, the model's outputs on a probe batch are
+file system, the bundle read-only, one writable scratch directory), started ahead of its job
+(:class:`adas.sandbox.Standby`): it imports torch and ONNX Runtime, says it is ready, and waits
+for one request (the contract) on its stdin; by then the parent has filled its (read-only)
+bundle folder. The audit hook goes in after those imports and before the model file is touched.
+It does one job and exits. After the smoke forward, the model's outputs on a probe batch are
 checked against what the contract declares (:mod:`adas.intake.probe`). The result is one JSON
 line: the parameter count and output shapes, or the refusal (field, reason).
 """
@@ -12,7 +14,6 @@ line: the parameter count and output shapes, or the refusal (field, reason).
 import importlib
 import json
 import sys
-from pathlib import Path
 
 from adas.intake.contract import Contract
 from adas.intake.files import BundleRejected
@@ -21,14 +22,21 @@ from adas.intake.probe import check_probe_outputs, probe_batch
 from adas.sandbox import RESULT_PREFIX
 from adas.sandbox_guard import SandboxViolation, bundle_dir, install, scratch_dir, violations
 
+_MAX_REQUEST_BYTES = 1 << 20
+
 
 def main() -> int:
-    contract = Contract.model_validate_json(Path(sys.argv[1]).read_text())
-    # torch's own start-up reads files and loads libraries: done before the guard goes in.
+    # torch's own start-up reads files and loads libraries: done before the guard goes in, and
+    # before the job (and so any byte of the bundle) arrives.
     import torch
 
-    for name in ONNX_PRELOAD if contract.model_format == "onnx" else ():
+    for name in ONNX_PRELOAD:
         importlib.import_module(name)
+    print(RESULT_PREFIX + json.dumps({"ready": True}), flush=True)
+    line = sys.stdin.buffer.readline(_MAX_REQUEST_BYTES)
+    if not line.strip():
+        return 0  # stopped before a job came
+    contract = Contract.model_validate_json(json.loads(line)["contract"])
     sys.dont_write_bytecode = True  # imports after this point never write .pyc files
     install(str(scratch_dir()))
     try:

@@ -11,6 +11,7 @@ from pydantic import Field
 from adas.catalog import TARGETS_FILE
 from adas.datasets.config import load_datagen_config
 from adas.datasets.slices import DEFAULT_SLICES_PATH as SLICES_FILE
+from adas.intake.bundle import prewarm_model_inspection
 from adas.intake.candidates import screen_bundle, store_bundle
 from adas.intake.files import BundleRejected
 from adas.intake.golden import (
@@ -73,6 +74,8 @@ def candidate_checkpoint(
     of the same version loses, naming the holder), then files are copied into
     `candidates/<task>/<version>/<sha12>/` with their hashes.
     """
+    # The sandbox that will judge the model imports torch while the bundle is fetched and read.
+    prewarm_model_inspection()
     item = InboxItem(config.bundle_name, config.bundle_location)
     local = inbox.local_copy(item)
     workdir = Path(tempfile.mkdtemp(prefix="intake-"))
