@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,13 +33,28 @@ def _tree(root: Path) -> list[tuple[str, bytes]]:
 
 
 @pytest.fixture(scope="module")
-def seeded_store(tmp_path_factory: pytest.TempPathFactory, bundle_template: Path) -> LocalArtifactStore:
-    """A store that already holds version 0.1.0 of the template bundle."""
+def seeded_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryStore]:
+    """The registry database (SQLite) intake claims versions in, alone in its folder."""
+    registry = RegistryStore(f"sqlite:///{tmp_path_factory.mktemp('registry') / 'registry.db'}")
+    yield registry
+    registry.dispose()
+
+
+@pytest.fixture(scope="module")
+def seeded_store(
+    tmp_path_factory: pytest.TempPathFactory, bundle_template: Path, seeded_registry: RegistryStore
+) -> LocalArtifactStore:
+    """A store (and registry) that already hold version 0.1.0 of the template bundle."""
     root = tmp_path_factory.mktemp("store")
     store = LocalArtifactStore(root / "artifacts")
-    screened = screen_bundle(store, bundle_template, root / "work")
-    store_bundle(store, screened.bundle, source="seed")
+    screened = screen_bundle(store, bundle_template, root / "work", seeded_registry)
+    store_bundle(store, screened.bundle, source="seed", claims=seeded_registry)
+    assert seeded_registry.version_claim("vehicle-detection-2d", "0.1.0") is not None
     return store
+
+
+def _registry_folder(registry: RegistryStore) -> Path:
+    return Path(str(registry.engine.url.database)).parent
 
 
 @pytest.mark.parametrize(("name", "build", "field", "reason"), CORPUS, ids=[c[0] for c in CORPUS])
@@ -50,6 +66,7 @@ def test_a_hostile_bundle_is_refused_naming_where(
     bundle_template: Path,
     tmp_path: Path,
     seeded_store: LocalArtifactStore,
+    seeded_registry: RegistryStore,
 ) -> None:  # type: ignore[no-untyped-def]
     bundle, outside = tmp_path / "inbox" / name, tmp_path / "outside"
     outside.mkdir()
@@ -59,18 +76,21 @@ def test_a_hostile_bundle_is_refused_naming_where(
         (bundle / "contract.yaml").read_text().replace("version: 0.1.0", "version: 0.2.0")
     )
     build(bundle, outside)
-    before = _tree(Path(seeded_store.root))
+    before, registry_before = _tree(Path(seeded_store.root)), _tree(_registry_folder(seeded_registry))
     # As an intake run does when it starts: the sandbox that judges a model is started ahead.
     prewarm_model_inspection(wait=120)
     start = time.perf_counter()
     with pytest.raises(BundleRejected) as info:
-        screen_bundle(seeded_store, bundle, tmp_path / "work")
+        screen_bundle(seeded_store, bundle, tmp_path / "work", seeded_registry)
     elapsed = time.perf_counter() - start
     print(f"{name}: refused in {elapsed:.3f} s ({info.value.field}: {info.value.reason[:120]})")
     assert field in info.value.field, f"{info.value.field!r}: {info.value.reason}"
     assert reason in info.value.reason, f"{info.value.field!r}: {info.value.reason}"
     assert elapsed < 2.0, f"refused after {elapsed:.2f} s"
     assert _tree(Path(seeded_store.root)) == before, "a refused bundle changed the store"
+    assert _tree(_registry_folder(seeded_registry)) == registry_before, (
+        "a refused bundle changed the registry"
+    )
     assert not (outside / PAYLOAD_MARK).exists() and not Path("/tmp/pwned-exec").exists()
 
 
@@ -88,16 +108,18 @@ def test_build_metadata_does_not_make_a_new_version(
 
 
 def test_a_good_bundle_is_still_taken_in_after_the_corpus(
-    bundle_template: Path, tmp_path: Path, seeded_store: LocalArtifactStore
+    bundle_template: Path, tmp_path: Path, seeded_store: LocalArtifactStore, seeded_registry: RegistryStore
 ) -> None:
     bundle = tmp_path / "good"
     shutil.copytree(bundle_template, bundle, copy_function=shutil.copy)
     (bundle / "contract.yaml").write_text(
         (bundle / "contract.yaml").read_text().replace("version: 0.1.0", "version: 0.3.0")
     )
-    screened = screen_bundle(seeded_store, bundle, tmp_path / "work")
-    ref = store_bundle(seeded_store, screened.bundle, "test")
+    screened = screen_bundle(seeded_store, bundle, tmp_path / "work", seeded_registry)
+    ref = store_bundle(seeded_store, screened.bundle, "test", seeded_registry)
     assert ref.contract.version == "0.3.0"
+    claim = seeded_registry.version_claim("vehicle-detection-2d", "0.3.0")
+    assert claim is not None and claim.bundle_sha256 == screened.bundle.digest.sha256
     for f in ref.files.values():
         assert seeded_store.recorded_sha256(f.key) == f.sha256
     # The same bytes again: idempotent, and known as already stored.
