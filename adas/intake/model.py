@@ -149,8 +149,12 @@ def smoke_forward(
         outputs = named_outputs(result, contract)
         for i, spec in enumerate(contract.outputs):
             actual = list(outputs[spec.name].shape)
-            # -1 is the batch on axis 0 and any size elsewhere (ragged rows, a dynamic axis).
-            declared = [batch if axis == 0 and d == -1 else d for axis, d in enumerate(spec.shape)]
+            # -1 is the batch on axis 0 and any size elsewhere (a dynamic axis); a ragged kind's
+            # axis 0 is its rows over the whole batch, any number of them.
+            batch_axis = contract.postprocess.kind != "ragged"
+            declared = [
+                batch if batch_axis and axis == 0 and d == -1 else d for axis, d in enumerate(spec.shape)
+            ]
             if len(actual) != len(declared) or any(
                 d not in (-1, a) for d, a in zip(declared, actual, strict=True)
             ):

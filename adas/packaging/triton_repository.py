@@ -398,10 +398,22 @@ def _write_models(
         omap = " ".join(f"output_map {{ key: {quoted(k_)} value: {quoted(v)} }}" for k_, v in outputs.items())
         return f"    {{ model_name: {quoted(model)} model_version: {version} {imap} {omap} }}"
 
+    # Tensors between steps get step-scoped names in the ensemble: a model output may well be
+    # called "scores" or "boxes", like the ensemble's own outputs (a tensor may be written once).
+    def pre(n: str) -> str:
+        return f"preprocess.{n}"
+
+    def raw(n: str) -> str:
+        return f"engine.{n}"
+
     steps = [
-        step(names["pre"], {FRAMES_INPUT: FRAMES_INPUT}, {n: n for n, _, _ in pre_outputs}),
-        step(names["engine"], {n: n for n, _, _ in engine_inputs}, {n: n for n in decoded}),
-        step(names["post"], {n: n for n in [*decoded, GEOMETRY]}, {n: n for n, _, _ in out_defs}),
+        step(names["pre"], {FRAMES_INPUT: FRAMES_INPUT}, {n: pre(n) for n, _, _ in pre_outputs}),
+        step(names["engine"], {n: pre(n) for n, _, _ in engine_inputs}, {n: raw(n) for n in decoded}),
+        step(
+            names["post"],
+            {**{n: raw(n) for n in decoded}, GEOMETRY: pre(GEOMETRY)},
+            {n: n for n, _, _ in out_defs},
+        ),
     ]
     (root / m / "config.pbtxt").write_text(
         model_header(m, 'platform: "ensemble"', 0)

@@ -36,8 +36,26 @@ class TritonPythonModel:
         )
         self.input_name = config["input"][0]["name"]
         self.output_names = [o["name"] for o in config["output"]]
+        # An unbatched engine (a ragged kind: rows of the whole batch, not per image) answers each
+        # request on its own; its outputs cannot be cut back into requests by image.
+        self.batched = int(config.get("max_batch_size", 0)) > 0
+
+    def _run_alone(self, request: Any) -> Any:
+        x = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
+        try:
+            outputs = self.session.run(self.output_names, {self.input_name: x})
+        except Exception as exc:
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"onnxruntime engine: {exc}"))
+        return pb_utils.InferenceResponse(
+            [
+                pb_utils.Tensor(n, np.ascontiguousarray(o))
+                for n, o in zip(self.output_names, outputs, strict=True)
+            ]
+        )
 
     def execute(self, requests: list[Any]) -> list[Any]:
+        if not self.batched:
+            return [self._run_alone(r) for r in requests]
         # Dynamic batching hands over several requests at once: run them as one batch.
         inputs = [pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
         try:
