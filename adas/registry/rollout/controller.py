@@ -19,9 +19,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from adas.packaging.inference_config import read_inference_config
 from adas.packaging.triton_server import TritonServer, free_port
 from adas.registry.config import AnalysisPolicy
-from adas.registry.nginx import NginxSplitter, Split
+from adas.registry.nginx import ArmModels, NginxSplitter, Split
 from adas.registry.rollout.analysis import (
     Action,
     Guard,
@@ -35,6 +36,11 @@ from adas.registry.rollout.report import BreachTiming, RolloutReport, StepRecord
 from adas.registry.traffic import AccessLogTail, ReplayDriver, RequestCodec, Sample
 
 ProgressCallback = Callable[[str, dict[str, Any]], None]
+
+
+def served_model_name(repository: str | Path) -> str:
+    """The ensemble a Triton repository serves (its ``inference_config.json``'s model name)."""
+    return str(read_inference_config(Path(repository))["model_name"])
 
 
 @dataclass
@@ -103,7 +109,11 @@ class LocalRollout:
             prod.start()
             cand.start()
             port = free_port(exclude={prod.http_port, prod.grpc_port, cand.http_port, cand.grpc_port})
-            nginx = NginxSplitter(nginx_dir, port, prod.http_port, cand.http_port)
+            models = ArmModels(
+                production=served_model_name(self.production_repository),
+                candidate=served_model_name(self.candidate_repository),
+            )
+            nginx = NginxSplitter(nginx_dir, port, prod.http_port, cand.http_port, models)
             nginx.start(Split(0))
             driver = ReplayDriver(
                 "127.0.0.1",
