@@ -149,6 +149,11 @@ def test_materialization_shows_its_reports(server: dict, page) -> None:  # type:
     from playwright.sync_api import expect
 
     page.goto(f"{server['url']}/assets/candidate_checkpoint?view=events")
+    # The identity as metadata entries, and the summary table behind the UI's markdown button (the
+    # UI folds a long markdown value: the summary now describes any postprocess kind).
+    expect(page.get_by_text("bundle_sha256", exact=True).first).to_be_visible()
+    expect(page.get_by_text("training_run_id", exact=True).first).to_be_visible()
+    page.get_by_text("Show Markdown").first.click()
     expect(page.get_by_text("bundle sha256").first).to_be_visible()
     expect(page.get_by_text("training run").first).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "candidate_events.png"), full_page=True)
