@@ -38,9 +38,13 @@ from adas.registry.traffic import AccessLogTail, ReplayDriver, RequestCodec, Sam
 ProgressCallback = Callable[[str, dict[str, Any]], None]
 
 
-def served_model_name(repository: str | Path) -> str:
-    """The ensemble a Triton repository serves (its ``inference_config.json``'s model name)."""
-    return str(read_inference_config(Path(repository))["model_name"])
+def served_model_name(repository: str | Path) -> str | None:
+    """The ensemble a Triton repository serves (its ``inference_config.json``'s model name), or
+    None for a repository that does not record it (then both arms are addressed by one name)."""
+    try:
+        return str(read_inference_config(Path(repository))["model_name"])
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 @dataclass
@@ -109,10 +113,11 @@ class LocalRollout:
             prod.start()
             cand.start()
             port = free_port(exclude={prod.http_port, prod.grpc_port, cand.http_port, cand.grpc_port})
-            models = ArmModels(
-                production=served_model_name(self.production_repository),
-                candidate=served_model_name(self.candidate_repository),
+            names = (
+                served_model_name(self.production_repository),
+                served_model_name(self.candidate_repository),
             )
+            models = ArmModels(production=names[0], candidate=names[1]) if None not in names else None
             nginx = NginxSplitter(nginx_dir, port, prod.http_port, cand.http_port, models)
             nginx.start(Split(0))
             driver = ReplayDriver(
