@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adas.detector.model import ConvBNReLU
+from adas.detector.model import ConvBNReLU, fuse_batchnorms
 
 INPUT_SHAPE = (3, 160, 512)
 STRIDES = (4, 8)
@@ -171,13 +171,9 @@ class DenseDetector(nn.Module):
         boxes = torch.cat([points - ltrb[:, 0:2], points + ltrb[:, 2:4]], 1)  # xyxy
         return logits.transpose(1, 2), boxes.transpose(1, 2)
 
-    @torch.no_grad()
     def fuse(self) -> DenseDetector:
         """Fold every BatchNorm into its conv, in place (call before export)."""
-        self.eval()
-        for m in self.modules():
-            if isinstance(m, ConvBNReLU):
-                m.fuse()
+        fuse_batchnorms(self)
         return self
 
 

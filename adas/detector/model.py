@@ -139,14 +139,19 @@ class CenterNet(nn.Module):
         p4 = self.head(self.lat4(f4) + F.interpolate(p8, scale_factor=2.0, mode="nearest"))
         return self.heatmap(p4), self.box_size(p4), self.offset(p4)
 
-    @torch.no_grad()
     def fuse(self) -> CenterNet:
         """Fold every BatchNorm into its conv, in place (call in eval mode, before export)."""
-        self.eval()
-        for m in self.modules():
-            if isinstance(m, ConvBNReLU):
-                m.fuse()
+        fuse_batchnorms(self)
         return self
+
+
+@torch.no_grad()
+def fuse_batchnorms(model: nn.Module) -> None:
+    """Eval mode, then every ``ConvBNReLU``'s BatchNorm folded into its conv (both families)."""
+    model.eval()
+    for m in model.modules():
+        if isinstance(m, ConvBNReLU):
+            m.fuse()
 
 
 def build_model(num_classes: int = 3, width: int = 16) -> CenterNet:
