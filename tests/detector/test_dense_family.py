@@ -11,7 +11,7 @@ import torch
 
 from adas.detector.bundle import run_detector
 from adas.detector.data import CocoFrames
-from adas.detector.dense_bundle import build_dense_contract, export_dense_onnx, write_dense_bundle
+from adas.detector.dense_bundle import build_dense_contract, write_dense_bundle
 from adas.detector.dense_model import DenseConfig, DenseDetector, anchor_points, build_dense_model
 from adas.detector.dense_train import LetterboxDataset, assign, dense_loss, giou_loss, pairwise_iou
 from adas.intake.bundle import read_contract
@@ -138,7 +138,6 @@ def test_onnx_bundle_is_a_valid_v2_contract_and_runs_like_the_module(
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(session.run(None, {"images": x})[0], expected, atol=1e-4, rtol=1e-4)
-    assert export_dense_onnx(model)[:2] == (out / contract.model_file).read_bytes()[:2]
 
 
 def test_run_detector_returns_source_frame_boxes_through_the_letterbox(model: DenseDetector) -> None:
