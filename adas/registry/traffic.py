@@ -139,8 +139,12 @@ class ReplayDriver:
         timeout_s: float = 60.0,
         min_score: float = 0.0,
         disagreement_mode: str = "symmetric",
+        direct_model: str | None = None,
     ) -> None:
         self.host, self.port, self.model = host, port, model
+        # The name the candidate's own server knows, for requests sent to it directly (warm-up,
+        # shadow diffs): through nginx any name reaches each arm's ensemble.
+        self.direct_model = direct_model or model
         self.codec = codec
         self.concurrency = concurrency
         self.cohort_header = cohort_header
@@ -187,13 +191,15 @@ class ReplayDriver:
         self.baseline_probes = enabled
 
     # ------------------------------------------------------------------ requests
-    def _post(self, host: str, port: int, frame: int, prefix: str = "") -> tuple[int, dict[str, str], bytes]:
+    def _post(
+        self, host: str, port: int, frame: int, prefix: str = "", model: str | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
         body, json_size = self.codec.bodies[frame]
         conn = http.client.HTTPConnection(host, port, timeout=self.timeout_s)
         try:
             conn.request(
                 "POST",
-                f"{prefix}/v2/models/{self.model}/infer",
+                f"{prefix}/v2/models/{model or self.model}/infer",
                 body=body,
                 headers={
                     "Inference-Header-Content-Length": str(json_size),
@@ -263,7 +269,7 @@ class ReplayDriver:
         assert self.shadow_diff is not None
         t0 = time.monotonic()
         try:
-            status, headers, data = self._post(*self.shadow_diff, frame)
+            status, headers, data = self._post(*self.shadow_diff, frame, model=self.direct_model)
         except Exception as exc:
             self.samples.append(Sample(t0, time.monotonic(), "shadow", -1, False, 0, frame, error=str(exc)))
             return
@@ -290,7 +296,9 @@ class ReplayDriver:
         t0 = time.monotonic()
         frames = [f for _ in range(rounds) for f in range(len(self.codec.bodies))]
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="warm-up") as pool:
-            statuses = list(pool.map(lambda frame: self._post(*target, frame)[0], frames))
+            statuses = list(
+                pool.map(lambda frame: self._post(*target, frame, model=self.direct_model)[0], frames)
+            )
         return {
             "requests": len(frames),
             "failures": sum(status != 200 for status in statuses),

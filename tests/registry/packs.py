@@ -37,10 +37,10 @@ LINEAGE = Lineage(training_run_id="test-run", dataset_tag="sim-test", git_sha="a
 CPU = {"device": "x86-cpu", "precision": "fp32", "runtime": "onnxruntime", "serving": "python-onnxruntime"}
 
 
-def contract(version: str) -> Contract:
+def contract(version: str, model_name: str = MODEL) -> Contract:
     return build_contract(
         version=version,
-        model_name=MODEL,
+        model_name=model_name,
         task=TASK,
         normalization=NORM,
         score_threshold=0.3,

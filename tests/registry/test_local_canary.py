@@ -55,6 +55,10 @@ def repos(tmp_path_factory: pytest.TempPathFactory, onnx_models: dict[str, Path]
             root / "disagree", contract("1.3.0"), onnx_models["disagree"], **CPU
         ).root,
     }
+    # A team switching architecture ships another model name: served side by side with production.
+    out["renamed"] = write_triton_repository(
+        root / "renamed", contract("1.3.0", model_name="test-detector-v2"), onnx_models["agree"], **CPU
+    ).root
     out["slow"] = _with_delayed_engine(out["good"], root / "slow", delay_ms=SLOW_ENGINE_DELAY_MS)
     return out
 
@@ -230,4 +234,17 @@ def test_ab_split_rolls_back_a_disagreeing_candidate(repos: dict[str, Path], tmp
     )
     assert report.outcome == "rolled_back", report.to_markdown()
     assert "disagreement" in report.reason
+    _assert_nothing_dropped(report)
+
+
+def test_a_candidate_served_under_another_name_is_canaried_against_production(
+    repos: dict[str, Path], tmp_path: Path
+) -> None:
+    # Clients and the plan address production's name; each arm answers with its own ensemble, and
+    # the warm-up and shadow requests sent straight to the candidate use the candidate's name.
+    report, events = _run(_plan([(50, 8), (100, 3)]), repos["production"], repos["renamed"], tmp_path)
+    assert report.outcome == "promoted", report.to_markdown()
+    warmed = dict(events)["candidate_warmed_up"]
+    assert warmed["requests"] > 0 and warmed["failures"] == 0, warmed
+    assert report.requests["by_arm"].get("candidate", 0) > 0
     _assert_nothing_dropped(report)

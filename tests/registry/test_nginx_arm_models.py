@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from adas.packaging.triton_repository import write_triton_repository
 from adas.packaging.triton_server import free_port
 from adas.registry.nginx import BASELINE_PREFIX, ArmModels, NginxSplitter, Split, nginx_available
+from adas.registry.rollout.controller import served_model_name
+from tests.registry.packs import CPU, contract
 
 pytestmark = pytest.mark.skipif(not nginx_available(), reason="no nginx: run scripts/setup_system_deps.sh")
 
@@ -69,3 +72,19 @@ def test_each_arm_receives_its_own_model_name(arms: tuple[NginxSplitter, list[st
     _post(nginx, f"{BASELINE_PREFIX}/v2/models/vehicle-dense/infer")  # baseline probe: production
     assert prod_seen == ["/v2/models/vehicle-centernet/infer", "/v2/models/vehicle-centernet/infer"]
     assert cand_seen == ["/v2/models/vehicle-dense/infer"]
+
+
+def test_the_served_name_is_the_repository_ensemble(tmp_path: Path) -> None:
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"not read by the repository writer")
+    repo = write_triton_repository(tmp_path / "repo", contract("1.3.0", model_name="vehicle-x"), model, **CPU)
+    assert served_model_name(repo.root) == "vehicle-x"
+    # A registry entry's repository is materialized from its pack's triton/ files: the ensemble's
+    # config.pbtxt is what names it, so nothing else is needed.
+    (repo.root / "inference_config.json").unlink()
+    assert served_model_name(repo.root) == "vehicle-x"
+
+    (tmp_path / "bare" / "engine").mkdir(parents=True)
+    (tmp_path / "bare" / "engine" / "config.pbtxt").write_text('name: "engine"\nbackend: "onnxruntime"\n')
+    with pytest.raises(ValueError, match="exactly one ensemble; found none"):
+        served_model_name(tmp_path / "bare")

@@ -7,6 +7,7 @@ newest samples with a baseline over the same period and decides.
 """
 
 import importlib
+import re
 import shutil
 import tempfile
 import time
@@ -19,7 +20,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from adas.packaging.inference_config import read_inference_config
 from adas.packaging.triton_server import TritonServer, free_port
 from adas.registry.config import AnalysisPolicy
 from adas.registry.nginx import ArmModels, NginxSplitter, Split
@@ -38,13 +38,30 @@ from adas.registry.traffic import AccessLogTail, ReplayDriver, RequestCodec, Sam
 ProgressCallback = Callable[[str, dict[str, Any]], None]
 
 
-def served_model_name(repository: str | Path) -> str | None:
-    """The ensemble a Triton repository serves (its ``inference_config.json``'s model name), or
-    None for a repository that does not record it (then both arms are addressed by one name)."""
-    try:
-        return str(read_inference_config(Path(repository))["model_name"])
-    except (OSError, KeyError, ValueError):
-        return None
+def served_model_name(repository: str | Path) -> str:
+    """The ensemble a Triton repository serves: the one model whose ``config.pbtxt`` declares
+    ``platform: "ensemble"`` (read from the repository itself, which is what Triton serves; a
+    registry entry's repository carries no other record of it)."""
+    root = Path(repository)
+    ensembles = sorted(
+        _pbtxt_name(config)
+        for config in root.glob("*/config.pbtxt")
+        if _ENSEMBLE_PLATFORM.search(config.read_text(errors="replace"))
+    )
+    if len(ensembles) != 1:
+        found = ", ".join(ensembles) or "none"
+        raise ValueError(f"{root}: a served repository holds exactly one ensemble; found {found}")
+    return ensembles[0]
+
+
+_ENSEMBLE_PLATFORM = re.compile(r'^\s*platform\s*:\s*"ensemble"', re.MULTILINE)
+_NAME = re.compile(r'^\s*name\s*:\s*"([^"]+)"', re.MULTILINE)
+
+
+def _pbtxt_name(config: Path) -> str:
+    """A model config's ``name`` (Triton defaults it to the directory's name)."""
+    match = _NAME.search(config.read_text(errors="replace"))
+    return match.group(1) if match else config.parent.name
 
 
 @dataclass
@@ -113,11 +130,10 @@ class LocalRollout:
             prod.start()
             cand.start()
             port = free_port(exclude={prod.http_port, prod.grpc_port, cand.http_port, cand.grpc_port})
-            names = (
-                served_model_name(self.production_repository),
-                served_model_name(self.candidate_repository),
+            models = ArmModels(
+                production=served_model_name(self.production_repository),
+                candidate=served_model_name(self.candidate_repository),
             )
-            models = ArmModels(production=names[0], candidate=names[1]) if None not in names else None
             nginx = NginxSplitter(nginx_dir, port, prod.http_port, cand.http_port, models)
             nginx.start(Split(0))
             driver = ReplayDriver(
@@ -130,6 +146,7 @@ class LocalRollout:
                 shadow_sample_rate=self.plan.shadow_diff_sample_rate,
                 min_score=self.plan.analysis.disagreement_min_score,
                 disagreement_mode=self.plan.analysis.disagreement_mode,
+                direct_model=models.candidate,
             )
             return self._drive(nginx, driver, ("127.0.0.1", cand.http_port), started_at)
         finally:
