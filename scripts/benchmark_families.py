@@ -71,7 +71,7 @@ class TorchEngine:
         self.module, self.names = module.eval(), [o.name for o in contract.outputs]
 
     @torch.no_grad()
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def run(self, x: np.ndarray, source_hw: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
         out = self.module(torch.from_numpy(x))
         seq = out if isinstance(out, tuple | list) else [out]
         return {n: o.numpy() for n, o in zip(self.names, seq, strict=True)}

@@ -12,7 +12,6 @@ place where boxes go back to source-frame pixels.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,7 +23,7 @@ except ImportError:  # pragma: no cover - the Triton environment only normalizes
     Image = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
-    from adas.intake.contract import InputSpec, Normalization, SourceSizeInput
+    from adas.intake.contract import InputSpec, Normalization
 
 
 @dataclass(frozen=True)
@@ -152,10 +151,3 @@ def preprocess(frames_uint8_nhwc: np.ndarray, spec: InputSpec) -> tuple[np.ndarr
     )
     placed = place(frames, geometry, letterbox.pad_value if letterbox is not None else 0)
     return normalize(placed, spec.normalization, spec.color), geometry
-
-
-def source_size_tensor(geometries: Sequence[Geometry], spec: SourceSizeInput) -> np.ndarray:
-    """The auxiliary ``[B, 2]`` input carrying each frame's source size in the model's order."""
-    hw = np.asarray([g.source_hw for g in geometries], np.int64).reshape(-1, 2)
-    sizes = hw if spec.order == "hw" else hw[:, ::-1]
-    return np.ascontiguousarray(sizes, dtype=spec.dtype)

@@ -51,7 +51,9 @@ Predict = Callable[[np.ndarray], list[Detections]]
 
 
 class Engine(Protocol):
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]: ...
+    """``run(x, source_hw)``: a placed batch, and the frames' source size for a model that takes it."""
+
+    def run(self, x: np.ndarray, source_hw: tuple[int, int] | None = None) -> dict[str, np.ndarray]: ...
 
 
 class EngineUnavailableError(RuntimeError):
@@ -207,7 +209,7 @@ def predict(
     t0 = time.perf_counter()
     for s in range(0, len(frames_uint8), batch_size):
         x, geometry = preprocess(frames_uint8[s : s + batch_size], contract.input)
-        outs = engine.run(x)
+        outs = engine.run(x, geometry.source_hw)
         batch = decode(outs, post, class_ids, geometry=geometry, input_hw=contract.input.height_width)
         dets.extend(batch)
         if heatmap:
@@ -301,8 +303,8 @@ class MaskedEngine:
         self.blind = blind
         self.heatmap_output = heatmap_output
 
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        outs = dict(self.inner.run(x))
+    def run(self, x: np.ndarray, source_hw: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+        outs = dict(self.inner.run(x, source_hw))
         mask = np.asarray(self.blind(x), bool)
         if mask.any():
             heat = np.array(outs[self.heatmap_output], copy=True)

@@ -405,6 +405,11 @@ class Contract(_Strict):
             raise ValueError("input.shape must have a dynamic batch (-1) first and fixed other axes")
         if len(self.input.shape) != 4:
             raise ValueError("input.shape must be [batch, channels, height, width]")
+        if self.input.source_size is not None and self.model_format != "onnx":
+            raise ValueError(
+                f"input.source_size is for model_format onnx (an exported graph with a second input); "
+                f"a {self.model_format} program is called with the image alone"
+            )
         names = [o.name for o in self.outputs]
         if len(set(names)) != len(names):
             raise ValueError(f"outputs have duplicate names: {names}")

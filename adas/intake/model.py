@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from adas.intake.contract import CONTRACT_FILE, Contract
+from adas.intake.feeds import model_feeds
 from adas.intake.files import BundleRejected
 
 # ONNX Runtime's and onnx's start-up read files and load libraries: a sandboxed worker imports
@@ -39,18 +40,11 @@ class OnnxProgram:
         self.session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
         self.output_names = [o.name for o in contract.outputs]
 
-    def __call__(self, x: Any, source_hw: Any = None) -> dict[str, Any]:
+    def __call__(self, x: Any, source_hw: tuple[int, int] | None = None) -> dict[str, Any]:
         import torch
 
-        spec = self.contract.input
-        batch = np.ascontiguousarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x)
-        feeds = {spec.name: batch.astype(spec.dtype, copy=False)}
-        if spec.source_size is not None:
-            hw = np.asarray(spec.height_width if source_hw is None else source_hw, np.int64)
-            hw = np.broadcast_to(hw.reshape(-1, 2), (batch.shape[0], 2))
-            sizes = hw if spec.source_size.order == "hw" else hw[:, ::-1]
-            feeds[spec.source_size.name] = np.ascontiguousarray(sizes, dtype=spec.source_size.dtype)
-        outs = self.session.run(self.output_names, feeds)
+        batch = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
+        outs = self.session.run(self.output_names, model_feeds(self.contract.input, batch, source_hw))
         return {
             n: torch.from_numpy(np.ascontiguousarray(o)) for n, o in zip(self.output_names, outs, strict=True)
         }

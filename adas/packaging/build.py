@@ -168,7 +168,7 @@ def build_engine(
     cache: StoredFile | None = None
     if target.runtime == "onnxruntime":
         if precision == "fp32":
-            build = build_fp32_engine(onnx_path, workdir / "model.onnx")
+            build = build_fp32_engine(onnx_path, workdir / "model.onnx", contract=contract)
             details = build.to_metadata()
         elif precision == "int8":
             if calibration_frames is None or len(calibration_frames) == 0:

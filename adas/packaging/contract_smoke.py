@@ -201,7 +201,10 @@ def _server_checks(rec: _Recorder, proto: str, client: Any, served: _ServedModel
     def engine_meta() -> tuple[bool, str]:
         meta = _metadata(client, proto, steps["engine"])
         i = contract.input
-        problems = io_diff("input", meta["inputs"], [(i.name, TRITON_DTYPE[i.dtype], list(i.shape))])
+        wanted = [(i.name, TRITON_DTYPE[i.dtype], list(i.shape))]
+        if i.source_size is not None:
+            wanted.append((i.source_size.name, TRITON_DTYPE[i.source_size.dtype], [-1, 2]))
+        problems = io_diff("input", meta["inputs"], wanted)
         problems += io_diff(
             "output",
             meta["outputs"],

@@ -59,9 +59,10 @@ _DECODE_METRICS = (
 
 
 class Engine(Protocol):
-    """What the check needs from an engine (``OrtEngine``, or a TensorRT runner)."""
+    """What the check needs from an engine (``OrtEngine``, or a TensorRT runner): outputs of a
+    placed batch, given the frames' source size for a model with a source-size input."""
 
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]: ...
+    def run(self, x: np.ndarray, source_hw: tuple[int, int] | None = None) -> dict[str, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -177,8 +178,12 @@ def random_inputs(
 # --------------------------------------------------------------------------- running
 
 
-def run_reference(module: nn.Module, x: np.ndarray, output_names: Sequence[str]) -> dict[str, np.ndarray]:
-    """The PyTorch program's outputs keyed by contract name.
+def run_reference(
+    module: nn.Module, x: np.ndarray, output_names: Sequence[str], source_hw: tuple[int, int] | None = None
+) -> dict[str, np.ndarray]:
+    """The PyTorch program's outputs keyed by contract name. ``source_hw`` is given only to an ONNX
+    bundle's program whose contract declares a source-size input (a torch program takes the image
+    alone: the contract allows that input for ONNX models only).
 
     The batch is handed over channels-last: oneDNN's convolutions run ~25% faster in that
     layout on CPU (measured, batch 50), and the reference pass is most of the check's time.
@@ -187,7 +192,8 @@ def run_reference(module: nn.Module, x: np.ndarray, output_names: Sequence[str])
     import torch
 
     with torch.inference_mode():
-        outs = module(torch.from_numpy(x).contiguous(memory_format=torch.channels_last))
+        batch = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+        outs = module(batch) if source_hw is None else module(batch, source_hw)
     if isinstance(outs, dict):  # an ONNX bundle's program (adas.intake.model.OnnxProgram)
         outs = [outs[n] for n in output_names]
     outs = outs if isinstance(outs, (tuple, list)) else [outs]
@@ -202,8 +208,8 @@ class ModuleReference:
         self.module = module.eval()
         self.output_names = list(output_names)
 
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        return run_reference(self.module, x, self.output_names)
+    def run(self, x: np.ndarray, source_hw: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+        return run_reference(self.module, x, self.output_names)  # a torch module: the image only
 
 
 # A heatmap head's tensors are logits and sizes of one scale each, which the per-head tolerances in
@@ -367,8 +373,10 @@ def check_equivalence(
     frames = None if frames_uint8 is None or len(frames_uint8) == 0 else np.asarray(frames_uint8)
     acc = {n: _HeadAccumulator() for n in names}
 
-    def compare(x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        ref, got = reference.run(x), engine.run(x)
+    def compare(
+        x: np.ndarray, source_hw: tuple[int, int] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        ref, got = reference.run(x, source_hw), engine.run(x, source_hw)
         for n in names:
             acc[n].add(ref[n], got[n])
         return ref, got
@@ -382,7 +390,7 @@ def check_equivalence(
     if frames is not None:
         for s in range(0, len(frames), cfg.batch_size):
             x, geometry = preprocess(frames[s : s + cfg.batch_size], contract.input)
-            ref, got = compare(x)
+            ref, got = compare(x, geometry.source_hw)
             ref_dets += decode(ref, post, class_ids, geometry=geometry)
             got_dets += decode(got, post, class_ids, geometry=geometry)
     heads = {n: acc[n].result(n) for n in names}
@@ -412,7 +420,7 @@ def _detections(
     out: list[Detections] = []
     for s in range(0, len(frames), batch):
         x, geometry = preprocess(frames[s : s + batch], contract.input)
-        out += decode(run(x), post, class_ids, geometry=geometry)
+        out += decode(run(x, geometry.source_hw), post, class_ids, geometry=geometry)
     return out
 
 

@@ -31,6 +31,8 @@ from adas.packaging.latency import machine_info, measure_callable, time_window
 from adas.packaging.model_worker import emit, failure, load_candidate
 from adas.packaging.ort_session import session_options
 
+_SIZE_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}
+
 
 def _ort_runner(
     args: argparse.Namespace, cfg: LatencyConfig
@@ -41,9 +43,14 @@ def _ort_runner(
         args.model, session_options(cfg.intra_op_threads), providers=["CPUExecutionProvider"]
     )
     name = args.input_name
+    # A source-size input ([B, 2], RT-DETR's orig_target_sizes) is fed the input's own size: for
+    # timing, its order does not matter.
+    sizes = {i.name: _SIZE_DTYPES[i.type] for i in sess.get_inputs() if i.name != name}
 
     def run(x: np.ndarray) -> Any:
-        return sess.run(None, {name: x})
+        hw = np.asarray(x.shape[2:4])
+        feeds = {n: np.tile(hw.astype(dtype), (x.shape[0], 1)) for n, dtype in sizes.items()}
+        return sess.run(None, {name: x, **feeds})
 
     return run, {"onnxruntime": ort.__version__}, Path(args.model).stat().st_size
 

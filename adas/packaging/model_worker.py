@@ -48,6 +48,7 @@ from adas.sandbox import RESULT_PREFIX
 from adas.sandbox_guard import SandboxViolation, bundle_dir, install, scratch_dir, violations
 
 EXPORT_FILE = "model.onnx"
+MAX_SOURCE_SIDE = 1 << 15  # pixels: a source-size value past this is not a frame size
 
 
 def emit(reply: dict[str, Any]) -> None:
@@ -141,6 +142,16 @@ def _export(contract: Contract, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def request_source_hw(value: Any) -> tuple[int, int] | None:
+    """A run request's ``source_hw``: absent, or two positive integer pixel counts."""
+    if value is None:
+        return None
+    ok = isinstance(value, list) and len(value) == 2
+    if not ok or not all(type(v) is int and 0 < v <= MAX_SOURCE_SIDE for v in value):
+        raise ValueError(f"source_hw must be [height, width] in 1..{MAX_SOURCE_SIDE}, got {str(value)[:60]}")
+    return value[0], value[1]
+
+
 def _serve(contract: Contract, inputs: Path) -> None:
     module = load_candidate(contract)
     names = [o.name for o in contract.outputs]
@@ -154,7 +165,8 @@ def _serve(contract: Contract, inputs: Path) -> None:
             name = str(request["input"])
             if "/" in name:
                 raise ValueError(f"input {name!r} is not a plain file name")
-            outputs = run_reference(module, np.load(inputs / name, allow_pickle=False), names)
+            source_hw = request_source_hw(request.get("source_hw"))
+            outputs = run_reference(module, np.load(inputs / name, allow_pickle=False), names, source_hw)
             for i, head in enumerate(names):
                 np.save(scratch_dir() / f"out-{rid}-{i}.npy", np.ascontiguousarray(outputs[head]))
             emit({"id": rid})

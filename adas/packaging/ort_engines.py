@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 
 from adas.intake.contract import Contract
+from adas.intake.feeds import model_feeds
 from adas.packaging.export import op_histogram
 from adas.packaging.ort_session import session_options
 from adas.storage import sha256_file
@@ -53,26 +54,34 @@ class OrtEngine:
         self.session = ort.InferenceSession(
             str(self.path), session_options(intra_op_threads), providers=list(providers)
         )
-        inputs = self.session.get_inputs()
-        if len(inputs) != 1:
-            raise ValueError(f"{self.path}: expected one input, found {[i.name for i in inputs]}")
-        self.input_name: str = inputs[0].name
+        inputs = [i.name for i in self.session.get_inputs()]
+        self.input_name: str = inputs[0]
         self.output_names: list[str] = [o.name for o in self.session.get_outputs()]
-        if contract is not None:
-            expected = [o.name for o in contract.outputs]
-            if self.input_name != contract.input.name or sorted(self.output_names) != sorted(expected):
-                raise ValueError(
-                    f"{self.path}: engine tensors {self.input_name} -> {self.output_names} do not match the "
-                    f"contract's {contract.input.name} -> {expected}"
-                )
-            self.output_names = expected
+        self.contract = contract
+        if contract is None:
+            if len(inputs) != 1:
+                raise ValueError(f"{self.path}: expected one input without a contract, found {inputs}")
+            return
+        wanted = list(model_feeds(contract.input, np.zeros((1, *contract.input.shape[1:]), np.float32)))
+        expected = [o.name for o in contract.outputs]
+        if sorted(inputs) != sorted(wanted) or sorted(self.output_names) != sorted(expected):
+            raise ValueError(
+                f"{self.path}: engine tensors {inputs} -> {self.output_names} do not match the "
+                f"contract's {wanted} -> {expected}"
+            )
+        self.input_name, self.output_names = contract.input.name, expected
 
     @property
     def providers(self) -> list[str]:
         return list(self.session.get_providers())
 
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        outs = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(x, np.float32)})
+    def run(self, x: np.ndarray, source_hw: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+        """Outputs of a placed batch; ``source_hw`` feeds the contract's source-size input, if any."""
+        if self.contract is None:
+            feeds = {self.input_name: np.ascontiguousarray(x, np.float32)}
+        else:
+            feeds = model_feeds(self.contract.input, x, source_hw)
+        outs = self.session.run(self.output_names, feeds)
         return dict(zip(self.output_names, outs, strict=True))
 
     def __repr__(self) -> str:
@@ -104,28 +113,31 @@ class EngineBuild:
         return d
 
 
-def _probe_input(model_path: Path, batch: int = 2, seed: int = 0) -> tuple[str, np.ndarray]:
+def _probe_feeds(model_path: Path, contract: Contract | None, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
+    """Noise for the image input (and the contract's source-size input at the input's own size)."""
     m = onnx.load(str(model_path), load_external_data=False)
     inp = m.graph.input[0]
     dims = [d.dim_value if d.dim_value > 0 else batch for d in inp.type.tensor_type.shape.dim]
-    return inp.name, np.random.default_rng(seed).standard_normal(dims).astype(np.float32)
+    x = np.random.default_rng(seed).standard_normal(dims).astype(np.float32)
+    return {inp.name: x} if contract is None else model_feeds(contract.input, x)
 
 
-def _max_abs_diff(a_path: Path, b_path: Path) -> float:
+def _max_abs_diff(a_path: Path, b_path: Path, contract: Contract | None) -> float:
     import onnxruntime as ort
 
-    name, x = _probe_input(a_path)
+    feeds = _probe_feeds(a_path, contract)
     outs = []
     for p in (a_path, b_path):
         s = ort.InferenceSession(str(p), session_options(), providers=["CPUExecutionProvider"])
-        outs.append(s.run(None, {name: x}))
+        outs.append(s.run(None, feeds))
     return max(float(np.max(np.abs(u - v))) for u, v in zip(*outs, strict=True))
 
 
 def build_fp32_engine(
-    onnx_path: str | Path, out_path: str | Path, mode: Fp32Mode = "optimized"
+    onnx_path: str | Path, out_path: str | Path, mode: Fp32Mode = "optimized", contract: Contract | None = None
 ) -> EngineBuild:
-    """Write the FP32 ORT engine (see module docstring); checks it reproduces the source graph."""
+    """Write the FP32 ORT engine (see module docstring); checks it reproduces the source graph
+    (``contract``: how to feed a model with more inputs than the image)."""
     import onnxruntime as ort
 
     src, out = Path(onnx_path), Path(out_path)
@@ -144,7 +156,7 @@ def build_fp32_engine(
         raise ValueError(f"mode must be 'optimized' or 'plain', got {mode!r}")
     build_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    OrtEngine(out)
+    OrtEngine(out, contract=contract)
     load_ms = (time.perf_counter() - t1) * 1e3
     model = onnx.load(str(out), load_external_data=False)
     return EngineBuild(
@@ -159,6 +171,6 @@ def build_fp32_engine(
         op_histogram=op_histogram(model),
         build_seconds=build_s,
         session_load_ms=load_ms,
-        max_abs_diff_vs_source=_max_abs_diff(src, out),
+        max_abs_diff_vs_source=_max_abs_diff(src, out, contract),
         notes=notes,
     )

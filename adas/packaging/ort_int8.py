@@ -41,6 +41,7 @@ import onnx
 from adas.cpu_isa import Isa
 from adas.detector.preprocess import preprocess
 from adas.intake.contract import Contract
+from adas.intake.feeds import model_feeds
 from adas.packaging.config import Int8Config, Int8Recipe
 from adas.packaging.export import op_histogram
 from adas.packaging.ort_session import session_options
@@ -100,8 +101,8 @@ class _FramesReader:
 
     def _gen(self) -> Iterator[dict[str, np.ndarray]]:
         for s in range(0, len(self._frames), self._batch):
-            x, _ = preprocess(self._frames[s : s + self._batch], self._contract.input)
-            yield {self._contract.input.name: x}
+            x, geometry = preprocess(self._frames[s : s + self._batch], self._contract.input)
+            yield model_feeds(self._contract.input, x, geometry.source_hw)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._it, None)
@@ -213,7 +214,9 @@ def _pattern_excluded(model: onnx.ModelProto, config: Int8Config) -> dict[str, s
     return out
 
 
-def _node_errors(fp32_path: Path, qdq_path: Path, x: np.ndarray, workdir: Path) -> dict[str, float]:
+def _node_errors(
+    fp32_path: Path, qdq_path: Path, feeds: dict[str, np.ndarray], workdir: Path
+) -> dict[str, float]:
     """Isolated noise-to-signal ratio of every quantized node: rms(q - f) / std(f)."""
     import onnxruntime as ort
 
@@ -225,7 +228,7 @@ def _node_errors(fp32_path: Path, qdq_path: Path, x: np.ndarray, workdir: Path) 
         str(path), session_options(optimization="basic"), providers=["CPUExecutionProvider"]
     )
     names = [o.name for o in sess.get_outputs()]
-    values = dict(zip(names, sess.run(names, {fp32.graph.input[0].name: x}), strict=True))
+    values = dict(zip(names, sess.run(names, feeds), strict=True))
     errors = {}
     for node, (ref_name, iso_name) in pairs.items():
         f = values[ref_name].astype(np.float64)
@@ -291,8 +294,8 @@ def build_int8_engine(
         if config.fallback.enabled:
             full = tmp / "full_int8.onnx"
             _quantize(pre, full, reader, cache_json, kwargs, sorted(excluded))
-            probe, _ = preprocess(frames[: config.fallback.frames], contract.input)
-            node_errors = _node_errors(pre, full, probe, tmp)
+            probe, geometry = preprocess(frames[: config.fallback.frames], contract.input)
+            node_errors = _node_errors(pre, full, model_feeds(contract.input, probe, geometry.source_hw), tmp)
             for name, err in sorted(node_errors.items(), key=lambda kv: -kv[1]):
                 if err > config.fallback.max_node_error and name not in excluded:
                     excluded[name] = (

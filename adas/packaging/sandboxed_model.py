@@ -238,7 +238,8 @@ def read_reference_output(scratch: Path, name: str, spec: OutputSpec, batch: int
 
 class SandboxedReference:
     """The eager FP32 outputs of the candidate's program, computed in the sandbox: an ``Engine``
-    (``run(x) -> {output name: array}``) for :func:`adas.packaging.equivalence.check_equivalence`."""
+    (``run(x, source_hw) -> {output name: array}``) for
+    :func:`adas.packaging.equivalence.check_equivalence`."""
 
     def __init__(
         self, worker: SandboxedWorker, inputs: Path, scratch: Path, contract: Contract, timeout: float
@@ -250,7 +251,7 @@ class SandboxedReference:
         self._timeout = timeout
         self._ids = itertools.count()
 
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def run(self, x: np.ndarray, source_hw: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
         x = np.ascontiguousarray(x, dtype=np.float32)
         expected = tuple(self._contract.input.shape[1:])
         if x.ndim != 4 or x.shape[1:] != expected:
@@ -261,7 +262,10 @@ class SandboxedReference:
         batch_file = self._inputs / f"in-{rid}.npy"
         np.save(batch_file, x)
         try:
-            reply = self._worker.request({"op": "run", "id": rid, "input": batch_file.name}, self._timeout)
+            request: dict[str, Any] = {"op": "run", "id": rid, "input": batch_file.name}
+            if source_hw is not None and self._contract.input.source_size is not None:
+                request["source_hw"] = [int(source_hw[0]), int(source_hw[1])]
+            reply = self._worker.request(request, self._timeout)
         finally:
             batch_file.unlink(missing_ok=True)
         if reply.get("id") != rid:

@@ -113,7 +113,7 @@ def reference_detections(store: ArtifactStore, engine: EngineRef, frames: Any) -
         store.fetch(engine.engine.key, expected_sha256=engine.engine.sha256), contract=contract
     )
     x, geometry = preprocess(frames, contract.input)  # as the Triton preprocess places them
-    return decode(runner.run(x), contract, geometry=geometry)
+    return decode(runner.run(x, geometry.source_hw), contract, geometry=geometry)
 
 
 def smoke_test_repository(

@@ -315,11 +315,15 @@ def build_tensorrt_engine(
     reused = cache_path.is_file() and cache_path.stat().st_size > 0
     cache = config.create_timing_cache(cache_path.read_bytes() if reused else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
-    inp = network.get_input(0)
-    chw = tuple(int(d) for d in inp.shape[1:])
     profile = builder.create_optimization_profile()
-    shapes = {"min": [1, *chw], "opt": [opt_batch, *chw], "max": [max_batch, *chw]}
-    profile.set_shape(inp.name, shapes["min"], shapes["opt"], shapes["max"])
+    shapes: dict[str, list[int]] = {}
+    # Every input has the dynamic batch first: the image, and a source-size input ([B, 2]) if any.
+    for i in range(network.num_inputs):
+        inp = network.get_input(i)
+        rest = [int(d) for d in inp.shape[1:]]
+        batch_shapes = {"min": [1, *rest], "opt": [opt_batch, *rest], "max": [max_batch, *rest]}
+        profile.set_shape(inp.name, batch_shapes["min"], batch_shapes["opt"], batch_shapes["max"])
+        shapes = shapes or batch_shapes  # the image's, recorded with the build
     config.add_optimization_profile(profile)
     plan = builder.build_serialized_network(network, config)
     if plan is None:

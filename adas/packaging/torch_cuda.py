@@ -185,7 +185,8 @@ class TorchCudaEngine:
                 return graphed(x)
             return _outputs(self._forward(x))
 
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def run(self, x: np.ndarray, source_hw: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+        # The program of a torch bundle takes the image alone (a source-size input is ONNX-only).
         outs = self.run_device(self._device_input(x))
         return {n: o.float().cpu().numpy() for n, o in zip(self.output_names, outs, strict=True)}
 

@@ -7,7 +7,7 @@ Layout (``<m>`` is the contract's ``model_name``, ``<v>`` the repository version
     <out>/<m>_preprocess/config.pbtxt, <v>/model.py  python: uint8 NHWC frames of any size ->
                                                      the model tensor (stretch or letterbox,
                                                      colour, normalization) + geometry
-                                        <v>/frame_preprocess.py       (vendored)
+                                        <v>/frame_preprocess.py, model_feeds.py (vendored)
     <out>/<m>_engine/config.pbtxt, <v>/model.onnx | model.plan [+ model.py]
     <out>/<m>_postprocess/config.pbtxt, <v>/model.py python: the contract's decoder (any kind),
                                                      boxes in source pixels, padded outputs
@@ -64,7 +64,10 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = _PACKAGE_DIR / "triton_models"
 _DETECTOR_DIR = _PACKAGE_DIR.parent / "detector"
 # Vendored sources: (source in this repo, file name inside the Triton model version dir).
-VENDORED_PREPROCESS = (_DETECTOR_DIR / "preprocess.py", "frame_preprocess.py")
+VENDORED_PREPROCESS: tuple[tuple[Path, str], ...] = (
+    (_DETECTOR_DIR / "preprocess.py", "frame_preprocess.py"),
+    (_PACKAGE_DIR.parent / "intake" / "feeds.py", "model_feeds.py"),
+)
 # The decoders as a package (their own absolute imports resolve against the version folder).
 _CORE_DIR = _DETECTOR_DIR.parent
 VENDORED_DECODERS: tuple[tuple[Path, str], ...] = tuple(
@@ -305,7 +308,8 @@ def _write_models(
     # Preprocess: batched like the engine, so that dynamic batching can group frames early.
     d = version_dir(names["pre"])
     shutil.copyfile(TEMPLATES_DIR / "preprocess.py", d / "model.py")
-    (d / VENDORED_PREPROCESS[1]).write_text(vendored_source(VENDORED_PREPROCESS[0]))
+    for src, name in VENDORED_PREPROCESS:
+        (d / name).write_text(vendored_source(src))
     norm = spec.normalization
     pre_outputs = [*engine_inputs, (GEOMETRY, "TYPE_FP32", [6])]
     (root / names["pre"] / "config.pbtxt").write_text(

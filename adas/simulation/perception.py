@@ -76,7 +76,7 @@ class EnginePerception:
 
     def detect(self, frame: np.ndarray, ctx: FrameContext) -> Detections:
         x, geometry = preprocess(frame, self.contract.input)
-        return decode(self.engine.run(x), self.contract, geometry=geometry)[0]
+        return decode(self.engine.run(x, geometry.source_hw), self.contract, geometry=geometry)[0]
 
 
 class OraclePerception:

@@ -9,7 +9,10 @@ The conformance test takes the dense family's weights and exports them as teams'
 * ``queries``: a set of ``Q`` rows, class probabilities ``[B, Q, C]`` + normalized cxcywh boxes
   ``[B, Q, 4]`` (Deformable-DETR style, ``activation: none``);
 * ``detections``: ``K`` packed rows ``[B, K, 6]`` in input pixels, zero-score padding (YOLOv10 style);
-* ``ragged``: the detections flattened over the batch with a ``batch_index`` column (yolov7 ORT style).
+* ``ragged``: the detections flattened over the batch with a ``batch_index`` column (yolov7 ORT style);
+* ``detections_source``: ``detections`` in source-frame pixels, the graph taking each frame's size
+  as a second input ``orig_target_sizes`` ``[B, 2]`` (w, h; RT-DETR's export) and undoing the
+  letterbox itself.
 
 The last three decode in the graph with *Fast NMS* (YOLACT): among the top candidates of one class, a
 box is dropped when a higher-scored one overlaps it above the IoU threshold. Unlike greedy NMS (what
@@ -123,15 +126,47 @@ class Rows(nn.Module):
         return torch.cat([batch, rows], -1).reshape(-1, 7)
 
 
-def export(module: nn.Module, output_names: list[str], input_hw: tuple[int, int]) -> bytes:
+class SourceRows(nn.Module):
+    """:class:`Rows` with boxes in source-frame pixels: ``forward(images, orig_target_sizes)``, the
+    sizes ``[B, 2]`` (w, h), the letterbox (centred, as the contract places frames) undone in the graph."""
+
+    def __init__(self, model: DenseDetector, iou_threshold: float) -> None:
+        super().__init__()
+        self.rows = Rows(model, iou_threshold)
+
+    def forward(self, x: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+        rows = self.rows(x)
+        h_in, w_in = float(x.shape[2]), float(x.shape[3])
+        w, h = sizes[:, 0].to(rows.dtype), sizes[:, 1].to(rows.dtype)
+        r = torch.minimum(h_in / h, w_in / w)
+        rw, rh = torch.round(w * r), torch.round(h * r)  # the placed size, as adas.detector.preprocess
+        pad = torch.stack([torch.floor((w_in - rw) / 2), torch.floor((h_in - rh) / 2)], -1)  # [B, 2]
+        scale = torch.stack([rw / w, rh / h], -1)
+        xy1 = (rows[..., 0:2] - pad[:, None]) / scale[:, None]
+        xy2 = (rows[..., 2:4] - pad[:, None]) / scale[:, None]
+        return torch.cat([xy1, xy2, rows[..., 4:]], -1)
+
+
+SOURCE_SIZE_INPUT = "orig_target_sizes"
+
+
+def export(
+    module: nn.Module, output_names: list[str], input_hw: tuple[int, int], source_size: bool = False
+) -> bytes:
+    """The module as ONNX (opset 17, dynamic batch); ``source_size``: it also takes
+    ``orig_target_sizes`` [B, 2] int64."""
     buf = io.BytesIO()
+    inputs = ["images", SOURCE_SIZE_INPUT] if source_size else ["images"]
+    example = (torch.zeros(2, 3, *input_hw),)
+    if source_size:
+        example += (torch.tensor([[input_hw[1], input_hw[0]]] * 2, dtype=torch.int64),)
     torch.onnx.export(
         module.eval(),
-        (torch.zeros(2, 3, *input_hw),),
+        example,
         buf,
-        input_names=["images"],
+        input_names=inputs,
         output_names=output_names,
-        dynamic_axes={"images": {0: "batch"}, **{n: {0: "batch"} for n in output_names}},
+        dynamic_axes={**{n: {0: "batch"} for n in inputs}, **{n: {0: "batch"} for n in output_names}},
         opset_version=17,
         dynamo=False,
     )
@@ -146,6 +181,7 @@ EXPORTS: dict[str, KindExport] = {
     "queries": lambda m, iou: (Queries(m, iou), ["scores", "boxes"]),
     "detections": lambda m, iou: (Rows(m, iou), ["output0"]),
     "ragged": lambda m, iou: (Rows(m, iou, flatten=True), ["rows"]),
+    "detections_source": lambda m, iou: (SourceRows(m, iou), ["output0"]),
 }
 
 
@@ -178,6 +214,10 @@ def kind_contract(base: Contract, kind: str) -> Contract:
     elif kind == "detections":
         outputs = [{"name": "output0", "shape": [-1, ROWS, 6]}]
         postprocess = {"kind": "detections", "packed_output": "output0", "padding": "zero_score", **common}
+    elif kind == "detections_source":
+        outputs = [{"name": "output0", "shape": [-1, ROWS, 6]}]
+        postprocess = {"kind": "detections", "packed_output": "output0", "padding": "zero_score",
+                       "coordinates": "source_pixels", **common}  # fmt: skip
     elif kind == "ragged":
         outputs = [{"name": "rows", "shape": [-1, 7]}]
         postprocess = {"kind": "ragged", "packed_output": "rows",
@@ -187,5 +227,7 @@ def kind_contract(base: Contract, kind: str) -> Contract:
     data = base.model_dump(mode="json")
     data["outputs"] = [{**o, "dtype": "float32", "description": ""} for o in outputs]
     data["postprocess"] = postprocess
+    if kind == "detections_source":
+        data["input"]["source_size"] = {"name": SOURCE_SIZE_INPUT, "order": "wh", "dtype": "int64"}
     data["model_name"] = f"{base.model_name}-{kind.replace('_', '-')}"
     return Contract.model_validate(data)

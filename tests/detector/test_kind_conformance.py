@@ -22,6 +22,7 @@ from adas.detector.dense_model import DenseDetector, build_dense_model
 from adas.detector.postprocess import Detections
 from adas.detector.preprocess import preprocess
 from adas.intake.contract import Contract, Normalization
+from adas.intake.feeds import model_feeds
 from tests.detector.kind_exports import EXPORTS, kind_contract
 from tests.detector.kind_exports import export as export_onnx
 
@@ -39,12 +40,15 @@ def run_kind(
     module, names = EXPORTS[kind](model, base.postprocess.nms_iou_threshold)
     contract = kind_contract(base, kind)
     path = tmp / f"{kind}.onnx"
-    path.write_bytes(export_onnx(module, names, contract.input.height_width))
+    path.write_bytes(
+        export_onnx(module, names, contract.input.height_width, contract.input.source_size is not None)
+    )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     dets: list[Detections] = []
     for s in range(0, len(frames), 16):
         x, geometry = preprocess(frames[s : s + 16], contract.input)
-        raw = dict(zip(names, session.run(names, {"images": x}), strict=True))
+        feeds = model_feeds(contract.input, x, geometry.source_hw)
+        raw = dict(zip(names, session.run(names, feeds), strict=True))
         dets += decode(raw, contract, geometry=geometry, batch_size=len(x))
     return dets
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adas.detector.preprocess import Geometry, normalize, placement, preprocess, source_size_tensor
+from adas.detector.preprocess import normalize, placement, preprocess
 from adas.intake.contract import InputSpec, Normalization, SourceSizeInput
+from adas.intake.feeds import model_feeds
 
 NORM = Normalization(scale=1 / 255, mean=(0.1, 0.2, 0.3), std=(0.5, 0.25, 0.125))
 
@@ -106,12 +107,20 @@ def test_bgr_reverses_channels_before_normalizing() -> None:
         normalize(frames, ones, "GBR")
 
 
-def test_source_size_tensor_in_the_models_order() -> None:
-    gs = [
-        Geometry((96, 384), (160, 512), (1.0, 1.0), (0, 0)),
-        Geometry((50, 60), (160, 512), (1.0, 1.0), (0, 0)),
-    ]
-    wh = source_size_tensor(gs, SourceSizeInput(name="orig_target_sizes", order="wh"))
-    assert wh.dtype == np.int64 and wh.tolist() == [[384, 96], [60, 50]]
-    hw = source_size_tensor(gs, SourceSizeInput(name="im_shape", order="hw", dtype="float32"))
-    assert hw.dtype == np.float32 and hw.tolist() == [[96, 384], [50, 60]]
+def test_model_feeds_carry_the_source_size_in_the_models_order() -> None:
+    x = np.zeros((2, 3, 160, 512), np.float32)
+    norm = Normalization(scale=1.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    spec = InputSpec(
+        name="images", shape=[-1, 3, 160, 512], dtype="float32", normalization=norm,
+        source_size=SourceSizeInput(name="orig_target_sizes", order="wh"),
+    )  # fmt: skip
+    feeds = model_feeds(spec, x, (96, 384))
+    assert list(feeds) == ["images", "orig_target_sizes"] and feeds["images"].shape == x.shape
+    assert feeds["orig_target_sizes"].dtype == np.int64
+    assert feeds["orig_target_sizes"].tolist() == [[384, 96], [384, 96]]
+    # PaddleDetection's im_shape: height first, float32; a noise probe defaults to the input's size.
+    spec = spec.model_copy(update={"source_size": SourceSizeInput(name="im_shape", order="hw", dtype="float32")})
+    hw = model_feeds(spec, x)["im_shape"]
+    assert hw.dtype == np.float32 and hw.tolist() == [[160, 512], [160, 512]]
+    # Without a declared source-size input the model is fed its image only.
+    assert list(model_feeds(spec.model_copy(update={"source_size": None}), x, (96, 384))) == ["images"]

@@ -280,8 +280,8 @@ def test_sensor_faults(onnx_engines) -> None:  # type: ignore[no-untyped-def]
     class Hallucinating:
         """Fires confidently on flat frames (a real failure mode of over-confident heads)."""
 
-        def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-            outs = dict(inner.run(x))
+        def run(self, x: np.ndarray, source_hw: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+            outs = dict(inner.run(x, source_hw))
             flat = x.reshape(len(x), -1).std(axis=1) < 1e-3
             heat = outs["heatmap"].copy()
             heat[flat, :, 5, 10] = 8.0

@@ -266,3 +266,8 @@ def test_input_options_are_refused_by_name() -> None:
     data = copy.deepcopy(DENSE)
     data["model_format"] = "tflite"
     assert _errors(data)[0][0] == "model_format"
+    # A torch program is called with the image alone: the auxiliary size input is an ONNX graph's.
+    data = copy.deepcopy(DETECTIONS)
+    data.update(model_format="torch_export", model_file="model.pt2")
+    ((where, why),) = _errors(data)
+    assert "input.source_size is for model_format onnx" in why and "torch_export" in why, (where, why)

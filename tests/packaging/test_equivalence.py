@@ -166,8 +166,8 @@ class _ShiftedOffsets:
     def __init__(self, engine: OrtEngine) -> None:
         self.engine = engine
 
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        out = self.engine.run(x)
+    def run(self, x: np.ndarray, source_hw: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+        out = self.engine.run(x, source_hw)
         out["offset"] = out["offset"] + np.float32(0.5)
         return out
 

@@ -71,7 +71,10 @@ def test_each_kind_is_taken_in_packaged_and_served_alike(
     module, names = EXPORTS[kind](model, base.postprocess.nms_iou_threshold)
     bundle = tmp_path / "bundle"
     bundle.mkdir()
-    (bundle / contract.model_file).write_bytes(export_onnx(module, names, contract.input.height_width))
+    source_size = contract.input.source_size is not None
+    (bundle / contract.model_file).write_bytes(
+        export_onnx(module, names, contract.input.height_width, source_size)
+    )
     (bundle / CONTRACT_FILE).write_text(yaml.safe_dump(contract.model_dump(mode="json"), sort_keys=False))
     lineage = Lineage(training_run_id="conformance", dataset_tag="synthetic", git_sha="0000000")
     (bundle / LINEAGE_FILE).write_text(lineage.model_dump_json())
@@ -83,7 +86,7 @@ def test_each_kind_is_taken_in_packaged_and_served_alike(
 
     # Packaging: the FP32 engine of the given graph holds to the equivalence check (decoded boxes).
     given = bundle / contract.model_file
-    engine = build_fp32_engine(given, tmp_path / "fp32" / "model.onnx").path
+    engine = build_fp32_engine(given, tmp_path / "fp32" / "model.onnx", contract=contract).path
     report = check_equivalence(
         OrtEngine(given, contract=contract), OrtEngine(engine, contract=contract), contract,
         default_packaging_config(), "fp32", frames,
@@ -93,7 +96,10 @@ def test_each_kind_is_taken_in_packaged_and_served_alike(
     # Serving: the real Triton ensemble answers with the in-process decoder's detections.
     x, geometry = preprocess(frames, contract.input)
     expected = decode(
-        OrtEngine(engine, contract=contract).run(x), contract, geometry=geometry, batch_size=len(x)
+        OrtEngine(engine, contract=contract).run(x, geometry.source_hw),
+        contract,
+        geometry=geometry,
+        batch_size=len(x),
     )
     assert sum(len(d) for d in expected) > 0
     repo = write_triton_repository(tmp_path / "repo", contract, engine, max_batch_size=4, **CPU)

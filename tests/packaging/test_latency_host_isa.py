@@ -73,7 +73,7 @@ def test_not_measured_latency_never_passes_the_packaging_check(avx2_host: None) 
 
 
 class _NeverRun:
-    def run(self, x: Any) -> Any:
+    def run(self, x: Any, source_hw: Any = None) -> Any:
         raise AssertionError("the engine was timed on a host without the target's instruction set")
 
 

@@ -1,6 +1,7 @@
 """ONNX bundles (#19 item 2) from the inbox to both CPU cells on the real Dagster path: the
-shipped CenterNet-e2e (kind detections, stretch) and a small letterboxed dense detector built
-here. Intake takes the file in, the export step validates it (no re-export), the FP32 reference
+shipped CenterNet-e2e (kind detections, stretch), a small letterboxed dense detector built here,
+and the same weights exported with their decode in the graph in source pixels, taking each frame's
+size as a second input (RT-DETR's ``orig_target_sizes``). Intake takes the file in, the export step validates it (no re-export), the FP32 reference
 is ONNX Runtime on the given file in the sandbox, equivalence compares decoded boxes, the INT8
 calibration sees frames placed as the contract says, and the Triton contract smoke returns what
 the in-process decoder returns."""
@@ -14,10 +15,11 @@ import dagster as dg
 import onnx
 import pytest
 import torch
+import yaml
 
-from adas.detector.dense_bundle import write_dense_bundle
+from adas.detector.dense_bundle import build_dense_contract, write_dense_bundle
 from adas.detector.dense_model import build_dense_model
-from adas.intake.contract import Lineage, Normalization
+from adas.intake.contract import CONTRACT_FILE, LINEAGE_FILE, Lineage, Normalization
 from adas.packaging.keys import init_local_keys
 from adas.packaging.refs import EngineRef, ExportRef
 from adas.packaging.trust import TRUST_FILE
@@ -26,6 +28,8 @@ from adas.storage import LocalArtifactStore
 from adas_assets.definitions import make_definitions
 from resources import build_resources
 from resources.io_manager import decode_value
+from tests.detector.kind_exports import EXPORTS, kind_contract
+from tests.detector.kind_exports import export as export_onnx
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +52,32 @@ def _dense_bundle(dest: Path) -> Path:
     )
 
 
-@pytest.fixture(scope="module", params=["centernet-e2e", "dense-letterbox"])
+def _source_size_bundle(dest: Path) -> Path:
+    """Kind ``detections`` in source pixels with an ``orig_target_sizes`` input: the small dense
+    model, its class logits amplified into a spread of scores (untrained features are tiny)."""
+    torch.manual_seed(0)
+    model = build_dense_model(width=8).eval()
+    with torch.no_grad():
+        for head in (model.head4, model.head8):
+            head.cls_out.weight.normal_(std=1000.0)
+            head.cls_out.bias.fill_(-2.0)
+    base = build_dense_contract(
+        version="2.0.0", model_name="source-size-test", task="vehicle-detection",
+        normalization=Normalization(scale=1 / 255, mean=(0.45, 0.45, 0.45), std=(0.2, 0.2, 0.2)),
+        classes=[(1, "car"), (2, "truck"), (3, "motorcycle")], num_candidates=model.config.num_candidates,
+        score_threshold=0.5, max_detections=100,
+    )  # fmt: skip
+    contract = kind_contract(base, "detections_source")
+    module, names = EXPORTS["detections_source"](model, base.postprocess.nms_iou_threshold)
+    dest.mkdir(parents=True)
+    (dest / contract.model_file).write_bytes(export_onnx(module, names, contract.input.height_width, True))
+    (dest / CONTRACT_FILE).write_text(yaml.safe_dump(contract.model_dump(mode="json"), sort_keys=False))
+    lineage = Lineage(training_run_id="test", dataset_tag="golden_train@test", git_sha="abcdef1")
+    (dest / LINEAGE_FILE).write_text(lineage.model_dump_json())
+    return dest
+
+
+@pytest.fixture(scope="module", params=["centernet-e2e", "dense-letterbox", "source-size"])
 def packaged(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     mp = pytest.MonkeyPatch()
     mp.setenv("ADAS_PACKAGING_CONFIG", str(Path(__file__).with_name("fast_packaging.yaml")))
@@ -61,8 +90,10 @@ def packaged(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     assets = list(make_definitions(resources).assets or [])
     if request.param == "centernet-e2e":
         shutil.copytree(DEMO / "centernet-e2e", home.inbox / "cand")
-    else:
+    elif request.param == "dense-letterbox":
         _dense_bundle(home.inbox / "cand")
+    else:
+        _source_size_bundle(home.inbox / "cand")
     with dg.instance_for_test() as instance:
 
         def run(selection: list[str], partition_key: str | None = None, **kw: Any) -> Any:

@@ -100,7 +100,7 @@ def test_layout_and_file_list(tmp_path: Path, contract: Contract, onnx_file: Pat
         f"{m}/3/README.txt",  # keeps the ensemble's version dir through object stores
         f"{m}_preprocess/config.pbtxt",
         f"{m}_preprocess/3/model.py",
-        f"{m}_preprocess/3/frame_preprocess.py",
+        *(f"{m}_preprocess/3/{name}" for _, name in VENDORED_PREPROCESS),
         f"{m}_engine/config.pbtxt",
         f"{m}_engine/3/model.py",
         f"{m}_engine/3/model.onnx",
@@ -252,14 +252,14 @@ def test_ensemble_wiring(tmp_path: Path, contract: Contract, onnx_file: Path) ->
     assert set(steps[-1].output_map.values()) == {o.name for o in ens.output}
 
 
-@pytest.mark.parametrize(("source", "vendored"), [VENDORED_PREPROCESS, *VENDORED_DECODERS])
+@pytest.mark.parametrize(("source", "vendored"), [*VENDORED_PREPROCESS, *VENDORED_DECODERS])
 def test_vendored_sources_are_identical(
     tmp_path: Path, contract: Contract, onnx_file: Path, source: Path, vendored: str
 ) -> None:
     repo = write_triton_repository(
         tmp_path / "repo", contract, onnx_file, serving="python-onnxruntime", **CPU
     )
-    step = repo.preprocess if vendored == VENDORED_PREPROCESS[1] else repo.postprocess
+    step = repo.preprocess if (source, vendored) in VENDORED_PREPROCESS else repo.postprocess
     text = (repo.root / step / "1" / vendored).read_text()
     header, body = (
         text.splitlines(keepends=True)[:VENDOR_HEADER_LINES],

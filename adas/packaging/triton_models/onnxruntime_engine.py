@@ -2,7 +2,8 @@
 
 The locally installable Triton (PyPI ``nvidia-pytriton``) ships only the python backend, so the
 CPU smoke repository runs the engine through this stand-in for the ``onnxruntime_onnx``
-platform. Tensor names come from ``config.pbtxt``; ``intra_op_threads`` from its parameters.
+platform. Tensor names come from ``config.pbtxt`` (every input: the image, and a source-size
+input when the contract declares one); ``intra_op_threads`` from its parameters.
 Copied verbatim into ``<model>_engine/<version>/model.py``.
 """
 
@@ -34,16 +35,18 @@ class TritonPythonModel:
             sess_options=options,
             providers=["CPUExecutionProvider"],
         )
-        self.input_name = config["input"][0]["name"]
+        self.input_names = [i["name"] for i in config["input"]]
         self.output_names = [o["name"] for o in config["output"]]
         # An unbatched engine (a ragged kind: rows of the whole batch, not per image) answers each
         # request on its own; its outputs cannot be cut back into requests by image.
         self.batched = int(config.get("max_batch_size", 0)) > 0
 
+    def _feeds(self, request: Any) -> dict[str, np.ndarray]:
+        return {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.input_names}
+
     def _run_alone(self, request: Any) -> Any:
-        x = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
         try:
-            outputs = self.session.run(self.output_names, {self.input_name: x})
+            outputs = self.session.run(self.output_names, self._feeds(request))
         except Exception as exc:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"onnxruntime engine: {exc}"))
         return pb_utils.InferenceResponse(
@@ -57,15 +60,17 @@ class TritonPythonModel:
         if not self.batched:
             return [self._run_alone(r) for r in requests]
         # Dynamic batching hands over several requests at once: run them as one batch.
-        inputs = [pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
+        feeds = [self._feeds(r) for r in requests]
+        sizes = [f[self.input_names[0]].shape[0] for f in feeds]
         try:
-            outputs = self.session.run(self.output_names, {self.input_name: np.concatenate(inputs)})
+            batch = {n: np.concatenate([f[n] for f in feeds]) for n in self.input_names}
+            outputs = self.session.run(self.output_names, batch)
         except Exception as exc:
             error = pb_utils.TritonError(f"onnxruntime engine: {exc}")
             return [pb_utils.InferenceResponse(error=error) for _ in requests]
         responses, start = [], 0
-        for x in inputs:
-            stop = start + x.shape[0]
+        for size in sizes:
+            stop = start + size
             tensors = [
                 pb_utils.Tensor(name, np.ascontiguousarray(out[start:stop]))
                 for name, out in zip(self.output_names, outputs, strict=True)

@@ -5,8 +5,9 @@ Copied verbatim into ``<model>_preprocess/<version>/model.py`` by
 ``adas.packaging.triton_repository``. The contract's ``input`` (resize: stretch or letterbox,
 colour order, normalization, the optional source-size input) is the ``input_spec`` parameter of
 ``config.pbtxt``, so a repository is configured, never code-edited; the arithmetic is the vendored
-``frame_preprocess.preprocess``, the very function offline evaluation uses, so served and offline
-inputs are bit-identical. ``geometry`` rows are ``source_h, source_w, scale_x, scale_y, pad_x,
+``frame_preprocess.preprocess``, the very function offline evaluation uses, and the engine's
+inputs come from the vendored ``model_feeds.model_feeds``, as offline runners feed them, so served
+and offline inputs are bit-identical. ``geometry`` rows are ``source_h, source_w, scale_x, scale_y, pad_x,
 pad_y``: what the postprocess needs to map boxes back to source pixels.
 """
 
@@ -24,7 +25,8 @@ import triton_python_backend_utils as pb_utils
 # The server's Python environment does not have the adas package: import the vendored copy
 # that sits next to this file.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from frame_preprocess import preprocess, source_size_tensor
+from frame_preprocess import preprocess
+from model_feeds import model_feeds
 
 _NUMPY_DTYPES = {"TYPE_FP32": np.float32, "TYPE_FP16": np.float16}
 GEOMETRY = "geometry"
@@ -52,18 +54,12 @@ class TritonPythonModel:
     def _run(self, request: Any) -> Any:
         frames = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
         x, geometry = preprocess(frames, self.spec)
-        geometries = [geometry] * len(x)
-        rows = np.asarray([[*g.source_hw, *g.scale_xy, *g.pad_xy] for g in geometries], np.float32).reshape(
-            -1, 6
-        )
-        tensors = [
-            pb_utils.Tensor(self.output_name, x.astype(self.output_dtype, copy=False)),
-            pb_utils.Tensor(GEOMETRY, rows),
-        ]
-        if self.spec.source_size is not None:
-            sizes = source_size_tensor(geometries, self.spec.source_size)
-            tensors.append(pb_utils.Tensor(self.spec.source_size.name, sizes))
-        return pb_utils.InferenceResponse(tensors)
+        row = [*geometry.source_hw, *geometry.scale_xy, *geometry.pad_xy]
+        rows = np.tile(np.asarray(row, np.float32), (len(x), 1))
+        feeds = model_feeds(self.spec, x, geometry.source_hw)
+        feeds[self.output_name] = feeds[self.output_name].astype(self.output_dtype, copy=False)
+        tensors = [pb_utils.Tensor(name, value) for name, value in feeds.items()]
+        return pb_utils.InferenceResponse([*tensors, pb_utils.Tensor(GEOMETRY, rows)])
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses = []
