@@ -4,9 +4,23 @@ Assignment is YOLOX's SimOTA, kept small: a ground-truth box's candidates are th
 within 2.5 strides of its centre (on every level, so a 5 px motorcycle still gets points at stride
 4); each candidate costs ``BCE(class) + 3 * -log(IoU)``; a box takes its ``k`` cheapest candidates,
 ``k`` being the sum of its 10 best IoUs (at least 1), and a point claimed by two boxes goes to the
-cheaper one. The loss is YOLOv8's pair without DFL: BCE on every class logit against an IoU-valued
-target at positives (so the score learns localisation quality, which is what NMS ranks by), and
-GIoU on positive boxes.
+cheaper one. The loss is VarifocalNet's classification term (BCE against an IoU-valued target at
+positives, so the score learns localisation quality, which is what NMS ranks by; negatives weighted
+by ``0.75 p^2``) and GIoU on positive boxes.
+
+Small objects needed three departures from YOLOX's plain BCE. The first trained model, without
+them, scored 0.0 motorcycle AP: at every 10x4 px motorcycle its class branch gave exactly the prior
+(0.0093), i.e. its features there had died under the weight of easy background candidates, while
+the boxes it regressed there overlapped the motorcycles at IoU 0.6:
+
+* the class target at a positive is ``max(IoU, QUALITY_FLOOR)``: a purely IoU-valued target is
+  near zero while a tiny box's predictions still overlap it little; the floor keeps every positive
+  a positive while well-placed boxes still rank above loose ones;
+* a point inside a ground-truth box but not assigned to it is ignored for that box's class (no
+  loss), instead of being taught background;
+* negatives are weighted as in VarifocalNet (``alpha p^gamma``): easy background no longer drowns
+  the few positives of small objects. With all three, motorcycles were learned by the third
+  epoch (val AP 5.4, then 11.7 at the fourth, where the plain loss stayed at 0.0 throughout).
 """
 
 from __future__ import annotations
@@ -25,6 +39,8 @@ CENTER_RADIUS = 2.5  # strides around a box centre where candidates are looked f
 TOP_IOUS = 10  # IoUs summed for the dynamic k
 IOU_COST = 3.0
 BOX_WEIGHT = 2.0
+QUALITY_FLOOR = 0.5  # least class target of a positive (see the module docstring)
+VFL_ALPHA, VFL_GAMMA = 0.75, 2.0  # VarifocalNet's weights of negatives
 
 Sample = tuple[torch.Tensor, torch.Tensor]
 
@@ -154,18 +170,32 @@ def dense_loss(
     """Loss of a batch: ``logits`` [B, N, C], ``boxes`` [B, N, 4] xyxy from ``forward_train``."""
     points, strides = model.points, model.strides
     cls_target = torch.zeros_like(logits)
+    cls_weight = torch.ones_like(logits)
     box_terms, num_pos = [], 0
     for b, gt in enumerate(targets):
+        if gt.shape[0]:
+            # A point inside a box that was not assigned to it is neither taught its class nor
+            # taught background: around a 10x4 px motorcycle the unassigned points see the same
+            # pixels as its one positive, and calling them background (YOLOX's choice) drove
+            # every motorcycle score to ~0 (the first trained model: 0.0 motorcycle AP).
+            inside = ((points[None] > gt[:, None, :2]) & (points[None] < gt[:, None, 2:4])).all(-1)  # [G, N]
+            g_in, n_in = inside.nonzero(as_tuple=True)
+            cls_weight[b, n_in, gt[g_in, 4].long()] = 0.0
         idx, g = assign(logits[b].detach(), boxes[b].detach(), gt, points, strides)
         if idx.numel() == 0:
             continue
+        cls_weight[b, idx] = 1.0
         matched = gt[g, :4]
         with torch.no_grad():
-            quality = pairwise_iou(boxes[b, idx].detach(), matched).diagonal().clamp(min=0.0)
+            quality = pairwise_iou(boxes[b, idx].detach(), matched).diagonal().clamp(min=QUALITY_FLOOR)
         cls_target[b, idx, gt[g, 4].long()] = quality
         box_terms.append(giou_loss(boxes[b, idx], matched))
         num_pos += idx.numel()
     norm = float(max(num_pos, 1))
-    cls = F.binary_cross_entropy_with_logits(logits, cls_target, reduction="sum") / norm
+    # Varifocal weighting: a positive counts by its target, a negative by alpha p^gamma, so the
+    # thousands of easy background candidates stop outweighing a small object's few positives.
+    easy = VFL_ALPHA * torch.sigmoid(logits.detach()).pow(VFL_GAMMA)
+    weight = torch.where(cls_target > 0, cls_target, easy) * cls_weight
+    cls = F.binary_cross_entropy_with_logits(logits, cls_target, weight, reduction="sum") / norm
     box = torch.cat(box_terms).sum() / norm if box_terms else boxes.sum() * 0.0
     return {"loss": cls + BOX_WEIGHT * box, "cls": cls, "box": box, "positives": torch.tensor(float(num_pos))}

@@ -241,7 +241,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         if config.eval_every and epoch % config.eval_every == 0 and epoch != config.epochs:
             m = evaluate_model(model, val_frames, normalization, classes, family=config.family)
             row["val_AP"], row["val_AP50"] = m["AP"], m["AP50"]
-            msg += f" | val AP {100 * m['AP']:.1f} AP50 {100 * m['AP50']:.1f}"
+            msg += f" | val AP {100 * m['AP']:.1f} AP50 {100 * m['AP50']:.1f} " + ", ".join(
+                f"{k} {100 * v:.1f}" for k, v in m["per_class_AP"].items()
+            )
         history.append(row)
         log(msg)
     train_seconds = time.perf_counter() - t0

@@ -124,10 +124,12 @@ class Predictions:
             "max_score": [round(float(v), 6) for v in self.max_score],
             "energy": [round(float(v), 4) for v in self.energy],
             "seconds": round(self.seconds, 3),
+            # Boxes and scores exactly (float32 values): rounded, an INT8 engine's near-equal
+            # scores became ties whose order moved the report's AP by 4e-4 for a reader recomputing it.
             "detections": [
                 {
-                    "boxes_xyxy": np.round(d.boxes.astype(np.float64), 3).tolist(),
-                    "scores": np.round(d.scores.astype(np.float64), 6).tolist(),
+                    "boxes_xyxy": d.boxes.astype(np.float32).astype(np.float64).tolist(),
+                    "scores": d.scores.astype(np.float32).astype(np.float64).tolist(),
                     "category_ids": d.category_ids.astype(int).tolist(),
                 }
                 for d in self.detections

@@ -63,8 +63,8 @@ def test_engine_predictions_and_roundtrip(noisy_predictions: Predictions, frames
     assert np.all((p.max_score > 0) & (p.max_score < 1)) and np.all(np.isfinite(p.energy))
     back = Predictions.from_json(p.to_json())
     assert back.image_ids == p.image_ids
-    assert len(back.records()) == len(p.records())
-    np.testing.assert_allclose(back.detections[0].boxes, p.detections[0].boxes, atol=1e-3)
+    # Exactly the detections evaluated: a reader of predictions.json recomputes the report's numbers.
+    assert back.records() == p.records()
     sub = p.subset([p.image_ids[3], p.image_ids[1], 999999])
     assert sub.image_ids == [p.image_ids[3], p.image_ids[1]]
 

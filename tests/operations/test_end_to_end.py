@@ -6,99 +6,32 @@ in-process driver), on a real Dagster instance in a temporary ADAS_HOME. Nothing
 
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import yaml
 
-from adas.settings import DEMO_BUNDLES_DIR, AdasHome
-from jobs.automation_driver import AutomationDriver, DriveResult, drop_and_drive, tick_inbox_sensor
+from adas.settings import DEMO_BUNDLES_DIR
+from jobs.automation_driver import drop_and_drive, tick_inbox_sensor
+from tests.operations.bundle_world import (
+    CPU_CELLS,
+    World,
+    assert_cell_is_sound,
+    bundle_world,
+    latest,
+    materialized_partitions,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-CPU_CELLS = ["x86-cpu|fp32", "x86-cpu|int8"]
 CANDIDATE_VERSION = "1.3.0"  # demo/bundles/candidate/contract.yaml
 PRODUCTION_VERSION_FILE = DEMO_BUNDLES_DIR / "production" / "contract.yaml"
 pytestmark = pytest.mark.slow
 
 
-@dataclass
-class World:
-    home: AdasHome
-    defs: dg.Definitions
-    instance: dg.DagsterInstance
-    driver: AutomationDriver
-    driven: DriveResult
-    log: list[str]
-
-
-def _packaging_config(tmp: Path) -> Path:
-    """tests/packaging/fast_packaging.yaml with one change: the tiny dataset's validation split has
-    8 frames, on which INT8's COCO mAP drop is noise (1.6 points measured, 0.09 on the demo
-    dataset's 400), so the task-metric tolerance is relaxed; every per-head and decode tolerance
-    stays as shipped."""
-    config = yaml.safe_load((REPO / "tests/packaging/fast_packaging.yaml").read_text())
-    config["equivalence"]["tolerances"]["int8"]["max_map_drop_points"] = 5.0
-    path = tmp / "packaging.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    from adas_assets.definitions import make_definitions
-    from resources import build_resources
-    from resources.instance import prepare_local_instance
-
-    home = AdasHome(tmp_path_factory.mktemp("e2e-home"))
-    with pytest.MonkeyPatch.context() as mp:
-        # prepare_local_instance sets these two itself; registering them first restores them after.
-        mp.setenv("ADAS_HOME", str(home.root))
-        mp.setenv("DAGSTER_HOME", str(home.dagster_home))
-        mp.setenv("ADAS_PACKAGING_CONFIG", str(_packaging_config(tmp_path_factory.mktemp("e2e-config"))))
-        # Automation runs carry no run config: the sweep comes from here (the smallest one the
-        # gate accepts: 4 runs, its min_runs; too few to decide, so the verdict is amber).
-        mp.setenv("ADAS_SIM_SWEEP", "quick")
-        # Local defaults: automation builds the CPU cells only.
-        mp.delenv("ADAS_AUTOMATION_DEVICES", raising=False)
-        mp.delenv("ADAS_ENV", raising=False)
-        prepare_local_instance(home)
-        defs = make_definitions(build_resources("local", home))
-        log: list[str] = []
-        with dg.DagsterInstance.get() as instance:
-            driver = AutomationDriver(defs, instance, log=log.append)
-            # Before the golden data: automation then also packages the production baseline.
-            driver.prime()
-            golden = defs.resolve_job_def("golden_data").execute_in_process(
-                instance=instance,
-                run_config=dg.RunConfig(
-                    ops={
-                        "golden_dataset": {"config": {"size": "tiny", "workers": 1}},
-                        # The tiny validation split has 8 frames: calibrate INT8 on the 24 of train.
-                        "calibration_shard": {
-                            "config": {"split": "golden_train", "size": 24, "strata": ["all"]}
-                        },
-                    }
-                ),
-            )
-            assert golden.success
-            driven = drop_and_drive(
-                driver, DEMO_BUNDLES_DIR / "candidate", home.inbox, "candidate", sensor_log=log.append
-            )
-            yield World(home, defs, instance, driver, driven, log)
-
-
-def _partitions_materialized(instance: dg.DagsterInstance, key: str) -> set[str]:
-    return set(instance.get_materialized_partitions(dg.AssetKey(key)))
-
-
-def _latest(instance: dg.DagsterInstance, key: str, cell: str) -> dg.AssetMaterialization:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[cell]), limit=1
-    ).records
-    assert records, f"no {key} materialization for {cell}"
-    return records[0].asset_materialization
+    with bundle_world(tmp_path_factory, DEMO_BUNDLES_DIR / "candidate", "candidate") as w:
+        yield w
 
 
 def test_bundle_drop_reaches_a_registry_entry_on_every_cpu_cell_without_a_click(world: World) -> None:
@@ -117,7 +50,7 @@ def test_bundle_drop_reaches_a_registry_entry_on_every_cpu_cell_without_a_click(
     graph = world.defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
         if graph.get(key).partitions_def is not None:
-            assert _partitions_materialized(instance, key.to_user_string()) <= set(CPU_CELLS), key
+            assert materialized_partitions(instance, key.to_user_string()) <= set(CPU_CELLS), key
     for run in instance.get_runs():
         assert run.tags.get("dagster/partition") in (None, *CPU_CELLS), run.tags
 
@@ -133,13 +66,13 @@ def test_bundle_drop_reaches_a_registry_entry_on_every_cpu_cell_without_a_click(
         "sim_verdict",
         "registry_entry",
     ):
-        assert _partitions_materialized(instance, key) == set(CPU_CELLS), key
+        assert materialized_partitions(instance, key) == set(CPU_CELLS), key
 
     registry = world.defs.resources["registry"].store()
     production_version = _contract_version(PRODUCTION_VERSION_FILE)
     for cell in CPU_CELLS:
         verdicts = {
-            asset: _latest(instance, asset, cell).metadata["verdict"].value
+            asset: latest(instance, asset, cell).metadata["verdict"].value
             for asset in ("regression_gate", "sim_verdict")
         }
         # The candidate is better than production, but the tiny split (critical slices of a few
@@ -151,7 +84,7 @@ def test_bundle_drop_reaches_a_registry_entry_on_every_cpu_cell_without_a_click(
         assert cell_runs and all(r.success for r in cell_runs), (cell, log)
 
         # The registry entry names the candidate and records the verdicts this cell reached.
-        entry = _latest(instance, "registry_entry", cell).metadata
+        entry = latest(instance, "registry_entry", cell).metadata
         assert entry["version"].value == CANDIDATE_VERSION
         assert entry["newly_registered"].value is True
         assert entry["evaluation_gate"].value == entry["simulation_gate"].value == "amber"
@@ -167,6 +100,7 @@ def test_bundle_drop_reaches_a_registry_entry_on_every_cpu_cell_without_a_click(
         aliases = registry.aliases(target)
         assert aliases["staging"] is not None and aliases["staging"].id == stored.id
         assert aliases["production"] is not None and aliases["production"].version == production_version
+        assert_cell_is_sound(world, cell)
 
 
 def test_automation_is_idle_afterwards_and_the_inbox_quiet(world: World) -> None:
