@@ -60,6 +60,11 @@ class AdasHome:
         return self.root / "registry.db"
 
     @property
+    def oci_registry(self) -> Path:
+        """The local OCI registry (CNCF Distribution): its generated config and blob storage."""
+        return self.root / "oci-registry"
+
+    @property
     def logs(self) -> Path:
         """Output of local runs that would bury their summary (the demo's event stream)."""
         return self.root / "logs"
