@@ -1,10 +1,12 @@
 """Resources, chosen per environment in one place.
 
 ``ADAS_ENV=local`` (default): artifacts and inbox under ``ADAS_HOME``, SQLite instance,
-simulation shards in local processes.
+simulation shards in local processes, the OCI registry a ``docker-registry`` daemon under
+``ADAS_HOME`` on 127.0.0.1 (started on the first push).
 ``ADAS_ENV=production``: S3 artifacts and inbox (bucket from ``ADAS_ARTIFACT_BUCKET``),
 PostgreSQL instance storage configured in ``deploy/dagster.yaml``, simulation shards as
-Kubernetes Jobs through dagster-k8s (``resources.simulation_shards``; ``ADAS_K8S_*`` settings).
+Kubernetes Jobs through dagster-k8s (``resources.simulation_shards``; ``ADAS_K8S_*`` settings),
+the OCI registry at ``ADAS_OCI_REGISTRY`` (credentials: ``ADAS_OCI_*`` variables at each use).
 """
 
 import os
@@ -18,6 +20,7 @@ from adas.storage import ENVIRONMENTS, StoreSettings
 from resources.artifact_store import LocalArtifactStoreResource, S3ArtifactStoreResource
 from resources.inbox import Inbox, LocalInbox, S3Inbox
 from resources.io_manager import ArtifactJsonIOManager
+from resources.oci_registry import oci_registry_resource
 from resources.registry import registry_resource
 from resources.simulation_shards import SimulationShardRunner
 
@@ -74,6 +77,7 @@ def build_resources(env: str | None = None, home: AdasHome | None = None) -> dic
         "artifact_store": store,
         "inbox": inbox,
         "io_manager": ArtifactJsonIOManager(store=store),
+        "oci_registry": oci_registry_resource(env, home),
         "registry": registry_resource(env, home),
         "sim_shards": shards,
     }

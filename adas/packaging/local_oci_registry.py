@@ -8,30 +8,46 @@ registry instead (:mod:`adas.packaging.oci_client`).
 
 Layout under the directory: ``config.yml`` (regenerated at every start), ``storage/`` (the
 filesystem driver's root: ``docker/registry/v2/{blobs,repositories}``) and ``registry.log``.
+
+As a daemon (:func:`ensure_local_registry`): started on demand on a fixed port when nothing
+answers there, left running for later runs, its pid in ``registry.pid``; stopped by
+:func:`stop_local_registry` (``python -m adas.packaging.local_oci_registry stop``).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import fcntl
 import http.client
+import json
 import os
 import secrets
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
 import yaml
 
 from adas.packaging.triton_server import free_port
+from adas.settings import AdasHome
 
 BINARY = "docker-registry"
 # Distribution reads REGISTRY_<SECTION>_<KEY> variables as overrides of the config file: one
 # left in the environment (REGISTRY_HTTP_ADDR, REGISTRY_AUTH, ...) would silently change the
 # server we start, so the child gets none of them.
 _OVERRIDE_PREFIX = "REGISTRY_"
+PID_FILE = "registry.pid"
+LOCK_FILE = "registry.lock"
+# Set by the caller's environment switch; named in errors so a person knows what to change.
+PORT_HINT = "ADAS_OCI_REGISTRY_PORT"
+# Daemons this process started, kept referenced: no "still running" warning when a Popen is
+# collected, and stop_local_registry can reap its own child instead of leaving a zombie.
+_STARTED: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class LocalRegistryError(RuntimeError):
@@ -219,3 +235,157 @@ class LocalOciRegistry:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+# ------------------------------------------------------------------------------------- daemon
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """One starter at a time per registry directory (two cells' runs may ask at once)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / LOCK_FILE, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _runs_config(pid: int, config_path: Path) -> bool:
+    """Whether ``pid`` is a live (not zombie) ``docker-registry serve <config_path>``."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and str(config_path).encode() in args and Path(args[0].decode()).name == BINARY
+
+
+def _find_serving(config_path: Path) -> int | None:
+    """A live registry process serving ``config_path`` (its pid file may be gone, e.g. after
+    ``make clean-state`` removed ADAS_HOME under it)."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and _runs_config(int(proc.name), config_path):
+            return int(proc.name)
+    return None
+
+
+def _read_pid_file(root: Path) -> dict[str, object] | None:
+    try:
+        record = json.loads((root / PID_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _write_pid_file(root: Path, pid: int, host: str, port: int) -> None:
+    tmp = root / f".{PID_FILE}.tmp"
+    tmp.write_text(json.dumps({"pid": pid, "host": host, "port": port}) + "\n")
+    os.replace(tmp, root / PID_FILE)
+
+
+def local_registry_pid(root: str | Path) -> int | None:
+    """The pid of the daemon serving ``root`` per its pid file, if that process still serves it."""
+    root = Path(root)
+    record = _read_pid_file(root)
+    pid = record.get("pid") if record else None
+    if isinstance(pid, int) and _runs_config(pid, root / "config.yml"):
+        return pid
+    return None
+
+
+def ensure_local_registry(root: str | Path, port: int, host: str = "127.0.0.1") -> LocalOciRegistry:
+    """The registry of ``root`` answering on ``host:port``: the one already running (its pid file
+    says so), or one started now and left running. Another server on that port is refused,
+    naming the port and how to pick another: pushing into someone else's storage would record
+    digests this ADAS_HOME cannot serve."""
+    root = Path(root)
+    reg = LocalOciRegistry(root, port, host)
+    with _locked(root):
+        record = _read_pid_file(root) or {}
+        pid = local_registry_pid(root)
+        if pid is not None and (record.get("host"), record.get("port")) != (host, port):
+            raise LocalRegistryError(
+                f"the OCI registry of {root} already runs on {record.get('host')}:{record.get('port')} "
+                f"(pid {pid}), not on {reg.address}: set {PORT_HINT}={record.get('port')}, or stop it "
+                f"(python -m adas.packaging.local_oci_registry stop {root})"
+            )
+        if reg._answers():
+            pid = pid or _find_serving(reg.config_path)
+            if pid is None:
+                raise LocalRegistryError(
+                    f"{reg.url} is answered by an OCI registry that is not the one of {root}: "
+                    f"set {PORT_HINT} to a free port"
+                )
+            _write_pid_file(root, pid, host, port)  # (re)adopt ours, e.g. after its pid file was removed
+            return reg
+        if pid is not None:
+            raise LocalRegistryError(
+                f"the OCI registry of {root} (pid {pid}) does not answer on {reg.url}/v2/. "
+                f"Log tail:\n{reg.log_tail()}"
+            )
+        reg.start()
+        proc, reg._proc = reg._proc, None  # the daemon outlives this object and this run
+        assert proc is not None
+        _STARTED[proc.pid] = proc
+        _write_pid_file(root, proc.pid, host, port)
+        return reg
+
+
+def stop_local_registry(root: str | Path, timeout_s: float = 10.0) -> int | None:
+    """Stop the daemon of ``root`` (SIGTERM, SIGKILL after ``timeout_s``); its pid, or None when
+    none was running. The pid file goes with it."""
+    root = Path(root)
+    with _locked(root):
+        pid = local_registry_pid(root)
+        if pid is not None:
+            _terminate(pid, root / "config.yml", timeout_s)
+        with contextlib.suppress(FileNotFoundError):
+            (root / PID_FILE).unlink()
+    return pid
+
+
+def _terminate(pid: int, config_path: Path, timeout_s: float) -> None:
+    child = _STARTED.pop(pid, None)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        if child is not None:  # our own child: wait() reaps it
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=timeout_s)
+                return
+            continue
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not _runs_config(pid, config_path):
+                return
+            time.sleep(0.05)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The local OCI registry daemon of an ADAS_HOME.")
+    parser.add_argument("action", choices=["status", "stop"])
+    parser.add_argument("root", nargs="?", help="registry directory (default: $ADAS_HOME/oci-registry)")
+    args = parser.parse_args(argv)
+    root = Path(args.root) if args.root else AdasHome.from_env().oci_registry
+    if args.action == "stop":
+        pid = stop_local_registry(root)
+        print(
+            f"stopped the OCI registry of {root} (pid {pid})"
+            if pid
+            else f"no OCI registry running for {root}"
+        )
+        return 0
+    pid = local_registry_pid(root)
+    record = _read_pid_file(root) or {}
+    print(
+        f"OCI registry of {root}: pid {pid} on {record.get('host')}:{record.get('port')}"
+        if pid
+        else f"no OCI registry running for {root}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

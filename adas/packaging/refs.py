@@ -82,3 +82,43 @@ class PackRef(BaseModel):
     files: dict[str, StoredFile]
     container_tag: str
     public_key: StoredFile
+
+
+class OciLayerRef(BaseModel):
+    """One layer of a published pack artifact: its file group, digest, size, whether this push sent it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    group: str
+    media_type: str
+    digest: str
+    size: int
+    files: int
+    uploaded: bool
+
+
+class PublishedPackRef(BaseModel):
+    """A pack cell published as an OCI artifact; ``reference`` (``host/repository@sha256:...``)
+    is what names it immutably, ``tag`` only finds it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reference: str
+    registry: str  # host[:port]
+    repository: str
+    tag: str
+    digest: str
+    device: str
+    precision: str
+    pack_prefix: str
+    pack_manifest_sha256: str  # which stored pack these bytes are
+    config_digest: str
+    layers: list[OciLayerRef]
+    blobs_pushed: int
+    blobs_skipped: int  # already in the registry (HEAD answered): not sent again
+    bytes_pushed: int
+    bytes_skipped: int
+
+    @property
+    def tagged(self) -> str:
+        return f"{self.registry}/{self.repository}:{self.tag}"

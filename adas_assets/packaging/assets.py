@@ -15,7 +15,8 @@ from adas.packaging.build import export_candidate
 from adas.packaging.config import packaging_config_from_env
 from adas.packaging.engines import CELL_BUILD_ERRORS, CellEngine, build_cell_engine, build_production_engine
 from adas.packaging.export import ExportError
-from adas.packaging.refs import EngineRef, ExportRef, StagedRef, TritonRepositoryRef
+from adas.packaging.oci_publication import PUBLISH_ERRORS, publish_cell
+from adas.packaging.refs import EngineRef, ExportRef, PackRef, StagedRef, TritonRepositoryRef
 from adas.packaging.serving import build_and_smoke_repository, package_cell
 from adas.packaging.staging import stage_candidate
 from adas.storage import ArtifactStore
@@ -25,6 +26,7 @@ from adas_assets.owners import PACKAGING_OWNERS
 from adas_assets.packaging import checks, presenters
 from adas_assets.partitions import TARGET_PARTITIONS, per_target_description
 from resources.artifact_store import ArtifactStoreParam
+from resources.oci_registry import OciRegistryResource
 
 PACKAGING = "packaging"
 EAGER = dg.AutomationCondition.eager()
@@ -208,3 +210,32 @@ def model_pack(
         log=context.log.info,
     )
     return presenters.pack_result(outcome, artifact_store)
+
+
+@_cell_asset(
+    "The cell's signed model pack published to the OCI registry as a CNCF ModelPack artifact "
+    "(one deterministic tar layer per file group: engine, Triton repository, inference contract, "
+    "reports, SBOM, signatures), tagged `<version>-<device>-<precision>-<git sha7>`. Its reference "
+    "`repository@sha256:...` is what the registry entry pins. Local: `docker-registry` under "
+    "`ADAS_HOME` on 127.0.0.1 (started on demand); production: `ADAS_OCI_REGISTRY`, credentials "
+    "from the environment only. Layers the registry already holds are not pushed again.",
+    kinds={"oci"},
+)
+def published_pack(
+    context: dg.AssetExecutionContext,
+    model_pack: PackRef,
+    artifact_store: ArtifactStoreParam,
+    oci_registry: OciRegistryResource,
+) -> dg.MaterializeResult:
+    """The cell's model pack in the OCI registry, by digest."""
+    try:
+        published = publish_cell(
+            artifact_store,
+            model_pack,
+            oci_registry.client(),
+            namespace=oci_registry.namespace,
+            log=context.log.info,
+        )
+    except PUBLISH_ERRORS as exc:  # each names the registry URL, the layer or the file
+        raise dg.Failure(description=f"publishing {model_pack.prefix} failed: {exc}") from exc
+    return presenters.published_result(published)

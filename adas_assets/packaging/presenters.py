@@ -4,6 +4,7 @@ import dagster as dg
 
 from adas.packaging.build import ExportOutcome
 from adas.packaging.engines import CellEngine
+from adas.packaging.refs import PublishedPackRef
 from adas.packaging.serving import PackOutcome, ServedRepository
 from adas.packaging.staging import StagingOutcome
 from adas.storage import ArtifactStore
@@ -134,5 +135,48 @@ def pack_result(outcome: PackOutcome, store: ArtifactStore) -> dg.MaterializeRes
             "license_report": dg.MetadataValue.md(outcome.license_markdown),
             "vulnerability_scan": dg.MetadataValue.md(outcome.vuln_markdown),
             "wandb_artifact": outcome.wandb_artifact,
+        },
+    )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB"
+
+
+def published_markdown(ref: PublishedPackRef) -> str:
+    """What was published where, and which layers this push sent."""
+    rows = [
+        f"| {layer.group} | `{layer.digest[:19]}…` | {layer.files} | {_mib(layer.size)} | "
+        f"{'pushed' if layer.uploaded else 'already there'} |"
+        for layer in ref.layers
+    ]
+    return "\n".join(
+        [
+            f"**`{ref.reference}`**",
+            "",
+            f"Tag `{ref.tagged}` (the digest is what the registry entry pins; a tag can move).",
+            f"Pushed {ref.blobs_pushed} blob(s), {_mib(ref.bytes_pushed)}; "
+            f"{ref.blobs_skipped} already in the registry, {_mib(ref.bytes_skipped)} not sent again.",
+            "",
+            "| layer | digest | files | size | this push |",
+            "|---|---|---|---|---|",
+            *rows,
+        ]
+    )
+
+
+def published_result(ref: PublishedPackRef) -> dg.MaterializeResult:
+    return dg.MaterializeResult(
+        value=ref,
+        data_version=dg.DataVersion(ref.digest),
+        metadata={
+            "summary": dg.MetadataValue.md(published_markdown(ref)),
+            "oci_reference": ref.reference,
+            "tag": ref.tagged,
+            "digest": ref.digest,
+            "bytes_pushed": ref.bytes_pushed,
+            "bytes_skipped": ref.bytes_skipped,
+            "blobs_pushed": ref.blobs_pushed,
+            "blobs_skipped": ref.blobs_skipped,
         },
     )

@@ -1,0 +1,66 @@
+"""Publication of one pack cell to the OCI registry: the use-case behind ``published_pack``.
+
+The stored pack is packed into deterministic layer tars in a scratch directory, pushed (only
+the blobs the registry lacks), tagged last, and described by a :class:`PublishedPackRef`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from adas.packaging.local_oci_registry import LocalRegistryError
+from adas.packaging.oci import build_artifact, push_artifact
+from adas.packaging.oci_client import OciError, RegistryClient
+from adas.packaging.refs import OciLayerRef, PackRef, PublishedPackRef
+from adas.storage import ArtifactError, ArtifactStore
+
+# What a failed publication raises: the registry (down, refusing, not ours on the local port)
+# or the store (a pack file that no longer verifies). Each message names what failed.
+PUBLISH_ERRORS: tuple[type[Exception], ...] = (OciError, LocalRegistryError, ArtifactError)
+
+
+def publish_cell(
+    store: ArtifactStore,
+    pack: PackRef,
+    client: RegistryClient,
+    *,
+    namespace: str = "",
+    workdir: Path | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> PublishedPackRef:
+    """Push ``pack`` to ``client``'s registry; its reference, tag, digest and what was sent."""
+    with tempfile.TemporaryDirectory(prefix="oci-pack-", dir=workdir) as tmp:
+        artifact = build_artifact(store, pack, Path(tmp), namespace)
+        pushed = push_artifact(client, artifact, log=log)
+    uploaded = set(pushed.uploaded)
+    sizes = {layer.digest: layer.size for layer in artifact.layers}
+    sizes[artifact.config_digest] = len(artifact.config)
+    return PublishedPackRef(
+        reference=pushed.reference,
+        registry=client.host,
+        repository=pushed.repository,
+        tag=pushed.tag,
+        digest=pushed.digest,
+        device=pack.engine.device,
+        precision=pack.engine.precision,
+        pack_prefix=pack.prefix,
+        pack_manifest_sha256=pack.manifest.sha256,
+        config_digest=artifact.config_digest,
+        layers=[
+            OciLayerRef(
+                group=layer.group,
+                media_type=layer.media_type,
+                digest=layer.digest,
+                size=layer.size,
+                files=len(layer.files),
+                uploaded=layer.digest in uploaded,
+            )
+            for layer in artifact.layers
+        ],
+        blobs_pushed=len(pushed.uploaded),
+        blobs_skipped=len(pushed.skipped),
+        bytes_pushed=pushed.bytes_uploaded,
+        bytes_skipped=sum(sizes[d] for d in pushed.skipped),
+    )
