@@ -13,12 +13,13 @@ from adas.cell import supported_cells
 from adas.evaluation.refs import EvalReportRef, GateRef
 from adas.intake.refs import StoredFile
 from adas.intake.stored import read_json
-from adas.packaging.refs import EngineRef, PackRef, TritonRepositoryRef
+from adas.packaging.refs import EngineRef, PackRef, PublishedPackRef, TritonRepositoryRef
 from adas.registry.models import (
     EntryBody,
     EntryPointers,
     Performance,
     Pointer,
+    RegistryError,
     Security,
     SliceRow,
     Verdict,
@@ -135,6 +136,23 @@ def _security(store: ArtifactStore, pack: PackRef) -> Security:
     )
 
 
+def check_published(pack: PackRef, published: PublishedPackRef) -> None:
+    """``published`` must be this very pack on this cell: an artifact of another pack (an older
+    publication, another cell) would pin a digest whose bytes the entry does not describe."""
+    engine = pack.engine
+    if (published.device, published.precision) != (engine.device, engine.precision):
+        raise RegistryError(
+            f"{published.reference} is the pack of {published.device}/{published.precision}, "
+            f"not of {engine.device}/{engine.precision}"
+        )
+    if published.pack_manifest_sha256 != pack.manifest.sha256:
+        raise RegistryError(
+            f"{published.reference} holds the pack whose manifest has sha256 {published.pack_manifest_sha256}, "
+            f"but model_pack is {pack.prefix} (manifest sha256 {pack.manifest.sha256}): "
+            "publish this pack first (materialize published_pack)"
+        )
+
+
 def entry_from_pack(
     store: ArtifactStore,
     pack: PackRef,
@@ -142,8 +160,12 @@ def entry_from_pack(
     sim: SimVerdictRef,
     report: EvalReportRef,
     catalog: TargetCatalog,
+    published: PublishedPackRef | None = None,
 ) -> EntryBody:
-    """The entry of one target cell: the pack's pointers, its evaluation and simulation."""
+    """The entry of one target cell: the pack's pointers (with its OCI reference when it was
+    ``published``), its evaluation and simulation."""
+    if published is not None:
+        check_published(pack, published)
     engine = pack.engine
     lineage = engine.candidate.lineage
     perf, slices = performance_and_slices(report)
@@ -167,6 +189,8 @@ def entry_from_pack(
             dataset_tag=lineage.dataset_tag,
             training_run_id=lineage.training_run_id,
             bundle_sha256=engine.candidate.bundle_sha256,
+            oci_reference=published.reference if published else None,
+            oci_tag=published.tagged if published else None,
         ),
         performance=perf,
         slices=slices,

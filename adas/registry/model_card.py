@@ -55,6 +55,7 @@ def render_model_card(body: EntryBody) -> str:
         f"| W&B artifact | `{_cell(p.wandb_artifact or 'n/a')}` |",
         f"| container | `{_cell(p.container_tag or 'n/a')}` |",
         f"| pack | {p.pack_uri} |",
+        *([f"| OCI artifact | `{_cell(p.oci_reference)}` |"] if p.oci_reference else []),
         f"| calibration cache | `{body.calibration_cache_version or 'n/a (not int8)'}` |",
         "",
     ]

@@ -63,21 +63,6 @@ class Pointer(_Frozen):
     size: int = Field(ge=0)
 
 
-class EntryPointers(_Frozen):
-    pack_prefix: str
-    pack_uri: str
-    manifest: Pointer | None
-    artifacts: dict[str, Pointer]
-    public_key_sha256: str | None = None
-    wandb_artifact: str | None = None
-    container_tag: str | None = None
-    container_context_sha256: str | None = None
-    git_sha: str
-    dataset_tag: str
-    training_run_id: str
-    bundle_sha256: str
-
-
 class _LaterFields(_Frozen):
     """A record that gained fields after entries were first registered: a field of
     ``ADDED_LATER`` left empty is not serialized, so entries registered before it existed
@@ -92,6 +77,30 @@ class _LaterFields(_Frozen):
             if data.get(name) in (None, [], {}, ""):
                 data.pop(name, None)
         return data
+
+
+class EntryPointers(_LaterFields):
+    ADDED_LATER: ClassVar[tuple[str, ...]] = ("oci_reference", "oci_tag")
+
+    pack_prefix: str
+    pack_uri: str
+    manifest: Pointer | None
+    artifacts: dict[str, Pointer]
+    public_key_sha256: str | None = None
+    wandb_artifact: str | None = None
+    container_tag: str | None = None
+    container_context_sha256: str | None = None
+    git_sha: str
+    dataset_tag: str
+    training_run_id: str
+    bundle_sha256: str
+    # The pack as an OCI artifact: ``host/repository@sha256:...`` (what is deployed) and the tag
+    # it was pushed under (``host/repository:tag``; a tag can be moved, the digest cannot).
+    oci_reference: str | None = None
+    oci_tag: str | None = None
+
+    def without_oci(self) -> EntryPointers:
+        return self.model_copy(update={"oci_reference": None, "oci_tag": None})
 
 
 class SliceRow(_LaterFields):

@@ -12,16 +12,30 @@ from pathlib import Path
 from adas.catalog import TargetCatalog
 from adas.cell import Cell
 from adas.evaluation.refs import EvalReportRef, GateRef
-from adas.packaging.refs import EngineRef, PackRef
+from adas.packaging.refs import EngineRef, PackRef, PublishedPackRef
 from adas.packaging.serving import build_repository
 from adas.registry.aliases import AliasView, alias_view
 from adas.registry.entries import adopted_entry, entry_from_pack
 from adas.registry.model_card import render_model_card
-from adas.registry.models import Entry, EntryBody, RegistryEntryRef, Verdict, json_digest, registry_prefix
+from adas.registry.models import (
+    Entry,
+    EntryBody,
+    RegistryEntryRef,
+    Verdict,
+    json_digest,
+    registry_prefix,
+)
 from adas.registry.store import ImmutableEntryError, RegistryStore
 from adas.registry.webhook import WebhookNotifier, deliver
 from adas.simulation.refs import SimVerdictRef
 from adas.storage import ArtifactStore
+
+
+def _same_pack(existing: EntryBody, body: EntryBody) -> bool:
+    """Whether ``body`` points at the pack ``existing`` registered. An entry registered before
+    packs were published has no OCI reference; the same pack published since is still its pack."""
+    new = body.pointers.without_oci() if existing.pointers.oci_reference is None else body.pointers
+    return existing.pointers == new
 
 
 def register_entry(registry: RegistryStore, body: EntryBody, *, actor: str) -> tuple[Entry, bool]:
@@ -33,8 +47,20 @@ def register_entry(registry: RegistryStore, body: EntryBody, *, actor: str) -> t
         # Same pack, new evaluation (a nightly re-run, a challenge suite): the entry stays as
         # registered; the newer verdicts are appended as an event that governance reads.
         existing = registry.find_entry(body.model_name, body.version, body.target)
-        if existing.body.pointers != body.pointers:
+        if not _same_pack(existing.body, body):
             raise
+        if body.pointers.oci_reference and existing.body.pointers.oci_reference is None:
+            # Registered before packs were published: the entry cannot gain the reference, so
+            # the publication of that same pack is recorded beside it.
+            registry.record_event(
+                "oci_published",
+                actor=actor,
+                reason="the registered pack was published to the OCI registry after registration",
+                idempotency_key=f"oci:{existing.id}:{body.pointers.oci_reference}",
+                target=existing.target,
+                entry_id=existing.id,
+                payload={"oci_reference": body.pointers.oci_reference, "oci_tag": body.pointers.oci_tag},
+            )
         update = {
             "evaluation": body.evaluation.model_dump(mode="json") if body.evaluation else None,
             "simulation": body.simulation.model_dump(mode="json") if body.simulation else None,
@@ -126,6 +152,7 @@ class CandidateInputs:
     sim: SimVerdictRef
     report: EvalReportRef
     production_engine: EngineRef
+    published: PublishedPackRef | None = None  # the pack in the OCI registry, pinned by digest
 
 
 @dataclass(frozen=True)
@@ -154,7 +181,9 @@ def register_candidate(
     """Adopt production if unknown, register the candidate's entry and stage it, store its
     model card, send pending events to the webhook."""
     adopted = adopt_production_if_unknown(registry, store, inputs.production_engine, catalog, log)
-    body = entry_from_pack(store, inputs.pack, inputs.gate, inputs.sim, inputs.report, catalog)
+    body = entry_from_pack(
+        store, inputs.pack, inputs.gate, inputs.sim, inputs.report, catalog, published=inputs.published
+    )
     entry, created = register_entry(registry, body, actor=actor)
     webhook = deliver(notifier, registry)
     card = store.put_bytes(f"{registry_prefix(entry)}/model_card.md", entry.model_card.encode())

@@ -12,7 +12,7 @@ from adas.cell import Cell
 from adas.evaluation.refs import EvalReportRef, GateRef
 from adas.intake.refs import DatasetRef
 from adas.intake.stored import DatasetFiles
-from adas.packaging.refs import EngineRef, PackRef
+from adas.packaging.refs import EngineRef, PackRef, PublishedPackRef
 from adas.registry.models import RegistryEntryRef, RegistryError
 from adas.registry.production import AliasMoveRequest, move_production_alias
 from adas.registry.registration import CandidateInputs, register_candidate
@@ -41,7 +41,8 @@ JOB_ACTIONS: dict[str, Action] = {"promote_candidate": "promote", "rollback": "r
     ),
     description=per_target_description(
         "The candidate's immutable registry entry for one target: semantic version, pointers with sha256 "
-        "(every pack file, manifest, W&B artifact, container tag, git SHA, dataset tag), performance "
+        "(every pack file, manifest, the pack's OCI reference `repository@sha256:...`, W&B artifact, "
+        "container tag, git SHA, dataset tag), performance "
         "summary, slice table, latency budget, supported targets, calibration cache version, evaluation "
         "and simulation verdicts, and its model card. The target's `staging` alias moves to it (a "
         "recorded event). The model already in production is adopted first if the registry names none."
@@ -50,6 +51,7 @@ JOB_ACTIONS: dict[str, Action] = {"promote_candidate": "promote", "rollback": "r
 def registry_entry(
     context: dg.AssetExecutionContext,
     model_pack: PackRef,
+    published_pack: PublishedPackRef,
     regression_gate: GateRef,
     sim_verdict: SimVerdictRef,
     eval_report: EvalReportRef,
@@ -59,7 +61,9 @@ def registry_entry(
     registry: RegistryResource,
 ) -> dg.MaterializeResult:
     settings = registry.core()
-    inputs = CandidateInputs(model_pack, regression_gate, sim_verdict, eval_report, production_engine)
+    inputs = CandidateInputs(
+        model_pack, regression_gate, sim_verdict, eval_report, production_engine, published=published_pack
+    )
     try:
         registration = register_candidate(
             settings.store(),

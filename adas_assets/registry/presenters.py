@@ -64,6 +64,7 @@ def registration_result(reg: Registration) -> dg.MaterializeResult:
             "entry": f"#{entry.id} {entry.ref}",
             "version": entry.version,
             "digest": entry.digest,
+            "oci_reference": p.oci_reference or "-",
             "newly_registered": reg.created,
             "evaluation_gate": reg.evaluation.status if reg.evaluation else "missing",
             "simulation_gate": reg.simulation.status if reg.simulation else "missing",
@@ -72,6 +73,7 @@ def registration_result(reg: Registration) -> dg.MaterializeResult:
                 [
                     {"pointer": "pack", "value": p.pack_uri},
                     {"pointer": "manifest sha256", "value": p.manifest.sha256 if p.manifest else "-"},
+                    {"pointer": "OCI artifact", "value": p.oci_reference or "-"},
                     {"pointer": "container", "value": p.container_tag or "-"},
                     {"pointer": "W&B artifact", "value": p.wandb_artifact or "-"},
                     {"pointer": "git SHA", "value": p.git_sha},

@@ -24,6 +24,7 @@ from jobs.registry import registry_jobs
 from resources import build_resources
 from resources.io_manager import encode_value, value_key
 from tests.registry.packs import build_pack, replay_dataset
+from tests.registry.test_oci_reference import DIGEST, published
 
 CELL = "x86-cpu|fp32"
 TARGET = "x86-cpu/fp32"
@@ -68,6 +69,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, onnx_models: dict[str
     _put_value(store, "golden_dataset", replay_dataset(store))
     for name, value in {
         "model_pack": cand.pack,
+        "published_pack": published(cand.pack),
         "regression_gate": cand.gate,
         "sim_verdict": cand.sim,
         "eval_report": cand.report,
@@ -100,6 +102,7 @@ def test_registry_graph_loads() -> None:
     assert entry.group_name == "registry" and entry.partitions_def == TARGET_PARTITIONS
     assert {k.to_user_string() for k in entry.parent_keys} >= {
         "model_pack",
+        "published_pack",
         "regression_gate",
         "sim_verdict",
         "eval_report",
@@ -126,6 +129,8 @@ def test_register_approve_promote_rollback_through_dagster(world) -> None:  # ty
         assert result.success
         mat = result.asset_materializations_for_node("registry_entry")[0]
         assert mat.metadata["version"].value == "1.3.0" and mat.metadata["newly_registered"].value is True
+        # The entry pins the digest published_pack recorded for this cell.
+        assert mat.metadata["oci_reference"].value.endswith(f"@{DIGEST}")
         assert mat.metadata["adopted_production"].value.endswith("1.2.0")
         assert "# Model card: test-detector 1.3.0" in mat.metadata["model_card"].value
         # Re-materializing is idempotent: same entry, nothing new.
