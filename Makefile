@@ -46,5 +46,6 @@ ui: setup  ## the Dagster UI on the same instance `make demo` used
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-clean-state:  ## forget every local run, artifact and inbox item
+clean-state:  ## forget every local run, artifact and inbox item (the local OCI registry is stopped first)
+	-test -x $(BIN)/python && $(BIN)/python -m adas.packaging.local_oci_registry stop $(ADAS_HOME)/oci-registry
 	rm -rf $(ADAS_HOME)

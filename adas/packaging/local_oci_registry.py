@@ -337,6 +337,8 @@ def stop_local_registry(root: str | Path, timeout_s: float = 10.0) -> int | None
     """Stop the daemon of ``root`` (SIGTERM, SIGKILL after ``timeout_s``); its pid, or None when
     none was running. The pid file goes with it."""
     root = Path(root)
+    if not root.is_dir():
+        return None
     with _locked(root):
         pid = local_registry_pid(root)
         if pid is not None:

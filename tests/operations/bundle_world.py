@@ -18,6 +18,9 @@ import yaml
 
 from adas.detector.coco_metrics import coco_metrics
 from adas.evaluation.runner import Predictions
+from adas.packaging.local_oci_registry import stop_local_registry
+from adas.packaging.oci_settings import PORT_ENV
+from adas.packaging.triton_server import free_port
 from adas.settings import AdasHome
 from adas.storage import LocalArtifactStore
 from jobs.automation_driver import AutomationDriver, DriveResult, drop_and_drive
@@ -68,10 +71,12 @@ def bundle_world(tmp_path_factory: pytest.TempPathFactory, bundle: Path, name: s
         # Local defaults: automation builds the CPU cells only.
         mp.delenv("ADAS_AUTOMATION_DEVICES", raising=False)
         mp.delenv("ADAS_ENV", raising=False)
+        # This world's own OCI registry (published_pack starts it), never a demo's on the default port.
+        mp.setenv(PORT_ENV, str(free_port()))
         prepare_local_instance(home)
         defs = make_definitions(build_resources("local", home))
         log: list[str] = []
-        with dg.DagsterInstance.get() as instance:
+        with dg.DagsterInstance.get() as instance, _registry_stopped_after(home):
             driver = AutomationDriver(defs, instance, log=log.append)
             # Before the golden data: automation then also packages the production baseline.
             driver.prime()
@@ -90,6 +95,15 @@ def bundle_world(tmp_path_factory: pytest.TempPathFactory, bundle: Path, name: s
             assert golden.success
             driven = drop_and_drive(driver, bundle, home.inbox, name, sensor_log=log.append)
             yield World(home, defs, instance, driver, driven, log)
+
+
+@contextmanager
+def _registry_stopped_after(home: AdasHome) -> Iterator[None]:
+    """The local OCI registry is a daemon left running by design; a test world stops its own."""
+    try:
+        yield
+    finally:
+        stop_local_registry(home.oci_registry)
 
 
 def materialized_partitions(instance: dg.DagsterInstance, key: str) -> set[str]:

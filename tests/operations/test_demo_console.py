@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from adas.packaging.local_oci_registry import stop_local_registry
+from adas.packaging.oci_settings import PORT_ENV
+from adas.packaging.triton_server import free_port
 from jobs.demo_console import DemoConsole, DemoStep, StepProgress
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,17 +124,21 @@ def test_verbose_keeps_the_stream_on_the_console(tmp_path: Path, capfd) -> None:
 @pytest.mark.slow
 @pytest.mark.nightly  # the whole demo, ~15 min on 2 cores
 def test_the_real_demo_is_quiet_and_ends_with_its_summary(tmp_path: Path) -> None:
-    env = {**os.environ, "ADAS_HOME": str(tmp_path / "home")}
+    # Its own OCI registry port: a developer's demo may hold the default one.
+    env = {**os.environ, "ADAS_HOME": str(tmp_path / "home"), PORT_ENV: str(free_port())}
     for name in ("ADAS_AUTOMATION_DEVICES", "ADAS_ENV", "DAGSTER_HOME"):
         env.pop(name, None)
-    run = subprocess.run(
-        [sys.executable, "scripts/run_demo.py"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
+    try:
+        run = subprocess.run(
+            [sys.executable, "scripts/run_demo.py"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=3600,
+        )
+    finally:  # the demo leaves its registry running, as a developer's would
+        stop_local_registry(tmp_path / "home" / "oci-registry")
     lines = run.stdout.splitlines()
     assert run.returncode == 0, run.stdout + run.stderr[-3000:]
     assert len(lines) <= MAX_QUIET_LINES, run.stdout

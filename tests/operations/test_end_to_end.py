@@ -1,10 +1,13 @@
 """No-click automation end to end: a bundle dropped into the inbox becomes engines, evaluation,
-simulation and a registry entry on every supported CPU cell through the real inbox sensor and the
+simulation, a pack published to the local OCI registry and a registry entry pinning its digest on
+every supported CPU cell through the real inbox sensor and the
 declarative automation conditions alone (the `per_target_automation` sensor's, evaluated by the
 in-process driver), on a real Dagster instance in a temporary ADAS_HOME. Nothing else is asked for.
 """
 
+import hashlib
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,6 +63,7 @@ def test_bundle_drop_reaches_a_registry_entry_on_every_cpu_cell_without_a_click(
         "production_engine",
         "triton_model_repository",
         "model_pack",
+        "published_pack",
         "eval_report",
         "regression_gate",
         "closed_loop_simulation",
@@ -70,6 +74,7 @@ def test_bundle_drop_reaches_a_registry_entry_on_every_cpu_cell_without_a_click(
 
     registry = world.defs.resources["registry"].store()
     production_version = _contract_version(PRODUCTION_VERSION_FILE)
+    digests: dict[str, str] = {}
     for cell in CPU_CELLS:
         verdicts = {
             asset: latest(instance, asset, cell).metadata["verdict"].value
@@ -101,6 +106,28 @@ def test_bundle_drop_reaches_a_registry_entry_on_every_cpu_cell_without_a_click(
         assert aliases["staging"] is not None and aliases["staging"].id == stored.id
         assert aliases["production"] is not None and aliases["production"].version == production_version
         assert_cell_is_sound(world, cell)
+
+        # The pack was published by digest, and the entry pins that digest.
+        published = latest(instance, "published_pack", cell).metadata
+        assert stored.body.pointers.oci_reference == published["oci_reference"].value
+        assert entry["oci_reference"].value == published["oci_reference"].value
+        assert f"-{cell.replace('|', '-')}-" in published["tag"].value
+        digests[cell] = published["digest"].value
+        assert stored.body.pointers.oci_reference.endswith(f"@{digests[cell]}")
+        if shutil.which("skopeo"):  # an independent client reads the same manifest digest
+            raw = subprocess.run(
+                [
+                    "skopeo",
+                    "inspect",
+                    "--raw",
+                    "--tls-verify=false",
+                    f"docker://{stored.body.pointers.oci_tag}",
+                ],
+                capture_output=True,
+                check=True,
+            ).stdout
+            assert f"sha256:{hashlib.sha256(raw).hexdigest()}" == digests[cell], cell
+    assert len(set(digests.values())) == 2, digests  # one artifact per cell
 
 
 def test_automation_is_idle_afterwards_and_the_inbox_quiet(world: World) -> None:
