@@ -33,9 +33,12 @@ from adas.storage import ArtifactStore
 
 def _same_pack(existing: EntryBody, body: EntryBody) -> bool:
     """Whether ``body`` points at the pack ``existing`` registered. An entry registered before
-    packs were published has no OCI reference; the same pack published since is still its pack."""
-    new = body.pointers.without_oci() if existing.pointers.oci_reference is None else body.pointers
-    return existing.pointers == new
+    packs were published has no OCI reference; the same pack published since is still its pack.
+    References compare by digest: the registry's address (a local port, a mirror) may change."""
+    old_ref, new_ref = existing.pointers.oci_reference, body.pointers.oci_reference
+    if old_ref is not None and (new_ref is None or old_ref.rpartition("@")[2] != new_ref.rpartition("@")[2]):
+        return False
+    return existing.pointers.without_oci() == body.pointers.without_oci()
 
 
 def register_entry(registry: RegistryStore, body: EntryBody, *, actor: str) -> tuple[Entry, bool]:

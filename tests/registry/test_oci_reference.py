@@ -13,6 +13,7 @@ from adas.packaging.refs import PackRef, PublishedPackRef
 from adas.registry.entries import entry_from_pack
 from adas.registry.models import RegistryError, canonical_json
 from adas.registry.registration import register_entry
+from adas.registry.store import ImmutableEntryError
 from tests.registry.packs import build_pack
 from tests.registry.world import make_world
 
@@ -72,6 +73,15 @@ def test_entries_pin_the_oci_reference_and_older_entries_stay_as_registered(
     assert stored.body.pointers.oci_tag == f"127.0.0.1:5123/detection/test-detector:{ref.tag}"
     assert stored.body.digest() == stored.digest
     assert f"| OCI artifact | `{ref.reference}` |" in stored.model_card
+    # Re-registered with the registry at another address: the same digest is the same entry;
+    # another digest for the same version is refused (entries are immutable).
+    moved = ref.model_copy(update={"reference": ref.reference.replace(":5123", ":5124")})
+    body = entry_from_pack(w.store, new.pack, new.gate, new.sim, new.report, catalog, published=moved)
+    assert register_entry(w.registry, body, actor="ci")[0].id == stored.id
+    other = published(new.pack, digest="sha256:" + "ef" * 32)
+    body = entry_from_pack(w.store, new.pack, new.gate, new.sim, new.report, catalog, published=other)
+    with pytest.raises(ImmutableEntryError):
+        register_entry(w.registry, body, actor="ci")
 
 
 def test_a_publication_of_another_pack_is_refused(
