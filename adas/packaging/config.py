@@ -63,6 +63,10 @@ class DecodeTolerance(_Strict):
     # |score_ref - score_engine| of matched boxes.
     mean_score_drift: float = Field(ge=0, le=1)
     max_score_drift: float = Field(ge=0, le=1)
+    # The fraction of matched detections whose score drift may exceed ``max_score_drift`` (0: none
+    # may). An IoU-valued score (a dense head's) moves with the candidate box NMS keeps: when a
+    # quantized head prefers a neighbouring anchor, that one detection's score moves with it.
+    score_drift_outlier_fraction: float = Field(0.0, ge=0, le=1)
     # Unmatched detections (missing: in reference only; extra: in engine only), as a fraction
     # of the reference detections. Those whose score is within ``score_margin`` of the score
     # threshold are not counted: a score drift that flips a borderline box is already bounded

@@ -16,6 +16,7 @@ from adas.intake.contract import Contract, Lineage, Normalization
 from adas.packaging.config import EquivalenceConfig, PackagingConfig, default_packaging_config
 from adas.packaging.equivalence import (
     ModuleReference,
+    _failures,
     check_equivalence,
     compare_detections,
     map_drop_failure,
@@ -225,6 +226,35 @@ def test_detection_matching_counts_drift_missing_and_borderline(
     # class 2 box unmatched (engine says class 3): one missing, one extra; the 0.32 box is borderline.
     assert (d.missing, d.extra, d.borderline_unmatched) == (1, 1, 1)
     assert d.missing_fraction == pytest.approx(0.25)
+
+
+def test_a_few_score_outliers_pass_only_where_the_tolerance_allows_them(
+    contract: Contract, config: PackagingConfig
+) -> None:
+    """200 matched boxes, 1 of them with its score moved by 0.3 (a neighbouring anchor kept by an
+    INT8 head): the 0.5% the shipped INT8 tolerance allows passes it; 2 of 200 fail, naming the
+    count; with no allowance (as for FP32) one is enough to fail."""
+    post = contract.postprocess
+    boxes = [[10.0 * i, 0, 10.0 * i + 8, 8] for i in range(200)]
+    ref = [_dets(boxes, [0.8] * 200, [1] * 200)]
+
+    def failures(moved: int, fraction: float) -> list[str]:
+        scores = [0.5] * moved + [0.8] * (200 - moved)
+        drift = compare_detections(
+            ref, [_dets(boxes, scores, [1] * 200)], post, config.equivalence.for_precision("int8")
+        )
+        tol = config.equivalence.for_precision("int8")
+        tol = tol.model_copy(
+            update={"decode": tol.decode.model_copy(update={"score_drift_outlier_fraction": fraction})}
+        )
+        return [f for f in _failures({}, drift, tol) if "max_score_drift" in f]
+
+    shipped = default_packaging_config().equivalence.for_precision("int8").decode.score_drift_outlier_fraction
+    assert shipped == 0.005
+    assert failures(1, shipped) == []
+    (msg,) = failures(2, shipped)
+    assert "2 of 200 matched detections beyond it, 0.50% allowed" in msg, msg
+    assert len(failures(1, 0.0)) == 1
 
 
 def test_task_map_drop_is_zero_for_the_fp32_engine(
