@@ -12,6 +12,7 @@ import dataclasses
 import dagster as dg
 from pydantic import Field
 
+from adas.packaging.oci_settings import OciRegistrySettings
 from adas.registry.config import RegistryPolicy
 from adas.registry.settings import PromotionSettings, RegistrySettings
 from adas.registry.store import RegistryStore
@@ -61,8 +62,11 @@ class RegistryResource(dg.ConfigurableResource):
         """Send every registry event not yet acknowledged to the webhook (if one is configured)."""
         return self.core().deliver()
 
-    def settings(self, artifact_store: ArtifactStore) -> PromotionSettings:
-        return self.core().promotion(artifact_store, TARGET_CATALOG)
+    def settings(
+        self, artifact_store: ArtifactStore, oci: OciRegistrySettings | None = None
+    ) -> PromotionSettings:
+        """A promotion's settings; ``oci``: the registry deployments pull pinned digests from."""
+        return self.core().promotion(artifact_store, TARGET_CATALOG, oci)
 
 
 def registry_resource(env: str, home: AdasHome | None = None) -> RegistryResource:

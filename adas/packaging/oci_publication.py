@@ -1,7 +1,9 @@
 """Publication of one pack cell to the OCI registry: the use-case behind ``published_pack``.
 
 The stored pack is packed into deterministic layer tars in a scratch directory, pushed (only
-the blobs the registry lacks), tagged last, and described by a :class:`PublishedPackRef`.
+the blobs the registry lacks), tagged last, and described by a :class:`PublishedPackRef`. The
+pack's signature and SBOM are then attached to the artifact's digest
+(:mod:`adas.packaging.oci_attachments`).
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ from pathlib import Path
 
 from adas.packaging.local_oci_registry import LocalRegistryError
 from adas.packaging.oci import build_artifact, push_artifact
+from adas.packaging.oci_attachments import attach_sbom, attach_signature
 from adas.packaging.oci_client import OciError, RegistryClient
 from adas.packaging.refs import OciLayerRef, PackRef, PublishedPackRef
+from adas.packaging.signing import MANIFEST_SIGNATURE
 from adas.storage import ArtifactError, ArtifactStore
 
 # What a failed publication raises: the registry (down, refusing, not ours on the local port)
 # or the store (a pack file that no longer verifies). Each message names what failed.
+SBOM_FILE = "sbom.cdx.json"
 PUBLISH_ERRORS: tuple[type[Exception], ...] = (OciError, LocalRegistryError, ArtifactError)
 
 
@@ -34,6 +39,15 @@ def publish_cell(
     with tempfile.TemporaryDirectory(prefix="oci-pack-", dir=workdir) as tmp:
         artifact = build_artifact(store, pack, Path(tmp), namespace)
         pushed = push_artifact(client, artifact, log=log)
+    # Attached after the artifact's tag: an attachment's subject must exist first.
+    subject = (artifact.digest, len(artifact.manifest))
+    manifest = store.get_bytes(pack.manifest.key, expected_sha256=pack.manifest.sha256)
+    sig = pack.files[MANIFEST_SIGNATURE]
+    signature = store.get_bytes(sig.key, expected_sha256=sig.sha256).decode("ascii")
+    log(f"attached {attach_signature(client, pushed.repository, subject, manifest, signature)}")
+    if (sbom := pack.files.get(SBOM_FILE)) is not None:
+        data = store.get_bytes(sbom.key, expected_sha256=sbom.sha256)
+        log(f"attached {attach_sbom(client, pushed.repository, subject, data)}")
     uploaded = set(pushed.uploaded)
     sizes = {layer.digest: layer.size for layer in artifact.layers}
     sizes[artifact.config_digest] = len(artifact.config)

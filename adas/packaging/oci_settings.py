@@ -3,7 +3,8 @@
 Local (``ADAS_ENV=local``): Debian's ``docker-registry`` with its storage under
 ``$ADAS_HOME/oci-registry``, on ``127.0.0.1:$ADAS_OCI_REGISTRY_PORT`` (default 5123), started on
 the first push when nothing answers there and left running for later runs
-(:func:`adas.packaging.local_oci_registry.ensure_local_registry`). Production: the registry at
+(:func:`adas.packaging.local_oci_registry.ensure_local_registry`), unless ``$ADAS_OCI_REGISTRY``
+names another registry. Production: the registry at
 ``$ADAS_OCI_REGISTRY`` (ECR, Harbor, Artifactory: ``https://host``), repositories under
 ``$ADAS_OCI_NAMESPACE`` when set. Credentials come from the environment only
 (``ADAS_OCI_USERNAME``/``ADAS_OCI_PASSWORD`` or ``ADAS_OCI_TOKEN``, read by
@@ -52,12 +53,15 @@ class OciRegistrySettings:
     def env_fields(env: str) -> dict[str, str]:
         """``field -> environment variable`` of the fields ``env`` reads from variables (the
         Dagster resource names these variables instead of copying their values)."""
-        return {"url": REGISTRY_ENV} if env == "production" else {}
+        return {"url": REGISTRY_ENV} if env == "production" or os.environ.get(REGISTRY_ENV) else {}
 
     @classmethod
     def from_env(cls, env: str | None = None, home: AdasHome | None = None) -> OciRegistrySettings:
         env = env or os.environ.get("ADAS_ENV", "local")
         namespace = os.environ.get(NAMESPACE_ENV, "").strip("/")
+        if env == "local" and os.environ.get(REGISTRY_ENV):
+            # Locally too, an explicit registry URL replaces the local daemon (a shared or test one).
+            return cls(url=os.environ[REGISTRY_ENV], namespace=namespace)
         if env == "local":
             home = home or AdasHome.from_env()
             return cls(

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
 import tempfile
@@ -201,6 +202,18 @@ def verify_blob(public_key: ec.EllipticCurvePublicKey | bytes | str, path: Path,
         public_key.verify(der, _digest(path), _ECDSA_VERIFY)
     except InvalidSignature as exc:
         raise SignatureError(f"{path}: signature does not match the file (modified after signing?)") from exc
+
+
+def verify_blob_bytes(public_key: ec.EllipticCurvePublicKey, data: bytes, signature_b64: str) -> None:
+    """:func:`verify_blob` over bytes in memory (a signature payload fetched from a registry)."""
+    try:
+        der = base64.b64decode("".join(signature_b64.split()), validate=True)
+        decode_dss_signature(der)
+        public_key.verify(der, hashlib.sha256(data).digest(), _ECDSA_VERIFY)
+    except (binascii.Error, ValueError) as exc:
+        raise SignatureError("malformed signature (expected base64 of a DER ECDSA signature)") from exc
+    except InvalidSignature as exc:
+        raise SignatureError("signature does not match the signed bytes") from exc
 
 
 def _looks_like_private_key(path: Path) -> bool:

@@ -25,10 +25,12 @@ from typing import Any
 
 from adas.catalog import load_catalog
 from adas.packaging.keys import init_local_keys, rotate_local_keys
+from adas.packaging.oci_settings import OciRegistrySettings
 from adas.packaging.signing import SIGNING_KEY_ENV, SignatureError
 from adas.packaging.trust import TRUSTED_KEYS_ENV, load_trust_file, now_utc, trust_file_path
 from adas.registry.aliases import entry_versions
 from adas.registry.approvals import approve_entries, entries_of_version
+from adas.registry.deploy import verify_in_registry
 from adas.registry.governance import verify_artifacts
 from adas.registry.models import ALIASES, ROLES, Entry, RegistryError
 from adas.registry.production import AliasMoveRequest, move_production_alias
@@ -250,6 +252,8 @@ def _print_result(result: PromotionResult, as_json: bool, success: tuple[str, ..
         print(result.model_dump_json(indent=2))
     else:
         print(f"{result.status.upper()}: {result.message}")
+        for warning in result.warnings:
+            print(f"WARNING: {warning}")
         if result.rollout is not None:
             print(result.rollout.to_markdown())
         for name, uri in {**result.documents, **result.hooks}.items():
@@ -260,7 +264,7 @@ def _print_result(result: PromotionResult, as_json: bool, success: tuple[str, ..
 
 def _move(args: argparse.Namespace, request: AliasMoveRequest, entry: Entry | None = None) -> PromotionResult:
     store = _artifact_store()
-    settings = _settings(args).promotion(store, load_catalog())
+    settings = _settings(args).promotion(store, load_catalog(), OciRegistrySettings.from_env())
     max_frames = settings.policy.rollout.local.max_frames
     # Only a promotion runs a canary (and has an entry to take its traffic from).
     traffic = None if entry is None else functools.partial(_traffic, store, entry, max_frames)
@@ -300,17 +304,31 @@ def cmd_verify(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
         v = verify_artifacts(store, entry.body, trusted, Path(tmp))
     ok = v.ok and (entry.body.adopted or bool(v.signed))
-    if args.json:
-        print(json.dumps({"entry": entry.id, "ok": ok, "files": v.files, "hashed": len(v.hashed), "signed": len(v.signed),
-                          "key_id": v.key_id, "hash_problems": v.hash_problems, "signature_problems": v.signature_problems}, indent=2))  # fmt: skip
-    else:
+    if not args.json:
         print(f"{entry.ref}: {len(v.hashed)}/{v.files} files re-hashed, {len(v.signed)} signatures verified"
               + (f" with trusted key {v.key_id}" if v.key_id and not v.signature_problems else ""))  # fmt: skip
         for p in v.hash_problems + v.signature_problems:
             print(f"  FAIL {p}")
         if entry.body.adopted:
             print("  note: adopted baseline, no signatures to verify")
-        print("OK" if ok else "VERIFICATION FAILED")
+    with tempfile.TemporaryDirectory(prefix="verify-oci-") as tmp:
+        oci = verify_in_registry(settings.store(), entry, OciRegistrySettings.from_env(), trusted, Path(tmp))
+    ok = ok and (oci is None or oci.ok)
+    if args.json:
+        print(json.dumps({"entry": entry.id, "ok": ok, "files": v.files, "hashed": len(v.hashed), "signed": len(v.signed),
+                          "key_id": v.key_id, "hash_problems": v.hash_problems, "signature_problems": v.signature_problems,
+                          "oci": None if oci is None else dataclasses.asdict(oci)}, indent=2))  # fmt: skip
+        return 0 if ok else 1
+    if oci is None:
+        print("  OCI: nothing published for this entry (adopted, or registered before publication)")
+    elif oci.ok:
+        print(f"  OCI: {oci.reference}: manifest digest, {oci.layers} layers and the signature "
+              f"verified with trusted key {oci.key_id}")  # fmt: skip
+    for p in oci.problems if oci else []:
+        print(f"  FAIL OCI {p}")
+    for w in oci.warnings if oci else []:
+        print(f"  WARNING {w}")
+    print("OK" if ok else "VERIFICATION FAILED")
     return 0 if ok else 1
 
 
@@ -437,7 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser(
-        "verify", help="re-hash an entry's artifacts and verify its signed pack against the trusted keys"
+        "verify",
+        help="re-hash an entry's artifacts, verify its signed pack against the trusted keys, and pull its "
+        "pinned OCI digest: manifest, every layer and the attached signature",
     )
     entry_args(p)
     p.add_argument(

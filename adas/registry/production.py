@@ -42,7 +42,7 @@ class AliasMove:
     key: str
     value: AliasRef
     view: AliasView
-    # set when a promotion's canary was rolled back automatically
+    # set when a promotion's canary was rolled back automatically, or a deployment warned
     warning: str | None = None
 
 
@@ -106,6 +106,8 @@ def move_production_alias(
             traffic=traffic,
         )
         warning = result.message if result.status == "rolled_back" else None
+    if result.warnings:  # a moved tag: the pinned digest was deployed regardless
+        warning = "; ".join([*([warning] if warning else []), *result.warnings])
     view = alias_view(reg, target)
     prod, back = view.aliases["production"], view.aliases["rollback"]
     value = AliasRef(

@@ -13,6 +13,8 @@ key, so a rerun after a crash (same key) skips what is done and completes the re
                        retention pruning; then every pending event goes to the webhook.
 
 A rollout that rolls back records ``<key>:rolled-back`` (lock released, production untouched).
+A deployment refused (the pinned OCI artifact does not verify) records ``<key>:deploy-refused``
+(lock released, production untouched, nothing served).
 
 The rollout step lives in :mod:`adas.registry.rollout_step`, the hooks in
 :mod:`adas.registry.hooks`, the alias transactions in :mod:`adas.registry.aliases`.
@@ -30,6 +32,7 @@ from pydantic import BaseModel
 
 from adas.registry.aliases import finalize_aliases, rollback_aliases
 from adas.registry.config import Strategy
+from adas.registry.deploy import DeployRefused, deploy_entry
 from adas.registry.governance import GovernanceReport, check_governance, verify_artifacts
 from adas.registry.hooks import PromotionHooks
 from adas.registry.models import Entry, RegistryError, Verdict, json_digest
@@ -58,6 +61,8 @@ class PromotionResult(BaseModel):
     documents: dict[str, str] = {}
     hooks: dict[str, Any] = {}
     webhook: dict[str, int] = {}
+    # e.g. the pinned tag moved to another digest: the pinned digest was deployed regardless
+    warnings: list[str] = []
 
 
 def promotion_id_for(key: str) -> str:
@@ -242,6 +247,28 @@ class _Promotion:
             webhook=self.notify(),
         )
 
+    def deploy_refused(self, exc: DeployRefused) -> PromotionResult:
+        """The pinned artifact did not verify: release the lock, production untouched."""
+        reg = self.settings.registry
+        reg.change_target(
+            self.target,
+            kind="promotion_aborted",
+            actor="deploy-guard",
+            reason=str(exc),
+            idempotency_key=f"{self.key}:deploy-refused",
+            moves={"candidate": None},
+            entry_id=self.entry.id,
+            promotion_id=self.pid,
+            lock="release",
+        )
+        production = reg.alias_entry(self.target, "production")
+        return self.result(
+            "refused",
+            production.version if production else None,
+            f"deployment refused, nothing served: {exc}",
+            webhook=self.notify(),
+        )
+
     def finalize(self) -> None:
         """Production -> the entry, previous -> rollback, lock released: one transaction."""
         reg = self.settings.registry
@@ -318,6 +345,7 @@ def promote(
     governance: GovernanceReport | None = None
     rollout: RolloutReport | None = None
     documents: dict[str, str] = {}
+    warnings: list[str] = []
     if reg.event_by_key(f"{idempotency_key}:completed") is None:
         governance = p.check_governance(evaluation, simulation, workdir / "governance")
         if not governance.passed:
@@ -326,35 +354,45 @@ def promote(
         p.crash("after_start")
         plan, documents = p.plan(production)
         # The rollout, for real (skipped for a first deployment: no production to compare).
-        if production is None:
-            p.record(
-                "rollout_skipped",
-                f"{idempotency_key}:rollout:skipped",
-                f"no production version on {entry.target}: first deployment",
-            )
-        else:
-            rollout = run_rollout(
-                settings,
-                entry,
-                production,
-                plan,
-                traffic,
-                runner=runner,
-                record=p.record,
-                key=idempotency_key,
-                pid=p.pid,
-                crash=p.crash,
-            )
+        try:
+            if production is None:
+                # No canary, but what goes to production is still pulled and verified first.
+                deployed = deploy_entry(settings, entry, workdir / "first-deployment" / "production")
+                warnings.extend(deployed.warnings)
+                p.record(
+                    "rollout_skipped",
+                    f"{idempotency_key}:rollout:skipped",
+                    f"no production version on {entry.target}: first deployment",
+                    {"deployed": deployed.summary()},
+                )
+            else:
+                rollout = run_rollout(
+                    settings,
+                    entry,
+                    production,
+                    plan,
+                    traffic,
+                    runner=runner,
+                    record=p.record,
+                    key=idempotency_key,
+                    pid=p.pid,
+                    crash=p.crash,
+                    warnings=warnings,
+                )
+        except DeployRefused as exc:
+            return p.deploy_refused(exc)
+        if rollout is not None:
             report_key = f"registry/promotions/{p.pid}/rollout_report.json"
             documents["rollout_report.json"] = settings.store.put_bytes(
                 report_key, rollout.model_dump_json(indent=2).encode()
             ).uri
-            if rollout.outcome == "rolled_back":
+            if rollout.outcome == "rolled_back" and production is not None:
                 return p.rolled_back(production, governance, rollout, documents)
         p.crash("after_rollout")
         p.finalize()
         p.crash("after_finalize")
-    return p.completed(governance, rollout, documents)
+    result = p.completed(governance, rollout, documents)
+    return result.model_copy(update={"warnings": warnings}) if warnings else result
 
 
 def rollback(
@@ -391,7 +429,15 @@ def rollback(
     back = reg.alias_entry(target, "rollback")
     if back is None and reg.event_by_key(idempotency_key) is None:
         raise RegistryError(f"{target}: no rollback version recorded, nothing to roll back to")
-    if back is not None:
+    warnings: list[str] = []
+    if back is not None and not back.body.adopted:
+        # Production's repository is refilled from the pinned digest, verified before it serves.
+        base = Path(settings.workdir or tempfile.gettempdir()) / "rollback" / target.replace("/", "-")
+        try:
+            warnings = deploy_entry(settings, back, base / "production").warnings
+        except DeployRefused as exc:
+            raise RegistryError(f"refusing to roll back: {exc}") from exc
+    elif back is not None:
         with tempfile.TemporaryDirectory(prefix="rollback-verify-") as tmp:
             check = verify_artifacts(settings.store, back.body, settings.trusted_keys, Path(tmp))
         if not check.ok:
@@ -409,4 +455,5 @@ def rollback(
         previous_version=events[0].payload.get("from_version") if events else None,
         message=f"production on {target} is {now.version if now else 'none'} again",
         webhook=deliver(settings.notifier, reg),
+        warnings=warnings,
     )

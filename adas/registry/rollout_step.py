@@ -1,19 +1,19 @@
 """The rollout step of a promotion: the plan rendered for production controllers and stored,
-both Triton model repositories materialized (every file hash-verified), the local canary run
+both Triton model repositories deployed (pulled by their pinned digests and verified,
+:mod:`adas.registry.deploy`), the local canary run
 on the recorded traffic, and each attempt and step recorded as a registry event.
 
 A crashed attempt is simply run again (its servers died with it; production never moved):
 attempt ``n`` records ``<key>:rollout:<n>``.
 """
 
-import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from adas.registry.access_policy import artifact_location
-from adas.registry.entries import triton_files
+from adas.registry.deploy import deploy_entry
 from adas.registry.models import Entry, RegistryError
 from adas.registry.replay import Traffic
 from adas.registry.rollout.controller import LocalRollout, ProgressCallback
@@ -21,7 +21,6 @@ from adas.registry.rollout.documents import plan_documents
 from adas.registry.rollout.plan import PromotionPlan
 from adas.registry.rollout.report import RolloutReport
 from adas.registry.settings import PromotionSettings
-from adas.storage import ArtifactStore
 
 RolloutRunner = Callable[[PromotionPlan, Path, Path, Traffic, ProgressCallback], RolloutReport]
 # record(kind, idempotency key, reason, payload): one event of the promotion
@@ -54,19 +53,6 @@ def local_runner(settings: PromotionSettings) -> RolloutRunner:
         ).run()
 
     return run
-
-
-def materialize_repository(store: ArtifactStore, entry: Entry, dest: Path) -> Path:
-    """The entry's Triton model repository, every file hash-verified, under ``dest``."""
-    files = triton_files(entry.body)
-    if not files:
-        raise RegistryError(f"{entry.ref} has no Triton repository in its pack: nothing to serve")
-    shutil.rmtree(dest, ignore_errors=True)
-    for rel, p in files.items():
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(store.fetch(p.key, expected_sha256=p.sha256), target)
-    return dest
 
 
 def store_plan_documents(
@@ -113,9 +99,11 @@ def run_rollout(
     key: str,
     pid: str,
     crash: Callable[[str], None],
+    warnings: list[str] | None = None,
 ) -> RolloutReport:
     """One attempt of the rollout, production vs candidate (``crash("mid_rollout")`` after each
-    passed step: the tests' crash point)."""
+    passed step: the tests' crash point). Deployment warnings (a moved tag) go to ``warnings``;
+    a refused deployment raises :class:`adas.registry.deploy.DeployRefused` before any server starts."""
     reg = settings.registry
     if callable(traffic):
         traffic = traffic()
@@ -123,13 +111,20 @@ def run_rollout(
         raise RegistryError(f"promotion {pid}: no recorded requests to replay for the rollout")
     attempt = 1 + len(reg.events(promotion_id=pid, kinds=["rollout_started"]))
     base = Path(settings.workdir or tempfile.gettempdir()) / pid / f"attempt-{attempt}"
-    prod_repo = materialize_repository(settings.store, production, base / "production")
-    cand_repo = materialize_repository(settings.store, entry, base / "candidate")
+    prod = deploy_entry(settings, production, base / "production")
+    cand = deploy_entry(settings, entry, base / "candidate")
+    prod_repo, cand_repo = prod.path, cand.path
+    if warnings is not None:
+        warnings.extend([*prod.warnings, *cand.warnings])
     record(
         "rollout_started",
         f"{key}:rollout:{attempt}",
         f"attempt {attempt}: {production.version} (production) vs {entry.version} (candidate), {plan.strategy}",
-        {"attempt": attempt, "frames": len(traffic.frames)},
+        {
+            "attempt": attempt,
+            "frames": len(traffic.frames),
+            "deployed": {"production": prod.summary(), "candidate": cand.summary()},
+        },
     )
     counter = {"n": 0}
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adas.catalog import TargetCatalog
+from adas.packaging.oci_settings import OciRegistrySettings
 from adas.packaging.trust import trust_file_path
 from adas.registry.config import RegistryPolicy, load_policy
 from adas.registry.store import RegistryStore
@@ -57,6 +58,8 @@ class PromotionSettings:
     triton_venv: Path | None = None
     iam_bucket: str | None = None
     iam_prefix: str | None = None
+    # The OCI registry deployments pull pinned digests from; None: only adopted baselines deploy.
+    oci: OciRegistrySettings | None = None
 
 
 @dataclass(frozen=True)
@@ -120,8 +123,11 @@ class RegistrySettings:
         """Send every registry event not yet acknowledged to the webhook (if one is configured)."""
         return deliver(self.notifier(), self.store())
 
-    def promotion(self, store: ArtifactStore, catalog: TargetCatalog | None) -> PromotionSettings:
-        """What a promotion needs: this registry, the artifact store, the policy, the trust file."""
+    def promotion(
+        self, store: ArtifactStore, catalog: TargetCatalog | None, oci: OciRegistrySettings | None = None
+    ) -> PromotionSettings:
+        """What a promotion needs: this registry, the artifact store, the policy, the trust file,
+        the OCI registry it deploys from."""
         return PromotionSettings(
             registry=self.store(),
             store=store,
@@ -132,4 +138,5 @@ class RegistrySettings:
             workdir=Path(self.workdir) if self.workdir else None,
             iam_bucket=self.iam_bucket or None,
             iam_prefix=self.iam_prefix if self.iam_bucket else None,
+            oci=oci,
         )

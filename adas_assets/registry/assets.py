@@ -23,6 +23,7 @@ from adas_assets.owners import REGISTRY_OWNERS
 from adas_assets.partitions import TARGET_PARTITIONS, per_target_description
 from adas_assets.registry.presenters import alias_move_result, refusal, registration_result
 from resources.artifact_store import ArtifactStoreParam
+from resources.oci_registry import OciRegistryResource
 from resources.registry import RegistryResource
 
 REGISTRY = "registry"
@@ -110,7 +111,8 @@ class AliasMoveConfig(dg.Config):
         "vulnerabilities or waiver, green verdicts or amber ones accepted by a quoting approval), the target's promotion lock, a plan (also rendered "
         "as Argo Rollouts and SageMaker manifests), a real local canary (two Triton servers behind nginx, "
         "replayed recorded requests; a rank test against a same-period baseline rolls back a slower canary, "
-        "errors and SLO breaches roll back at once, an undecided step is held), then production -> "
+        "errors and SLO breaches roll back at once, an undecided step is held; both Triton repositories "
+        "pulled by their pinned OCI digests, every layer and the signature verified first), then production -> "
         "candidate and previous -> `rollback` in one transaction, release notes and post-promotion hooks. "
         "Never materialized by automation."
     ),
@@ -122,6 +124,7 @@ def production_alias(
     golden_dataset: DatasetRef,
     artifact_store: ArtifactStoreParam,
     registry: RegistryResource,
+    oci_registry: OciRegistryResource,
 ) -> dg.MaterializeResult:
     target = Cell.parse(context.partition_key).target_name
     if config.target and config.target != target:
@@ -138,7 +141,7 @@ def production_alias(
         idempotency_key=config.idempotency_key,
         strategy=config.strategy or None,
     )
-    settings = registry.settings(artifact_store)
+    settings = registry.settings(artifact_store, oci_registry.core())
     max_frames = settings.policy.rollout.local.max_frames
     try:
         move = move_production_alias(

@@ -28,6 +28,8 @@ def world(
     monkeypatch.delenv("ADAS_REGISTRY_URL", raising=False)
     monkeypatch.setenv("ADAS_ENV", "local")
     w = make_world(registry_url, tmp_path, onnx_models)
+    assert w.oci is not None
+    monkeypatch.setenv("ADAS_OCI_REGISTRY", w.oci.url)  # the registry the world's pack is in
     monkeypatch.setattr(rollout_step, "local_runner", lambda settings: _stub_runner())
     return w
 
@@ -51,6 +53,8 @@ def test_list_show_approve_verify_promote_history_rollback(
 
     code, out = _cli(world, capsys, "verify", "--version", "1.3.0", "--target", TARGET)
     assert code == 0 and "signatures verified with trusted key" in out and out.strip().endswith("OK")
+    reference = world.candidate.body.pointers.oci_reference
+    assert f"OCI: {reference}: manifest digest, 6 layers and the signature verified" in out
 
     # Refused: no approvals yet; every missing role is named and the exit status says so.
     code, out = _cli(world, capsys, *PROMOTE)

@@ -45,7 +45,7 @@ def published(pack: PackRef, digest: str = DIGEST, manifest_sha256: str | None =
 def test_entries_pin_the_oci_reference_and_older_entries_stay_as_registered(
     registry_url: str, tmp_path: Path, onnx_models: dict[str, Path]
 ) -> None:
-    w = make_world(registry_url, tmp_path, onnx_models)
+    w = make_world(registry_url, tmp_path, onnx_models, publish=False)
     catalog = load_catalog()
     # Registered without a publication (as every entry before this field existed): it serializes
     # without the new keys, so its digest is what it was.
@@ -87,7 +87,7 @@ def test_entries_pin_the_oci_reference_and_older_entries_stay_as_registered(
 def test_a_publication_of_another_pack_is_refused(
     registry_url: str, tmp_path: Path, onnx_models: dict[str, Path]
 ) -> None:
-    w = make_world(registry_url, tmp_path, onnx_models)
+    w = make_world(registry_url, tmp_path, onnx_models, publish=False)
     b = w.built
     other = published(b.pack, manifest_sha256="0" * 64)
     with pytest.raises(RegistryError, match=f"manifest has sha256 {'0' * 64}.*{b.pack.manifest.sha256}"):

@@ -7,7 +7,10 @@ import dagster as dg
 import pytest
 
 from adas.catalog import load_catalog
-from adas.packaging.triton_server import default_triton_venv
+from adas.packaging.local_oci_registry import stop_local_registry
+from adas.packaging.oci_publication import publish_cell
+from adas.packaging.oci_settings import PORT_ENV, REGISTRY_ENV, OciRegistrySettings
+from adas.packaging.triton_server import default_triton_venv, free_port
 from adas.registry.config import POLICY_FILE
 from adas.registry.models import ROLES
 from adas.registry.nginx import nginx_available
@@ -24,7 +27,6 @@ from jobs.registry import registry_jobs
 from resources import build_resources
 from resources.io_manager import encode_value, value_key
 from tests.registry.packs import build_pack, replay_dataset
-from tests.registry.test_oci_reference import DIGEST, published
 
 CELL = "x86-cpu|fp32"
 TARGET = "x86-cpu/fp32"
@@ -61,22 +63,27 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, onnx_models: dict[str
         + text[end:].replace("baseline_s: 3.0", "baseline_s: 1.0")
     )
     monkeypatch.setenv("ADAS_REGISTRY_POLICY", str(policy))
+    # The local registry on a free port (stopped afterwards): promotion pulls the pinned digest.
+    monkeypatch.delenv(REGISTRY_ENV, raising=False)
+    monkeypatch.setenv(PORT_ENV, str(free_port()))
     resources = build_resources("local", home)
     store = LocalArtifactStore(home.artifacts)  # where the artifact_store resource keeps them
     prod = build_pack(store, tmp_path / "build", home.keys, "1.2.0", onnx_models["agree"])
     cand = build_pack(store, tmp_path / "build", home.keys, "1.3.0", onnx_models["agree"])
+    published = publish_cell(store, cand.pack, OciRegistrySettings.from_env("local", home).client())
     _put_value(store, "target_catalog", load_catalog())
     _put_value(store, "golden_dataset", replay_dataset(store))
     for name, value in {
         "model_pack": cand.pack,
-        "published_pack": published(cand.pack),
+        "published_pack": published,
         "regression_gate": cand.gate,
         "sim_verdict": cand.sim,
         "eval_report": cand.report,
         "production_engine": prod.pack.engine,
     }.items():
         _put_value(store, name, value, CELL)
-    return home, resources, _definitions(resources)
+    yield home, resources, _definitions(resources), published
+    stop_local_registry(home.oci_registry)
 
 
 def _run_job(
@@ -117,7 +124,7 @@ def test_registry_graph_loads() -> None:
     not (default_triton_venv().exists() and nginx_available()), reason="needs .venv-triton and nginx"
 )
 def test_register_approve_promote_rollback_through_dagster(world) -> None:  # type: ignore[no-untyped-def]
-    _home, resources, defs = world
+    _home, resources, defs, published = world
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             list(defs.assets or []),
@@ -130,7 +137,7 @@ def test_register_approve_promote_rollback_through_dagster(world) -> None:  # ty
         mat = result.asset_materializations_for_node("registry_entry")[0]
         assert mat.metadata["version"].value == "1.3.0" and mat.metadata["newly_registered"].value is True
         # The entry pins the digest published_pack recorded for this cell.
-        assert mat.metadata["oci_reference"].value.endswith(f"@{DIGEST}")
+        assert mat.metadata["oci_reference"].value == published.reference
         assert mat.metadata["adopted_production"].value.endswith("1.2.0")
         assert "# Model card: test-detector 1.3.0" in mat.metadata["model_card"].value
         # Re-materializing is idempotent: same entry, nothing new.
