@@ -36,7 +36,16 @@ from adas.intake.candidates import screen_bundle, store_bundle
 from adas.intake.refs import CandidateRef, StoredFile
 from adas.packaging.build import build_engine, export_candidate
 from adas.packaging.config import packaging_config_from_env
-from adas.packaging.refs import EngineRef, ExportRef, PackRef, StagedRef, TritonRepositoryRef
+from adas.packaging.oci_publication import publish_cell
+from adas.packaging.oci_settings import OciRegistrySettings
+from adas.packaging.refs import (
+    EngineRef,
+    ExportRef,
+    PackRef,
+    PublishedPackRef,
+    StagedRef,
+    TritonRepositoryRef,
+)
 from adas.packaging.serving import build_repository, package_cell
 from adas.packaging.staging import stage_candidate
 from adas.registry.entries import entry_from_pack
@@ -149,9 +158,11 @@ def green_verdicts(store: ArtifactStore, engine: EngineRef) -> tuple[GateRef, Si
     return gate, sim, report
 
 
-def register(store: ArtifactStore, registry: RegistryStore, pack: PackRef) -> int:
+def register(
+    store: ArtifactStore, registry: RegistryStore, pack: PackRef, published: PublishedPackRef
+) -> int:
     gate, sim, report = green_verdicts(store, pack.engine)
-    body = entry_from_pack(store, pack, gate, sim, report, load_catalog())
+    body = entry_from_pack(store, pack, gate, sim, report, load_catalog(), published=published)
     entry, _ = register_entry(registry, body, actor=ACTOR)
     for role in ROLES:
         registry.approve(entry.id, role, actor=f"{role}-lead", reason="reviewed (fault-injection run)")
@@ -165,7 +176,8 @@ def register(store: ArtifactStore, registry: RegistryStore, pack: PackRef) -> in
 
 
 def promote(settings: RegistrySettings, store: ArtifactStore, entry_id: int) -> str:
-    promotion = settings.promotion(store, load_catalog())
+    # Deployed by pulling the entry's pinned digest from the local registry.
+    promotion = settings.promotion(store, load_catalog(), OciRegistrySettings.from_env("local"))
     entry = promotion.registry.get_entry(entry_id)
     request = AliasMoveRequest(
         action="promote",
@@ -196,7 +208,11 @@ def main(bundle: Path) -> None:
     pack: PackRef = _step(
         home, "pack", "pack", lambda: package_cell(store, engine, triton, export, staged, log=print).ref
     )
-    entry_id = _step(home, "registry", "entry", lambda: register(store, registry, pack))
+    oci = OciRegistrySettings.from_env("local", home)
+    published: PublishedPackRef = _step(
+        home, "pack", "published", lambda: publish_cell(store, pack, oci.client())
+    )
+    entry_id = _step(home, "registry", "entry", lambda: register(store, registry, pack, published))
     _step(home, "promotion", "promoted", lambda: promote(settings, store, entry_id))
     print(f"DONE {time.monotonic():.3f}", flush=True)
 

@@ -24,6 +24,7 @@ The CI variant kills 4 times; the nightly one 20 times (lives of 5 kills, one pe
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import os
@@ -37,12 +38,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from adas.intake.contract import version_identity
+from adas.packaging.local_oci_registry import stop_local_registry
+from adas.packaging.triton_server import free_port
 from adas.registry import cli
 from adas.registry.store import RegistryStore
 from adas.storage import SIDECAR_SUFFIX, LocalArtifactStore
@@ -78,6 +81,8 @@ def _varies(rel: str) -> bool:
 @dataclass
 class Home:
     root: Path
+    # Its local OCI registry's port: the run publishes the pack there and promotion pulls it.
+    oci_port: int = field(default_factory=free_port)
 
     @property
     def artifacts(self) -> Path:
@@ -95,7 +100,15 @@ class Home:
         env = {
             k: v
             for k, v in os.environ.items()
-            if k not in ("ADAS_ENV", "ADAS_REGISTRY_URL", "ADAS_TRUSTED_KEYS", "ADAS_STORAGE_CONFIG")
+            if k
+            not in (
+                "ADAS_ENV",
+                "ADAS_REGISTRY_URL",
+                "ADAS_TRUSTED_KEYS",
+                "ADAS_STORAGE_CONFIG",
+                "ADAS_OCI_REGISTRY",
+                "ADAS_OCI_NAMESPACE",
+            )
         }
         return {
             **env,
@@ -103,6 +116,7 @@ class Home:
             "ADAS_PACKAGING_CONFIG": str(REPO / "tests/packaging/fast_packaging.yaml"),
             "WANDB_MODE": "offline",
             "PYTHONUNBUFFERED": "1",
+            "ADAS_OCI_REGISTRY_PORT": str(self.oci_port),
         }
 
 
@@ -111,6 +125,8 @@ def _new_home(path: Path, keys_from: Home | None = None) -> Home:
     init``), or the reference's keys copied (so that ``cosign.pub`` compares equal)."""
     home = Home(path)
     path.mkdir(parents=True)
+    # The run leaves its registry daemon running (as the platform does): stopped at exit.
+    atexit.register(stop_local_registry, path / "oci-registry")
     if keys_from is not None:
         shutil.copytree(keys_from.root / "keys", path / "keys")
         return home
@@ -335,7 +351,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory, bundle_template: Path) -
 PHASE_STEPS = {
     "intake": ("candidate",),
     "engine": ("staged", "export", "engine"),
-    "pack": ("triton", "pack"),
+    "pack": ("triton", "pack", "published"),
     "registry": ("entry",),
     "promotion": ("promoted",),
 }
