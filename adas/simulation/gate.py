@@ -722,23 +722,29 @@ def scenario_outcomes(pairs: Sequence[Pair]) -> list[ScenarioOutcome]:
 
 def _library_checks(outcomes: Sequence[ScenarioOutcome]) -> list[GateCheck]:
     """A scenario the replay found (the candidate diverged there) that the candidate still fails in
-    closed loop is red, named: the reason it was extracted is not fixed."""
-    return [
-        _check(
-            "library_scenario_still_fails",
-            o.scenario,
-            float(o.candidate_failures),
-            float(o.production_failures),
-            "0 failing runs of an extracted scenario",
-            "fail" if o.candidate_failures else "pass",
-            f"the candidate fails {o.candidate_failures} of {o.runs} runs of extracted scenario {o.scenario} "
-            f"(production {o.production_failures})"
-            if o.candidate_failures
-            else "",
-        )
-        for o in outcomes
-        if o.source == "library"
-    ]
+    closed loop, named: red when production gets through more of its runs (the candidate is worse
+    there), amber when production fails it as often (the scenario is not evidence against the
+    candidate, and the reason it was extracted is still not fixed: look at the clip)."""
+    return [_library_check(o) for o in outcomes if o.source == "library"]
+
+
+def _library_check(o: ScenarioOutcome) -> GateCheck:
+    cand, prod = o.candidate_failures, o.production_failures
+    status: CheckStatus = "pass" if not cand else ("amber" if prod >= cand else "fail")
+    detail = ""
+    if cand:
+        detail = f"the candidate fails {cand} of {o.runs} runs of extracted scenario {o.scenario} (production {prod})"
+        if status == "amber":
+            detail += ": production fails it as often, so it does not tell the two apart"
+    return _check(
+        "library_scenario_still_fails",
+        o.scenario,
+        float(cand),
+        float(prod),
+        "0 failing runs of an extracted scenario (red where production fails fewer)",
+        status,
+        detail,
+    )
 
 
 def _fmt(v: Any) -> str:

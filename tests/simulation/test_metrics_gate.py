@@ -290,3 +290,29 @@ def test_malformed_simulation_config_names_file_and_field(tmp_path) -> None:  # 
         load_simulation_config(bad)
     msg = str(err.value)
     assert str(bad) in msg and "categories.cut_in.gap_time_s" in msg and "sweeps.demo.runs.u_turn" in msg
+
+
+def test_an_extracted_scenario_is_red_only_where_production_gets_through_it() -> None:
+    """The candidate collides in an extracted (library) scenario: red, named, when production drives
+    it cleanly; amber, still named, when production collides there too (that run cannot tell the
+    two models apart: the demo's fog roundabout, where a truck hits both from behind)."""
+
+    def library(model: str, collision: bool) -> RunRecord:
+        r = _record(model, "lib-seg7-00", "cruise", collision)
+        return r.model_copy(update={"spec": r.spec.model_copy(update={"source": "library:seg7"})})
+
+    base = [_record(m, f"cruise-{i:03d}", "cruise", False) for m in ("candidate", "production") for i in range(2)]
+    cand = [r for r in base if r.model == "candidate"] + [library("candidate", True)]
+
+    def check(production_collides: bool):  # type: ignore[no-untyped-def]
+        prod = [r for r in base if r.model == "production"] + [library("production", production_collides)]
+        v = evaluate_gate(cand, prod, GATE)
+        (c,) = [c for c in v.checks if c.name == "library_scenario_still_fails"]
+        return v, c
+
+    v, c = check(production_collides=False)
+    assert (c.status, c.scope, v.verdict) == ("fail", "seg7", "red")
+    assert "fails 1 of 1 runs of extracted scenario seg7 (production 0)" in c.detail
+    v, c = check(production_collides=True)
+    assert (c.status, c.scope) == ("amber", "seg7") and v.verdict != "red", v.rationale
+    assert "production fails it as often" in c.detail
