@@ -29,7 +29,6 @@ from adas.detector.dense_model import DenseDetector  # noqa: E402
 from adas.detector.train import TrainConfig, config_summary, train  # noqa: E402
 from adas.intake.contract import Lineage  # noqa: E402
 
-
 # The dense family's scores are IoU-valued (varifocal targets), so they run lower than a heatmap
 # peak's: at 0.3 its night and glare false positives (9.9 detections per golden_test image for 6.1
 # objects) made the closed loop brake for ghosts (p95 jerk 43 m/s^3 where production had 0.1 on the
