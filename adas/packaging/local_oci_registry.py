@@ -11,7 +11,8 @@ filesystem driver's root: ``docker/registry/v2/{blobs,repositories}``) and ``reg
 
 As a daemon (:func:`ensure_local_registry`): started on demand on a fixed port when nothing
 answers there, left running for later runs, its pid in ``registry.pid``; stopped by
-:func:`stop_local_registry` (``python -m adas.packaging.local_oci_registry stop``).
+:func:`stop_local_registry` (``python -m adas.packaging.local_oci_registry stop``). Blob garbage
+collection (``... gc``, :func:`garbage_collect`) stops it for the sweep and starts it again.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import fcntl
 import http.client
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -365,12 +367,65 @@ def _terminate(pid: int, config_path: Path, timeout_s: float) -> None:
             time.sleep(0.05)
 
 
+def garbage_collect(root: str | Path, *, dry_run: bool = False) -> tuple[list[str], str]:
+    """``docker-registry garbage-collect`` on the storage of ``root``: frees the blobs no
+    remaining manifest references (after :func:`adas.registry.retention.prune_oci_manifests`
+    deleted manifests). Distribution requires the registry stopped (a push racing the sweep would
+    lose blobs), so a running daemon is stopped first and started again on its host and port.
+    No ``--delete-untagged``: a pinned digest whose tag was moved is untagged and must stay.
+    Returns the blob digests deleted (eligible, with ``dry_run``) and the tool's output."""
+    root = Path(root)
+    reg = LocalOciRegistry(root)
+    if not reg.config_path.is_file():
+        raise LocalRegistryError(
+            f"no OCI registry under {root} (no {reg.config_path.name}): nothing to collect"
+        )
+    with _locked(root):
+        pid = local_registry_pid(root)
+        record = _read_pid_file(root) or {}
+        if pid is not None:
+            _terminate(pid, reg.config_path, 10.0)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_OVERRIDE_PREFIX)}
+        cmd = [
+            registry_binary(),
+            "garbage-collect",
+            *(["--dry-run"] if dry_run else []),
+            str(reg.config_path),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if pid is not None:  # serving again before anything is reported, even on failure
+        ensure_local_registry(root, int(str(record.get("port"))), str(record.get("host") or "127.0.0.1"))
+    output = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise LocalRegistryError(
+            f"{BINARY} garbage-collect {reg.config_path} exited {proc.returncode}:\n{output[-2000:]}"
+        )
+    # Distribution prints "blob eligible for deletion: sha256:..." for each unreferenced blob.
+    blobs = re.findall(r"blob eligible for deletion: (sha256:[0-9a-f]{64})", output)
+    return sorted(set(blobs)), output
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The local OCI registry daemon of an ADAS_HOME.")
-    parser.add_argument("action", choices=["status", "stop"])
+    parser.add_argument(
+        "action",
+        choices=["status", "stop", "gc"],
+        help="gc: free unreferenced blobs (after adas-registry prune)",
+    )
     parser.add_argument("root", nargs="?", help="registry directory (default: $ADAS_HOME/oci-registry)")
+    parser.add_argument("--dry-run", action="store_true", help="gc: list the blobs it would delete")
     args = parser.parse_args(argv)
     root = Path(args.root) if args.root else AdasHome.from_env().oci_registry
+    if args.action == "gc":
+        try:
+            blobs, _ = garbage_collect(root, dry_run=args.dry_run)
+        except LocalRegistryError as exc:
+            print(f"gc: {exc}")
+            return 1
+        print(f"{'would delete' if args.dry_run else 'deleted'} {len(blobs)} unreferenced blobs of {root}")
+        for digest in blobs:
+            print(f"  {digest}")
+        return 0
     if args.action == "stop":
         pid = stop_local_registry(root)
         print(

@@ -1,7 +1,8 @@
 """A small client of the OCI Distribution API (v1.1 endpoints, plain HTTP calls, no SDK).
 
-Only what publishing and pulling model packs needs: blob HEAD / upload (monolithic, or chunked
-with PATCH and ``Content-Range``) / streamed GET, manifest PUT / GET / HEAD, tag list.
+Only what publishing, pulling and pruning model packs needs: blob HEAD / upload (monolithic, or
+chunked with PATCH and ``Content-Range``) / streamed GET, manifest PUT / GET / HEAD / DELETE (by
+digest), tag list, catalog.
 ``http.client`` rather than urllib: uploads stream from disk with an explicit
 ``Content-Length``, and redirects (registries that hand blob GETs to S3) are followed by hand,
 dropping ``Authorization`` when the host changes (a presigned S3 URL refuses a second credential).
@@ -343,6 +344,30 @@ class RegistryClient:
             ok=(200, 404),
         )
         return resp.headers.get("docker-content-digest") if resp.status == 200 else None
+
+    def delete_manifest(self, repository: str, digest: str) -> bool:
+        """DELETE a manifest by digest (the registry drops the tags pointing at it); False when
+        it was already gone. The blobs stay until the registry's garbage collection."""
+        if not DIGEST_RE.fullmatch(digest):
+            raise OciError(f"{digest!r}: manifests are deleted by digest only")
+        resp = self.request(
+            "DELETE",
+            f"/v2/{repository}/manifests/{digest}",
+            scope=_scope(repository, "delete"),
+            ok=(200, 202, 404),
+        )
+        return resp.status != 404
+
+    def catalog(self, page: int = 1000) -> list[str]:
+        """Every repository (``/v2/_catalog``, followed page by page through its ``Link``)."""
+        names: list[str] = []
+        path: str | None = f"/v2/_catalog?n={page}"
+        while path:
+            resp = self.request("GET", path, scope="registry:catalog:*")
+            names.extend(json.loads(resp.body).get("repositories") or [])
+            link = re.match(r"<([^>]+)>", resp.headers.get("link", ""))
+            path = link.group(1) if link else None
+        return names
 
     def tags(self, repository: str) -> list[str]:
         """Tags of a repository; an unknown repository has none."""

@@ -1,5 +1,5 @@
 """``adas-registry``: the registry for people (list, show, history, approve, promote, rollback, verify,
-keys).
+prune, keys).
 
 The registry URL comes from ``--url``, else ``ADAS_REGISTRY_URL``, else the local SQLite
 database under ``ADAS_HOME``; artifacts come from the environment's artifact store (``ADAS_ENV``).
@@ -25,6 +25,8 @@ from typing import Any
 
 from adas.catalog import load_catalog
 from adas.packaging.keys import init_local_keys, rotate_local_keys
+from adas.packaging.local_oci_registry import LocalRegistryError
+from adas.packaging.oci_client import OciError
 from adas.packaging.oci_settings import OciRegistrySettings
 from adas.packaging.signing import SIGNING_KEY_ENV, SignatureError
 from adas.packaging.trust import TRUSTED_KEYS_ENV, load_trust_file, now_utc, trust_file_path
@@ -36,6 +38,7 @@ from adas.registry.models import ALIASES, ROLES, Entry, RegistryError
 from adas.registry.production import AliasMoveRequest, move_production_alias
 from adas.registry.promotion import PromotionResult
 from adas.registry.replay import Traffic, evaluated_dataset, replay_traffic
+from adas.registry.retention import prune_intermediates, prune_oci_manifests
 from adas.registry.settings import URL_ENV, RegistrySettings
 from adas.registry.store import RegistryStore
 from adas.settings import AdasHome
@@ -332,6 +335,32 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Retention on demand: the store's heavy intermediates and the OCI registry's unpinned pack
+    manifests, both under ``config/registry.yaml``'s ``retention`` (``--dry-run`` lists only)."""
+    settings = _settings(args)
+    reg, policy = settings.store(), settings.policy().retention
+    out: dict[str, Any] = {"dry_run": args.dry_run}
+    if args.scope in ("all", "store"):
+        pruned = prune_intermediates(_artifact_store(), reg, policy, dry_run=args.dry_run)
+        out["store"] = pruned.model_dump()
+        if not args.json:
+            print(pruned.summary())
+    if args.scope in ("all", "oci"):
+        oci = OciRegistrySettings.from_env()
+        report = prune_oci_manifests(oci.client(), reg, policy, namespace=oci.namespace, dry_run=args.dry_run)
+        out["oci"] = dataclasses.asdict(report) | {"bytes_deleted": report.bytes_deleted}
+        if not args.json:
+            print(report.summary())
+            for line in report.lines():
+                print(f"  {line}")
+            if report.deleted and not args.dry_run and not oci.url:
+                print("  blobs are freed by: python -m adas.packaging.local_oci_registry gc")
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
 def _local_keys() -> tuple[Path, Path]:
     """The local key directory and trust file; production keys are never made by this tool."""
     if os.environ.get("ADAS_ENV", "local") != "local" or os.environ.get(SIGNING_KEY_ENV):
@@ -466,6 +495,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_verify)
 
+    p = sub.add_parser(
+        "prune",
+        help="retention: delete heavy intermediates of old versions from the store and unpinned pack "
+        "manifests (with their .sig/.sbom) from the OCI registry; never what an entry pins",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list what would go (digest, tag, size)")
+    p.add_argument("--scope", choices=["all", "store", "oci"], default="all")
+    p.set_defaults(func=cmd_prune)
+
     keys = sub.add_parser("keys", help="the local signing key and the trust file (init, rotate, list)")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     p = keys_sub.add_parser("init", help="create the local signing key if missing and enrol it (idempotent)")
@@ -483,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (RegistryError, ArtifactError, ValueError, LookupError) as exc:
+    except (RegistryError, ArtifactError, OciError, LocalRegistryError, ValueError, LookupError) as exc:
         print(f"adas-registry: {exc}", file=sys.stderr)
         return 1
 
