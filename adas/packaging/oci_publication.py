@@ -8,6 +8,7 @@ pack's signature and SBOM are then attached to the artifact's digest
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,10 @@ from adas.packaging.local_oci_registry import LocalRegistryError
 from adas.packaging.oci import build_artifact, push_artifact
 from adas.packaging.oci_attachments import attach_sbom, attach_signature
 from adas.packaging.oci_client import OciError, RegistryClient
+from adas.packaging.pack import BaseImage, load_serving_config
 from adas.packaging.refs import OciLayerRef, PackRef, PublishedPackRef
+from adas.packaging.serving import log_pack_artifact
+from adas.packaging.serving_image import serving_image_line
 from adas.packaging.signing import MANIFEST_SIGNATURE
 from adas.storage import ArtifactError, ArtifactStore
 
@@ -78,3 +82,24 @@ def publish_cell(
         bytes_pushed=pushed.bytes_uploaded,
         bytes_skipped=sum(sizes[d] for d in pushed.skipped),
     )
+
+
+def publish_and_report(
+    store: ArtifactStore,
+    pack: PackRef,
+    client: RegistryClient,
+    *,
+    namespace: str = "",
+    base_image: BaseImage | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> PublishedPackRef:
+    """:func:`publish_cell`, then the report's serving-image line (``base_image``, default
+    ``config/serving.yaml``'s) and the pack's W&B artifact carrying the digest (what
+    ``published_pack`` runs)."""
+    published = publish_cell(store, pack, client, namespace=namespace, log=log)
+    base = base_image or load_serving_config().base_image
+    line = serving_image_line(base, published.reference)
+    log(line)
+    body = json.loads(store.get_bytes(pack.manifest.key, expected_sha256=pack.manifest.sha256))
+    wandb_name = log_pack_artifact(pack.engine, body, store.uri(pack.prefix), published)
+    return published.model_copy(update={"serving_image": line, "wandb_artifact": wandb_name})

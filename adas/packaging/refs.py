@@ -118,6 +118,10 @@ class PublishedPackRef(BaseModel):
     blobs_skipped: int  # already in the registry (HEAD answered): not sent again
     bytes_pushed: int
     bytes_skipped: int
+    # The publication report's one line on the serving image (none built: why), and the W&B
+    # artifact that carries this digest; empty when published without them (tests, benchmarks).
+    serving_image: str = ""
+    wandb_artifact: str = ""
 
     @property
     def tagged(self) -> str:

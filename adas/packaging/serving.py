@@ -36,7 +36,14 @@ from adas.packaging.publish import (
     publish_file,
     publish_pack,
 )
-from adas.packaging.refs import EngineRef, ExportRef, PackRef, StagedRef, TritonRepositoryRef
+from adas.packaging.refs import (
+    EngineRef,
+    ExportRef,
+    PackRef,
+    PublishedPackRef,
+    StagedRef,
+    TritonRepositoryRef,
+)
 from adas.packaging.sbom import build_sbom, write_sbom
 from adas.packaging.signing import (
     MANIFEST_FILE,
@@ -55,6 +62,8 @@ from adas.settings import AdasHome
 from adas.storage import ArtifactStore, sha256_file
 
 TRITON_DIR = "triton"
+# The W&B artifact entry naming the published OCI artifact (oci://host/repository@sha256:...).
+OCI_WANDB_ENTRY = "oci-artifact"
 
 
 def serving_mode(runtime: str, cpu_serving: str) -> str:
@@ -380,19 +389,29 @@ def package_cell(
         return assemble_pack(store, engine, triton, export, staged, Path(tmp), log=log)
 
 
-def log_pack_artifact(engine: EngineRef, manifest: dict[str, Any], uri: str) -> str:
-    """Record the pack as a W&B artifact (offline by default) linking dataset, git SHA and run."""
+def log_pack_artifact(
+    engine: EngineRef, manifest: dict[str, Any], uri: str, published: PublishedPackRef | None = None
+) -> str:
+    """Record the pack as a W&B artifact (offline by default) linking dataset, git SHA and run.
+    Once published (``published``), a new version of the same artifact (its version alias moves
+    to it) also carries the OCI reference and digest the registry entry pins, in its metadata and
+    as an ``oci://`` reference (tracked, not downloaded: W&B has no OCI storage handler)."""
     import wandb
 
     lineage = engine.candidate.lineage
     home = AdasHome.from_env()
     home.wandb.mkdir(parents=True, exist_ok=True)
     name = wandb_artifact_name(engine).split(":")[0]
+    oci = (
+        {"oci_reference": published.reference, "oci_digest": published.digest, "oci_tag": published.tagged}
+        if published is not None
+        else {}
+    )
     run = wandb.init(
         project=os.environ.get("WANDB_PROJECT", "adas-packaging"),
         mode=os.environ.get("WANDB_MODE", "offline"),  # type: ignore[arg-type]
         dir=str(home.wandb),
-        job_type="package",
+        job_type="publish" if published is not None else "package",
         config={"device": engine.device, "precision": engine.precision},
         reinit="finish_previous",
     )
@@ -407,9 +426,12 @@ def log_pack_artifact(engine: EngineRef, manifest: dict[str, Any], uri: str) -> 
                 "training_run_id": lineage.training_run_id,
                 "pack_uri": uri,
                 "files": manifest["files"],
+                **oci,
             },
         )
         artifact.add_reference(uri if "://" in uri else f"file://{uri}", checksum=False)
+        if published is not None:
+            artifact.add_reference(f"oci://{published.reference}", name=OCI_WANDB_ENTRY, checksum=False)
         run.log_artifact(artifact, aliases=[engine.contract.version])
     finally:
         run.finish()

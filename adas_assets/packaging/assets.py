@@ -15,7 +15,7 @@ from adas.packaging.build import export_candidate
 from adas.packaging.config import packaging_config_from_env
 from adas.packaging.engines import CELL_BUILD_ERRORS, CellEngine, build_cell_engine, build_production_engine
 from adas.packaging.export import ExportError
-from adas.packaging.oci_publication import PUBLISH_ERRORS, publish_cell
+from adas.packaging.oci_publication import PUBLISH_ERRORS, publish_and_report
 from adas.packaging.refs import EngineRef, ExportRef, PackRef, StagedRef, TritonRepositoryRef
 from adas.packaging.serving import build_and_smoke_repository, package_cell
 from adas.packaging.staging import stage_candidate
@@ -218,7 +218,9 @@ def model_pack(
     "reports, SBOM, signatures), tagged `<version>-<device>-<precision>-<git sha7>`. Its reference "
     "`repository@sha256:...` is what the registry entry pins. Local: `docker-registry` under "
     "`ADAS_HOME` on 127.0.0.1 (started on demand); production: `ADAS_OCI_REGISTRY`, credentials "
-    "from the environment only. Layers the registry already holds are not pushed again.",
+    "from the environment only. Layers the registry already holds are not pushed again. The report "
+    "says in one line why no serving image was built (no base pinned in `config/serving.yaml`, "
+    "base unreachable, or no builder); the pack's W&B artifact carries the digest.",
     kinds={"oci"},
 )
 def published_pack(
@@ -229,7 +231,7 @@ def published_pack(
 ) -> dg.MaterializeResult:
     """The cell's model pack in the OCI registry, by digest."""
     try:
-        published = publish_cell(
+        published = publish_and_report(
             artifact_store,
             model_pack,
             oci_registry.client(),

@@ -157,6 +157,8 @@ def published_markdown(ref: PublishedPackRef) -> str:
             f"Tag `{ref.tagged}` (the digest is what the registry entry pins; a tag can move).",
             f"Pushed {ref.blobs_pushed} blob(s), {_mib(ref.bytes_pushed)}; "
             f"{ref.blobs_skipped} already in the registry, {_mib(ref.bytes_skipped)} not sent again.",
+            *([ref.serving_image[:1].upper() + ref.serving_image[1:] + "."] if ref.serving_image else []),
+            *([f"W&B artifact `{ref.wandb_artifact}` carries the digest."] if ref.wandb_artifact else []),
             "",
             "| layer | digest | files | size | this push |",
             "|---|---|---|---|---|",
@@ -178,5 +180,7 @@ def published_result(ref: PublishedPackRef) -> dg.MaterializeResult:
             "bytes_skipped": ref.bytes_skipped,
             "blobs_pushed": ref.blobs_pushed,
             "blobs_skipped": ref.blobs_skipped,
+            "serving_image": ref.serving_image,
+            "wandb_artifact": ref.wandb_artifact,
         },
     )

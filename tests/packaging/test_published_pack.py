@@ -181,6 +181,10 @@ def test_published_pack_records_the_digest_skopeo_reads_and_skips_known_layers(
         assert meta["bytes_pushed"].value == ref.bytes_pushed > sum(layer.size for layer in ref.layers)
         assert ref.blobs_pushed == len(ref.layers) + 1 and ref.bytes_skipped == 0
         assert f"**`{ref.reference}`**" in meta["summary"].value and "| engine |" in meta["summary"].value
+        # No serving image (no base pinned in config/serving.yaml): said in one line, not skipped.
+        assert meta["serving_image"].value == ref.serving_image
+        assert "Serving image: none built, no base image pinned by digest" in meta["summary"].value
+        assert meta["wandb_artifact"].value == ref.wandb_artifact == "test-detector-x86-cpu-fp32:1.4.0"
         if shutil.which("skopeo"):
             raw = subprocess.run(
                 ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref.tagged}"],
