@@ -744,6 +744,8 @@ def _library_check(o: ScenarioOutcome) -> GateCheck:
         "0 failing runs of an extracted scenario (red where production fails fewer)",
         status,
         detail,
+        # What an approval accepting the amber quotes (a count has no interval).
+        interval=f"{cand} vs {prod} failing of {o.runs} runs" if cand else None,
     )
 
 

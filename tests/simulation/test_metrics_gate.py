@@ -316,3 +316,4 @@ def test_an_extracted_scenario_is_red_only_where_production_gets_through_it() ->
     v, c = check(production_collides=True)
     assert (c.status, c.scope) == ("amber", "seg7") and v.verdict != "red", v.rationale
     assert "production fails it as often" in c.detail
+    assert c.interval == "1 vs 1 failing of 1 runs"  # what an approval of the amber quotes
