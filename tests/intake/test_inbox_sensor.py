@@ -20,6 +20,7 @@ from adas_assets.definitions import make_definitions
 from resources import build_resources, registry_resource
 from resources.inbox import REASON_FILE, LocalInbox, S3Inbox
 from resources.io_manager import ArtifactJsonIOManager, decode_value
+from resources.oci_registry import oci_registry_resource
 from resources.simulation_shards import SimulationShardRunner
 from sensors.candidate_inbox import candidate_inbox_sensor
 
@@ -213,6 +214,7 @@ def test_s3_inbox_and_store_take_in_and_reject(s3_env: str, tmp_path: Path, make
             "inbox": S3Inbox(s3=s3, bucket=bucket, prefix="inbox", settle_seconds=0),
             "io_manager": ArtifactJsonIOManager(store=store),
             "registry": registry_resource("local", AdasHome(tmp_path / "home")),
+            "oci_registry": oci_registry_resource("local", AdasHome(tmp_path / "home")),
             "sim_shards": SimulationShardRunner(mode="local"),
         }
     )
