@@ -12,6 +12,7 @@ from pathlib import Path
 from adas.catalog import TargetCatalog
 from adas.cell import Cell
 from adas.evaluation.refs import EvalReportRef, GateRef
+from adas.packaging.oci_deploy import parse_reference
 from adas.packaging.refs import EngineRef, PackRef, PublishedPackRef
 from adas.packaging.serving import build_repository
 from adas.registry.aliases import AliasView, alias_view
@@ -36,7 +37,9 @@ def _same_pack(existing: EntryBody, body: EntryBody) -> bool:
     packs were published has no OCI reference; the same pack published since is still its pack.
     References compare by digest: the registry's address (a local port, a mirror) may change."""
     old_ref, new_ref = existing.pointers.oci_reference, body.pointers.oci_reference
-    if old_ref is not None and (new_ref is None or old_ref.rpartition("@")[2] != new_ref.rpartition("@")[2]):
+    if old_ref is not None and (
+        new_ref is None or parse_reference(old_ref).digest != parse_reference(new_ref).digest
+    ):
         return False
     return existing.pointers.without_oci() == body.pointers.without_oci()
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from adas.packaging.oci import ARTIFACT_TYPE
 from adas.packaging.oci_client import DIGEST_RE, OciHttpError, RegistryClient
+from adas.packaging.oci_deploy import parse_reference
 from adas.packaging.signing import MANIFEST_FILE
 from adas.registry.config import RetentionPolicy
 from adas.registry.models import RegistryError, semver_key
@@ -118,11 +119,11 @@ def protected_oci_references(registry: RegistryStore) -> dict[str, str]:
     refs: dict[str, str] = {}
     for e in registry.entries():
         if e.body.pointers.oci_reference:
-            refs[e.body.pointers.oci_reference.rpartition("@")[2]] = e.body.pointers.oci_reference
+            refs[parse_reference(e.body.pointers.oci_reference).digest] = e.body.pointers.oci_reference
     for ev in registry.events(kinds=["oci_published"]):
         ref = str(ev.payload.get("oci_reference") or "")
         if ref:
-            refs[ref.rpartition("@")[2]] = ref
+            refs[parse_reference(ref).digest] = ref
     return refs
 
 
@@ -176,7 +177,7 @@ def _repositories(client: RegistryClient, namespace: str, pinned: dict[str, str]
     except OciHttpError as exc:
         if exc.status not in (401, 403, 404, 405):
             raise
-        names = [ref.partition("/")[2].rpartition("@")[0] for ref in pinned.values()]
+        names = [parse_reference(ref).repository for ref in pinned.values()]
     return sorted({n for n in names if n.startswith(prefix)})
 
 
