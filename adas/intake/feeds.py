@@ -29,3 +29,8 @@ def model_feeds(spec: InputSpec, x: np.ndarray, source_hw: tuple[int, int] | Non
         row = (h, w) if size.order == "hw" else (w, h)
         feeds[size.name] = np.ascontiguousarray(np.tile(np.asarray(row, size.dtype), (batch.shape[0], 1)))
     return feeds
+
+
+def feed_names(spec: InputSpec) -> list[str]:
+    """The names :func:`model_feeds` feeds, in order: the image, then the source-size input if any."""
+    return [spec.name] + ([spec.source_size.name] if spec.source_size is not None else [])

@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 
 from adas.intake.contract import Contract
-from adas.intake.feeds import model_feeds
+from adas.intake.feeds import feed_names, model_feeds
 from adas.packaging.export import op_histogram
 from adas.packaging.ort_session import session_options
 from adas.storage import sha256_file
@@ -62,7 +62,7 @@ class OrtEngine:
             if len(inputs) != 1:
                 raise ValueError(f"{self.path}: expected one input without a contract, found {inputs}")
             return
-        wanted = list(model_feeds(contract.input, np.zeros((1, *contract.input.shape[1:]), np.float32)))
+        wanted = feed_names(contract.input)
         expected = [o.name for o in contract.outputs]
         if sorted(inputs) != sorted(wanted) or sorted(self.output_names) != sorted(expected):
             raise ValueError(

@@ -8,7 +8,7 @@ from PIL import Image
 
 from adas.detector.preprocess import normalize, placement, preprocess
 from adas.intake.contract import InputSpec, Normalization, SourceSizeInput
-from adas.intake.feeds import model_feeds
+from adas.intake.feeds import feed_names, model_feeds
 
 NORM = Normalization(scale=1 / 255, mean=(0.1, 0.2, 0.3), std=(0.5, 0.25, 0.125))
 
@@ -124,3 +124,4 @@ def test_model_feeds_carry_the_source_size_in_the_models_order() -> None:
     assert hw.dtype == np.float32 and hw.tolist() == [[160, 512], [160, 512]]
     # Without a declared source-size input the model is fed its image only.
     assert list(model_feeds(spec.model_copy(update={"source_size": None}), x, (96, 384))) == ["images"]
+    assert feed_names(spec) == ["images", "im_shape"] == list(model_feeds(spec, x))
