@@ -12,9 +12,16 @@ tag v0.0.7: ``docs/spec.md``, ``docs/config.md``, ``specs-go/v1/mediatype.go``,
   so lineage and target go into the manifest's annotations and the inference contract travels
   as ``inference_config.json`` in the weight-config layer, never as extra config keys that a
   conforming reader would reject;
-* one uncompressed tar layer per file group (:data:`LAYER_GROUPS`): engine (``weight``),
-  Triton repository (``code``), inference contract and lock file (``weight.config``), reports,
-  SBOM, and the pack's signed manifest with every signature (``doc``).
+* one uncompressed tar layer per file group (:data:`LAYER_GROUPS`): the bundle's program and
+  the engine (``weight``, one layer each), Triton repository (``code``), inference contract and
+  lock file (``weight.config``), reports, SBOM, and the pack's signed manifest with every
+  signature (``doc``).
+
+A file of the Triton repository with the same bytes as a file of an earlier layer (the engine's
+copy under ``triton/<model>_engine/1/``) is not archived twice: the Triton layer's annotation
+``io.adas.layer.copies`` maps it to that file, and the pull puts it in place before checking
+every file against the signed list. So a new engine re-sends the engine once, and a version
+whose program did not change does not re-send the program.
 
 Layers are deterministic tars (entries sorted, mtime 0, uid/gid 0, empty owner names, mode
 0644, PAX format), so packing identical bytes gives identical digests, and a layer whose files
@@ -67,10 +74,12 @@ DOC_TAR = "application/vnd.cncf.model.doc.v1.tar"
 
 TITLE = "org.opencontainers.image.title"
 LAYER_GROUP = "io.adas.layer.group"
+LAYER_COPIES = "io.adas.layer.copies"
 FILE_MODE = 0o644
 
 # (group, media type), in manifest order; empty groups are left out.
 LAYER_GROUPS: tuple[tuple[str, str], ...] = (
+    ("program", WEIGHT_TAR),
     ("engine", WEIGHT_TAR),
     ("triton", CODE_TAR),
     ("config", WEIGHT_CONFIG_TAR),
@@ -79,7 +88,9 @@ LAYER_GROUPS: tuple[tuple[str, str], ...] = (
     ("signatures", DOC_TAR),
 )
 _MEDIA_TYPES = dict(LAYER_GROUPS)
-_ENGINE_SUFFIXES = (".onnx", ".plan", ".engine", ".pt2", ".pt", ".ts")
+_ENGINE_SUFFIXES = (".onnx", ".plan", ".engine")
+_PROGRAM_SUFFIXES = (".pt2", ".pt", ".ts")
+_PROGRAM_PREFIX = "bundle-"  # an ONNX bundle's own model beside the engine (serving.program_pack_name)
 _CONFIG_FILES = ("inference_config.json", "requirements.lock")
 _SBOM_FILES = ("sbom.cdx.json",)
 _PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "int8"}
@@ -123,6 +134,8 @@ def layer_group(rel: str) -> str:
         return "config"
     if rel in _SBOM_FILES:
         return "sbom"
+    if len(path.parts) == 1 and (path.suffix in _PROGRAM_SUFFIXES or rel.startswith(_PROGRAM_PREFIX)):
+        return "program"
     if len(path.parts) == 1 and (path.suffix in _ENGINE_SUFFIXES or rel == "calibration.cache"):
         return "engine"
     return "reports"
@@ -185,14 +198,18 @@ class Layer:
     path: Path  # the tar on local disk
     digest: str
     size: int
-    files: tuple[str, ...]
+    files: tuple[str, ...]  # archived in this layer's tar
+    copies: tuple[tuple[str, str], ...] = ()  # (path, earlier layer's file with the same bytes)
 
     def descriptor(self) -> dict[str, Any]:
+        annotations = {TITLE: f"{self.group}.tar", LAYER_GROUP: self.group}
+        if self.copies:
+            annotations[LAYER_COPIES] = _canonical(dict(self.copies)).decode()
         return {
             "mediaType": self.media_type,
             "digest": self.digest,
             "size": self.size,
-            "annotations": {TITLE: f"{self.group}.tar", LAYER_GROUP: self.group},
+            "annotations": annotations,
         }
 
 
@@ -297,12 +314,23 @@ def build_artifact(store: ArtifactStore, pack: PackRef, workdir: Path, namespace
         groups.setdefault(layer_group(rel), {})[rel] = (local, stored.sha256)
     workdir.mkdir(parents=True, exist_ok=True)
     layers = []
+    archived: dict[str, str] = {}  # sha256 -> the first archived file with those bytes
     for group, media_type in LAYER_GROUPS:
         if group not in groups:
             continue
+        members, copies = dict(groups[group]), []
+        if group == "triton":  # the engine's copy inside the repository: archived once
+            for rel, (_, sha) in groups[group].items():
+                if sha in archived:
+                    copies.append((rel, archived[sha]))
+                    del members[rel]
+        for rel, (_, sha) in sorted(members.items()):
+            archived.setdefault(sha, rel)
         dest = workdir / f"{group}.tar"
-        digest, size = write_layer_tar(groups[group], dest)
-        layers.append(Layer(group, media_type, dest, digest, size, tuple(sorted(groups[group]))))
+        digest, size = write_layer_tar(members, dest)
+        layers.append(
+            Layer(group, media_type, dest, digest, size, tuple(sorted(members)), tuple(sorted(copies)))
+        )
     config = _canonical(model_config(pack, body, [layer.digest for layer in layers]))
     manifest = {
         "schemaVersion": 2,
@@ -422,6 +450,42 @@ def _unpack(tar_path: Path, layer: str, into: Path, seen: set[str]) -> None:
             os.chmod(dest, FILE_MODE)
 
 
+def _layer_copies(descriptor: Mapping[str, Any], layer: str) -> dict[str, str]:
+    """The layer's ``io.adas.layer.copies``: ``{path: earlier layer's file}``, both safe paths."""
+    raw = (descriptor.get("annotations") or {}).get(LAYER_COPIES)
+    if raw is None:
+        return {}
+    try:
+        copies = json.loads(raw)
+    except ValueError as exc:
+        raise OciPullError(f"layer {layer}: {LAYER_COPIES} is not JSON ({exc})") from exc
+    if not isinstance(copies, dict) or not all(isinstance(v, str) for v in copies.values()):
+        raise OciPullError(f"layer {layer}: {LAYER_COPIES} is not an object of paths")
+    for path in (*copies, *copies.values()):
+        p = PurePosixPath(path)
+        if p.is_absolute() or ".." in p.parts or not p.parts or path != p.as_posix():
+            raise OciPullError(f"layer {layer}: unsafe path {path!r} in {LAYER_COPIES}")
+    return copies
+
+
+def _place_copies(copies: Mapping[str, str], layer: str, into: Path, seen: set[str]) -> None:
+    """Put each copy in place from the file an earlier layer unpacked (a hard link where the
+    file system allows; what the link holds is checked with every other file afterwards)."""
+    for rel, source in sorted(copies.items()):
+        if source not in seen:
+            raise OciPullError(f"layer {layer}: {rel} copies {source}, which no earlier layer holds")
+        if rel in seen:
+            raise OciPullError(f"layer {layer}: {rel} is also in another layer")
+        seen.add(rel)
+        dest = into / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(into / source, dest)
+        except OSError:
+            shutil.copyfile(into / source, dest)
+            os.chmod(dest, FILE_MODE)
+
+
 def _check_pack_files(root: Path, reference: str) -> dict[str, str]:
     """Every unpacked file against the pack manifest's list: same set, same sha256. (Whether a
     trusted key signed that list is :func:`adas.packaging.signing.check_pack`'s question.)"""
@@ -515,6 +579,7 @@ def pull_artifact(
             blob = tmp / f"layer-{i}.tar"
             _fetch_verified(client, repository, descriptor, name, blob, reference)
             _unpack(blob, name, content, seen)
+            _place_copies(_layer_copies(descriptor, name), name, content, seen)
             blob.unlink()
         files = _check_pack_files(content, reference)
         os.rename(content, dest)  # atomic: dest appears complete or not at all

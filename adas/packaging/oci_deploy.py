@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adas.packaging.oci import PulledArtifact, pull_artifact
-from adas.packaging.oci_attachments import fetch_signature, verify_signature
+from adas.packaging.oci_attachments import AttachmentCheck, verify_attachments
 from adas.packaging.oci_client import DIGEST_RE, OciError, RegistryClient
-from adas.packaging.signing import MANIFEST_FILE, SIG_SUFFIX, check_pack
+from adas.packaging.signing import SIG_SUFFIX, check_pack
 from adas.packaging.trust import TrustFile
-from adas.storage import sha256_file
 
 TRITON_DIR = "triton"
+SBOM_FILE = "sbom.cdx.json"
 
 
 class DeployRefusedError(OciError):
@@ -59,7 +59,8 @@ class VerifiedPull:
 
     reference: str  # as pulled: the configured registry's host, the pinned repository and digest
     pulled: PulledArtifact
-    key_id: str | None
+    key_id: str | None  # the key that signed the pack's manifest
+    attachments: AttachmentCheck | None  # the .sig (and .att) verified in the registry
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -98,14 +99,16 @@ def pull_verified(
     except OciError as exc:
         raise DeployRefusedError(f"deploy of {where} refused, nothing served: {exc}") from exc
     try:
-        manifest_sha = sha256_file(pulled.path / MANIFEST_FILE)[0]
-        attached = fetch_signature(client, ref.repository, ref.digest)
+        sbom = pulled.path / SBOM_FILE
+        attached = verify_attachments(
+            client, ref.repository, ref.digest, trust, sbom.read_bytes() if sbom.is_file() else None
+        )
         if attached is None:
             warnings.append(
                 f"{where}: no signature attached (sha256-<hex>.sig); the pack's own signature is verified"
             )
-        else:
-            verify_signature(attached, trust, manifest_sha, f"{where} ({attached.tag})")
+        elif sbom.is_file() and attached.attestation_key_id is None:
+            warnings.append(f"{where}: no SBOM attestation attached (sha256-<hex>.att)")
         check = check_pack(pulled.path, trust)
         if not check.ok:
             raise DeployRefusedError(f"{where}: {'; '.join(check.problems[:4])}")
@@ -114,7 +117,7 @@ def pull_verified(
         if isinstance(exc, DeployRefusedError):
             raise DeployRefusedError(f"deploy refused, nothing served: {exc}") from exc
         raise DeployRefusedError(f"deploy of {where} refused, nothing served: {exc}") from exc
-    return VerifiedPull(where, pulled, check.key_id, warnings)
+    return VerifiedPull(where, pulled, check.key_id, attached, warnings)
 
 
 def install_triton(pulled: VerifiedPull, dest: Path) -> Path:

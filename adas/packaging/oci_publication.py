@@ -13,21 +13,31 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from adas.config_errors import ConfigError
 from adas.packaging.local_oci_registry import LocalRegistryError
 from adas.packaging.oci import build_artifact, push_artifact
-from adas.packaging.oci_attachments import attach_sbom, attach_signature
+from adas.packaging.oci_attachments import attach_signatures
 from adas.packaging.oci_client import OciError, RegistryClient
 from adas.packaging.pack import BaseImage, load_serving_config
 from adas.packaging.refs import OciLayerRef, PackRef, PublishedPackRef
 from adas.packaging.serving import log_pack_artifact
 from adas.packaging.serving_image import serving_image_line
-from adas.packaging.signing import MANIFEST_SIGNATURE
+from adas.packaging.signing import SignatureError, Signer, load_signing_key
+from adas.packaging.trust import TrustFile, UntrustedKeyError, load_trust_file, now_utc, trust_file_path
+from adas.settings import AdasHome
 from adas.storage import ArtifactError, ArtifactStore
 
-# What a failed publication raises: the registry (down, refusing, not ours on the local port)
-# or the store (a pack file that no longer verifies). Each message names what failed.
+# What a failed publication raises: the registry (down, refusing, not ours on the local port),
+# the store (a pack file that no longer verifies) or the signing key and trust file. Each
+# message names what failed.
 SBOM_FILE = "sbom.cdx.json"
-PUBLISH_ERRORS: tuple[type[Exception], ...] = (OciError, LocalRegistryError, ArtifactError)
+PUBLISH_ERRORS: tuple[type[Exception], ...] = (
+    OciError,
+    LocalRegistryError,
+    ArtifactError,
+    SignatureError,
+    ConfigError,
+)
 
 
 def publish_cell(
@@ -35,23 +45,28 @@ def publish_cell(
     pack: PackRef,
     client: RegistryClient,
     *,
+    signer: Signer,
+    trust: TrustFile,
     namespace: str = "",
     workdir: Path | None = None,
     log: Callable[[str], None] = lambda _: None,
 ) -> PublishedPackRef:
-    """Push ``pack`` to ``client``'s registry; its reference, tag, digest and what was sent."""
+    """Push ``pack`` to ``client``'s registry, then sign its digest and attest its SBOM with
+    ``signer`` (a key ``trust`` vouches for now); its reference, tag, digest and what was sent."""
+    signed_at = now_utc()
+    try:
+        trust.signer(signer.key_id, signed_at)
+    except UntrustedKeyError as exc:  # refused before anything is pushed
+        raise OciError(f"publishing {pack.prefix}: the signing key is not trusted: {exc}") from exc
     with tempfile.TemporaryDirectory(prefix="oci-pack-", dir=workdir) as tmp:
         artifact = build_artifact(store, pack, Path(tmp), namespace)
         pushed = push_artifact(client, artifact, log=log)
     # Attached after the artifact's tag: an attachment's subject must exist first.
     subject = (artifact.digest, len(artifact.manifest))
-    manifest = store.get_bytes(pack.manifest.key, expected_sha256=pack.manifest.sha256)
-    sig = pack.files[MANIFEST_SIGNATURE]
-    signature = store.get_bytes(sig.key, expected_sha256=sig.sha256).decode("ascii")
-    log(f"attached {attach_signature(client, pushed.repository, subject, manifest, signature)}")
-    if (sbom := pack.files.get(SBOM_FILE)) is not None:
-        data = store.get_bytes(sbom.key, expected_sha256=sbom.sha256)
-        log(f"attached {attach_sbom(client, pushed.repository, subject, data)}")
+    sbom_ref = pack.files.get(SBOM_FILE)
+    sbom = store.get_bytes(sbom_ref.key, expected_sha256=sbom_ref.sha256) if sbom_ref else None
+    tags = attach_signatures(client, pushed.repository, subject, signer, signed_at, sbom, trust)
+    log(f"attached {', '.join(tags)}" if tags else "signature and attestation already attached: kept")
     uploaded = set(pushed.uploaded)
     sizes = {layer.digest: layer.size for layer in artifact.layers}
     sizes[artifact.config_digest] = len(artifact.config)
@@ -96,7 +111,9 @@ def publish_and_report(
     """:func:`publish_cell`, then the report's serving-image line (``base_image``, default
     ``config/serving.yaml``'s) and the pack's W&B artifact carrying the digest (what
     ``published_pack`` runs)."""
-    published = publish_cell(store, pack, client, namespace=namespace, log=log)
+    signer = load_signing_key(AdasHome.from_env().keys)
+    trust = load_trust_file(trust_file_path())
+    published = publish_cell(store, pack, client, signer=signer, trust=trust, namespace=namespace, log=log)
     base = base_image or load_serving_config().base_image
     line = serving_image_line(base, published.reference)
     log(line)

@@ -168,7 +168,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     for w in reg.waivers(entry.id):
         print(f"  waiver      by {w.actor}: {w.payload.get('justification')}")
     for a in reg.amber_acceptances(entry.id):
-        print(f"  amber       accepted by {a.actor} ({a.payload.get('role')}), quoting {a.payload.get('quote')!r}")
+        print(
+            f"  amber       accepted by {a.actor} ({a.payload.get('role')}), quoting {a.payload.get('quote')!r}"
+        )
     return 0
 
 
@@ -325,8 +327,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if oci is None:
         print("  OCI: nothing published for this entry (adopted, or registered before publication)")
     elif oci.ok:
-        print(f"  OCI: {oci.reference}: manifest digest, {oci.layers} layers and the signature "
-              f"verified with trusted key {oci.key_id}")  # fmt: skip
+        attested = " and SBOM attestation (.att)" if oci.attested else ""
+        print(f"  OCI: {oci.reference}: manifest digest, {oci.layers} layers, the signature (.sig){attested} "
+              f"and the signed pack verified with trusted key {oci.key_id}")  # fmt: skip
     for p in oci.problems if oci else []:
         print(f"  FAIL OCI {p}")
     for w in oci.warnings if oci else []:

@@ -100,6 +100,7 @@ class OciCheck:
     reference: str | None
     layers: int = 0
     key_id: str | None = None
+    attested: bool = False  # the SBOM attestation (.att) verified too
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -137,4 +138,6 @@ def verify_in_registry(
         return out
     out.layers = len(pulled.pulled.manifest.get("layers") or [])
     out.key_id, out.warnings = pulled.key_id, pulled.warnings
+    if pulled.attachments is not None:
+        out.attested = pulled.attachments.attestation_key_id is not None
     return out

@@ -47,7 +47,9 @@ from adas.packaging.refs import (
     TritonRepositoryRef,
 )
 from adas.packaging.serving import build_repository, package_cell
+from adas.packaging.signing import load_signing_key
 from adas.packaging.staging import stage_candidate
+from adas.packaging.trust import load_trust_file, trust_file_path
 from adas.registry.entries import entry_from_pack
 from adas.registry.models import ROLES
 from adas.registry.production import AliasMoveRequest, move_production_alias
@@ -210,7 +212,16 @@ def main(bundle: Path) -> None:
     )
     oci = OciRegistrySettings.from_env("local", home)
     published: PublishedPackRef = _step(
-        home, "pack", "published", lambda: publish_cell(store, pack, oci.client())
+        home,
+        "pack",
+        "published",
+        lambda: publish_cell(
+            store,
+            pack,
+            oci.client(),
+            signer=load_signing_key(home.keys),
+            trust=load_trust_file(trust_file_path(home)),
+        ),
     )
     entry_id = _step(home, "registry", "entry", lambda: register(store, registry, pack, published))
     _step(home, "promotion", "promoted", lambda: promote(settings, store, entry_id))

@@ -25,18 +25,27 @@ def _random(seed: int, n: int) -> bytes:
 
 
 def make_pack(
-    store: LocalArtifactStore, workdir: Path, key_dir: Path, version: str = "1.4.0", seed: int = 0
+    store: LocalArtifactStore,
+    workdir: Path,
+    key_dir: Path,
+    version: str = "1.4.0",
+    seed: int = 0,
+    *,
+    precision: str = CPU["precision"],
+    engine: bytes | None = None,
+    program: bytes | None = None,
 ) -> PackRef:
     """Files as ``assemble_pack`` lays them out (engine, bundle program, Triton repository with
     its own engine copy, inference contract, reports, SBOM, container context), signed by the
-    key of ``key_dir`` (enrolled in ``key_dir``'s trust file) and published under its cell."""
+    key of ``key_dir`` (enrolled in ``key_dir``'s trust file) and published under its cell.
+    ``engine`` and ``program`` default to random bytes drawn from ``seed``."""
     c = contract(version)
-    pack = workdir / f"pack-{version}-{seed}"
+    pack = workdir / f"pack-{version}-{seed}-{precision}"
     shutil.rmtree(pack, ignore_errors=True)
-    engine = _random(seed, ENGINE_BYTES)
+    engine = _random(seed, ENGINE_BYTES) if engine is None else engine
     files: dict[str, bytes] = {
         "model.onnx": engine,
-        "model.pt2": _random(seed + 1, ENGINE_BYTES // 2),
+        "model.pt2": _random(seed + 1, ENGINE_BYTES // 2) if program is None else program,
         f"triton/{MODEL}/config.pbtxt": f'name: "{MODEL}"\nplatform: "ensemble"\n'.encode(),
         f"triton/{MODEL}_engine/1/model.onnx": engine,
         f"triton/{MODEL}_engine/config.pbtxt": b'backend: "onnxruntime"\n',
@@ -52,7 +61,7 @@ def make_pack(
     for rel, data in files.items():
         (pack / rel).parent.mkdir(parents=True, exist_ok=True)
         (pack / rel).write_bytes(data)
-    device, precision = CPU["device"], CPU["precision"]
+    device = CPU["device"]
     body = sign_pack(
         pack,
         local_signer(key_dir),

@@ -96,6 +96,7 @@ def test_every_pack_file_lands_in_one_layer_of_its_group(
     files = stored_pack_files(store, pack)
     by_group = {layer.group: layer for layer in artifact.layers}
     assert [layer.group for layer in artifact.layers] == [
+        "program",
         "engine",
         "triton",
         "config",
@@ -103,14 +104,18 @@ def test_every_pack_file_lands_in_one_layer_of_its_group(
         "sbom",
         "signatures",
     ]
-    assert set(by_group["engine"].files) == {"model.onnx", "model.pt2"}
+    assert set(by_group["program"].files) == {"model.pt2"}
+    assert set(by_group["engine"].files) == {"model.onnx"}
     assert all(rel.startswith("triton/") for rel in by_group["triton"].files)
+    # The repository's engine copy is not archived twice: the Triton layer names its source.
+    assert by_group["triton"].copies == ((f"triton/{MODEL}_engine/1/model.onnx", "model.onnx"),)
+    assert f"triton/{MODEL}_engine/1/model.onnx" not in by_group["triton"].files
     assert set(by_group["config"].files) == {"inference_config.json", "requirements.lock"}
     assert set(by_group["sbom"].files) == {"sbom.cdx.json"}
     sigs = by_group["signatures"].files
     assert {"pack_manifest.json", "pack_manifest.json.sig", "cosign.pub", "model.onnx.sig"} <= set(sigs)
     assert all(rel.endswith(".sig") or rel in ("pack_manifest.json", "cosign.pub") for rel in sigs)
-    # Every file exactly once, with the stored bytes.
+    # Every file exactly once (archived, or a copy of an archived file), with the stored bytes.
     unpacked: dict[str, bytes] = {}
     for layer in artifact.layers:
         with tarfile.open(layer.path) as tar:
@@ -118,6 +123,9 @@ def test_every_pack_file_lands_in_one_layer_of_its_group(
                 f = tar.extractfile(m)
                 assert f is not None and m.name not in unpacked
                 unpacked[m.name] = f.read()
+        for rel, source in layer.copies:
+            assert rel not in unpacked
+            unpacked[rel] = unpacked[source]
     assert unpacked == files
 
 
@@ -138,6 +146,7 @@ def test_manifest_and_config_follow_modelpack(
         for layer in manifest["layers"]
     }
     assert media == {
+        "program.tar": WEIGHT_TAR,
         "engine.tar": WEIGHT_TAR,
         "triton.tar": CODE_TAR,
         "config.tar": WEIGHT_CONFIG_TAR,
@@ -200,6 +209,9 @@ def test_a_descriptor_that_differs_from_the_signed_manifest_is_refused(
 
 def test_groups_names_and_tags() -> None:
     assert layer_group("model.plan") == "engine"
+    assert layer_group("model.onnx") == "engine"
+    assert layer_group("model.pt2") == "program"
+    assert layer_group("bundle-model.onnx") == "program"
     assert layer_group("calibration.cache") == "engine"
     assert layer_group("calibration.cache.sig") == "signatures"
     assert layer_group("triton/m/1/model.onnx") == "triton"

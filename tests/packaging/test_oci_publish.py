@@ -18,7 +18,16 @@ from pathlib import Path
 import pytest
 
 from adas.packaging.local_oci_registry import LocalOciRegistry, registry_available
-from adas.packaging.oci import OciPullError, build_artifact, publish_pack_oci, pull_artifact, push_artifact
+from adas.packaging.oci import (
+    LAYER_COPIES,
+    TITLE,
+    Artifact,
+    OciPullError,
+    build_artifact,
+    publish_pack_oci,
+    pull_artifact,
+    push_artifact,
+)
 from adas.packaging.oci_client import OciRegistryUnreachableError, RegistryClient
 from adas.packaging.refs import PackRef
 from adas.packaging.signing import check_pack
@@ -74,7 +83,7 @@ def test_push_then_pull_by_digest_is_byte_identical_and_still_verifies(
     assert pushed.reference == f"{registry.address}/{pushed.repository}@{pushed.digest}"
     assert pushed.tag == "1.4.0-x86-cpu-fp32-abcdef0"
     assert client.manifest_digest(pushed.repository, pushed.tag) == pushed.digest
-    assert pushed.skipped == () and len(pushed.uploaded) == 7  # six layers and the config
+    assert pushed.skipped == () and len(pushed.uploaded) == 8  # seven layers and the config
 
     dest = tmp_path / "pulled" / "pack"
     pulled = pull_artifact(client, pushed.repository, pushed.digest, dest, log=_quiet)
@@ -142,8 +151,9 @@ def test_a_blob_tampered_in_the_registry_is_refused_and_nothing_is_unpacked(
 ) -> None:
     pushed = publish_pack_oci(store, pack, client, tmp_path / "oci", log=_quiet)
     manifest = json.loads(client.get_manifest(pushed.repository, pushed.digest))
-    triton = manifest["layers"][1]
-    assert triton["annotations"]["org.opencontainers.image.title"] == "triton.tar"
+    (index, triton), *_ = [
+        (i, x) for i, x in enumerate(manifest["layers"]) if x["annotations"][TITLE] == "triton.tar"
+    ]
     blob = registry.blob_path(triton["digest"])
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same length: only the digest can tell
@@ -155,7 +165,7 @@ def test_a_blob_tampered_in_the_registry_is_refused_and_nothing_is_unpacked(
     with pytest.raises(OciPullError) as info:
         pull_artifact(client, pushed.repository, pushed.digest, parent / "pack", log=_quiet)
     message = str(info.value)
-    assert "layer 1 (triton.tar)" in message
+    assert f"layer {index} (triton.tar)" in message
     assert tampered in message and triton["digest"] in message
     assert list(parent.iterdir()) == []  # target absent, no temporary directory left
 
@@ -185,6 +195,58 @@ def test_a_well_formed_artifact_that_is_not_the_signed_pack_is_refused(
     with pytest.raises(
         OciPullError, match=r"files differ from pack_manifest\.json \(missing \['sbom\.cdx\.json'\]"
     ):
+        pull_artifact(client, pushed.repository, pushed.digest, dest, log=_quiet)
+    assert list(dest.parent.iterdir()) == []
+
+
+def _with_copies(artifact: Artifact, copies: str) -> Artifact:
+    """``artifact`` with its Triton layer's copy map replaced by ``copies`` (the layers' bytes
+    untouched: every blob still matches its digest)."""
+    manifest = json.loads(artifact.manifest)
+    (triton,) = [x for x in manifest["layers"] if x["annotations"][TITLE] == "triton.tar"]
+    triton["annotations"][LAYER_COPIES] = copies
+    return replace(artifact, manifest=json.dumps(manifest).encode())
+
+
+@pytest.mark.parametrize(
+    ("copies", "refusal"),
+    [
+        ('{"triton/m/1/model.onnx": "../../etc/passwd"}', r"unsafe path '\.\./\.\./etc/passwd'"),
+        ('{"/tmp/evil": "model.onnx"}', r"unsafe path '/tmp/evil'"),
+        ('{"triton/m/1/model.onnx": "nowhere.onnx"}', r"copies nowhere\.onnx, which no earlier layer holds"),
+        ('["model.onnx"]', "is not an object of paths"),
+        ("{not json", "is not JSON"),
+    ],
+)
+def test_a_triton_layer_copy_map_that_is_unsafe_or_dangling_is_refused(
+    client: RegistryClient,
+    store: LocalArtifactStore,
+    pack: PackRef,
+    tmp_path: Path,
+    copies: str,
+    refusal: str,
+) -> None:
+    forged = _with_copies(build_artifact(store, pack, tmp_path / "oci"), copies)
+    pushed = push_artifact(client, forged, log=_quiet)
+    dest = tmp_path / "pulled" / "pack"
+    with pytest.raises(OciPullError, match=refusal):
+        pull_artifact(client, pushed.repository, pushed.digest, dest, log=_quiet)
+    assert list(dest.parent.iterdir()) == []
+    assert not (tmp_path / "tmp" / "evil").exists()
+
+
+def test_a_copy_map_that_points_at_other_bytes_is_refused_by_the_signed_list(
+    client: RegistryClient, store: LocalArtifactStore, pack: PackRef, tmp_path: Path
+) -> None:
+    """A map that fills the engine's place in the Triton repository with the program: every
+    path is safe and present, and the signed file list still refuses it."""
+    artifact = build_artifact(store, pack, tmp_path / "oci")
+    (triton,) = [layer for layer in artifact.layers if layer.group == "triton"]
+    ((engine_copy, _),) = triton.copies
+    forged = _with_copies(artifact, json.dumps({engine_copy: "model.pt2"}))
+    pushed = push_artifact(client, forged, log=_quiet)
+    dest = tmp_path / "pulled" / "pack"
+    with pytest.raises(OciPullError, match=f"{engine_copy} has sha256 "):
         pull_artifact(client, pushed.repository, pushed.digest, dest, log=_quiet)
     assert list(dest.parent.iterdir()) == []
 

@@ -68,7 +68,7 @@ def test_published_report_line_and_wandb_artifact_carry_the_digest(
 ) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     store = LocalArtifactStore(root=str(tmp_path / "artifacts"))
-    pack = make_pack(store, tmp_path / "build", tmp_path / "keys")
+    pack = make_pack(store, tmp_path / "build", adas_home / "keys")  # the platform's local key
     with LocalOciRegistry(tmp_path / "oci") as reg:
         client = RegistryClient(reg.url)
         ref = publish_and_report(store, pack, client)

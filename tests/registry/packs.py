@@ -23,10 +23,12 @@ from adas.intake.contract import Contract, Lineage, Normalization
 from adas.intake.refs import CandidateRef, DatasetRef, StoredFile
 from adas.intake.stored import as_stored_file, write_file_index
 from adas.packaging.keys import init_local_keys
+from adas.packaging.oci_client import RegistryClient
+from adas.packaging.oci_publication import publish_cell
 from adas.packaging.publish import pack_folder, publish_pack
-from adas.packaging.refs import EngineRef, PackRef, TritonRepositoryRef
+from adas.packaging.refs import EngineRef, PackRef, PublishedPackRef, TritonRepositoryRef
 from adas.packaging.signing import PRIVATE_KEY_FILE, SigningKey, load_key_file, sign_pack
-from adas.packaging.trust import TRUST_FILE
+from adas.packaging.trust import TRUST_FILE, load_trust_file
 from adas.simulation.refs import SimVerdictRef
 from adas.storage import ArtifactStore, LocalArtifactStore
 
@@ -127,6 +129,15 @@ def local_signer(key_dir: Path) -> SigningKey:
     """The key of ``key_dir`` after ``adas-registry keys init`` there (its own trust file)."""
     init_local_keys(key_dir, key_dir / TRUST_FILE)
     return load_key_file(key_dir / PRIVATE_KEY_FILE)
+
+
+def publish_signed(
+    store: ArtifactStore, pack: PackRef, client: RegistryClient, key_dir: Path, namespace: str = ""
+) -> PublishedPackRef:
+    """``publish_cell`` signing with ``key_dir``'s key, trusted by ``key_dir``'s trust file."""
+    signer = local_signer(key_dir)
+    trust = load_trust_file(key_dir / TRUST_FILE)
+    return publish_cell(store, pack, client, signer=signer, trust=trust, namespace=namespace)
 
 
 @dataclass

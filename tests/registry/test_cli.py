@@ -54,7 +54,7 @@ def test_list_show_approve_verify_promote_history_rollback(
     code, out = _cli(world, capsys, "verify", "--version", "1.3.0", "--target", TARGET)
     assert code == 0 and "signatures verified with trusted key" in out and out.strip().endswith("OK")
     reference = world.candidate.body.pointers.oci_reference
-    assert f"OCI: {reference}: manifest digest, 6 layers and the signature verified" in out
+    assert f"OCI: {reference}: manifest digest, 6 layers, the signature (.sig) and SBOM attestation (.att) and the signed pack verified" in out
 
     # Refused: no approvals yet; every missing role is named and the exit status says so.
     code, out = _cli(world, capsys, *PROMOTE)

@@ -16,16 +16,15 @@ import pytest
 from adas.catalog import load_catalog
 from adas.packaging.keys import init_local_keys
 from adas.packaging.local_oci_registry import LocalOciRegistry, registry_available
-from adas.packaging.oci_attachments import PACK_MANIFEST_MEDIA_TYPE, SBOM_MEDIA_TYPE, attachment_tag
+from adas.packaging.oci_attachments import SBOM_MEDIA_TYPE, SIMPLE_SIGNING_MEDIA_TYPE, attachment_tag
 from adas.packaging.oci_client import RegistryClient
 from adas.packaging.oci_deploy import DeployRefusedError, deploy_repository
-from adas.packaging.oci_publication import publish_cell
 from adas.packaging.trust import TRUST_FILE, load_trust_file
 from adas.registry.cli import main
 from adas.registry.entries import entry_from_pack
 from adas.registry.promotion import promote, rollback
 from adas.registry.registration import register_entry
-from tests.registry.packs import build_pack
+from tests.registry.packs import build_pack, publish_signed
 from tests.registry.test_promotion import _stub_runner
 from tests.registry.world import TARGET, World, make_world
 
@@ -67,18 +66,23 @@ def _manifest(world: World, reference: str) -> dict[str, Any]:
 
 
 def _triton_layer(world: World, reference: str) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The pinned artifact's triton layer fetched with plain HTTP, untarred in memory."""
+    """The pinned artifact's triton layer and the Triton repository it makes, fetched with plain
+    HTTP and untarred in memory: the layer's files plus the copies its annotation maps to files
+    of earlier layers (the engine, archived once)."""
     repository, _ = _split(reference)
-    (layer,) = [
-        x
-        for x in _manifest(world, reference)["layers"]
-        if x["annotations"]["io.adas.layer.group"] == "triton"
-    ]
     assert world.oci is not None
-    blob = RegistryClient(world.oci.url).request("GET", f"/v2/{repository}/blobs/{layer['digest']}").body
-    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
-        files = {m.name.removeprefix("triton/"): tar.extractfile(m).read() for m in tar if m.isreg()}  # type: ignore[union-attr]
-    return layer, files
+    client = RegistryClient(world.oci.url)
+    unpacked: dict[str, bytes] = {}
+    for layer in _manifest(world, reference)["layers"]:
+        blob = client.request("GET", f"/v2/{repository}/blobs/{layer['digest']}").body
+        with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+            files = {m.name: tar.extractfile(m).read() for m in tar if m.isreg()}  # type: ignore[union-attr]
+        copies = json.loads(layer["annotations"].get("io.adas.layer.copies", "{}"))
+        files.update({dest: unpacked[source] for dest, source in copies.items()})
+        unpacked.update(files)
+        if layer["annotations"]["io.adas.layer.group"] == "triton":
+            return layer, {rel.removeprefix("triton/"): data for rel, data in files.items()}
+    raise AssertionError(f"{reference} has no triton layer")
 
 
 def _promote(world: World, key: str = "promo-1", **kw: Any):  # type: ignore[no-untyped-def]
@@ -105,8 +109,10 @@ def test_canary_serves_the_pinned_digest_byte_for_byte_even_after_its_tag_moved(
     client = RegistryClient(world.oci.url)
     # The signature and SBOM hang off the digest under cosign's tags.
     sig = json.loads(client.get_manifest(repository, attachment_tag(digest, "sig")))
-    assert sig["subject"]["digest"] == digest and sig["layers"][0]["mediaType"] == PACK_MANIFEST_MEDIA_TYPE
+    assert sig["subject"]["digest"] == digest and sig["layers"][0]["mediaType"] == SIMPLE_SIGNING_MEDIA_TYPE
     assert "dev.cosignproject.cosign/signature" in sig["layers"][0]["annotations"]
+    att = json.loads(client.get_manifest(repository, attachment_tag(digest, "att")))
+    assert att["layers"][0]["annotations"]["predicateType"] == "https://cyclonedx.org/bom"
     sbom = json.loads(client.get_manifest(repository, attachment_tag(digest, "sbom")))
     assert sbom["layers"][0]["mediaType"] == SBOM_MEDIA_TYPE
     # Someone moves the tag to another manifest of the repository.
@@ -148,7 +154,7 @@ def test_an_entry_registered_before_publication_is_refused_until_its_publication
     # The same pack published since: recorded as an oci_published event, which deploys it.
     assert world.oci is not None
     b = world.built
-    published = publish_cell(world.store, b.pack, RegistryClient(world.oci.url))
+    published = publish_signed(world.store, b.pack, RegistryClient(world.oci.url), world.key_dir)
     body = entry_from_pack(world.store, b.pack, b.gate, b.sim, b.report, load_catalog(), published=published)
     register_entry(world.registry, body, actor="ci")
     result = _promote(world, key="promo-2", runner=_stub_runner())
@@ -179,14 +185,14 @@ def test_a_tampered_blob_refuses_the_deploy_naming_the_layer_and_both_digests(
     with pytest.raises(DeployRefusedError) as exc:
         deploy_repository(RegistryClient(own_registry.url), reference, trust, served, tmp_path / "scratch")
     message = str(exc.value)
-    assert "layer 1 (triton.tar) refused" in message and layer["digest"] in message
+    assert "(triton.tar) refused" in message and layer["digest"] in message
     assert "nothing served" in message and "the registry sent sha256:" in message
     assert _tree(served) == {"m/1/model.onnx": b"what production serves"}
     assert list((tmp_path / "scratch").iterdir()) == []
 
     # Through promotion: refused before any server starts, production untouched, lock released.
     result = _promote(world, runner=_stub_runner())
-    assert result.status == "refused" and "layer 1 (triton.tar) refused" in result.message
+    assert result.status == "refused" and "(triton.tar) refused" in result.message
     assert world.registry.events(kinds=["rollout_started"]) == []
     assert world.registry.alias_entry(TARGET, "production").version == "1.2.0"
     assert world.registry.target_state(TARGET).active_promotion is None
@@ -194,7 +200,7 @@ def test_a_tampered_blob_refuses_the_deploy_naming_the_layer_and_both_digests(
     # adas-registry verify checks the same against the registry; exit status 1.
     code = _verify_cli(world, own_registry, tmp_path)
     out = capsys.readouterr().out
-    assert code == 1 and "FAIL OCI" in out and "layer 1 (triton.tar) refused" in out
+    assert code == 1 and "FAIL OCI" in out and "(triton.tar) refused" in out
     assert out.strip().endswith("VERIFICATION FAILED")
 
 
@@ -219,7 +225,8 @@ def test_a_signature_by_an_untrusted_key_refuses_deploy_and_rollback_naming_the_
     assert reference
     key_id = json.loads(world.store.get_bytes(world.built.pack.manifest.key))["signing"]["key_id"]
     assert _verify_cli(world, world.oci, tmp_path) == 0
-    assert "6 layers and the signature verified with trusted key" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "6 layers, the signature (.sig) and SBOM attestation (.att) and the signed pack verified" in out
 
     other = init_local_keys(
         tmp_path / "other-keys", tmp_path / "other-keys" / TRUST_FILE
@@ -233,7 +240,7 @@ def test_a_signature_by_an_untrusted_key_refuses_deploy_and_rollback_naming_the_
     # too. 1.4.0 on top, so that the rollback target is a published entry, not the adopted one.
     assert _promote(world, runner=_stub_runner()).status == "promoted"
     b = build_pack(world.store, tmp_path / "build", world.key_dir, "1.4.0", onnx_models["agree"])
-    published = publish_cell(world.store, b.pack, RegistryClient(world.oci.url))
+    published = publish_signed(world.store, b.pack, RegistryClient(world.oci.url), world.key_dir)
     body = entry_from_pack(world.store, b.pack, b.gate, b.sim, b.report, load_catalog(), published=published)
     newer, _ = register_entry(world.registry, body, actor="ci")
     world.approve_all(newer)

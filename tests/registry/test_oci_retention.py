@@ -20,13 +20,13 @@ from adas.packaging.local_oci_registry import (
 from adas.packaging.oci_attachments import attachment_tag
 from adas.packaging.oci_client import RegistryClient
 from adas.packaging.oci_deploy import pull_verified
-from adas.packaging.oci_publication import publish_cell
 from adas.packaging.refs import PublishedPackRef
 from adas.packaging.trust import TRUST_FILE, load_trust_file
 from adas.registry.cli import main
 from adas.registry.config import RetentionPolicy
 from adas.registry.retention import prune_oci_manifests
 from tests.packaging.oci_packs import make_pack
+from tests.registry.packs import publish_signed
 from tests.registry.world import World, make_world
 
 pytestmark = pytest.mark.skipif(
@@ -44,7 +44,9 @@ def daemon(tmp_path: Path) -> Iterator[LocalOciRegistry]:
 
 
 def _publish(w: World, version: str, seed: int, client: RegistryClient) -> PublishedPackRef:
-    return publish_cell(w.store, make_pack(w.store, w.workdir / "extra", w.key_dir, version, seed), client)
+    return publish_signed(
+        w.store, make_pack(w.store, w.workdir / "extra", w.key_dir, version, seed), client, w.key_dir
+    )
 
 
 def _blobs(ref: PublishedPackRef) -> set[str]:
@@ -97,7 +99,7 @@ def test_prune_deletes_only_unpinned_old_manifests_then_gc_frees_their_blobs(
     report = prune_oci_manifests(client, w.registry, policy)
     assert [r.digest for r in report.deleted] == [unpinned.digest]
     assert client.manifest_digest(repo, unpinned.digest) is None
-    gone = {unpinned.tag, attachment_tag(unpinned.digest, "sig"), attachment_tag(unpinned.digest, "sbom")}
+    gone = {unpinned.tag} | {attachment_tag(unpinned.digest, s) for s in ("sig", "att", "sbom")}
     assert set(client.tags(repo)) == tags_before - gone
     for kept in (old_pinned.digest, newest.digest, pinned_ref.rpartition("@")[2]):
         assert client.manifest_digest(repo, kept) == kept

@@ -8,7 +8,6 @@ import pytest
 
 from adas.catalog import load_catalog
 from adas.packaging.local_oci_registry import stop_local_registry
-from adas.packaging.oci_publication import publish_cell
 from adas.packaging.oci_settings import PORT_ENV, REGISTRY_ENV, OciRegistrySettings
 from adas.packaging.triton_server import default_triton_venv, free_port
 from adas.registry.config import POLICY_FILE
@@ -26,7 +25,7 @@ from jobs.demo_promotion import promote_demo_candidate
 from jobs.registry import registry_jobs
 from resources import build_resources
 from resources.io_manager import encode_value, value_key
-from tests.registry.packs import build_pack, replay_dataset
+from tests.registry.packs import build_pack, publish_signed, replay_dataset
 
 CELL = "x86-cpu|fp32"
 TARGET = "x86-cpu/fp32"
@@ -70,7 +69,9 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, onnx_models: dict[str
     store = LocalArtifactStore(home.artifacts)  # where the artifact_store resource keeps them
     prod = build_pack(store, tmp_path / "build", home.keys, "1.2.0", onnx_models["agree"])
     cand = build_pack(store, tmp_path / "build", home.keys, "1.3.0", onnx_models["agree"])
-    published = publish_cell(store, cand.pack, OciRegistrySettings.from_env("local", home).client())
+    published = publish_signed(
+        store, cand.pack, OciRegistrySettings.from_env("local", home).client(), home.keys
+    )
     _put_value(store, "target_catalog", load_catalog())
     _put_value(store, "golden_dataset", replay_dataset(store))
     for name, value in {

@@ -11,7 +11,6 @@ from typing import Any
 from adas.catalog import load_catalog
 from adas.packaging.local_oci_registry import LocalOciRegistry
 from adas.packaging.oci_client import RegistryClient
-from adas.packaging.oci_publication import publish_cell
 from adas.packaging.oci_settings import OciRegistrySettings
 from adas.packaging.trust import TRUST_FILE
 from adas.registry.config import CanaryStep, RegistryPolicy, load_policy
@@ -22,7 +21,7 @@ from adas.registry.replay import Traffic
 from adas.registry.settings import PromotionSettings
 from adas.registry.store import RegistryStore
 from adas.storage import LocalArtifactStore
-from tests.registry.packs import Built, build_pack, frames, triton_ref_for
+from tests.registry.packs import Built, build_pack, frames, publish_signed, triton_ref_for
 
 TARGET = "x86-cpu/fp32"
 TAGS = [
@@ -109,7 +108,7 @@ def make_world(
     model = onnx_models[candidate.pop("model", "agree")]
     built = build_pack(store, tmp_path / "build", keys, candidate.pop("version", "1.3.0"), model, **candidate)
     oci = oci or shared_oci_registry(tmp_path.parent / "oci-registry-shared")
-    published = publish_cell(store, built.pack, RegistryClient(oci.url)) if publish else None
+    published = publish_signed(store, built.pack, RegistryClient(oci.url), keys) if publish else None
     body = entry_from_pack(
         store, built.pack, built.gate, built.sim, built.report, load_catalog(), published=published
     )
