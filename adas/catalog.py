@@ -86,6 +86,11 @@ class Target(_Strict):
     def needs_gpu(self) -> bool:
         return self.kubernetes.gpu_count > 0
 
+    @property
+    def architecture(self) -> str:
+        """The nodes' CPU architecture (``kubernetes.io/arch``; amd64 unless a selector says)."""
+        return self.kubernetes.node_selector.get("kubernetes.io/arch", "amd64")
+
 
 class TargetCatalog(_Strict):
     version: Literal[1]

@@ -297,6 +297,21 @@ class RegistryClient:
             "PUT", _with_digest(location, digest), scope=scope, headers={"Content-Length": "0"}, ok=(201,)
         )
 
+    def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
+        """Cross-repository mount of a blob this registry holds in ``from_repository``; False
+        when the registry declines (it then opened an upload session, which is cancelled)."""
+        scope = _scope(repository, "pull,push")
+        resp = self.request(
+            "POST",
+            f"/v2/{repository}/blobs/uploads/?mount={digest}&from={from_repository}",
+            scope=scope,
+            ok=(201, 202),
+        )
+        if resp.status == 201:
+            return True
+        self.request("DELETE", _location(resp, self.url), scope=scope, ok=(204, 404))
+        return False
+
     def get_blob(self, repository: str, digest: str, dest: Path) -> tuple[str, int]:
         """Stream a blob into ``dest``; returns the sha256 (``sha256:<hex>``) and size of what
         the registry sent (the caller compares them with what the manifest lists)."""

@@ -2,8 +2,10 @@
 
 The stored pack is packed into deterministic layer tars in a scratch directory, pushed (only
 the blobs the registry lacks), tagged last, and described by a :class:`PublishedPackRef`. The
-pack's signature and SBOM are then attached to the artifact's digest
-(:mod:`adas.packaging.oci_attachments`).
+digest is then signed (cosign ``.sig``), the SBOM attested (``.att``) and attached (``.sbom``)
+with the platform's signing key (:mod:`adas.packaging.oci_attachments`). Where a base image is
+pinned and reachable, the serving image is built from the pinned digest's verified pull and
+pushed beside it (:mod:`adas.packaging.serving_image`).
 """
 
 from __future__ import annotations
@@ -11,17 +13,21 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from adas.catalog import load_catalog
 from adas.config_errors import ConfigError
 from adas.packaging.local_oci_registry import LocalRegistryError
 from adas.packaging.oci import build_artifact, push_artifact
 from adas.packaging.oci_attachments import attach_signatures
 from adas.packaging.oci_client import OciError, RegistryClient
+from adas.packaging.oci_deploy import deploy_repository
 from adas.packaging.pack import BaseImage, load_serving_config
 from adas.packaging.refs import OciLayerRef, PackRef, PublishedPackRef
 from adas.packaging.serving import log_pack_artifact
-from adas.packaging.serving_image import serving_image_line
+from adas.packaging.serving_image import SERVING_SUFFIX, ServingImage, build_serving_image, why_not_built
 from adas.packaging.signing import SignatureError, Signer, load_signing_key
 from adas.packaging.trust import TrustFile, UntrustedKeyError, load_trust_file, now_utc, trust_file_path
 from adas.settings import AdasHome
@@ -89,6 +95,7 @@ def publish_cell(
                 size=layer.size,
                 files=len(layer.files),
                 uploaded=layer.digest in uploaded,
+                copies=len(layer.copies),
             )
             for layer in artifact.layers
         ],
@@ -106,17 +113,69 @@ def publish_and_report(
     *,
     namespace: str = "",
     base_image: BaseImage | None = None,
+    workdir: Path | None = None,
     log: Callable[[str], None] = lambda _: None,
 ) -> PublishedPackRef:
-    """:func:`publish_cell`, then the report's serving-image line (``base_image``, default
-    ``config/serving.yaml``'s) and the pack's W&B artifact carrying the digest (what
-    ``published_pack`` runs)."""
+    """:func:`publish_cell`, then the serving image (built from ``base_image``, default
+    ``config/serving.yaml``'s, where pinned and reachable; else the line saying why not) and the
+    pack's W&B artifact carrying the digest (what ``published_pack`` runs)."""
     signer = load_signing_key(AdasHome.from_env().keys)
     trust = load_trust_file(trust_file_path())
-    published = publish_cell(store, pack, client, signer=signer, trust=trust, namespace=namespace, log=log)
-    base = base_image or load_serving_config().base_image
-    line = serving_image_line(base, published.reference)
-    log(line)
+    published = publish_cell(
+        store, pack, client, signer=signer, trust=trust, namespace=namespace, workdir=workdir, log=log
+    )
     body = json.loads(store.get_bytes(pack.manifest.key, expected_sha256=pack.manifest.sha256))
+    base = base_image or load_serving_config().base_image
+    reason = why_not_built(base)
+    if reason is None:
+        image = serving_image(client, published, base, trust, body, workdir=workdir, log=log)
+    else:
+        image = ServingImage(
+            f"serving image: none built, {reason}; the pack artifact {published.reference} is what is published"
+        )
+    log(image.line)
     wandb_name = log_pack_artifact(pack.engine, body, store.uri(pack.prefix), published)
-    return published.model_copy(update={"serving_image": line, "wandb_artifact": wandb_name})
+    return published.model_copy(
+        update={
+            "serving_image": image.line,
+            "serving_image_reference": image.reference,
+            "wandb_artifact": wandb_name,
+        }
+    )
+
+
+def serving_image(
+    client: RegistryClient,
+    published: PublishedPackRef,
+    base: BaseImage,
+    trust: TrustFile,
+    body: dict[str, Any],
+    *,
+    workdir: Path | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> ServingImage:
+    """The serving image of a published pack: its model repository as deploys get it (the
+    pinned digest pulled and verified), on ``base``, pushed beside the pack under the same tag."""
+    model = body["model"]
+    labels = {
+        "org.opencontainers.image.title": str(model["name"]),
+        "org.opencontainers.image.version": str(model["version"]),
+        "org.opencontainers.image.created": str(body["signing"]["signed_at"]),
+        "org.opencontainers.image.base.name": f"{base.repository}:{base.tag}",
+        "org.opencontainers.image.base.digest": str(base.digest),
+        "io.adas.pack.reference": published.reference,
+    }
+    with tempfile.TemporaryDirectory(prefix="serving-image-", dir=workdir) as tmp:
+        models = Path(tmp) / "models"
+        deploy_repository(client, published.reference, trust, models, Path(tmp) / "pull", log=log)
+        return build_serving_image(
+            base,
+            models,
+            client,
+            f"{published.repository}/{SERVING_SUFFIX}",
+            published.tag,
+            labels,
+            datetime.fromisoformat(str(body["signing"]["signed_at"])),
+            Path(tmp),
+            arch=load_catalog().targets[published.device].architecture,
+        )

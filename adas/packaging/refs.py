@@ -95,6 +95,7 @@ class OciLayerRef(BaseModel):
     size: int
     files: int
     uploaded: bool
+    copies: int = 0  # files placed on pull from an earlier layer's identical file (the engine's copy)
 
 
 class PublishedPackRef(BaseModel):
@@ -121,6 +122,7 @@ class PublishedPackRef(BaseModel):
     # The publication report's one line on the serving image (none built: why), and the W&B
     # artifact that carries this digest; empty when published without them (tests, benchmarks).
     serving_image: str = ""
+    serving_image_reference: str | None = None  # host/repository@sha256:... where one was built
     wandb_artifact: str = ""
 
     @property

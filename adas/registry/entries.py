@@ -191,6 +191,7 @@ def entry_from_pack(
             bundle_sha256=engine.candidate.bundle_sha256,
             oci_reference=published.reference if published else None,
             oci_tag=published.tagged if published else None,
+            serving_image=published.serving_image_reference if published else None,
         ),
         performance=perf,
         slices=slices,

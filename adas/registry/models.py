@@ -80,7 +80,7 @@ class _LaterFields(_Frozen):
 
 
 class EntryPointers(_LaterFields):
-    ADDED_LATER: ClassVar[tuple[str, ...]] = ("oci_reference", "oci_tag")
+    ADDED_LATER: ClassVar[tuple[str, ...]] = ("oci_reference", "oci_tag", "serving_image")
 
     pack_prefix: str
     pack_uri: str
@@ -98,9 +98,11 @@ class EntryPointers(_LaterFields):
     # it was pushed under (``host/repository:tag``; a tag can be moved, the digest cannot).
     oci_reference: str | None = None
     oci_tag: str | None = None
+    # The serving image (Triton base + this pack's model repository), by digest, where one was built.
+    serving_image: str | None = None
 
     def without_oci(self) -> EntryPointers:
-        return self.model_copy(update={"oci_reference": None, "oci_tag": None})
+        return self.model_copy(update={"oci_reference": None, "oci_tag": None, "serving_image": None})
 
 
 class SliceRow(_LaterFields):

@@ -146,7 +146,8 @@ def _mib(n: int) -> str:
 def published_markdown(ref: PublishedPackRef) -> str:
     """What was published where, and which layers this push sent."""
     rows = [
-        f"| {layer.group} | `{layer.digest[:19]}…` | {layer.files} | {_mib(layer.size)} | "
+        f"| {layer.group} | `{layer.digest[:19]}…` | {layer.files}"
+        f"{f' (+{layer.copies} from the engine layer)' if layer.copies else ''} | {_mib(layer.size)} | "
         f"{'pushed' if layer.uploaded else 'already there'} |"
         for layer in ref.layers
     ]
@@ -181,6 +182,7 @@ def published_result(ref: PublishedPackRef) -> dg.MaterializeResult:
             "blobs_pushed": ref.blobs_pushed,
             "blobs_skipped": ref.blobs_skipped,
             "serving_image": ref.serving_image,
+            **({"serving_image_reference": ref.serving_image_reference} if ref.serving_image_reference else {}),
             "wandb_artifact": ref.wandb_artifact,
         },
     )
