@@ -59,6 +59,8 @@ from adas.packaging.oci_client import (
     OciError,
     Progress,
     RegistryClient,
+    blob_digest,
+    canonical_json,
 )
 from adas.packaging.refs import PackRef
 from adas.packaging.signing import MANIFEST_FILE, MANIFEST_SIGNATURE, PUBLIC_KEY_FILE, SIG_SUFFIX
@@ -141,14 +143,6 @@ def layer_group(rel: str) -> str:
     return "reports"
 
 
-def _canonical(data: Any) -> bytes:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _digest(data: bytes) -> str:
-    return f"sha256:{hashlib.sha256(data).hexdigest()}"
-
-
 class _VerifyingReader:
     """Reads a file for the tar while hashing it: the bytes archived are the bytes checked,
     even if the file changed after the store verified it."""
@@ -204,7 +198,7 @@ class Layer:
     def descriptor(self) -> dict[str, Any]:
         annotations = {TITLE: f"{self.group}.tar", LAYER_GROUP: self.group}
         if self.copies:
-            annotations[LAYER_COPIES] = _canonical(dict(self.copies)).decode()
+            annotations[LAYER_COPIES] = canonical_json(dict(self.copies)).decode()
         return {
             "mediaType": self.media_type,
             "digest": self.digest,
@@ -225,11 +219,11 @@ class Artifact:
 
     @property
     def digest(self) -> str:
-        return _digest(self.manifest)
+        return blob_digest(self.manifest)
 
     @property
     def config_digest(self) -> str:
-        return _digest(self.config)
+        return blob_digest(self.config)
 
 
 def _param_size(count: int) -> str:
@@ -331,12 +325,12 @@ def build_artifact(store: ArtifactStore, pack: PackRef, workdir: Path, namespace
         layers.append(
             Layer(group, media_type, dest, digest, size, tuple(sorted(members)), tuple(sorted(copies)))
         )
-    config = _canonical(model_config(pack, body, [layer.digest for layer in layers]))
+    config = canonical_json(model_config(pack, body, [layer.digest for layer in layers]))
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "artifactType": ARTIFACT_TYPE,
-        "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": _digest(config), "size": len(config)},
+        "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": blob_digest(config), "size": len(config)},
         "layers": [layer.descriptor() for layer in layers],
         "annotations": manifest_annotations(pack, body),
     }
@@ -345,7 +339,7 @@ def build_artifact(store: ArtifactStore, pack: PackRef, workdir: Path, namespace
         tag=oci_tag(contract.version, pack.engine.device, pack.engine.precision, lineage.git_sha),
         layers=tuple(layers),
         config=config,
-        manifest=_canonical(manifest),
+        manifest=canonical_json(manifest),
     )
 
 
@@ -558,8 +552,8 @@ def pull_artifact(
     if dest.exists():
         raise OciPullError(f"{dest}: already exists; pull into a new directory")
     data = client.get_manifest(repository, digest)
-    if _digest(data) != digest:
-        raise OciPullError(f"{reference}: the registry sent a manifest with digest {_digest(data)}")
+    if blob_digest(data) != digest:
+        raise OciPullError(f"{reference}: the registry sent a manifest with digest {blob_digest(data)}")
     manifest = _parse_manifest(data, reference)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.pull-", dir=dest.parent))

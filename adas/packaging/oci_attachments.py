@@ -34,7 +34,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from adas.packaging.oci_client import DIGEST_RE, OCI_MANIFEST, OciError, OciHttpError, RegistryClient
+from adas.packaging.oci_client import (
+    DIGEST_RE,
+    OCI_MANIFEST,
+    OciError,
+    OciHttpError,
+    RegistryClient,
+    blob_digest,
+    canonical_json,
+)
 from adas.packaging.signing import SignatureError, Signer, load_public_key, verify_blob_bytes
 from adas.packaging.trust import TrustFile, UntrustedKeyError
 
@@ -66,28 +74,20 @@ def attachment_tag(digest: str, suffix: str) -> str:
     return f"{digest.replace(':', '-')}.{suffix}"
 
 
-def _digest(data: bytes) -> str:
-    return f"sha256:{hashlib.sha256(data).hexdigest()}"
-
-
-def _canonical(data: Any) -> bytes:
-    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-
-
 def _sign(signer: Signer, data: bytes) -> str:
     return base64.b64encode(signer.sign_digest(hashlib.sha256(data).digest())).decode("ascii")
 
 
 def _cosign_config(layer: bytes) -> bytes:
     """The image config cosign gives its signature images (an empty image with one layer)."""
-    return _canonical(
+    return canonical_json(
         {
             "architecture": "",
             "config": {},
             "created": "0001-01-01T00:00:00Z",
             "history": [{"created": "0001-01-01T00:00:00Z"}],
             "os": "",
-            "rootfs": {"type": "layers", "diff_ids": [_digest(layer)]},
+            "rootfs": {"type": "layers", "diff_ids": [blob_digest(layer)]},
         }
     )
 
@@ -106,7 +106,7 @@ def _attach(
     """Push one single-layer attachment manifest under ``tag``; its digest."""
     config_bytes, config_media_type = config
     for blob in (config_bytes, layer):
-        digest = _digest(blob)
+        digest = blob_digest(blob)
         if not client.blob_exists(repository, digest):
             client.upload_blob(repository, digest, blob, len(blob))
     manifest: dict[str, Any] = {
@@ -114,13 +114,13 @@ def _attach(
         "mediaType": OCI_MANIFEST,
         "config": {
             "mediaType": config_media_type,
-            "digest": _digest(config_bytes),
+            "digest": blob_digest(config_bytes),
             "size": len(config_bytes),
         },
         "layers": [
             {
                 "mediaType": layer_media_type,
-                "digest": _digest(layer),
+                "digest": blob_digest(layer),
                 "size": len(layer),
                 "annotations": annotations,
             }
@@ -129,9 +129,9 @@ def _attach(
     }
     if artifact_type:
         manifest["artifactType"] = artifact_type
-    data = _canonical(manifest)
+    data = canonical_json(manifest)
     client.put_manifest(repository, tag, data)
-    return _digest(data)
+    return blob_digest(data)
 
 
 # ------------------------------------------------------------------------------- the signature
@@ -139,7 +139,7 @@ def _attach(
 
 def simple_signing_payload(docker_reference: str, digest: str, key_id: str, signed_at: datetime) -> bytes:
     """cosign's signed claim: this repository's manifest ``digest``, signed by ``key_id`` then."""
-    return _canonical(
+    return canonical_json(
         {
             "critical": {
                 "identity": {"docker-reference": docker_reference},
@@ -200,9 +200,9 @@ def _single_layer(
         raise AttachedSignatureError(f"{where}: expected one {media_type} layer, found {len(layers)}")
     layer = layers[0]
     body = client.request("GET", f"/v2/{repository}/blobs/{layer['digest']}").body
-    if _digest(body) != layer["digest"]:
+    if blob_digest(body) != layer["digest"]:
         raise AttachedSignatureError(
-            f"{where}: payload refused: the registry sent {_digest(body)}, the attachment lists {layer['digest']}"
+            f"{where}: payload refused: the registry sent {blob_digest(body)}, the attachment lists {layer['digest']}"
         )
     return layer, body
 
@@ -290,7 +290,7 @@ def dsse_pae(payload_type: str, payload: bytes) -> bytes:
 
 def sbom_statement(docker_reference: str, digest: str, sbom: Mapping[str, Any]) -> bytes:
     """An in-toto Statement v1: ``sbom`` (CycloneDX) describes ``docker_reference@digest``."""
-    return _canonical(
+    return canonical_json(
         {
             "_type": IN_TOTO_STATEMENT,
             "subject": [{"name": docker_reference, "digest": {"sha256": digest.removeprefix("sha256:")}}],
@@ -305,7 +305,7 @@ def attach_sbom_attestation(
 ) -> str:
     """The SBOM as a signed in-toto attestation under ``sha256-<hex>.att``; returns the tag."""
     statement = sbom_statement(f"{client.host}/{repository}", subject[0], json.loads(sbom))
-    envelope = _canonical(
+    envelope = canonical_json(
         {
             "payloadType": IN_TOTO_PAYLOAD_TYPE,
             "payload": base64.b64encode(statement).decode("ascii"),
@@ -371,7 +371,7 @@ def verify_sbom_attestation(
         raise AttachedSignatureError(
             f"{where}: attestation does not verify with trusted key {key_id}"
         ) from exc
-    if _canonical(statement["predicate"]) != _canonical(json.loads(sbom)):
+    if canonical_json(statement["predicate"]) != canonical_json(json.loads(sbom)):
         raise AttachedSignatureError(f"{where}: the attested SBOM is not the pack's sbom.cdx.json")
     return key_id
 

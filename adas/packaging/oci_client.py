@@ -34,6 +34,19 @@ TOKEN_ENV = "ADAS_OCI_TOKEN"
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def blob_digest(data: bytes) -> str:
+    """``sha256:<hex>``: how OCI names a blob or a manifest by its bytes."""
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+def canonical_json(data: object) -> bytes:
+    """JSON with sorted keys and no spaces (UTF-8): the same document always has the same bytes,
+    so the same digest."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 # Distribution spec: repository names and tags.
 REPOSITORY_RE = re.compile(r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$")
 TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")

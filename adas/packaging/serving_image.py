@@ -21,7 +21,6 @@ line says which; the pack artifact is what is published.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from adas.packaging.oci import write_layer_tar
-from adas.packaging.oci_client import OciError, RegistryClient
+from adas.packaging.oci_client import OciError, RegistryClient, blob_digest
 from adas.packaging.pack import BaseImage
 from adas.storage import sha256_file
 
@@ -98,10 +97,6 @@ def serving_image_line(base: BaseImage, published: str, timeout_s: float = 5.0) 
     return f"serving image: none built, {reason}; the pack artifact {published} is what is published"
 
 
-def _digest(data: bytes) -> str:
-    return f"sha256:{hashlib.sha256(data).hexdigest()}"
-
-
 def _base_manifest(
     source: RegistryClient, base_repo: str, base: BaseImage, arch: str
 ) -> tuple[str, dict[str, Any]]:
@@ -111,9 +106,9 @@ def _base_manifest(
     digest = str(base.digest)
     for _ in range(2):
         data = source.get_manifest(base_repo, digest, accept=_MANIFEST_TYPES)
-        if _digest(data) != digest:
+        if blob_digest(data) != digest:
             raise ServingImageError(
-                f"serving image: base {name}: the registry sent manifest {_digest(data)} for {digest}"
+                f"serving image: base {name}: the registry sent manifest {blob_digest(data)} for {digest}"
             )
         manifest = json.loads(data)
         if manifest.get("mediaType", OCI_IMAGE_MANIFEST) in _IMAGE_MANIFESTS and "config" in manifest:
@@ -209,22 +204,26 @@ def build_serving_image(
         _copy_blob(source, base_repo, client, repository, layer["digest"], layer["size"], workdir)
     for digest, blob, size in (
         (layer_digest, layer_path, layer_size),
-        (_digest(config_bytes), config_bytes, len(config_bytes)),
+        (blob_digest(config_bytes), config_bytes, len(config_bytes)),
     ):
         if not client.blob_exists(repository, digest):
             client.upload_blob(repository, digest, blob, size)
     image = {
         "schemaVersion": 2,
         "mediaType": OCI_IMAGE_MANIFEST,
-        "config": {"mediaType": OCI_IMAGE_CONFIG, "digest": _digest(config_bytes), "size": len(config_bytes)},
+        "config": {
+            "mediaType": OCI_IMAGE_CONFIG,
+            "digest": blob_digest(config_bytes),
+            "size": len(config_bytes),
+        },
         "layers": [*layers, {"mediaType": OCI_LAYER_TAR, "digest": layer_digest, "size": layer_size}],
         "annotations": {k: v for k, v in labels.items() if k.startswith("org.opencontainers.image.")},
     }
     data = json.dumps(image, sort_keys=True, separators=(",", ":")).encode()
-    digest = client.put_manifest(repository, tag, data) or _digest(data)
-    if digest != _digest(data):
+    digest = client.put_manifest(repository, tag, data) or blob_digest(data)
+    if digest != blob_digest(data):
         raise ServingImageError(
-            f"serving image: {repository}:{tag} stored as {digest}, expected {_digest(data)}"
+            f"serving image: {repository}:{tag} stored as {digest}, expected {blob_digest(data)}"
         )
     reference = f"{client.host}/{repository}@{digest}"
     line = (
