@@ -40,11 +40,6 @@ from tests.registry.packs import MODEL, TASK
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> LocalArtifactStore:
-    return LocalArtifactStore(tmp_path / "artifacts")
-
-
-@pytest.fixture
 def pack(store: LocalArtifactStore, tmp_path: Path) -> PackRef:
     return make_pack(store, tmp_path / "work", tmp_path / "keys")
 

@@ -11,7 +11,6 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,22 +44,6 @@ CHUNK = 64 * 1024  # small chunks: the engine and Triton layers go up in several
 
 def _quiet(_: str) -> None:
     pass
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[LocalOciRegistry]:
-    with LocalOciRegistry(tmp_path / "oci-registry") as reg:
-        yield reg
-
-
-@pytest.fixture
-def client(registry: LocalOciRegistry) -> RegistryClient:
-    return RegistryClient(registry.url)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> LocalArtifactStore:
-    return LocalArtifactStore(tmp_path / "artifacts")
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import base64
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,22 +43,6 @@ pytestmark = pytest.mark.skipif(
 needs_tools = pytest.mark.skipif(
     shutil.which("skopeo") is None or shutil.which("openssl") is None, reason="skopeo and openssl needed"
 )
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[LocalOciRegistry]:
-    with LocalOciRegistry(tmp_path / "oci-registry") as reg:
-        yield reg
-
-
-@pytest.fixture
-def client(registry: LocalOciRegistry) -> RegistryClient:
-    return RegistryClient(registry.url)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> LocalArtifactStore:
-    return LocalArtifactStore(tmp_path / "artifacts")
 
 
 @pytest.fixture
