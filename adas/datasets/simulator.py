@@ -322,15 +322,37 @@ class SceneSimulator:
                 for v in road.vehicles:
                     self._equip(v)
 
+    def _draw(self) -> tuple[np.ndarray, Image.Image]:
+        """The frame highway-env's ``env.render()`` returns, and the same pixels as a PIL image.
+
+        After the first frame (which creates the viewer) the offscreen surface is drawn by the
+        viewer as ``env.render()`` does, then read once as RGB bytes: ``get_image``'s
+        ``surfarray.array3d`` + transpose, then PIL's copy of that non-contiguous array, cost two
+        copies per frame; the pixels are the same (tested).
+        """
+        viewer = self.u.viewer
+        if viewer is None or not viewer.offscreen:
+            full = self.env.render()
+            assert full is not None
+            return full, Image.fromarray(full)
+        import pygame
+
+        self.u.enable_auto_render = True
+        viewer.display()
+        surface = viewer.sim_surface
+        size = surface.get_size()
+        data = pygame.image.tobytes(surface, "RGB")
+        full = np.frombuffer(data, np.uint8).reshape(size[1], size[0], 3)
+        return full, Image.frombytes("RGB", size, data)
+
     def render(self) -> RenderedFrame:
         for v in self.u.road.vehicles:
             self._equip(v)  # no-op unless some env hook added a vehicle we have not seen yet
-        full = self.env.render()
-        assert full is not None
+        full, pil = self._draw()
         surf = self.u.viewer.sim_surface
         cfg = self.config.frame
         sx, sy = cfg.width / cfg.render_width, cfg.height / cfg.render_height
-        small = np.asarray(Image.fromarray(full).resize((cfg.width, cfg.height), Image.Resampling.BILINEAR))
+        small = np.asarray(pil.resize((cfg.width, cfg.height), Image.Resampling.BILINEAR))
         boxes: list[Box] = []
         for v in self.u.road.vehicles:
             if not surf.is_visible(v.position):  # highway-env does not draw these

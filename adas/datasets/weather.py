@@ -184,7 +184,10 @@ def glare(x: FloatImage, rng: np.random.Generator, severity: int, layout: np.ran
 
 
 def gaussian_blur(x: FloatImage, sigma: float) -> FloatImage:
-    """Separable gaussian blur with edge padding (HxWxC float32), accumulated in place."""
+    """Separable gaussian blur with edge padding (HxWxC float32), accumulated in place.
+
+    Each pass sums ``k[i] * shifted`` in tap order into one buffer, the products written into
+    one scratch buffer (no temporary per tap)."""
     if sigma <= 0:
         return x
     radius = max(1, int(np.ceil(2.5 * sigma)))
@@ -192,13 +195,14 @@ def gaussian_blur(x: FloatImage, sigma: float) -> FloatImage:
     k /= k.sum()
     h, w = x.shape[:2]
     p = np.pad(x.astype(np.float32, copy=False), ((radius, radius), (0, 0), (0, 0)), mode="edge")
-    y = k[0] * p[0:h]
+    y = np.multiply(p[0:h], k[0])
+    scratch = np.empty_like(y)
     for i in range(1, len(k)):
-        y += k[i] * p[i : i + h]
+        y += np.multiply(p[i : i + h], k[i], out=scratch)
     p = np.pad(y, ((0, 0), (radius, radius), (0, 0)), mode="edge")
-    z = k[0] * p[:, 0:w]
+    z = np.multiply(p[:, 0:w], k[0])
     for i in range(1, len(k)):
-        z += k[i] * p[:, i : i + w]
+        z += np.multiply(p[:, i : i + w], k[i], out=scratch)
     return z
 
 

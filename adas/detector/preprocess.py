@@ -124,10 +124,16 @@ def normalize(frames_uint8_nhwc: np.ndarray, normalization: Normalization, color
         frames = frames[..., ::-1]
     elif color != "RGB":
         raise ValueError(f"color must be 'RGB' or 'BGR', got {color!r}")
-    mean = np.asarray(normalization.mean, np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(normalization.std, np.float32).reshape(1, 3, 1, 1)
-    x = frames.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(normalization.scale)
-    return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+    # A uint8 pixel has 256 values: the float32 arithmetic is done once per value and channel
+    # (the same operations, so the same bits) and the frames are mapped through that table.
+    levels = np.arange(256, dtype=np.float32)[None, :] * np.float32(normalization.scale)
+    mean = np.asarray(normalization.mean, np.float32)[:, None]
+    std = np.asarray(normalization.std, np.float32)[:, None]
+    table = (levels - mean) / std  # [3, 256] float32
+    out = np.empty((frames.shape[0], 3, *frames.shape[1:3]), np.float32)
+    for c in range(3):
+        np.take(table[c], frames[..., c], out=out[:, c])
+    return out
 
 
 def preprocess(frames_uint8_nhwc: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Geometry]:

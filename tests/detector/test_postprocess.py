@@ -155,3 +155,25 @@ def test_normalize() -> None:
     assert normalize(frames[0], norm).shape == (1, 3, 4, 5)
     with pytest.raises(ValueError):
         normalize(np.zeros((2, 4, 5), np.uint8), norm)
+
+
+@pytest.mark.parametrize("color", ["RGB", "BGR"])
+def test_normalize_gives_the_bits_of_the_per_pixel_formula(color: str) -> None:
+    """Every pixel value, every channel, both colour orders: the table normalize maps frames
+    through holds exactly the float32 ``(pixel * scale - mean) / std`` (the engines, the
+    equivalence check and Triton's preprocess all rely on the same bits)."""
+    frames = np.broadcast_to(np.arange(256, dtype=np.uint8)[None, :, None, None], (2, 256, 3, 3)).copy()
+    frames[1] = frames[1, ::-1]  # the channels see different values at the same place
+    frames[1, :, :, 1] = 255 - frames[1, :, :, 1]
+    for norm in (
+        Normalization(scale=1 / 255, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+        Normalization(scale=1.0, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375)),
+    ):
+        src = frames[..., ::-1] if color == "BGR" else frames
+        x = src.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(norm.scale)
+        mean = np.asarray(norm.mean, np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(norm.std, np.float32).reshape(1, 3, 1, 1)
+        expected = (x - mean) / std
+        got = normalize(frames, norm, color)
+        assert got.flags.c_contiguous and got.dtype == np.float32
+        assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from adas.datasets.config import DatagenConfig
 from adas.datasets.simulator import SceneSimulator
@@ -150,7 +151,9 @@ def test_a_run_without_a_scenario_file_is_refused_naming_the_run(
 ) -> None:
     (run,) = plan_category(sim_cfg, "cut_in", 1)
     with pytest.raises(ValueError, match=f"run {run.run_id}: EpisodeSpec.xosc is unset"):
-        run_episode(run.model_copy(update={"xosc": None}), build_perception(ORACLE), datagen, sim_cfg.controller)
+        run_episode(
+            run.model_copy(update={"xosc": None}), build_perception(ORACLE), datagen, sim_cfg.controller
+        )
 
 
 def test_the_fast_lane_markings_draw_the_same_frame_as_highway_env(datagen: DatagenConfig) -> None:
@@ -162,6 +165,14 @@ def test_the_fast_lane_markings_draw_the_same_frame_as_highway_env(datagen: Data
             fast, stock = sim.render(), SceneSimulator.render(sim)
             assert np.array_equal(fast.render_image, stock.render_image)
             assert np.array_equal(fast.image, stock.image) and fast.boxes == stock.boxes
+            # Both read the surface once as RGB bytes: highway-env's own get_image (surfarray
+            # + transpose), resized the way the generator always did, gives the same pixels.
+            own = sim.env.render()
+            assert np.array_equal(fast.render_image, own)
+            size = (datagen.frame.width, datagen.frame.height)
+            assert np.array_equal(
+                fast.image, np.asarray(Image.fromarray(own).resize(size, Image.Resampling.BILINEAR))
+            )
             sim.advance(0.2)
             player.step(ego_state(player, sim.ego))
             place_actors(player, actors)
