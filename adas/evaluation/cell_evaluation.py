@@ -142,6 +142,7 @@ def engine_latency(ref: EngineRef, engine: Engine, target: Target) -> Latency:
             p95_ms=lat["p95_ms"],
             source="packaging microbenchmark",
             budget_p95_ms=budget,
+            contended=lat.get("contended"),
         )
     lacking = missing_isa(target.isa)
     if lacking is not None:

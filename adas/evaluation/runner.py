@@ -382,8 +382,9 @@ def measure_latency(
     }
 
 
-def latency_from_build(build: Mapping[str, Any]) -> dict[str, float] | None:
-    """The packaging microbenchmark's batch-1 latency if the engine build recorded one.
+def latency_from_build(build: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The packaging microbenchmark's batch-1 latency if the engine build recorded one, with
+    ``contended`` (why the host was too busy to judge a budget) when the build said so.
 
     Accepts ``build['latency']`` as ``{"p95_ms": .., "p50_ms": ..}``, ``{"p95": ..}`` or keyed
     by batch size (``{"1": {"p95_ms": ..}}``).
@@ -391,6 +392,7 @@ def latency_from_build(build: Mapping[str, Any]) -> dict[str, float] | None:
     lat = build.get("latency") if isinstance(build, Mapping) else None
     if not isinstance(lat, Mapping):
         return None
+    contended = lat.get("contended")
     for key in ("1", 1, "batch_1", "b1"):
         if isinstance(lat.get(key), Mapping):
             lat = lat[key]
@@ -399,4 +401,8 @@ def latency_from_build(build: Mapping[str, Any]) -> dict[str, float] | None:
     if p95 is None:
         return None
     p50 = lat.get("p50_ms", lat.get("p50"))
-    return {"p95_ms": float(p95), **({"p50_ms": float(p50)} if p50 is not None else {})}
+    return {
+        "p95_ms": float(p95),
+        **({"p50_ms": float(p50)} if p50 is not None else {}),
+        **({"contended": str(contended)} if contended else {}),
+    }

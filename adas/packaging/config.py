@@ -233,6 +233,14 @@ class LatencyConfig(_Strict):
     stability_tolerance: float = Field(0.05, gt=0, le=1)
     intra_op_threads: int = Field(2, ge=1)
     timeout_s: float = Field(600, gt=0, description="wall-clock limit of one measuring subprocess")
+    # A measurement during which other work used more than this fraction of the cores' time
+    # (or the hypervisor stole more than max_steal_fraction) is contended: measured again after
+    # contention_pause_s, up to contention_retries times; still contended, it is reported as
+    # such and a p95 over budget is "contended", not a failure.
+    max_others_cpu_fraction: float = Field(0.25, gt=0, le=1)
+    max_steal_fraction: float = Field(0.05, gt=0, le=1)
+    contention_retries: int = Field(2, ge=0, le=10)
+    contention_pause_s: float = Field(2.0, ge=0, le=60)
 
     @field_validator("batch_sizes")
     @classmethod

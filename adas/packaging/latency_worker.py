@@ -136,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "threads": cfg.intra_op_threads,
         "seconds": time.perf_counter() - t0,
+        # All of this process's CPU (every thread): the parent subtracts it from what the
+        # cores spent meanwhile to see the load other work put on them.
+        "cpu_seconds": time.process_time(),
         "versions": versions | {"python": platform.python_version(), "numpy": np.__version__},
         "machine": machine,
         "protocol": cfg.model_dump() | {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "")},

@@ -68,6 +68,8 @@ class EngineQuality:
             "best_throughput_fps": float(self.latency.best_throughput_fps),
             "peak_rss_mib": float(self.latency.peak_rss_mib),
             "budget_p95_ms": float(self.budget_ms),
+            "attempts": int(self.latency.attempts),
+            **({"contended": self.latency.contended} if self.latency.contended else {}),
         }
 
 

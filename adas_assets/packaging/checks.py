@@ -63,11 +63,14 @@ def latency_within_budget(qa: EngineQuality, device: str) -> dg.AssetCheckResult
             "measure on a node with the target's instruction set",
             metadata={"not_measured": str(qa.latency_not_measured)},
         )
+    contended = (
+        f"; {qa.latency.contended} (after {qa.latency.attempts} measurements)" if qa.latency.contended else ""
+    )
     return dg.AssetCheckResult(
         check_name="latency_within_budget",
         passed=qa.within_budget,
         severity=dg.AssetCheckSeverity.WARN,
-        description=f"p95 at batch 1: {qa.p95_ms:.2f} ms, budget {qa.budget_ms:g} ms ({device})",
+        description=f"p95 at batch 1: {qa.p95_ms:.2f} ms, budget {qa.budget_ms:g} ms ({device}){contended}",
         metadata={
             "latency": dg.MetadataValue.md(qa.latency.markdown()),
             "p50_ms": qa.latency.batch(1).p50_ms,
@@ -75,6 +78,8 @@ def latency_within_budget(qa: EngineQuality, device: str) -> dg.AssetCheckResult
             "best_batch": qa.latency.best_batch,
             "best_throughput_fps": qa.latency.best_throughput_fps,
             "peak_rss_mib": qa.latency.peak_rss_mib,
+            "attempts": qa.latency.attempts,
+            **({"contended": qa.latency.contended} if qa.latency.contended else {}),
         },
     )
 

@@ -20,7 +20,13 @@ from adas.packaging.latency import (
 
 # Short protocol: the fields are what is tested here, not the numbers.
 QUICK = LatencyConfig(
-    warmup_runs=2, window_size=8, min_windows=2, max_windows=3, stable_windows=2, stability_tolerance=0.5
+    warmup_runs=2,
+    window_size=8,
+    min_windows=2,
+    max_windows=3,
+    stable_windows=2,
+    stability_tolerance=0.5,
+    contention_retries=0,
 )
 
 
@@ -39,6 +45,9 @@ def _sane(report: LatencyReport, sizes: tuple[int, ...]) -> None:
     assert report.protocol["OMP_WAIT_POLICY"] == "PASSIVE"
     assert "| batch | p50 ms |" in report.markdown()
     assert set(report.to_metadata()["per_batch"]) == {str(s) for s in sizes}
+    # The host's load during the measurement is kept with it.
+    assert report.cpu_seconds > 0 and report.attempts == 1
+    assert set(report.host_load) >= {"others_cpu_fraction", "steal_fraction", "load_1m_before", "wall_s"}
 
 
 def test_ort_latency_report_is_sane(onnx_path: Path, contract: Contract) -> None:
