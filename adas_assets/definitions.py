@@ -14,15 +14,18 @@ from jobs import candidate_intake_job, golden_data_job
 from jobs.evaluation import evaluation_job, evaluation_schedules
 from jobs.registry import registry_jobs
 from jobs.schedules import engine_rebuild_job, nightly_engine_rebuild
-from resources import build_resources
+from resources import build_resources, run_executor
 from sensors import candidate_inbox_sensor, per_target_automation_sensor
 from sensors.challenge_suite import challenge_suite_sensor
 from sensors.run_failure import run_failure_report
 
 
-def make_definitions(resources: dict[str, Any]) -> dg.Definitions:
+def make_definitions(
+    resources: dict[str, Any], executor: dg.ExecutorDefinition | None = None
+) -> dg.Definitions:
     """The whole code location against the given resources (tests pass temporary ones)."""
     return dg.Definitions(
+        executor=executor,
         assets=[
             *dg.load_assets_from_modules([intake_assets, packaging_assets]),
             *evaluation.evaluation_assets,
@@ -48,4 +51,4 @@ def make_definitions(resources: dict[str, Any]) -> dg.Definitions:
     )
 
 
-defs = make_definitions(build_resources())
+defs = make_definitions(build_resources(), run_executor())

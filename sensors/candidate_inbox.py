@@ -41,7 +41,8 @@ def _drop_key(inbox: Inbox, item: InboxItem) -> tuple[str, dict[str, str]]:
 
 @dg.sensor(
     job=candidate_intake_job,
-    minimum_interval_seconds=15,
+    # A listing of one prefix: cheap enough to look every 5 s, and a drop waits at most that.
+    minimum_interval_seconds=5,
     default_status=default_sensor_status(),
     description="Lists bundles dropped into the inbox and requests one intake run per drop (the run validates, "
     "stores, and moves the bundle to accepted/ or rejected/ with the reason).",
