@@ -28,6 +28,14 @@ from resources.io_manager import decode_value
 
 REPO = Path(__file__).resolve().parents[2]
 CPU_CELLS = ["x86-cpu|fp32", "x86-cpu|int8"]
+# The golden data these worlds run on: the tiny dataset; its validation split has 8 frames, so
+# INT8 is calibrated on the 24 of train.
+TINY_GOLDEN_DATA = dg.RunConfig(
+    ops={
+        "golden_dataset": {"config": {"size": "tiny", "workers": 1}},
+        "calibration_shard": {"config": {"split": "golden_train", "size": 24, "strata": ["all"]}},
+    }
+)
 
 
 @dataclass
@@ -40,7 +48,7 @@ class World:
     log: list[str]
 
 
-def _packaging_config(tmp: Path) -> Path:
+def fast_packaging_config(tmp: Path) -> Path:
     """tests/packaging/fast_packaging.yaml with one change: the tiny dataset's validation split has
     8 frames, on which INT8's COCO mAP drop is noise (1.6 points measured, 0.09 on the demo
     dataset's 400), so the task-metric tolerance is relaxed; every per-head and decode tolerance
@@ -64,7 +72,9 @@ def bundle_world(tmp_path_factory: pytest.TempPathFactory, bundle: Path, name: s
         # prepare_local_instance sets these two itself; registering them first restores them after.
         mp.setenv("ADAS_HOME", str(home.root))
         mp.setenv("DAGSTER_HOME", str(home.dagster_home))
-        mp.setenv("ADAS_PACKAGING_CONFIG", str(_packaging_config(tmp_path_factory.mktemp(f"{name}-config"))))
+        mp.setenv(
+            "ADAS_PACKAGING_CONFIG", str(fast_packaging_config(tmp_path_factory.mktemp(f"{name}-config")))
+        )
         # Automation runs carry no run config: the sweep comes from here (the smallest one the
         # gate accepts: 4 runs, its min_runs; too few to decide, so the verdict is amber).
         mp.setenv("ADAS_SIM_SWEEP", "quick")
@@ -81,16 +91,7 @@ def bundle_world(tmp_path_factory: pytest.TempPathFactory, bundle: Path, name: s
             # Before the golden data: automation then also packages the production baseline.
             driver.prime()
             golden = defs.resolve_job_def("golden_data").execute_in_process(
-                instance=instance,
-                run_config=dg.RunConfig(
-                    ops={
-                        "golden_dataset": {"config": {"size": "tiny", "workers": 1}},
-                        # The tiny validation split has 8 frames: calibrate INT8 on the 24 of train.
-                        "calibration_shard": {
-                            "config": {"split": "golden_train", "size": 24, "strata": ["all"]}
-                        },
-                    }
-                ),
+                instance=instance, run_config=TINY_GOLDEN_DATA
             )
             assert golden.success
             driven = drop_and_drive(driver, bundle, home.inbox, name, sensor_log=log.append)

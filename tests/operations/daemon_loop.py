@@ -15,16 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
-import yaml
 
 from adas.packaging.local_oci_registry import stop_local_registry
 from adas.packaging.oci_settings import PORT_ENV
 from adas.packaging.triton_server import free_port
 from adas.settings import AdasHome
 from jobs.automation_driver import drop_bundle
+from tests.operations.bundle_world import CPU_CELLS, TINY_GOLDEN_DATA, fast_packaging_config
 
 REPO = Path(__file__).resolve().parents[2]
-CPU_CELLS = ("x86-cpu|fp32", "x86-cpu|int8")
 AUTOMATION_SENSOR = "per_target_automation"
 # What each cell's registry entry is downstream of, in the order the loop must produce them.
 CELL_CHAIN = ("engine", "triton_model_repository", "model_pack", "published_pack", "registry_entry")
@@ -75,15 +74,13 @@ class LoopResult:
 def _environment(home: AdasHome, config_dir: Path) -> dict[str, str]:
     """The daemon's environment: this home, the fast packaging config, the quick sweep, CPU cells,
     an OCI registry port of its own (the same settings as the in-process end-to-end world)."""
-    packaging = yaml.safe_load((REPO / "tests/packaging/fast_packaging.yaml").read_text())
-    packaging["equivalence"]["tolerances"]["int8"]["max_map_drop_points"] = 5.0  # 8 validation frames
     config_dir.mkdir(parents=True, exist_ok=True)
-    (config_dir / "packaging.yaml").write_text(yaml.safe_dump(packaging))
+    packaging = fast_packaging_config(config_dir)
     env = {k: v for k, v in os.environ.items() if k not in ("ADAS_AUTOMATION_DEVICES", "ADAS_ENV")}
     env.update(
         ADAS_HOME=str(home.root),
         DAGSTER_HOME=str(home.dagster_home),
-        ADAS_PACKAGING_CONFIG=str(config_dir / "packaging.yaml"),
+        ADAS_PACKAGING_CONFIG=str(packaging),
         ADAS_SIM_SWEEP="quick",
         ADAS_SENSORS_DEFAULT="running",
         **{PORT_ENV: str(free_port())},
@@ -175,15 +172,7 @@ def daemon_loop(tmp: Path, bundle: Path, name: str, timeout_s: float = 3600.0) -
             _wait("the automation sensor's first tick", lambda: _automation_ticks(instance) >= 1, 600, daemon)
             defs = make_definitions(build_resources("local", home))
             golden = defs.resolve_job_def("golden_data").execute_in_process(
-                instance=instance,
-                run_config=dg.RunConfig(
-                    ops={
-                        "golden_dataset": {"config": {"size": "tiny", "workers": 1}},
-                        "calibration_shard": {
-                            "config": {"split": "golden_train", "size": 24, "strata": ["all"]}
-                        },
-                    }
-                ),
+                instance=instance, run_config=TINY_GOLDEN_DATA
             )
             if not golden.success:
                 raise LoopError("golden_data failed")
