@@ -333,7 +333,10 @@ def _outliers_allowed(drift: DecodeDrift, fraction: float) -> bool:
     return drift.matched > 0 and drift.score_drift_outliers <= fraction * drift.matched
 
 
-def _failures(heads: dict[str, HeadErrors], drift: DecodeDrift, tol: PrecisionTolerance) -> list[str]:
+def tolerance_failures(
+    heads: dict[str, HeadErrors], drift: DecodeDrift, tol: PrecisionTolerance
+) -> list[str]:
+    """What the per-head errors and the decode drift exceed in ``tol``, one line each (empty: pass)."""
     out = []
     for name, h in heads.items():
         t = tol.head(name)
@@ -411,7 +414,7 @@ def check_equivalence(
             got_dets += decode(got, post, class_ids, geometry=geometry)
     heads = {n: acc[n].result(n) for n in names}
     drift = compare_detections(ref_dets, got_dets, post, tol)
-    failures = _failures(heads, drift, tol)
+    failures = tolerance_failures(heads, drift, tol)
     return EquivalenceReport(
         precision=precision,
         passed=not failures,

@@ -16,12 +16,12 @@ from adas.intake.contract import Contract, Lineage, Normalization
 from adas.packaging.config import EquivalenceConfig, PackagingConfig, default_packaging_config
 from adas.packaging.equivalence import (
     ModuleReference,
-    _failures,
     check_equivalence,
     compare_detections,
     map_drop_failure,
     random_inputs,
     task_map_drop,
+    tolerance_failures,
 )
 from adas.packaging.ort_engines import OrtEngine, build_fp32_engine
 from adas.packaging.sandboxed_model import SandboxedReference, export_in_sandbox, sandboxed_reference
@@ -247,7 +247,7 @@ def test_a_few_score_outliers_pass_only_where_the_tolerance_allows_them(
         tol = tol.model_copy(
             update={"decode": tol.decode.model_copy(update={"score_drift_outlier_fraction": fraction})}
         )
-        return [f for f in _failures({}, drift, tol) if "max_score_drift" in f]
+        return [f for f in tolerance_failures({}, drift, tol) if "max_score_drift" in f]
 
     shipped = default_packaging_config().equivalence.for_precision("int8").decode.score_drift_outlier_fraction
     assert shipped == 0.005
