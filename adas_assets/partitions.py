@@ -66,7 +66,12 @@ def per_target_check(name: str, asset: str, *, blocking: bool = False, descripti
 
 
 def per_target_asset_check(
-    asset: dg.AssetKey | dg.AssetsDefinition, *, name: str, blocking: bool = False, description: str
+    asset: dg.AssetKey | dg.AssetsDefinition,
+    *,
+    name: str,
+    blocking: bool = False,
+    description: str,
+    automation_condition: dg.AutomationCondition | None = None,
 ) -> Callable[[Callable[..., dg.AssetCheckResult]], dg.AssetChecksDefinition]:
     """``@dg.asset_check`` of one target cell of a partitioned asset, partitioned like
     :func:`per_target_check`; the check function takes the asset's value by its name."""
@@ -79,6 +84,7 @@ def per_target_asset_check(
                 blocking=blocking,
                 partitions_def=TARGET_PARTITIONS,
                 description=description,
+                automation_condition=automation_condition,
             )(fn)
 
     return decorate

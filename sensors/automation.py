@@ -13,12 +13,9 @@ per_target_automation_sensor = dg.AutomationConditionSensorDefinition(
     target=dg.AssetSelection.all(),
     default_status=default_sensor_status(),
     use_user_code_server=True,
-    # Requests spanning both CPU cells go out as an asset backfill, which waits for the backfill
-    # daemon's next loop (~15 s each time; BENCHMARKS "No-click loop"). emit_backfills=False
-    # would launch one run per partition from this tick (130 s instead of 160 s measured) but
-    # leaves out the blocking gate checks, which have no automation condition of their own.
-    # Each interval adds up to one tick of latency per run the loop launches (intake, production
-    # baseline, export, each cell; BENCHMARKS "No-click loop"); evaluating the whole graph takes
-    # well under a second.
-    minimum_interval_seconds=5,
+    # One run per requested cell, launched on this tick. As asset backfills (the default), requests
+    # spanning both CPU cells waited for the backfill daemon's next loop (~15 s each time;
+    # BENCHMARKS "No-click loop"). The blocking gate checks have conditions of their own, so they
+    # are requested with their assets and run in the same run.
+    emit_backfills=False,
 )

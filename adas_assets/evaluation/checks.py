@@ -44,6 +44,9 @@ def dataset_integrity(
     REGRESSION_GATE,
     name="gate_is_green",
     blocking=True,
+    # Requested with its asset (eager: the asset "will be requested" on the same tick), so the
+    # check runs in the asset's run and blocks what is downstream of it there.
+    automation_condition=dg.AutomationCondition.eager(),
     description="The regression gate is green. Blocking: promotion downstream of a red gate does not run.",
 )
 def gate_is_green(regression_gate: GateRef) -> dg.AssetCheckResult:

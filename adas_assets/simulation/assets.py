@@ -261,6 +261,9 @@ def sim_verdict(
     sim_verdict,
     name="sim_gate_is_green",
     blocking=True,
+    # Requested with its asset (eager: the asset "will be requested" on the same tick), so the
+    # check runs in the asset's run and blocks what is downstream of it there.
+    automation_condition=dg.AutomationCondition.eager(),
     description="The sim gate is green. Blocking: promotion downstream of a red sim verdict does not "
     "run; an amber one (insufficient evidence) warns.",
 )
