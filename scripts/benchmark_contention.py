@@ -37,7 +37,7 @@ import onnxruntime as ort  # noqa: E402
 from adas.packaging.ort_session import session_options  # noqa: E402
 from adas.settings import DEMO_BUNDLES_DIR  # noqa: E402
 from scripts.benchmark_report import append_to_benchmarks, cpu_section_head  # noqa: E402
-from scripts.benchmark_simulation import _export, _int8  # noqa: E402
+from scripts.benchmark_simulation import export_engine, int8_engine  # noqa: E402
 
 BURNER = "import os\nos.sched_setaffinity(0, {0})\nwhile True:\n    pass\n"
 # (label, intra-op threads, spinning, dynamic_block_base or 0 for ORT's default)
@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="contention-") as tmp:
-        fp32, contract, _ = _export(DEMO_BUNDLES_DIR / "candidate", Path(tmp) / "model.onnx")
-        int8 = _int8(fp32, contract, Path(tmp) / "int8")
+        fp32, contract, _ = export_engine(DEMO_BUNDLES_DIR / "candidate", Path(tmp) / "model.onnx")
+        int8 = int8_engine(fp32, contract, Path(tmp) / "int8")
         results = {
             "FP32": measure(fp32, args.rounds, args.runs),
             "INT8": measure(int8, args.rounds, args.runs),

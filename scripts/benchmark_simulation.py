@@ -58,7 +58,7 @@ from adas.storage import LocalArtifactStore  # noqa: E402
 from scripts.benchmark_report import append_to_benchmarks, cpu_section_head  # noqa: E402
 
 
-def _export(bundle: Path | None, out: Path) -> tuple[Path, Contract, bool]:
+def export_engine(bundle: Path | None, out: Path) -> tuple[Path, Contract, bool]:
     if bundle is not None and (bundle / "contract.yaml").is_file():
         contract = read_contract(bundle)
         export_onnx(load_bundle_model(bundle), contract, out)
@@ -74,7 +74,7 @@ def _export(bundle: Path | None, out: Path) -> tuple[Path, Contract, bool]:
     return out, contract, False
 
 
-def _int8(fp32: Path, contract: Contract, out_dir: Path) -> Path:
+def int8_engine(fp32: Path, contract: Contract, out_dir: Path) -> Path:
     """The INT8 Q/DQ engine as packaging builds it, calibrated on demo frames when present."""
     pngs = sorted((REPO_ROOT / ".adas" / "datasets" / "demo" / "images" / "golden_val").glob("*.png"))[:64]
     if pngs:
@@ -149,11 +149,13 @@ def _profile(engine: Path, contract: Contract, runs: list) -> dict[str, Any]:
 def _profile_table(p: dict[str, Any]) -> str:
     head = "| " + " | ".join(STAGES) + " | total CPU ms / step | load avg (1 min) |"
     cells = [f"{p['ms_per_step'][k]:.2f}" for k in STAGES]
-    return "\n".join([
-        head,
-        "|" + "---|" * (len(STAGES) + 2),
-        "| " + " | ".join(cells) + f" | {p['cpu_ms_per_step']:.2f} | {p['load'][0]:.1f} |",
-    ])
+    return "\n".join(
+        [
+            head,
+            "|" + "---|" * (len(STAGES) + 2),
+            "| " + " | ".join(cells) + f" | {p['cpu_ms_per_step']:.2f} | {p['load'][0]:.1f} |",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--episodes", type=int, default=12, help="30-s episodes per measurement")
     ap.add_argument("--precision", choices=["fp32", "int8", "both"], default="fp32")
     ap.add_argument("--processes", default="1,2", help="comma-separated process counts")
-    ap.add_argument("--profile-episodes", type=int, default=4, help="episodes profiled stage by stage (0: none)")
+    ap.add_argument(
+        "--profile-episodes", type=int, default=4, help="episodes profiled stage by stage (0: none)"
+    )
     ap.add_argument("--write", action="store_true", help="append the results to BENCHMARKS.md")
     args = ap.parse_args(argv)
 
@@ -180,13 +184,17 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     results: list[tuple[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="simbench-engine-") as tmp:
-        fp32, contract, trained = _export(bundle, Path(tmp) / "model.onnx")
+        fp32, contract, trained = export_engine(bundle, Path(tmp) / "model.onnx")
         engines = []
         if args.precision in ("fp32", "both"):
             engines.append(("fp32", fp32))
         if args.precision in ("int8", "both"):
-            engines.append(("int8", _int8(fp32, contract, Path(tmp) / "int8")))
-        profile = _profile(engines[0][1], contract, picked[: args.profile_episodes]) if args.profile_episodes else None
+            engines.append(("int8", int8_engine(fp32, contract, Path(tmp) / "int8")))
+        profile = (
+            _profile(engines[0][1], contract, picked[: args.profile_episodes])
+            if args.profile_episodes
+            else None
+        )
         if profile is not None:
             print(
                 f"profile ({engines[0][0]}, {profile['episodes']} episodes, {profile['steps']} steps, CPU ms per step, "
@@ -246,7 +254,11 @@ def main(argv: list[str] | None = None) -> int:
             "5 Hz: render 150x600 -> 96x384, weather transform, engine, decode, tracker + controller, 1 episode per shard; "
             "episodes/min = simulated seconds / 30 per wall minute, process start-up included",
             "",
-            *(["Profile (CPU ms per step, in one process):", "", _profile_table(profile), ""] if profile else []),
+            *(
+                ["Profile (CPU ms per step, in one process):", "", _profile_table(profile), ""]
+                if profile
+                else []
+            ),
             table,
             "",
             *[f"- {v}" for v in verdicts],

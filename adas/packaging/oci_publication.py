@@ -27,7 +27,13 @@ from adas.packaging.oci_deploy import deploy_repository
 from adas.packaging.pack import BaseImage, load_serving_config
 from adas.packaging.refs import OciLayerRef, PackRef, PublishedPackRef
 from adas.packaging.serving import log_pack_artifact
-from adas.packaging.serving_image import SERVING_SUFFIX, ServingImage, build_serving_image, why_not_built
+from adas.packaging.serving_image import (
+    SERVING_SUFFIX,
+    ServingImage,
+    build_serving_image,
+    not_built_line,
+    why_not_built,
+)
 from adas.packaging.signing import SignatureError, Signer, load_signing_key
 from adas.packaging.trust import TrustFile, UntrustedKeyError, load_trust_file, now_utc, trust_file_path
 from adas.settings import AdasHome
@@ -130,9 +136,7 @@ def publish_and_report(
     if reason is None:
         image = serving_image(client, published, base, trust, body, workdir=workdir, log=log)
     else:
-        image = ServingImage(
-            f"serving image: none built, {reason}; the pack artifact {published.reference} is what is published"
-        )
+        image = ServingImage(not_built_line(reason, published.reference))
     log(image.line)
     wandb_name = log_pack_artifact(pack.engine, body, store.uri(pack.prefix), published)
     return published.model_copy(

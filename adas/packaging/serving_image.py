@@ -91,10 +91,14 @@ def why_not_built(base: BaseImage, timeout_s: float = 5.0) -> str | None:
     return None
 
 
-def serving_image_line(base: BaseImage, published: str, timeout_s: float = 5.0) -> str:
-    """The report's line when no image is built; ``published`` names the pack artifact."""
-    reason = why_not_built(base, timeout_s) or "not requested"
+def not_built_line(reason: str, published: str) -> str:
+    """The report's line when no image is built: why, and the pack artifact published instead."""
     return f"serving image: none built, {reason}; the pack artifact {published} is what is published"
+
+
+def serving_image_line(base: BaseImage, published: str, timeout_s: float = 5.0) -> str:
+    """:func:`not_built_line` for ``base`` as it stands now (probed)."""
+    return not_built_line(why_not_built(base, timeout_s) or "not requested", published)
 
 
 def _base_manifest(
