@@ -503,17 +503,35 @@ class RegistryStore:
     ) -> Event:
         if role not in ROLES:
             raise RegistryError(f"role {role!r} is not one of {', '.join(ROLES)}")
-        entry = self.get_entry(entry_id)
-        key = idempotency_key or f"approval:{entry_id}:{role}:{decision}:{actor}"
-        return self.record_event(
+        return self._record_entry_decision(
             "approval",
+            entry_id,
+            actor=actor,
+            reason=reason,
+            key=idempotency_key or f"approval:{entry_id}:{role}:{decision}:{actor}",
+            payload={"role": role, "decision": decision},
+        )
+
+    def _record_entry_decision(
+        self, kind: str, entry_id: int, *, actor: str, reason: str, key: str, payload: dict[str, Any]
+    ) -> Event:
+        """One person's decision about one entry, as an event on the entry's target that names the
+        version decided on (an approval, a waiver, an amber acceptance)."""
+        entry = self.get_entry(entry_id)
+        return self.record_event(
+            kind,
             actor=actor,
             reason=reason,
             idempotency_key=key,
             target=entry.target,
             entry_id=entry_id,
-            payload={"role": role, "decision": decision, "version": entry.version},
+            payload={**payload, "version": entry.version},
         )
+
+    @staticmethod
+    def _text_key(text: str) -> str:
+        """A short stable digest of free text, for idempotency keys of decisions that quote it."""
+        return uuid.uuid5(uuid.NAMESPACE_URL, text).hex[:12]
 
     def approvals(self, entry_id: int) -> dict[str, Event]:
         """The latest decision per role, keeping only roles whose latest decision is approval."""
@@ -525,19 +543,13 @@ class RegistryStore:
     def waive_vulnerabilities(
         self, entry_id: int, *, actor: str, justification: str, idempotency_key: str | None = None
     ) -> Event:
-        entry = self.get_entry(entry_id)
-        key = (
-            idempotency_key
-            or f"waiver:{entry_id}:{actor}:{uuid.uuid5(uuid.NAMESPACE_URL, justification).hex[:12]}"
-        )
-        return self.record_event(
+        return self._record_entry_decision(
             "vulnerability_waiver",
+            entry_id,
             actor=actor,
             reason=justification,
-            idempotency_key=key,
-            target=entry.target,
-            entry_id=entry_id,
-            payload={"justification": justification, "version": entry.version},
+            key=idempotency_key or f"waiver:{entry_id}:{actor}:{self._text_key(justification)}",
+            payload={"justification": justification},
         )
 
     def waivers(self, entry_id: int) -> list[Event]:
@@ -554,19 +566,13 @@ class RegistryStore:
         idempotency_key: str | None = None,
     ) -> Event:
         """Record that ``role`` accepts the entry's amber gate verdicts, quoting their intervals."""
-        entry = self.get_entry(entry_id)
-        key = (
-            idempotency_key
-            or f"amber:{entry_id}:{role}:{uuid.uuid5(uuid.NAMESPACE_URL, quote + reason).hex[:12]}"
-        )
-        return self.record_event(
+        return self._record_entry_decision(
             "amber_accepted",
+            entry_id,
             actor=actor,
             reason=reason,
-            idempotency_key=key,
-            target=entry.target,
-            entry_id=entry_id,
-            payload={"role": role, "quote": quote, "version": entry.version},
+            key=idempotency_key or f"amber:{entry_id}:{role}:{self._text_key(quote + reason)}",
+            payload={"role": role, "quote": quote},
         )
 
     def amber_acceptances(self, entry_id: int) -> list[Event]:
