@@ -1,11 +1,13 @@
 """Benchmark the no-click loop through the real ``dagster-daemon`` (#16 item 4): from a bundle
 dropped in the inbox to both CPU cells' registry entries, with a waterfall per asset.
 
-    .venv/bin/python scripts/benchmark_loop.py [--bundle demo/bundles/candidate] [--write]
+    .venv/bin/python scripts/benchmark_loop.py [--bundle demo/bundles/candidate] [--size tiny|demo] [--write]
 
 A fresh instance in a temporary folder (SQLite, the local dagster.yaml: queued runs, at most 2 at a
-time), the tiny golden data, the quick sweep and the fast packaging config: the world of
-``tests/operations/test_daemon_loop.py``. Prints every step after the drop (start offset, duration,
+time). ``--size tiny`` (default): the tiny golden data, the quick sweep and the fast packaging
+config, the world of ``tests/operations/test_daemon_loop.py``; ``--size demo``: what ``make demo``
+runs (the demo dataset, the shipped packaging config and sweep), the world the 5-minute target is
+set for. Prints every step after the drop (start offset, duration,
 run), then the wall time, the sum of step durations, the time at least one step was executing,
 and the orchestration overhead: wall time during which no step executed (sensor and automation
 ticks, run queueing and launch, step process start-up, code location loads), as seconds and as a
@@ -58,12 +60,13 @@ def summary(loop: LoopResult) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, default=DEMO_BUNDLES_DIR / "candidate")
+    ap.add_argument("--size", choices=["tiny", "demo"], default="tiny")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
     load_before = os.getloadavg()
     with (
         tempfile.TemporaryDirectory(prefix="loop-") as tmp,
-        daemon_loop(Path(tmp), args.bundle, "candidate") as loop,
+        daemon_loop(Path(tmp), args.bundle, "candidate", size=args.size) as loop,
     ):
         rows, lines = waterfall(loop), summary(loop)
     load_after = os.getloadavg()
@@ -74,8 +77,13 @@ def main(argv: list[str] | None = None) -> int:
                 "No-click loop through dagster-daemon: drop -> registry entries (CPU cells)",
                 f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after",
             ),
-            f"- `scripts/benchmark_loop.py`: {args.bundle.name} bundle, tiny golden data, quick sweep, fast "
-            "packaging config, local dagster.yaml (queued runs, at most 2 concurrent, one process per step)",
+            f"- `scripts/benchmark_loop.py --size {args.size}`: {args.bundle.name} bundle, "
+            + (
+                "tiny golden data, quick sweep, fast packaging config"
+                if args.size == "tiny"
+                else "demo golden data, shipped sweep and packaging config (what `make demo` runs)"
+            )
+            + ", local dagster.yaml (queued runs, at most 2 concurrent, steps in the run's process)",
             *lines,
             "",
             *rows,

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 
@@ -22,6 +23,8 @@ from adas.packaging.triton_server import free_port
 from adas.settings import AdasHome
 from jobs.automation_driver import drop_bundle
 from tests.operations.bundle_world import CPU_CELLS, TINY_GOLDEN_DATA, fast_packaging_config
+
+LoopSize = Literal["tiny", "demo"]
 
 REPO = Path(__file__).resolve().parents[2]
 AUTOMATION_SENSOR = "per_target_automation"
@@ -71,20 +74,24 @@ class LoopResult:
         return busy
 
 
-def _environment(home: AdasHome, config_dir: Path) -> dict[str, str]:
-    """The daemon's environment: this home, the fast packaging config, the quick sweep, CPU cells,
-    an OCI registry port of its own (the same settings as the in-process end-to-end world)."""
-    config_dir.mkdir(parents=True, exist_ok=True)
-    packaging = fast_packaging_config(config_dir)
-    env = {k: v for k, v in os.environ.items() if k not in ("ADAS_AUTOMATION_DEVICES", "ADAS_ENV")}
+def _environment(home: AdasHome, config_dir: Path, size: LoopSize) -> dict[str, str]:
+    """The daemon's environment: this home, CPU cells, an OCI registry port of its own; for the
+    tiny world the fast packaging config and the quick sweep (the same settings as the in-process
+    end-to-end world), for the demo world the shipped ones."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("ADAS_AUTOMATION_DEVICES", "ADAS_ENV", "ADAS_PACKAGING_CONFIG", "ADAS_SIM_SWEEP")
+    }
     env.update(
         ADAS_HOME=str(home.root),
         DAGSTER_HOME=str(home.dagster_home),
-        ADAS_PACKAGING_CONFIG=str(packaging),
-        ADAS_SIM_SWEEP="quick",
         ADAS_SENSORS_DEFAULT="running",
         **{PORT_ENV: str(free_port())},
     )
+    if size == "tiny":
+        config_dir.mkdir(parents=True, exist_ok=True)
+        env.update(ADAS_PACKAGING_CONFIG=str(fast_packaging_config(config_dir)), ADAS_SIM_SWEEP="quick")
     return env
 
 
@@ -146,15 +153,20 @@ def step_timings(instance: dg.DagsterInstance) -> list[StepTiming]:
 
 
 @contextmanager
-def daemon_loop(tmp: Path, bundle: Path, name: str, timeout_s: float = 3600.0) -> Iterator[LoopResult]:
+def daemon_loop(
+    tmp: Path, bundle: Path, name: str, timeout_s: float = 3600.0, size: LoopSize = "tiny"
+) -> Iterator[LoopResult]:
     """Start ``dagster-daemon`` on a fresh home, make the golden data, drop ``bundle`` as ``name``
-    and wait until both CPU cells have a registry entry (or a run fails)."""
+    and wait until both CPU cells have a registry entry (or a run fails).
+
+    ``size``: ``tiny`` (the tests' world: tiny golden data, fast packaging config, quick sweep) or
+    ``demo`` (what ``make demo`` runs: the demo dataset, the shipped packaging config and sweep)."""
     from adas_assets.definitions import make_definitions
     from resources import build_resources
     from resources.instance import prepare_local_instance
 
     home = AdasHome(tmp / "home")
-    env = _environment(home, tmp / "config")
+    env = _environment(home, tmp / "config", size)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     daemon_log = tmp / "daemon.log"
@@ -172,7 +184,7 @@ def daemon_loop(tmp: Path, bundle: Path, name: str, timeout_s: float = 3600.0) -
             _wait("the automation sensor's first tick", lambda: _automation_ticks(instance) >= 1, 600, daemon)
             defs = make_definitions(build_resources("local", home))
             golden = defs.resolve_job_def("golden_data").execute_in_process(
-                instance=instance, run_config=TINY_GOLDEN_DATA
+                instance=instance, run_config=TINY_GOLDEN_DATA if size == "tiny" else None
             )
             if not golden.success:
                 raise LoopError("golden_data failed")
