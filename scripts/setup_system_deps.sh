@@ -5,6 +5,7 @@
 #   bwrap    - the sandbox candidate models are loaded in (Debian package bubblewrap)
 #   docker-registry - the local OCI registry model packs are published to (CNCF Distribution)
 #   skopeo   - an independent OCI client, to check what the registry holds
+#   libb64-0d - a shared library Triton's perf_analyzer links (the serving benchmark's load generator)
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
@@ -12,6 +13,7 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+dpkg-query -W -f='${Status}' libb64-0d 2>/dev/null | grep -q "install ok installed" || need+=(libb64-0d)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -1,4 +1,5 @@
-"""``config/packaging.yaml``: export, equivalence tolerances, INT8 quantization and latency protocol.
+"""``config/packaging.yaml``: export, equivalence tolerances, INT8 quantization, latency protocol
+and the Triton repository's batching and instances.
 
 Versioned and validated with pydantic; ``load_packaging_config`` reports every invalid field
 with the file named (``adas.config_errors``). The tolerances are per precision because
@@ -256,12 +257,29 @@ class LatencyConfig(_Strict):
         return self
 
 
+class TritonConfig(_Strict):
+    """How the Triton repository of a cell schedules its steps (``scripts/benchmark_serving.py``
+    measures the effect). Every batched step (preprocess, engine, postprocess) uses dynamic
+    batching up to ``max_batch_size``, waiting at most ``max_queue_delay_us`` for a batch."""
+
+    max_batch_size: int = Field(16, ge=1, le=1024)
+    max_queue_delay_us: int = Field(200, ge=0, le=1_000_000)
+    # Engine instances, each with engine_intra_op_threads ONNX Runtime threads (CPU): one
+    # instance per core keeps every core on the engine while another instance's batch is
+    # pre- or post-processed; on GPU, instances overlap transfers and compute.
+    engine_instances: int = Field(2, ge=1, le=64)
+    engine_intra_op_threads: int = Field(1, ge=1, le=64)
+    # Preprocess and postprocess instances (python backend, numpy): cheap next to the engine.
+    step_instances: int = Field(1, ge=1, le=64)
+
+
 class PackagingConfig(_Strict):
     version: Literal[1]
     onnx: OnnxConfig = OnnxConfig()
     equivalence: EquivalenceConfig
     int8: Int8Config
     latency: LatencyConfig = LatencyConfig()
+    triton: TritonConfig = TritonConfig()
 
 
 def load_packaging_config(path: Path | str = PACKAGING_FILE) -> PackagingConfig:

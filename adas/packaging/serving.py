@@ -18,6 +18,7 @@ from adas.detector.preprocess import preprocess
 from adas.intake.refs import DatasetRef, StoredFile
 from adas.intake.stored import read_json
 from adas.packaging.build import load_frames
+from adas.packaging.config import TritonConfig, packaging_config_from_env
 from adas.packaging.contract_smoke import ContractSmokeReport, run_contract_smoke
 from adas.packaging.licenses import LicenseReport, license_report
 from adas.packaging.ort_engines import OrtEngine
@@ -76,6 +77,19 @@ def _tree_digest(files: dict[str, StoredFile]) -> str:
     ).hexdigest()
 
 
+def repository_settings(triton: TritonConfig | None = None) -> dict[str, int]:
+    """``write_triton_repository``'s batching and instance arguments from ``packaging.yaml``'s
+    ``triton`` section (or ``triton``): what every served repository, and its benchmark, uses."""
+    triton = triton or packaging_config_from_env().triton
+    return {
+        "max_batch_size": triton.max_batch_size,
+        "max_queue_delay_us": triton.max_queue_delay_us,
+        "instance_count": triton.engine_instances,
+        "intra_op_threads": triton.engine_intra_op_threads,
+        "step_instance_count": triton.step_instances,
+    }
+
+
 @dataclass
 class BuiltRepository:
     ref: TritonRepositoryRef
@@ -85,9 +99,14 @@ class BuiltRepository:
 
 
 def build_repository(
-    store: ArtifactStore, engine: EngineRef, workdir: Path, cpu_serving: str
+    store: ArtifactStore,
+    engine: EngineRef,
+    workdir: Path,
+    cpu_serving: str,
+    triton: TritonConfig | None = None,
 ) -> BuiltRepository:
-    """Write the repository for ``engine`` and store it under ``<pack prefix>/triton/``."""
+    """Write the repository for ``engine`` and store it under ``<pack prefix>/triton/``, batched
+    and with the instances ``triton`` says (default: ``packaging.yaml``'s ``triton``)."""
     serving = serving_mode(engine.runtime, cpu_serving)
     engine_path = store.fetch(engine.engine.key, expected_sha256=engine.engine.sha256)
     repo = write_triton_repository(
@@ -98,6 +117,7 @@ def build_repository(
         precision=engine.precision,
         runtime=engine.runtime,  # type: ignore[arg-type]
         serving=serving,  # type: ignore[arg-type]
+        **repository_settings(triton),
     )
     prefix = f"{engine.prefix}/{TRITON_DIR}"
     # Write-once: an adopted production entry may point at these files.
@@ -463,6 +483,7 @@ __all__ = [
     "build_and_smoke_repository",
     "build_repository",
     "package_cell",
+    "repository_settings",
     "smoke_test_repository",
     "verify_stored_pack",
 ]

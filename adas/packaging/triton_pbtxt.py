@@ -14,8 +14,11 @@ def dims_text(dims: Sequence[int]) -> str:
     return "[ " + ", ".join(str(int(d)) for d in dims) + " ]"
 
 
-def tensor_entry(name: str, dtype: str, dims: Sequence[int]) -> str:
-    return f"  {{ name: {quoted(name)} data_type: {dtype} dims: {dims_text(dims)} }}"
+def tensor_entry(name: str, dtype: str, dims: Sequence[int], reshape: Sequence[int] | None = None) -> str:
+    """One input or output; ``reshape``: the shape the model itself sees (``[]`` lets a batched
+    model take or give a plain ``[batch]`` vector, declared as ``dims: [1]``)."""
+    extra = f" reshape: {{ shape: {dims_text(reshape)} }}" if reshape is not None else ""
+    return f"  {{ name: {quoted(name)} data_type: {dtype} dims: {dims_text(dims)}{extra} }}"
 
 
 def tensor_list(kind: str, items: Sequence[str]) -> str:
@@ -35,10 +38,13 @@ def instance_group(gpu: bool, count: int, gpus: Sequence[int]) -> str:
     return f"instance_group [ {{ kind: KIND_CPU count: {count} }} ]\n"
 
 
-def dynamic_batching(max_batch_size: int) -> str:
+def dynamic_batching(max_batch_size: int, max_queue_delay_us: int = 200) -> str:
     preferred = sorted({b for b in (1, 2, 4, 8, 16, 32) if b <= max_batch_size} | {max_batch_size})
     # A short queue delay: batching is for throughput under load, not worth latency at batch 1.
-    return f"dynamic_batching {{ preferred_batch_size: {dims_text(preferred)} max_queue_delay_microseconds: 200 }}\n"
+    return (
+        f"dynamic_batching {{ preferred_batch_size: {dims_text(preferred)} "
+        f"max_queue_delay_microseconds: {int(max_queue_delay_us)} }}\n"
+    )
 
 
 def model_header(name: str, kind_line: str, max_batch_size: int) -> str:

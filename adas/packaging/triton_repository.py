@@ -191,8 +191,14 @@ def write_triton_repository(
     instance_count: int = 1,
     gpus: Sequence[int] = (0,),
     intra_op_threads: int = 1,
+    step_instance_count: int | None = None,
+    max_queue_delay_us: int = 200,
 ) -> TritonRepository:
     """Write the model repository for ``contract`` into ``out_dir`` (replaced if it exists).
+
+    ``instance_count`` engine instances (each with ``intra_op_threads`` ONNX Runtime threads on
+    CPU), ``step_instance_count`` (default: the same) of the preprocess and postprocess models;
+    every batched step waits at most ``max_queue_delay_us`` to gather a batch.
 
     The repository is assembled in a sibling temporary directory and moved into place, so a
     crash never leaves a half-written repository where a server would load it.
@@ -205,6 +211,12 @@ def write_triton_repository(
         raise ValueError(f"max_batch_size must be in [1, 1024], got {max_batch_size}")
     if not 1 <= intra_op_threads <= 64:
         raise ValueError(f"intra_op_threads must be in [1, 64], got {intra_op_threads}")
+    step_instance_count = instance_count if step_instance_count is None else step_instance_count
+    for name, count in (("instance_count", instance_count), ("step_instance_count", step_instance_count)):
+        if not 1 <= count <= 64:
+            raise ValueError(f"{name} must be in [1, 64], got {count}")
+    if not 0 <= max_queue_delay_us <= 1_000_000:
+        raise ValueError(f"max_queue_delay_us must be in [0, 1000000], got {max_queue_delay_us}")
     if contract.input.dtype not in ("float32", "float16"):
         raise ValueError(
             f"the preprocess step produces float tensors; the contract wants {contract.input.dtype}"
@@ -230,6 +242,8 @@ def write_triton_repository(
             instance_count=instance_count,
             gpus=gpus,
             intra_op_threads=intra_op_threads,
+            step_instance_count=step_instance_count,
+            max_queue_delay_us=max_queue_delay_us,
         )
         config = build_inference_config(contract, device, precision, runtime)
         config["serving"] = {
@@ -277,6 +291,8 @@ def _write_models(
     instance_count: int,
     gpus: Sequence[int],
     intra_op_threads: int,
+    step_instance_count: int,
+    max_queue_delay_us: int,
 ) -> None:
     m = contract.model_name
     names = {"pre": f"{m}_preprocess", "engine": f"{m}_engine", "post": f"{m}_postprocess"}
@@ -316,8 +332,8 @@ def _write_models(
         model_header(names["pre"], 'backend: "python"', max_batch_size)
         + tensor_list("input", [tensor_entry(FRAMES_INPUT, "TYPE_UINT8", [-1, -1, c])])
         + tensor_list("output", [tensor_entry(n, t, dims) for n, t, dims in pre_outputs])
-        + dynamic_batching(max_batch_size)
-        + instance_group(False, instance_count, gpus)
+        + dynamic_batching(max_batch_size, max_queue_delay_us)
+        + instance_group(False, step_instance_count, gpus)
         + parameters_text(
             {
                 # scale/mean/std stay separate too: the smoke test reads them back from the server.
@@ -355,12 +371,13 @@ def _write_models(
             {"model_file": "model.onnx", "intra_op_threads": str(intra_op_threads)}
         )
     (root / names["engine"] / "config.pbtxt").write_text(
-        head + engine_io + (dynamic_batching(max_batch_size) if batched else "") + tail
+        head + engine_io + (dynamic_batching(max_batch_size, max_queue_delay_us) if batched else "") + tail
     )
 
-    # Postprocess: not batched (max_batch_size 0, explicit -1 batch axis) so that
-    # ``num_detections`` can be a plain [-1] vector: a batched Triton model cannot declare an
-    # output with no dims past the batch axis. Decode loops over images anyway.
+    # Postprocess: batched like the engine (dynamic batching hands it several requests, decoded
+    # as one batch); ``num_detections`` is one number per image, declared ``dims: [1]`` and
+    # reshaped to ``[]`` so that the ensemble returns a plain ``[batch]`` vector. A ragged engine's
+    # outputs are not per image: its postprocess is unbatched (explicit -1 batch axes).
     d = version_dir(names["post"])
     shutil.copyfile(TEMPLATES_DIR / "postprocess.py", d / "model.py")
     for src, rel in VENDORED_DECODERS:
@@ -373,14 +390,25 @@ def _write_models(
         ("num_detections", "TYPE_INT32", [-1]),
     ]
     heads = {n: (t, dims) for n, t, dims in model_outputs}
-    post_inputs = [
-        tensor_entry(n, heads[n][0], [-1, *heads[n][1]] if batched else heads[n][1]) for n in decoded
-    ] + [tensor_entry(GEOMETRY, "TYPE_FP32", [-1, 6])]
+    if batched:
+        post_inputs = [tensor_entry(n, heads[n][0], heads[n][1]) for n in decoded]
+        post_inputs.append(tensor_entry(GEOMETRY, "TYPE_FP32", [6]))
+        post_outputs = [
+            tensor_entry(n, t, dims[1:]) if dims[1:] else tensor_entry(n, t, [1], reshape=[])
+            for n, t, dims in out_defs
+        ]
+        post_batching = dynamic_batching(max_batch_size, max_queue_delay_us)
+    else:
+        post_inputs = [tensor_entry(n, heads[n][0], heads[n][1]) for n in decoded]
+        post_inputs.append(tensor_entry(GEOMETRY, "TYPE_FP32", [-1, 6]))
+        post_outputs = [tensor_entry(n, t, dims) for n, t, dims in out_defs]
+        post_batching = ""
     (root / names["post"] / "config.pbtxt").write_text(
-        model_header(names["post"], 'backend: "python"', 0)
+        model_header(names["post"], 'backend: "python"', engine_batch)
         + tensor_list("input", post_inputs)
-        + tensor_list("output", [tensor_entry(n, t, dims) for n, t, dims in out_defs])
-        + instance_group(False, instance_count, gpus)
+        + tensor_list("output", post_outputs)
+        + post_batching
+        + instance_group(False, step_instance_count, gpus)
         + parameters_text(
             {
                 "postprocess": json.dumps(post.model_dump(mode="json"), sort_keys=True),
@@ -419,10 +447,16 @@ def _write_models(
             {n: n for n, _, _ in out_defs},
         ),
     ]
+    # A batched postprocess hands the ensemble ``num_detections`` as [batch, 1] (its declared
+    # dims): the ensemble gives clients the contract's plain [batch] vector.
+    ensemble_outputs = [
+        tensor_entry(n, t, dims, reshape=[-1, 1] if batched and len(dims) == 1 else None)
+        for n, t, dims in out_defs
+    ]
     (root / m / "config.pbtxt").write_text(
         model_header(m, 'platform: "ensemble"', 0)
         + tensor_list("input", [tensor_entry(FRAMES_INPUT, "TYPE_UINT8", [-1, -1, -1, c])])
-        + tensor_list("output", [tensor_entry(n, t, dims) for n, t, dims in out_defs])
+        + tensor_list("output", ensemble_outputs)
         + "ensemble_scheduling {\n  step [\n"
         + ",\n".join(steps)
         + "\n  ]\n}\n"

@@ -227,6 +227,11 @@ class NginxSplitter:
     def url(self) -> str:
         return f"127.0.0.1:{self.listen_port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The master's pid (its workers share its process group), None when not running."""
+        return self._proc.pid if self._proc is not None else None
+
     def _write(self, split: Split, generation: int) -> None:
         for d in ("tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi", "logs"):
             (self.prefix / d).mkdir(parents=True, exist_ok=True)

@@ -203,19 +203,23 @@ def test_preprocess_and_postprocess_configs(tmp_path: Path, contract: Contract, 
     assert json.loads(p["input_spec"]) == contract.input.model_dump(mode="json")
 
     post = _config(repo.root / repo.postprocess / "config.pbtxt")
-    assert post.backend == "python" and post.max_batch_size == 0  # explicit -1 batch axes
+    # Batched like the engine, so that dynamic batching hands it several requests to decode at once.
+    assert post.backend == "python" and post.max_batch_size == 8 and post.HasField("dynamic_batching")
     assert [(i.name, list(i.dims)) for i in post.input] == [
-        ("heatmap", [-1, 3, 24, 96]),
-        ("box_size", [-1, 2, 24, 96]),
-        ("offset", [-1, 2, 24, 96]),
-        ("geometry", [-1, 6]),
+        ("heatmap", [3, 24, 96]),
+        ("box_size", [2, 24, 96]),
+        ("offset", [2, 24, 96]),
+        ("geometry", [6]),
     ]
     assert [(o.name, o.data_type, list(o.dims)) for o in post.output] == [
-        ("boxes", model_config_pb2.TYPE_FP32, [-1, 50, 4]),
-        ("scores", model_config_pb2.TYPE_FP32, [-1, 50]),
-        ("classes", model_config_pb2.TYPE_INT32, [-1, 50]),
-        ("num_detections", model_config_pb2.TYPE_INT32, [-1]),
+        ("boxes", model_config_pb2.TYPE_FP32, [50, 4]),
+        ("scores", model_config_pb2.TYPE_FP32, [50]),
+        ("classes", model_config_pb2.TYPE_INT32, [50]),
+        ("num_detections", model_config_pb2.TYPE_INT32, [1]),
     ]
+    # One count per image: declared [1], seen by the model (and the ensemble) as a [batch] vector.
+    (count,) = [o for o in post.output if o.name == "num_detections"]
+    assert count.HasField("reshape") and list(count.reshape.shape) == []
     params = _params(post)
     assert set(params) == {"postprocess", "class_ids", "input_hw"}
     assert json.loads(params["postprocess"]) == contract.postprocess.model_dump(mode="json")
@@ -457,6 +461,23 @@ def test_python_backend_models_reproduce_the_offline_pipeline(
     np.testing.assert_array_equal(geometry, [[96, 384, 1, 1, 0, 0]] * 3)  # stretch at input size: identity
     (out,) = post.execute([_Request(**heads, geometry=geometry)])
     assert out.error is None
+    # Requests handed over together by dynamic batching are decoded as one batch and cut back
+    # per request: the same answers as one request of all three frames.
+    p1, p2 = post.execute(
+        [
+            _Request(**{n: h[:1] for n, h in heads.items()}, geometry=geometry[:1]),
+            _Request(**{n: h[1:] for n, h in heads.items()}, geometry=geometry[1:]),
+        ]
+    )
+    for name, arr in out.tensors.items():
+        assert p1.tensors[name].shape[0] == 1 and p2.tensors[name].shape[0] == 2
+        np.testing.assert_array_equal(np.concatenate([p1.tensors[name], p2.tensors[name]]), arr)
+    # A malformed request among them fails alone.
+    good, bad_geometry = post.execute(
+        [_Request(**{n: h[:1] for n, h in heads.items()}, geometry=geometry[:1]), _Request(**heads)]
+    )
+    assert good.error is None and bad_geometry.error is not None and "postprocess" in str(bad_geometry.error)
+    np.testing.assert_array_equal(good.tensors["boxes"], out.tensors["boxes"][:1])
     served_decode = type(post).initialize.__globals__["decode"]
     assert served_decode.__code__.co_filename.startswith(str(repo.root)), "the vendored decoder ran"
 
