@@ -39,6 +39,12 @@ from typing import Any, Literal
 Mode = Literal["canary", "ab", "shadow"]
 BASELINE_PREFIX = "/_baseline"
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# The model-name segment of /v2/models/<name>/... that nginx rewrites to the arm's ensemble: any
+# name but ``stats`` (the server's statistics of every model) and the ensemble's own steps
+# (``<ensemble>_preprocess``, ``_engine``, ``_postprocess``): a client reading the ensemble's
+# configuration (perf_analyzer does) then asks for the steps it names, and must get them, not the
+# ensemble again. Those requests reach the arm as asked.
+_MODEL = "(?!stats(?:/|$))(?![^/]*_(?:preprocess|engine|postprocess)(?:/|$))[^/]+"
 
 
 class NginxError(RuntimeError):
@@ -125,13 +131,13 @@ def render_config(
     else:
         arm_model = (
             f'map $arm $arm_model {{ candidate "{models.candidate}"; default "{models.production}"; }}\n'
-            f'    map $request_uri $candidate_uri {{ "~^/v2/models/[^/]+(?<rest>/.*)?$" '
+            f'    map $request_uri $candidate_uri {{ "~^/v2/models/{_MODEL}(?<rest>/.*)?$" '
             f'"/v2/models/{models.candidate}$rest"; default $request_uri; }}'
         )
-        rewrite = "            rewrite ^/v2/models/[^/]+(/.*)?$ /v2/models/$arm_model$1 break;\n"
+        rewrite = f"            rewrite ^/v2/models/{_MODEL}(/.*)?$ /v2/models/$arm_model$1 break;\n"
         shadow_uri = "$candidate_uri"
         baseline = (
-            f"rewrite ^{BASELINE_PREFIX}/v2/models/[^/]+(/.*)?$ /v2/models/{models.production}$1 break;\n"
+            f"rewrite ^{BASELINE_PREFIX}/v2/models/{_MODEL}(/.*)?$ /v2/models/{models.production}$1 break;\n"
             f"            rewrite ^{BASELINE_PREFIX}(/.*)$ $1 break;\n"
             "            proxy_pass http://production;"
         )

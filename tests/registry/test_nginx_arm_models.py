@@ -70,8 +70,15 @@ def test_each_arm_receives_its_own_model_name(arms: tuple[NginxSplitter, list[st
     nginx.apply(Split(100))  # everything to the candidate
     _post(nginx, "/v2/models/vehicle-dense/infer")
     _post(nginx, f"{BASELINE_PREFIX}/v2/models/vehicle-dense/infer")  # baseline probe: production
+    # The statistics of every model are not a model: they reach the arm as asked. Nor are the steps the ensemble's configuration names (a client reading it asks for them).
+    _post(nginx, "/v2/models/stats")
+    _post(nginx, "/v2/models/vehicle-dense_preprocess/versions/1/config")
     assert prod_seen == ["/v2/models/vehicle-centernet/infer", "/v2/models/vehicle-centernet/infer"]
-    assert cand_seen == ["/v2/models/vehicle-dense/infer"]
+    assert cand_seen == [
+        "/v2/models/vehicle-dense/infer",
+        "/v2/models/stats",
+        "/v2/models/vehicle-dense_preprocess/versions/1/config",
+    ]
 
 
 def test_the_served_name_is_the_repository_ensemble(tmp_path: Path) -> None:
