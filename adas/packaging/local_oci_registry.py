@@ -36,6 +36,7 @@ from types import TracebackType
 import yaml
 
 from adas.packaging.triton_server import free_port
+from adas.service_process import start_service, stop_service, wait_until_ready
 from adas.settings import AdasHome
 
 BINARY = "docker-registry"
@@ -168,15 +169,15 @@ class LocalOciRegistry:
         env = {k: v for k, v in os.environ.items() if not k.startswith(_OVERRIDE_PREFIX)}
         t0 = time.perf_counter()
         with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(
-                [binary, "serve", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # a Ctrl-C meant for the caller does not kill it mid-request
-            )
+            self._proc = start_service([binary, "serve", str(self.config_path)], log=log, env=env)
         try:
-            self._wait_ready(t0)
+            wait_until_ready(
+                self._proc,
+                self._answers,
+                since=t0,
+                timeout_s=self.startup_timeout_s,
+                not_ready=self._not_ready,
+            )
         except BaseException:
             self.stop()
             raise
@@ -194,38 +195,23 @@ class LocalOciRegistry:
         finally:
             conn.close()
 
-    def _wait_ready(self, t0: float) -> None:
-        assert self._proc is not None
-        while True:
-            code = self._proc.poll()
-            if code is not None:
-                raise LocalRegistryError(
-                    f"{BINARY} exited with code {code} before answering on {self.url}/v2/ "
-                    f"(config {self.config_path}). Log tail:\n{self.log_tail()}"
-                )
-            if self._answers():
-                return
-            if time.perf_counter() - t0 > self.startup_timeout_s:
-                raise LocalRegistryError(
-                    f"{BINARY} did not answer on {self.url}/v2/ within {self.startup_timeout_s:.0f} s. "
-                    f"Log tail:\n{self.log_tail()}"
-                )
-            time.sleep(0.05)
+    def _not_ready(self, exit_code: int | None) -> LocalRegistryError:
+        if exit_code is not None:
+            return LocalRegistryError(
+                f"{BINARY} exited with code {exit_code} before answering on {self.url}/v2/ "
+                f"(config {self.config_path}). Log tail:\n{self.log_tail()}"
+            )
+        return LocalRegistryError(
+            f"{BINARY} did not answer on {self.url}/v2/ within {self.startup_timeout_s:.0f} s. "
+            f"Log tail:\n{self.log_tail()}"
+        )
 
     def stop(self) -> int | None:
         """SIGTERM, SIGKILL after ``stop_timeout_s``; the exit code (None if never started)."""
         proc, self._proc = self._proc, None
         if proc is None:
             return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=self.stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait(timeout=10)
-        return proc.returncode
+        return stop_service(proc, stop_signal=signal.SIGTERM, timeout_s=self.stop_timeout_s, reap_group=False)
 
     def __enter__(self) -> LocalOciRegistry:
         return self.start()

@@ -15,7 +15,6 @@ server would:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -27,6 +26,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+
+from adas.service_process import start_service, stop_service, wait_until_ready
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_utils.py")
@@ -238,65 +239,53 @@ class TritonServer:
         t0 = time.perf_counter()
         with open(log_path, "wb") as log:
             # Own session: the stubs it forks share its process group, which stop() can reap.
-            self._proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=self._workdir
-            )
+            self._proc = start_service(cmd, log=log, env=env, cwd=self._workdir)
         try:
-            self._wait_ready(t0)
+            wait_until_ready(
+                self._proc,
+                self._ready,
+                since=t0,
+                timeout_s=self.startup_timeout_s,
+                not_ready=self._not_ready,
+            )
         except BaseException:
             self.stop()
             raise
         self.startup_seconds = time.perf_counter() - t0
         return self
 
-    def _wait_ready(self, t0: float) -> None:
-        assert self._proc is not None
+    def _ready(self) -> bool:
         url = f"http://{self.host}:{self.http_port}/v2/health/ready"
-        while True:
-            code = self._proc.poll()
-            if code is not None:
-                raise TritonServerError(
-                    f"tritonserver exited with code {code} before becoming ready "
-                    f"(repository {self.repository}). Log tail:\n{self.log_tail()}"
-                )
-            try:
-                with _DIRECT.open(url, timeout=1.0) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                pass
-            if time.perf_counter() - t0 > self.startup_timeout_s:
-                raise TritonServerError(
-                    f"tritonserver was not ready after {self.startup_timeout_s:.0f} s "
-                    f"(repository {self.repository}). Log tail:\n{self.log_tail()}"
-                )
-            time.sleep(0.05)
+        try:
+            with _DIRECT.open(url, timeout=1.0) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            return False
+
+    def _not_ready(self, exit_code: int | None) -> TritonServerError:
+        what = (
+            f"exited with code {exit_code} before becoming ready"
+            if exit_code is not None
+            else f"was not ready after {self.startup_timeout_s:.0f} s"
+        )
+        return TritonServerError(
+            f"tritonserver {what} (repository {self.repository}). Log tail:\n{self.log_tail()}"
+        )
 
     def stop(self) -> int | None:
-        """SIGINT (graceful: unloads models, stops stubs), SIGKILL of the group after a timeout.
-        Returns the exit code (None if it was never started)."""
+        """SIGINT (graceful: unloads models, stops stubs), SIGKILL of the group after a timeout;
+        the group is reaped either way (stubs left behind by a crashed or killed server would hold
+        memory and ports). Returns the exit code (None if it was never started)."""
         proc, self._proc = self._proc, None
-        code: int | None = None
-        if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=self.stop_timeout_s)
-                except subprocess.TimeoutExpired:
-                    self._kill_group(proc.pid)
-                    proc.wait(timeout=10)
-            code = proc.returncode
-            # Stubs left behind by a crashed or killed server would hold memory and ports.
-            self._kill_group(proc.pid)
+        code = (
+            stop_service(proc, stop_signal=signal.SIGINT, timeout_s=self.stop_timeout_s, reap_group=True)
+            if proc is not None
+            else None
+        )
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
         return code
-
-    @staticmethod
-    def _kill_group(pgid: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
 
     def __enter__(self) -> TritonServer:
         return self.start()
