@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -245,6 +245,10 @@ class ModelStats:
     compute_output_ns: int
 
 
+# ModelStats' counters, after its name, in field order.
+_COUNTERS: tuple[str, ...] = tuple(f.name for f in fields(ModelStats))[1:]
+
+
 @dataclass(frozen=True)
 class StepTiming:
     """One model over a window: per request milliseconds in each phase, and the mean batch."""
@@ -291,18 +295,7 @@ def server_statistics(http_url: str, timeout_s: float = 10.0) -> dict[str, Model
         if prev is not None:  # several versions: add them up
             stats = ModelStats(
                 m["name"],
-                *(
-                    getattr(prev, f) + getattr(stats, f)
-                    for f in (
-                        "success_count",
-                        "inference_count",
-                        "execution_count",
-                        "queue_ns",
-                        "compute_input_ns",
-                        "compute_infer_ns",
-                        "compute_output_ns",
-                    )
-                ),
+                *(getattr(prev, f) + getattr(stats, f) for f in _COUNTERS),
             )
         out[m["name"]] = stats
     return out
@@ -315,18 +308,7 @@ def step_breakdown(
     rows = []
     for name in models:
         a, b = after[name], before.get(name)
-        d = {
-            f: getattr(a, f) - (getattr(b, f) if b is not None else 0)
-            for f in (
-                "success_count",
-                "inference_count",
-                "execution_count",
-                "queue_ns",
-                "compute_input_ns",
-                "compute_infer_ns",
-                "compute_output_ns",
-            )
-        }
+        d = {f: getattr(a, f) - (getattr(b, f) if b is not None else 0) for f in _COUNTERS}
         n = max(d["success_count"], 1)
         rows.append(
             StepTiming(
