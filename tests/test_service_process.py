@@ -33,7 +33,15 @@ def _alive(pid: int) -> bool:
 
 def test_ready_when_the_probe_answers_then_stopped(tmp_path: Path) -> None:
     marker = tmp_path / "ready"
-    script = f"import pathlib, time; pathlib.Path({str(marker)!r}).touch(); time.sleep(60)"
+    # SIGTERM's default action, whatever disposition or mask the test process passed down (seen
+    # blocked under CI's runner): this test is about what stop_service sends.
+    script = (
+        "import pathlib, signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
+        "signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])\n"
+        f"pathlib.Path({str(marker)!r}).touch()\n"
+        "time.sleep(60)\n"
+    )
     with (tmp_path / "log").open("wb") as log:
         proc = start_service([sys.executable, "-c", script], log=log, env=os.environ)
     wait_until_ready(proc, marker.exists, since=time.perf_counter(), timeout_s=30, not_ready=_not_ready)
