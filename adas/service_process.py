@@ -1,15 +1,20 @@
 """A local server process the platform starts and stops (the Triton server, the OCI registry).
 
 Started in a session of its own, so a Ctrl-C meant for the caller does not kill it mid-request and
-every process it forks shares its process group, which ``stop_service`` can reap. ``wait_until_ready``
-polls the server's own readiness probe and fails early, with the log's tail, when the process
-exits first. Domain code: no dagster import.
+every process it forks shares its process group, which ``stop_service`` can reap. Started with
+SIGINT and SIGTERM at their default actions: an ignored signal is inherited across exec, and the
+caller may well ignore them (a background job or ``nohup`` ignores SIGINT, and Dagster maps SIGTERM
+to SIGINT's disposition in a run's process), which would leave the server deaf to its graceful stop
+and every stop waiting for the SIGKILL. ``wait_until_ready`` polls the server's own readiness probe
+and fails early, with the log's tail, when the process exits first. Domain code: no dagster import.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -21,10 +26,29 @@ from typing import IO
 def start_service(
     cmd: list[str], *, log: IO[bytes], env: Mapping[str, str], cwd: Path | None = None
 ) -> subprocess.Popen[bytes]:
-    """``cmd`` in a new session, its stdout and stderr to ``log``."""
+    """``cmd`` in a new session with SIGINT and SIGTERM at their defaults, its stdout and stderr
+    to ``log``."""
     return subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(env), start_new_session=True, cwd=cwd
+        [*default_signals_prefix(), *cmd],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(env),
+        start_new_session=True,
+        cwd=cwd,
     )
+
+
+@functools.cache
+def default_signals_prefix() -> tuple[str, ...]:
+    """``env --default-signal=INT,TERM`` (GNU coreutils >= 8.31; it then execs the command, so the
+    server keeps the pid) where this system's ``env`` has it, else nothing. Not a ``preexec_fn``:
+    that is unsafe in a process with threads, which a Dagster run has."""
+    env = shutil.which("env")
+    if env is None:
+        return ()
+    prefix = (env, "--default-signal=INT,TERM")
+    probe = subprocess.run([*prefix, "true"], capture_output=True, check=False)
+    return prefix if probe.returncode == 0 else ()
 
 
 def wait_until_ready(

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from adas.service_process import start_service, stop_service
+
 REPO = Path(__file__).resolve().parents[1]
 # Headless Chromium in a container: no sandbox (no user namespaces), no GPU, no /dev/shm
 # (small in containers), nothing that phones home.
@@ -64,8 +66,8 @@ def dagster_dev(
     """
     url_port = free_port()
     url = f"http://127.0.0.1:{url_port}"
-    log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
+    log = open(log_path, "wb") if log_path else open(os.devnull, "wb")  # noqa: SIM115 - closed below
+    proc = start_service(
         [
             sys.executable,
             "-m",
@@ -78,24 +80,17 @@ def dagster_dev(
             "-p",
             str(url_port),
         ],
+        log=log,
+        env=os.environ if env is None else env,
         cwd=REPO,
-        env=dict(os.environ if env is None else env),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
     )
     try:
         _wait_ready(url, proc, ready_timeout)
         yield url
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        if log is not subprocess.DEVNULL:
-            log.close()
+        # SIGINT: dagster dev stops its daemon and code server itself; SIGKILL of the group after 60 s.
+        stop_service(proc, stop_signal=signal.SIGINT, timeout_s=60, reap_group=False)
+        log.close()
 
 
 def launch_chromium(playwright: Any) -> Any:

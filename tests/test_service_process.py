@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -92,3 +93,26 @@ def test_a_server_ignoring_its_signal_is_killed_and_its_children_reaped(tmp_path
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(child)
+
+
+def test_a_caller_ignoring_sigint_and_sigterm_does_not_make_its_server_deaf(tmp_path: Path) -> None:
+    """A background job, nohup, or a Dagster run (which maps SIGTERM to SIGINT's disposition)
+    ignores SIGINT; ignored signals are inherited across exec, yet the server stops gracefully."""
+    marker, repo = tmp_path / "ready", Path(__file__).resolve().parents[1]
+    server = f"import pathlib, time; pathlib.Path({str(marker)!r}).touch(); time.sleep(60)"
+    caller = (
+        "import os, pathlib, signal, sys, time\n"
+        f"sys.path.insert(0, {str(repo)!r})\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "from adas.service_process import start_service, stop_service, wait_until_ready\n"
+        f"with open({str(tmp_path / 'log')!r}, 'wb') as log:\n"
+        f"    p = start_service([sys.executable, '-c', {server!r}], log=log, env=os.environ)\n"
+        f"wait_until_ready(p, pathlib.Path({str(marker)!r}).exists, since=time.perf_counter(), timeout_s=30,\n"
+        "                 not_ready=lambda code: RuntimeError(code))\n"
+        "print(stop_service(p, stop_signal=signal.SIGINT, timeout_s=10, reap_group=False))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", caller], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == str(-signal.SIGINT)  # Python's KeyboardInterrupt exit, not SIGKILL's -9

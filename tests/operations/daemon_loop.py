@@ -20,6 +20,7 @@ import dagster as dg
 from adas.packaging.local_oci_registry import stop_local_registry
 from adas.packaging.oci_settings import PORT_ENV
 from adas.packaging.triton_server import free_port
+from adas.service_process import start_service, stop_service
 from adas.settings import AdasHome
 from jobs.automation_driver import drop_bundle
 from tests.operations.bundle_world import CPU_CELLS, TINY_GOLDEN_DATA, fast_packaging_config
@@ -175,9 +176,9 @@ def daemon_loop(
         prepare_local_instance(home)
         with dg.DagsterInstance.get() as instance:
             with daemon_log.open("wb") as log:
-                daemon = subprocess.Popen(
+                daemon = start_service(
                     [str(REPO / ".venv/bin/dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
-                    cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    log=log, env=env, cwd=REPO,
                 )  # fmt: skip
             # Automation evaluates changes since its previous tick: let it tick once first, so
             # that the golden data and the bundle are changes it reacts to.
@@ -200,13 +201,8 @@ def daemon_loop(
             result = LoopResult(home, dropped_at, time.time(), step_timings(instance), daemon_log)
             yield result
     finally:
-        if daemon is not None and daemon.poll() is None:
-            os.killpg(daemon.pid, signal.SIGTERM)
-            try:
-                daemon.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(daemon.pid, signal.SIGKILL)
-                daemon.wait()
+        if daemon is not None:
+            stop_service(daemon, stop_signal=signal.SIGTERM, timeout_s=60, reap_group=True)
         stop_local_registry(home.oci_registry)
         for k, v in saved.items():
             if v is None:
