@@ -58,7 +58,15 @@ def frames() -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("kind", list(EXPORTS))
+# In CI: one of each shape of the served path (a batched dense head, an unbatched ragged engine, an
+# engine that also takes the source size); the kinds decoded like one of those run nightly (each
+# kind's decoding is checked in CI by tests/detector/test_kind_conformance.py).
+IN_CI = {"dense_bfn", "ragged", "detections_source"}
+
+
+@pytest.mark.parametrize(
+    "kind", [k if k in IN_CI else pytest.param(k, marks=pytest.mark.nightly) for k in EXPORTS]
+)
 def test_each_kind_is_taken_in_packaged_and_served_alike(
     kind: str, model: DenseDetector, frames: np.ndarray, tmp_path: Path
 ) -> None:
