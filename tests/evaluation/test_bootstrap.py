@@ -75,6 +75,7 @@ def test_models_on_different_images_are_refused(world: tuple[dict, list, list]) 
 
 
 @pytest.mark.slow
+@pytest.mark.nightly  # 2-2.5 min on 2 cores: a coverage study, not a unit check (CI passed 30 min)
 def test_nominal_95_percent_intervals_cover_the_true_difference() -> None:
     """200 seeded trials of 80 images each: the 95% interval covers the population's AP
     difference (estimated on 6,000 images) in 93-97% of them."""
