@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	bash scripts/setup_system_deps.sh  # first: the Triton env's perf_analyzer links Debian's libb64
 	bash scripts/setup_triton_env.sh
-	bash scripts/setup_system_deps.sh
 	touch $(STAMP)
 
 setup: $(STAMP)
