@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,10 +35,9 @@ import onnxruntime as ort  # noqa: E402
 
 from adas.packaging.ort_session import session_options  # noqa: E402
 from adas.settings import DEMO_BUNDLES_DIR  # noqa: E402
-from scripts.benchmark_report import append_to_benchmarks, cpu_section_head  # noqa: E402
+from scripts.benchmark_report import append_to_benchmarks, cpu_burner, cpu_section_head  # noqa: E402
 from scripts.benchmark_simulation import export_engine, int8_engine  # noqa: E402
 
-BURNER = "import os\nos.sched_setaffinity(0, {0})\nwhile True:\n    pass\n"
 # (label, intra-op threads, spinning, dynamic_block_base or 0 for ORT's default)
 SETTINGS: tuple[tuple[str, int, bool, int], ...] = (
     ("1 thread", 1, False, 0),
@@ -77,15 +75,9 @@ def measure(model: Path, rounds: int, runs: int) -> dict[str, dict[str, list[tup
     }
     for _ in range(rounds):
         for state in ("quiet", "loaded"):
-            burner = subprocess.Popen([sys.executable, "-c", BURNER]) if state == "loaded" else None
-            try:
-                time.sleep(0.5 if burner else 0.0)
+            with cpu_burner(active=state == "loaded"):
                 for label, session in sessions.items():
                     out[label][state].append(_round(session, x, runs))
-            finally:
-                if burner is not None:
-                    burner.kill()
-                    burner.wait()
     return out
 
 

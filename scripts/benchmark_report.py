@@ -4,12 +4,35 @@ BENCHMARKS.md is append only: every benchmark adds its own section and never rew
 The CPU sections start alike (heading, UTC date, the machine as ``lscpu`` names it).
 """
 
+import contextlib
 import datetime as dt
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 
 from adas.packaging.latency import machine_info
 from adas.settings import REPO_ROOT
 
 BENCHMARKS_FILE = REPO_ROOT / "BENCHMARKS.md"
+# The standard background load: one busy loop pinned to core 0, i.e. one core of the node taken
+# by something else (a busy CI node, a shared inference node).
+_BURNER = "import os\nos.sched_setaffinity(0, {0})\nwhile True:\n    pass\n"
+
+
+@contextlib.contextmanager
+def cpu_burner(active: bool = True) -> Iterator[None]:
+    """Run the standard background load while the block runs (nothing when ``active`` is false)."""
+    if not active:
+        yield
+        return
+    burner = subprocess.Popen([sys.executable, "-c", _BURNER])
+    try:
+        time.sleep(0.5)  # let it reach its core before anything is timed
+        yield
+    finally:
+        burner.kill()
+        burner.wait()
 
 
 def utc_now() -> str:

@@ -272,7 +272,8 @@ def measure_torch_eager_latency(
 
 @dataclass(frozen=True)
 class LatencySpec:
-    """One runtime to compare: an ORT engine file (``kind="ort"``) or a bundle (``"torch"``)."""
+    """One runtime to compare: an ORT engine file (``kind="ort"``; ``"ort-default"`` with ONNX
+    Runtime's default session options instead of the platform's) or a bundle (``"torch"``)."""
 
     kind: str
     model: Path

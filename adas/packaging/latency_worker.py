@@ -39,9 +39,11 @@ def _ort_runner(
 ) -> tuple[Callable[[np.ndarray], Any], dict[str, str], int]:
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(
-        args.model, session_options(cfg.intra_op_threads), providers=["CPUExecutionProvider"]
-    )
+    # "ort-default": ONNX Runtime's own session defaults (all cores, spinning threads), what a
+    # plain ``InferenceSession(path, providers=["CPUExecutionProvider"])`` gets, Model Navigator's
+    # OnnxCPU runner included: the reference the platform's tuned session is compared with.
+    options = None if args.kind == "ort-default" else session_options(cfg.intra_op_threads)
+    sess = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
     name = args.input_name
     # A source-size input ([B, 2], RT-DETR's orig_target_sizes) is fed the input's own size: for
     # timing, its order does not matter.
@@ -85,6 +87,8 @@ def _runtime(args: argparse.Namespace) -> str:
     bundle's own ONNX file in ONNX Runtime FP32, unoptimized, as the team handed it over."""
     if args.kind == "ort":
         return "onnxruntime"
+    if args.kind == "ort-default":
+        return "onnxruntime (session defaults)"
     contract = getattr(args, "contract", None)
     if contract is not None and contract.model_format == "onnx":
         return "onnxruntime-fp32 (the bundle's own model.onnx: the eager baseline of an ONNX bundle)"
@@ -93,7 +97,7 @@ def _runtime(args: argparse.Namespace) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m adas.packaging.latency_worker")
-    p.add_argument("kind", choices=["ort", "torch"])
+    p.add_argument("kind", choices=["ort", "ort-default", "torch"])
     p.add_argument("--model", required=True, help="engine file (ort) or bundle directory (torch)")
     p.add_argument("--input-name", default="images")
     p.add_argument("--shape", default="", help="C,H,W (ort; torch reads the contract)")
@@ -104,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     cfg = LatencyConfig.model_validate_json(args.config_json)
     t0 = time.perf_counter()
     machine = machine_info()  # runs lscpu: before a candidate's program is loaded (no processes then)
-    make = _ort_runner if args.kind == "ort" else _torch_runner
+    make = _torch_runner if args.kind == "torch" else _ort_runner
     try:
         run, versions, size = make(args, cfg)
     except Exception as exc:  # the model's own failure, or what it tried, reported to the parent

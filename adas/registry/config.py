@@ -118,6 +118,9 @@ class AnalysisPolicy(_Strict):
 
 class LocalRolloutPolicy(_Strict):
     concurrency: int = Field(default=4, ge=1, le=64)
+    # Offered load once the baseline is measured, as a share of production's capacity (requests
+    # answered per second while it served alone); null: every client as fast as it is answered.
+    load_fraction: float | None = Field(default=0.5, gt=0, le=1)
     max_frames: int = Field(default=48, ge=1)
     drain_timeout_s: float = Field(default=30, gt=0)
 

@@ -46,6 +46,7 @@ def local_runner(settings: PromotionSettings) -> RolloutRunner:
             frames=frames,
             frame_meta=traffic.meta[: local.max_frames],
             concurrency=local.concurrency,
+            load_fraction=local.load_fraction,
             drain_timeout_s=local.drain_timeout_s,
             workdir=production.parent / "rollout",
             triton_venv=settings.triton_venv,
@@ -148,6 +149,7 @@ def run_rollout(
         {
             "outcome": report.outcome,
             "throughput_rps": report.throughput_rps,
+            "offered_rps": report.offered_rps,
             "requests": report.requests["sent"],
             "dropped_requests": report.dropped_requests,
             "dropped_production_requests": report.dropped_production_requests,

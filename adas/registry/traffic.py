@@ -162,6 +162,9 @@ class ReplayDriver:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._rng = random.Random(0)
+        # (start, rate) while paced: request k of the pace is due at start + k / rate.
+        self._pace: tuple[float, float] | None = None
+        self._slots = itertools.count()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -179,6 +182,17 @@ class ReplayDriver:
 
     def set_shadow(self, target: tuple[str, int] | None) -> None:
         self.shadow_diff = target
+
+    def pace(self, rate_rps: float | None) -> None:
+        """Offer ``rate_rps`` requests a second in all from now on, as a fleet's traffic arrives
+        whatever the model's speed (``None``: each client sends its next request as soon as the
+        last is answered, i.e. as many as the servers can take). A server slower than the rate
+        meets at most ``concurrency`` requests in flight, and the late ones are sent at once."""
+        if rate_rps is not None and not rate_rps > 0:
+            raise ValueError(f"a paced rate must be > 0 requests/s, got {rate_rps}")
+        with self._lock:
+            self._pace = None if rate_rps is None else (time.monotonic(), float(rate_rps))
+            self._slots = itertools.count()
 
     def set_baseline_probes(self, enabled: bool) -> None:
         """Send every request's frame, at the same moment, also to production through nginx's
@@ -309,6 +323,9 @@ class ReplayDriver:
         while not self._stop.is_set():
             with self._lock:
                 seq = next(self._counter)
+                due = None if self._pace is None else self._pace[0] + next(self._slots) / self._pace[1]
+            if due is not None and self._stop.wait(max(0.0, due - time.monotonic())):
+                return
             self._one(seq)
 
     # ------------------------------------------------------------------ counts

@@ -135,6 +135,7 @@ def _run(
         frame_meta=TAGS * 2,
         class_names={1: "car", 2: "truck", 3: "motorcycle"},
         concurrency=4,
+        load_fraction=POLICY.rollout.local.load_fraction,  # paced, as the shipped policy runs it
         workdir=workdir,
         progress=lambda kind, data: events.append((kind, data)),
     ).run()
@@ -154,6 +155,13 @@ def test_slower_candidate_is_rolled_back_with_the_test_statistic(
 ) -> None:
     report, events = _run(_plan([(25, 20), (100, 5)]), repos["production"], repos["slow"], tmp_path)
     assert report.outcome == "rolled_back", report.to_markdown()
+    # Paced at the policy's share of what production answered alone, as a fleet's traffic: the
+    # slower candidate is caught by its own latency, not by a queue it built up.
+    assert report.capacity_rps and report.offered_rps
+    assert report.offered_rps == pytest.approx(
+        POLICY.rollout.local.load_fraction * report.capacity_rps, rel=0.01
+    )
+    assert "paced" in report.to_markdown()
     assert "3 failed windows in a row: latency: Mann-Whitney U p = " in report.reason, report.reason
     assert "P(canary > baseline) = " in report.reason and "median ratio " in report.reason
     assert report.steps[0].result == "failed" and len(report.steps) == 1

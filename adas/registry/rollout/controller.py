@@ -77,6 +77,9 @@ class _Run:
     access_log: AccessLogTail
     steps: list[StepRecord] = field(default_factory=list)
     intervals: list[IntervalAnalysis] = field(default_factory=list)
+    # Production's answers per second alone, and the paced rate offered after the baseline.
+    capacity_rps: float | None = None
+    offered_rps: float | None = None
 
 
 class LocalRollout:
@@ -92,6 +95,7 @@ class LocalRollout:
         frame_meta: Sequence[dict[str, Any]] | None = None,
         class_names: dict[int, str] | None = None,
         concurrency: int = 4,
+        load_fraction: float | None = None,
         drain_timeout_s: float = 30.0,
         workdir: Path | None = None,
         triton_venv: Path | None = None,
@@ -105,6 +109,7 @@ class LocalRollout:
         self.frame_meta = list(frame_meta or [{} for _ in range(len(frames))])
         self.class_names = class_names or {}
         self.concurrency = concurrency
+        self.load_fraction = load_fraction
         self.drain_timeout_s = drain_timeout_s
         self.workdir = workdir
         self.triton_venv = triton_venv
@@ -197,6 +202,7 @@ class LocalRollout:
         warm = driver.warm_up(candidate_direct, rounds=2)
         self.progress("candidate_warmed_up", warm)
         t0 = self.clock()
+        measured_from = time.monotonic()
         driver.start()
         # Baseline: production only, until every recorded frame has a reference answer.
         deadline = t0 + max(policy.baseline_s * 10, 30.0)
@@ -204,10 +210,21 @@ class LocalRollout:
             if self.clock() > deadline:
                 break
             time.sleep(0.05)
+        capacity = _answered_per_second(driver.samples, "production", measured_from)
+        offered = self.load_fraction * capacity if self.load_fraction is not None and capacity > 0 else None
+        driver.pace(offered)
         self.progress(
-            "baseline", {"seconds": round(self.clock() - t0, 2), "references": len(driver.reference)}
+            "baseline",
+            {
+                "seconds": round(self.clock() - t0, 2),
+                "references": len(driver.reference),
+                "capacity_rps": round(capacity, 1),
+                "offered_rps": None if offered is None else round(offered, 1),
+            },
         )
         return _Run(
+            capacity_rps=round(capacity, 2),
+            offered_rps=None if offered is None else round(offered, 2),
             nginx=nginx,
             driver=driver,
             candidate_direct=candidate_direct,
@@ -360,6 +377,8 @@ class LocalRollout:
             intervals=run.intervals,
             requests=counts,
             throughput_rps=round(counts["sent"] / duration, 2) if duration > 0 else 0.0,
+            capacity_rps=run.capacity_rps,
+            offered_rps=run.offered_rps,
             dropped_requests=counts["failed"],
             dropped_production_requests=failed.get("production", 0) + failed.get("unknown", 0),
             reloads=len(run.nginx.reloads),
@@ -367,6 +386,13 @@ class LocalRollout:
             diff_clusters=diff_clusters(run.driver.samples, self.frame_meta, self.class_names),
             mirrored=_count_log(run.nginx.prefix / "shadow.log"),
         )
+
+
+def _answered_per_second(samples: Sequence[Sample], arm: str, since: float) -> float:
+    """Requests ``arm`` answered per second from ``since`` to its last answer (its capacity while
+    the clients sent as fast as they were answered)."""
+    ends = [s.t_end for s in list(samples) if s.arm == arm and s.ok and s.t_start >= since]
+    return len(ends) / (max(ends) - since) if ends and max(ends) > since else 0.0
 
 
 # Baseline samples kept per window, per candidate sample allowed: enough for the rank test's

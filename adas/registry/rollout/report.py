@@ -50,6 +50,10 @@ class RolloutReport(BaseModel):
     intervals: list[IntervalAnalysis]
     requests: dict[str, Any]
     throughput_rps: float
+    # What production answered per second alone (clients as fast as answered), and the rate
+    # offered after the baseline (``None``: not paced, clients as fast as answered throughout).
+    capacity_rps: float | None = None
+    offered_rps: float | None = None
     dropped_requests: int
     dropped_production_requests: int
     reloads: int
@@ -64,6 +68,12 @@ class RolloutReport(BaseModel):
             f"- {self.requests['sent']} requests in {self.duration_s:.1f} s ({self.throughput_rps:.1f} req/s), "
             f"by arm {self.requests['by_arm']}; dropped: {self.dropped_requests} "
             f"(production: {self.dropped_production_requests}); {self.reloads} nginx reloads",
+            "- offered load: "
+            + (
+                f"{self.offered_rps:.1f} req/s, paced ({self.capacity_rps:.1f} req/s answered by production alone)"
+                if self.offered_rps is not None and self.capacity_rps is not None
+                else "as fast as answered (not paced)"
+            ),
         ]
         if self.breach:
             b = self.breach
