@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 
+from adas.cpu_isa import host_isa
 from adas.packaging.latency import machine_info
 from adas.settings import REPO_ROOT
 
@@ -43,12 +44,14 @@ def utc_now() -> str:
 def cpu_section_head(title: str, machine_note: str) -> list[str]:
     """The first lines of a CPU benchmark's section: heading, date, and the machine with ``machine_note``."""
     info = machine_info()
+    family = f"family {info['cpu_family']} model {info.get('cpu_model_number', '?')}, " if "cpu_family" in info else ""
     return [
         "",
         f"## {title}",
         "",
         f"- date: {utc_now()}",
-        f"- machine: {info.get('cpu_model', '?')}, {info.get('cpus', '?')} CPUs (lscpu); {machine_note}",
+        f"- machine: {info.get('cpu_model', '?')} ({family}ISA {host_isa() or 'below avx2'}), "
+        f"{info.get('cpus', '?')} CPUs (lscpu); {machine_note}",
     ]
 
 

@@ -104,7 +104,8 @@ class LatencyReport:
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU model and core count as ``lscpu`` reports them (falls back to platform/os)."""
+    """CPU model, family/model numbers and core count as ``lscpu`` reports them (falls back to
+    platform/os): "AMD EPYC" alone names a Zen 1 and a Zen 4 alike."""
     info: dict[str, Any] = {
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
@@ -120,6 +121,8 @@ def machine_info() -> dict[str, Any]:
             info["cpu_model"] = value.strip()
         elif key.strip() == "CPU(s)":
             info["cpus"] = int(value.strip())
+        elif key.strip() in ("CPU family", "Model"):
+            info["cpu_family" if key.strip() == "CPU family" else "cpu_model_number"] = value.strip()
     return info
 
 

@@ -259,6 +259,22 @@ def _find_serving(config_path: Path) -> int | None:
     return None
 
 
+def _other_local_registry(port: int) -> Path | None:
+    """The registry directory of another local registry of ours serving ``port`` (its config file
+    is ``<dir>/config.yml``, and its pid file names the port), if one does."""
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0") if proc.name.isdigit() else []
+        except OSError:
+            continue
+        if len(args) >= 3 and Path(args[0].decode()).name == BINARY and args[1] == b"serve":
+            root = Path(args[2].decode()).parent
+            record = _read_pid_file(root) or {}
+            if record.get("port") == port and record.get("pid") == int(proc.name):
+                return root
+    return None
+
+
 def _read_pid_file(root: Path) -> dict[str, object] | None:
     try:
         record = json.loads((root / PID_FILE).read_text())
@@ -302,8 +318,15 @@ def ensure_local_registry(root: str | Path, port: int, host: str = "127.0.0.1") 
         if reg._answers():
             pid = pid or _find_serving(reg.config_path)
             if pid is None:
+                other = _other_local_registry(port)
+                stop_other = (
+                    f" (the one of {other}, e.g. another ADAS_HOME's demo: stop it with "
+                    f"python -m adas.packaging.local_oci_registry stop {other})"
+                    if other
+                    else ""
+                )
                 raise LocalRegistryError(
-                    f"{reg.url} is answered by an OCI registry that is not the one of {root}: "
+                    f"{reg.url} is answered by an OCI registry that is not the one of {root}{stop_other}: "
                     f"set {PORT_HINT} to a free port"
                 )
             _write_pid_file(root, pid, host, port)  # (re)adopt ours, e.g. after its pid file was removed

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -218,3 +219,23 @@ def test_registry_down_fails_the_run_naming_the_registry_url(
     (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     message = str(failure.event_specific_data.error)  # type: ignore[union-attr]
     assert "publishing models/" in message and url in message, message
+
+
+@needs_registry
+def test_another_adas_homes_registry_on_the_port_is_named_with_how_to_stop_it(
+    home: AdasHome, tmp_path: Path
+) -> None:
+    """A second demo under another ADAS_HOME meets the first one's registry (left running for
+    `make ui`): the refusal says whose it is and how to stop it."""
+    port = OciRegistrySettings.from_env("local", home).local_port
+    other = tmp_path / "other-home" / "oci-registry"
+    ensure_local_registry(other, port)
+    try:
+        named = re.escape(str(other))
+        with pytest.raises(
+            LocalRegistryError, match=f"the one of {named}.*local_oci_registry stop {named}.*{PORT_ENV}"
+        ):
+            ensure_local_registry(home.oci_registry, port)
+        assert local_registry_pid(home.oci_registry) is None
+    finally:
+        stop_local_registry(other)
