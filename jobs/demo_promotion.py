@@ -120,8 +120,14 @@ def promote_demo_candidate(
             mat = result.asset_materializations_for_node("production_alias")[0].metadata
             line = f"{target}: {mat['outcome'].value}: {mat['message'].value}"
             if "throughput_rps" in mat:
+                paced = (
+                    f", paced at {mat['offered_rps'].value} of the {mat['capacity_rps'].value} req/s "
+                    "production answered alone"
+                    if "offered_rps" in mat
+                    else ""
+                )
                 line += (
-                    f" ({mat['requests'].value} requests at {mat['throughput_rps'].value} req/s, "
+                    f" ({mat['requests'].value} requests at {mat['throughput_rps'].value} req/s{paced}, "
                     f"{mat['dropped_requests'].value} dropped)"
                 )
             lines.append(line)

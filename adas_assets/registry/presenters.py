@@ -100,6 +100,11 @@ def rollout_metadata(r: RolloutReport | None) -> dict[str, Any]:
         "rollout_outcome": r.outcome,
         "requests": r.requests["sent"],
         "throughput_rps": r.throughput_rps,
+        **(
+            {"offered_rps": r.offered_rps, "capacity_rps": r.capacity_rps}
+            if r.offered_rps is not None
+            else {}
+        ),
         "dropped_requests": r.dropped_requests,
         "dropped_production_requests": r.dropped_production_requests,
         "timeline": table(

@@ -198,6 +198,7 @@ def test_register_approve_promote_rollback_through_dagster(world) -> None:  # ty
             f"{TARGET}: promoted: 1.3.0 is production on {TARGET}; 1.2.0 is the rollback"
         )
         assert "0 dropped" in lines[0]
+        assert "req/s production answered alone" in lines[0], lines[0]  # the shipped policy paces
         assert any("production -> 1.3.0 by demo:release-manager" in line for line in lines)
         promoted = instance.get_latest_materialization_event(dg.AssetKey("production_alias"))
         assert promoted is not None
