@@ -117,12 +117,6 @@ def _navigator_version() -> str:
         return "not installed here: the identical ORT settings, measured without it"
 
 
-def _paired(run: Comparison, slower: str, faster: str) -> float:
-    """Median over rounds of ``slower``'s window p50 / ``faster``'s (same round, seconds apart)."""
-    pairs = zip(run.round_p50_ms[slower], run.round_p50_ms[faster], strict=True)
-    return float(np.median([s / f for s, f in pairs]))
-
-
 def _latency_table(
     runs: dict[str, Comparison], labels: dict[str, str], maps: dict[str, tuple[float, float, float]]
 ) -> str:
@@ -174,7 +168,7 @@ def _verdicts(
             )
     for load, run in runs.items():
         if "navigator" in run.per_runtime:
-            ahead = _paired(run, "navigator", "ort_int8")
+            ahead = run.paired_ratio("navigator", "ort_int8")
             out.append(
                 f"ort_int8 >= {NAVIGATOR_TARGET:g}x Model Navigator's ORT pick ({load}): "
                 f"{'yes' if ahead >= NAVIGATOR_TARGET else 'NO'} (paired {ahead:.2f}x)"

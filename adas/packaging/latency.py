@@ -103,6 +103,9 @@ class LatencyReport:
         return "\n".join(rows)
 
 
+_LSCPU_NUMBERS = {"CPU family": "cpu_family", "Model": "cpu_model_number"}
+
+
 def machine_info() -> dict[str, Any]:
     """CPU model, family/model numbers and core count as ``lscpu`` reports them (falls back to
     platform/os): "AMD EPYC" alone names a Zen 1 and a Zen 4 alike."""
@@ -121,8 +124,8 @@ def machine_info() -> dict[str, Any]:
             info["cpu_model"] = value.strip()
         elif key.strip() == "CPU(s)":
             info["cpus"] = int(value.strip())
-        elif key.strip() in ("CPU family", "Model"):
-            info["cpu_family" if key.strip() == "CPU family" else "cpu_model_number"] = value.strip()
+        elif key.strip() in _LSCPU_NUMBERS:
+            info[_LSCPU_NUMBERS[key.strip()]] = value.strip()
     return info
 
 
@@ -305,6 +308,15 @@ class Comparison:
     def to_metadata(self) -> dict[str, Any]:
         return asdict(self)
 
+    def paired_ratio(self, slower: str, faster: str) -> float:
+        """Median over rounds of ``slower``'s window p50 / ``faster``'s (windows of the same round,
+        seconds apart): how many times faster ``faster`` is, with drifting load cancelled."""
+        return paired_ratio(self.round_p50_ms[slower], self.round_p50_ms[faster])
+
+
+def paired_ratio(slower_p50s: Sequence[float], faster_p50s: Sequence[float]) -> float:
+    return float(np.median([s / f for s, f in zip(slower_p50s, faster_p50s, strict=True)]))
+
 
 def _stats(samples: np.ndarray, batch_size: int, windows: int, stable: bool) -> BatchLatency:
     p50, p95, p99 = (float(v) for v in np.percentile(samples, [50, 95, 99]))
@@ -386,12 +398,8 @@ def compare_latency(
             workers[name].send({"op": "quit"})
             rss[name] = _finite(read(workers[name], "peak_rss_mib"), "peak_rss_mib")
     per = {n: _stats(np.concatenate(w), batch_size, len(w), True) for n, w in samples.items()}
-    base = [float(np.median(w)) for w in samples[baseline]]
-    speed = {
-        n: float(np.median([b / float(np.median(w)) for b, w in zip(base, samples[n], strict=True)]))
-        for n in names
-    }
     rounds_p50 = {n: [float(np.median(w)) for w in samples[n]] for n in names}
+    speed = {n: paired_ratio(rounds_p50[baseline], rounds_p50[n]) for n in names}
     q25 = {n: float(np.percentile(v, 25)) for n, v in rounds_p50.items()}
     quiet = {n: q25[baseline] / q25[n] for n in names}
     return Comparison(batch_size, rounds, per, speed, quiet, baseline, rss, rounds_p50)

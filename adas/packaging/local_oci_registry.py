@@ -240,38 +240,43 @@ def _locked(root: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _runs_config(pid: int, config_path: Path) -> bool:
-    """Whether ``pid`` is a live (not zombie) ``docker-registry serve <config_path>``."""
+def _served_config(pid: int) -> Path | None:
+    """The config file a live (not zombie) ``docker-registry serve <config>`` process ``pid`` serves."""
     try:
         args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
-        return False
-    return state != "Z" and str(config_path).encode() in args and Path(args[0].decode()).name == BINARY
+        return None
+    if state == "Z" or len(args) < 3 or Path(args[0].decode()).name != BINARY or args[1] != b"serve":
+        return None
+    return Path(args[2].decode())
+
+
+def _runs_config(pid: int, config_path: Path) -> bool:
+    """Whether ``pid`` is a live (not zombie) ``docker-registry serve <config_path>``."""
+    return _served_config(pid) == config_path
+
+
+def _registry_processes() -> Iterator[tuple[int, Path]]:
+    """(pid, config file) of every live registry process on this host."""
+    for proc in Path("/proc").iterdir():
+        config = _served_config(int(proc.name)) if proc.name.isdigit() else None
+        if config is not None:
+            yield int(proc.name), config
 
 
 def _find_serving(config_path: Path) -> int | None:
     """A live registry process serving ``config_path`` (its pid file may be gone, e.g. after
     ``make clean-state`` removed ADAS_HOME under it)."""
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and _runs_config(int(proc.name), config_path):
-            return int(proc.name)
-    return None
+    return next((pid for pid, config in _registry_processes() if config == config_path), None)
 
 
 def _other_local_registry(port: int) -> Path | None:
-    """The registry directory of another local registry of ours serving ``port`` (its config file
-    is ``<dir>/config.yml``, and its pid file names the port), if one does."""
-    for proc in Path("/proc").iterdir():
-        try:
-            args = (proc / "cmdline").read_bytes().split(b"\0") if proc.name.isdigit() else []
-        except OSError:
-            continue
-        if len(args) >= 3 and Path(args[0].decode()).name == BINARY and args[1] == b"serve":
-            root = Path(args[2].decode()).parent
-            record = _read_pid_file(root) or {}
-            if record.get("port") == port and record.get("pid") == int(proc.name):
-                return root
+    """The directory of another ADAS_HOME's registry whose pid file says it serves ``port``."""
+    for pid, config in _registry_processes():
+        record = _read_pid_file(config.parent) or {}
+        if record.get("port") == port and record.get("pid") == pid:
+            return config.parent
     return None
 
 

@@ -150,6 +150,7 @@ def run_rollout(
             "outcome": report.outcome,
             "throughput_rps": report.throughput_rps,
             "offered_rps": report.offered_rps,
+            "capacity_rps": report.capacity_rps,
             "requests": report.requests["sent"],
             "dropped_requests": report.dropped_requests,
             "dropped_production_requests": report.dropped_production_requests,

@@ -110,6 +110,9 @@ def test_interleaved_comparison(bundle: Path, onnx_path: Path, contract: Contrac
     cmp = compare_latency(specs, "eager", batch_size=1, rounds=3, config=QUICK)
     assert cmp.speedup_vs_baseline["eager"] == 1.0
     assert cmp.speedup_vs_baseline["ort"] > 0 and cmp.speedup_vs_baseline["ort_defaults"] > 0
+    # Any two runtimes pair up the same way as each against the baseline.
+    assert cmp.paired_ratio("eager", "ort") == cmp.speedup_vs_baseline["ort"]
+    assert cmp.paired_ratio("ort", "ort") == 1.0
     for name, b in cmp.per_runtime.items():
         assert 0 < b.p50_ms <= b.p95_ms <= b.p99_ms and b.windows == 3
         assert len(cmp.round_p50_ms[name]) == 3
